@@ -1,0 +1,1 @@
+"""idnode read path: Handle protocol codec, resolver core, front doors and CLI."""

@@ -1,0 +1,112 @@
+"""Handle values as deployed clients encode them (handle-protocol.md §4).
+
+The layout differs from RFC 3651 §3.1: the timestamp is in Unix seconds and the
+permissions are one byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .codes import DEFAULT_PERMISSIONS, DEFAULT_TTL, MAX_HANDLE_LENGTH, MAX_VALUES, Permission
+from .errors import ProtocolError
+from .wire import I32, U32, Reader
+
+# index, timestamp, ttlType, ttl, permissions, then type/data/refs.
+# 4 + 4 + 1 + 4 + 1 + 4 (type len) + 4 (data len) + 4 (nRefs)
+VALUE_MIN_SIZE = 26
+REFERENCE_MIN_SIZE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ValueReference:
+    handle: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandleValue:
+    index: int
+    type: str
+    data: bytes
+    ttl: int = DEFAULT_TTL
+    ttl_type: int = 0  # TtlType.RELATIVE
+    timestamp: int = 0  # Unix seconds
+    permissions: int = int(DEFAULT_PERMISSIONS)
+    references: tuple[ValueReference, ...] = ()
+
+    @property
+    def public_read(self) -> bool:
+        return bool(self.permissions & Permission.PUBLIC_READ)
+
+    def type_matches(self, wanted: str) -> bool:
+        """A type ending in "." matches that type and its sub-types ("URL." matches "URL.1")."""
+        if wanted.endswith("."):
+            return self.type == wanted[:-1] or self.type.startswith(wanted)
+        return self.type == wanted
+
+
+def encode_value(v: HandleValue) -> bytes:
+    t = v.type.encode("utf-8")
+    parts = [
+        I32.pack(v.index),
+        U32.pack(v.timestamp),
+        bytes((v.ttl_type,)),
+        I32.pack(v.ttl),
+        bytes((v.permissions,)),
+        U32.pack(len(t)),
+        t,
+        U32.pack(len(v.data)),
+        v.data,
+        U32.pack(len(v.references)),
+    ]
+    for ref in v.references:
+        h = ref.handle.encode("utf-8")
+        parts += (U32.pack(len(h)), h, I32.pack(ref.index))
+    return b"".join(parts)
+
+
+def encode_values(values: tuple[HandleValue, ...] | list[HandleValue]) -> bytes:
+    """``int4 n`` followed by the values: the form a resolution answer and the cache hold."""
+    if len(values) > MAX_VALUES:
+        raise ProtocolError(f"{len(values)} values is over the limit of {MAX_VALUES}")
+    return U32.pack(len(values)) + b"".join(encode_value(v) for v in values)
+
+
+def read_value(r: Reader) -> HandleValue:
+    index = r.i32("value index")
+    timestamp = r.u32("value timestamp")
+    ttl_type = r.u8("value ttl type")
+    if ttl_type > 1:
+        raise ProtocolError(f"value ttl type: {ttl_type} is neither 0 (relative) nor 1 (absolute)")
+    ttl = r.i32("value ttl")
+    permissions = r.u8("value permissions")
+    vtype = r.text("value type", MAX_HANDLE_LENGTH)
+    data = r.blob("value data")
+    n = r.count("value references", REFERENCE_MIN_SIZE)
+    refs = tuple(
+        ValueReference(r.text("reference handle", MAX_HANDLE_LENGTH), r.i32("reference index"))
+        for _ in range(n)
+    )
+    return HandleValue(index, vtype, data, ttl, ttl_type, timestamp, permissions, refs)
+
+
+def read_values(r: Reader) -> tuple[HandleValue, ...]:
+    n = r.count("value count", VALUE_MIN_SIZE, MAX_VALUES)
+    return tuple(read_value(r) for _ in range(n))
+
+
+def decode_value(data: bytes) -> HandleValue:
+    """One value alone, nothing after it."""
+    r = Reader(data)
+    v = read_value(r)
+    r.expect_end("handle value")
+    return v
+
+
+def decode_values(data: bytes) -> tuple[HandleValue, ...]:
+    """The ``int4 n, n × value`` form written by :func:`encode_values`."""
+    r = Reader(data)
+    vs = read_values(r)
+    r.expect_end("value list")
+    return vs
