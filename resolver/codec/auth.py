@@ -86,8 +86,13 @@ def decode_secret_key_mac(signed: bytes) -> SecretKeyMac:
 def encode_secret_key_mac(m: SecretKeyMac) -> bytes:
     if m.algorithm == MAC_PBKDF2_HMAC_SHA1:
         return (
-            bytes((m.algorithm,)) + U32.pack(len(m.salt)) + m.salt + U32.pack(m.iterations)
-            + U32.pack(m.key_length) + U32.pack(len(m.mac)) + m.mac
+            bytes((m.algorithm,))
+            + U32.pack(len(m.salt))
+            + m.salt
+            + U32.pack(m.iterations)
+            + U32.pack(m.key_length)
+            + U32.pack(len(m.mac))
+            + m.mac
         )
     return bytes((m.algorithm,)) + m.mac
 

@@ -29,8 +29,14 @@ def split_datagrams(wire: bytes, payload_size: int = UDP_PAYLOAD_SIZE) -> list[b
     out = []
     for seq, start in enumerate(range(0, len(message), payload_size)):
         head = ENVELOPE.pack(
-            env.major_version, env.minor_version, env.flags, env.suggested_minor_version,
-            env.session_id, env.request_id, seq, len(message),
+            env.major_version,
+            env.minor_version,
+            env.flags,
+            env.suggested_minor_version,
+            env.session_id,
+            env.request_id,
+            seq,
+            len(message),
         )
         out.append(head + message[start : start + payload_size])
     return out
@@ -69,6 +75,10 @@ class Reassembler:
         self._pending: OrderedDict[tuple[Hashable, int], _Partial] = OrderedDict()
         self._per_peer: dict[Hashable, int] = {}
         self._bytes = 0
+        # Messages completed within the timeout, so a late duplicate datagram is
+        # recognised instead of opening a partial message that can never finish.
+        self._completed: OrderedDict[tuple[Hashable, int], float] = OrderedDict()
+        self.max_completed = 4096
         self.dropped = 0  # partial messages given up (timeout or bounds)
 
     def __len__(self) -> int:
@@ -100,10 +110,18 @@ class Reassembler:
         key = (peer, env.request_id)
         part = self._pending.get(key)
         if part is None:
+            if key in self._completed:
+                return None  # a late duplicate of a message already delivered
             self._make_room(peer, total)
             head = ENVELOPE.pack(
-                env.major_version, env.minor_version, env.flags, env.suggested_minor_version,
-                env.session_id, env.request_id, 0, total,
+                env.major_version,
+                env.minor_version,
+                env.flags,
+                env.suggested_minor_version,
+                env.session_id,
+                env.request_id,
+                0,
+                total,
             )
             part = _Partial(total, count, now, head)
             self._pending[key] = part
@@ -121,10 +139,15 @@ class Reassembler:
         if len(part.chunks) < part.count:
             return None
         self._forget(key)
+        self._completed[key] = now
+        if len(self._completed) > self.max_completed:
+            self._completed.popitem(last=False)
         return part.head + b"".join(part.chunks[i] for i in range(part.count))
 
     def expire(self, now: float) -> int:
         """Drop partial messages older than the timeout; return how many."""
+        while self._completed and now - next(iter(self._completed.values())) >= self.timeout:
+            self._completed.popitem(last=False)
         n = 0
         while self._pending:
             key, part = next(iter(self._pending.items()))

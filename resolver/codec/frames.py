@@ -30,9 +30,7 @@ class FrameBuffer:
         while len(buf) - start >= ENVELOPE_SIZE:
             (mlen,) = U32.unpack_from(buf, start + 16)
             if mlen > MAX_MESSAGE_LENGTH:
-                raise ProtocolError(
-                    f"message length {mlen} over the limit of {MAX_MESSAGE_LENGTH}"
-                )
+                raise ProtocolError(f"message length {mlen} over the limit of {MAX_MESSAGE_LENGTH}")
             end = start + ENVELOPE_SIZE + mlen
             if end > len(buf):
                 break

@@ -105,7 +105,10 @@ def site_to_json(s: SiteInfo) -> Json:
             {
                 "serverId": srv.server_id,
                 "address": srv.ip,
-                "publicKey": {"format": "base64", "value": base64.b64encode(srv.public_key).decode()},
+                "publicKey": {
+                    "format": "base64",
+                    "value": base64.b64encode(srv.public_key).decode(),
+                },
                 "interfaces": [
                     {
                         "query": i.serves_queries,
@@ -165,7 +168,10 @@ def key_to_json(data: bytes) -> Json:
     if isinstance(key, DsaPublicKey):
         return {
             "kty": "DSA",
-            "q": _b64url(key.q), "p": _b64url(key.p), "g": _b64url(key.g), "y": _b64url(key.y),
+            "q": _b64url(key.q),
+            "p": _b64url(key.p),
+            "g": _b64url(key.g),
+            "y": _b64url(key.y),
         }
     raise ProtocolError(f"no JSON form for key type {key.key_type}")
 
@@ -175,9 +181,7 @@ def key_from_json(j: Json) -> bytes:
     if kty == "RSA":
         return encode_public_key(RsaPublicKey(_from_b64url(j["e"]), _from_b64url(j["n"])))
     if kty == "DSA":
-        return encode_public_key(
-            DsaPublicKey(*(_from_b64url(j[x]) for x in ("q", "p", "g", "y")))
-        )
+        return encode_public_key(DsaPublicKey(*(_from_b64url(j[x]) for x in ("q", "p", "g", "y"))))
     raise ProtocolError(f"unknown key type {kty!r}")
 
 

@@ -64,13 +64,19 @@ def encode_public_key(key: PublicKey) -> bytes:
         # writes, so every RSA key it emits ends in four zero bytes; we match it
         # byte for byte (the vector checks this).
         return (
-            U32.pack(len(t)) + t + U16.pack(key.flags)
-            + _put_int(key.exponent) + _put_int(key.modulus) + bytes(4)
+            U32.pack(len(t))
+            + t
+            + U16.pack(key.flags)
+            + _put_int(key.exponent)
+            + _put_int(key.modulus)
+            + bytes(4)
         )
     if isinstance(key, DsaPublicKey):
         t = DSA_PUB_KEY.encode()
         return (
-            U32.pack(len(t)) + t + U16.pack(key.flags)
+            U32.pack(len(t))
+            + t
+            + U16.pack(key.flags)
             + b"".join(_put_int(x) for x in (key.q, key.p, key.g, key.y))
         )
     t = key.key_type.encode("utf-8")

@@ -60,16 +60,21 @@ def decode_envelope(data: bytes) -> Envelope:
     env = Envelope(*ENVELOPE.unpack_from(data))
     if env.message_length > MAX_MESSAGE_LENGTH:
         raise ProtocolError(
-            f"envelope: message length {env.message_length} over the limit of "
-            f"{MAX_MESSAGE_LENGTH}"
+            f"envelope: message length {env.message_length} over the limit of {MAX_MESSAGE_LENGTH}"
         )
     return env
 
 
 def encode_envelope(env: Envelope) -> bytes:
     return ENVELOPE.pack(
-        env.major_version, env.minor_version, env.flags, env.suggested_minor_version,
-        env.session_id, env.request_id, env.sequence, env.message_length,
+        env.major_version,
+        env.minor_version,
+        env.flags,
+        env.suggested_minor_version,
+        env.session_id,
+        env.request_id,
+        env.sequence,
+        env.message_length,
     )
 
 
@@ -104,18 +109,18 @@ class Message:
 def _frame(data: bytes) -> tuple[tuple[int, ...], int, bytes]:
     """Check the envelope and header against the bytes; return the fields, body end, credential."""
     n = len(data)
+    if n >= ENVELOPE_SIZE:
+        (mlen,) = U32.unpack_from(data, 16)
+        if mlen > MAX_MESSAGE_LENGTH:
+            raise ProtocolError(f"message length {mlen} over the limit of {MAX_MESSAGE_LENGTH}")
     if n < PREAMBLE_SIZE:
         raise ProtocolError(
             f"message of {n} bytes is shorter than envelope + header ({PREAMBLE_SIZE})"
         )
     fields = PREAMBLE.unpack_from(data)
     mlen, body_len = fields[7], fields[15]
-    if mlen > MAX_MESSAGE_LENGTH:
-        raise ProtocolError(f"message length {mlen} over the limit of {MAX_MESSAGE_LENGTH}")
     if ENVELOPE_SIZE + mlen != n:
-        raise ProtocolError(
-            f"envelope says {mlen} message bytes but {n - ENVELOPE_SIZE} follow it"
-        )
+        raise ProtocolError(f"envelope says {mlen} message bytes but {n - ENVELOPE_SIZE} follow it")
     if body_len > mlen - HEADER_SIZE:
         raise ProtocolError(
             f"body length {body_len} runs past the message ({mlen - HEADER_SIZE} bytes left)"
@@ -137,12 +142,43 @@ def _frame(data: bytes) -> tuple[tuple[int, ...], int, bytes]:
 def decode(data: bytes) -> Message:
     """Decode one complete message (envelope + message), as framed by TCP or reassembled UDP."""
     fields, body_end, credential = _frame(data)
-    (major, minor, eflags, sminor, session, rid, seq, _mlen,
-     op, rc, opflags, serial, rec, reserved, expiration, _blen) = fields
+    (
+        major,
+        minor,
+        eflags,
+        sminor,
+        session,
+        rid,
+        seq,
+        _mlen,
+        op,
+        rc,
+        opflags,
+        serial,
+        rec,
+        reserved,
+        expiration,
+        _blen,
+    ) = fields
     body, digest = read_body(op, rc, opflags, Reader(data, PREAMBLE_SIZE, body_end))
     return Message(
-        op, body, rc, opflags, rid, session, major, minor, eflags, sminor, seq,
-        serial, rec, reserved, expiration, digest, credential,
+        op,
+        body,
+        rc,
+        opflags,
+        rid,
+        session,
+        major,
+        minor,
+        eflags,
+        sminor,
+        seq,
+        serial,
+        rec,
+        reserved,
+        expiration,
+        digest,
+        credential,
     )
 
 
@@ -162,12 +198,28 @@ def encode(m: Message) -> bytes:
             raise ProtocolError(
                 f"message of {mlen} bytes is over the limit of {MAX_MESSAGE_LENGTH}"
             )
-        return PREAMBLE.pack(
-            m.major_version, m.minor_version, m.envelope_flags, m.suggested_minor_version,
-            m.session_id, m.request_id, m.sequence, mlen,
-            m.op_code, m.response_code, m.op_flags, m.site_info_serial, m.recursion_count,
-            m.reserved, m.expiration, len(body),
-        ) + body + cred
+        return (
+            PREAMBLE.pack(
+                m.major_version,
+                m.minor_version,
+                m.envelope_flags,
+                m.suggested_minor_version,
+                m.session_id,
+                m.request_id,
+                m.sequence,
+                mlen,
+                m.op_code,
+                m.response_code,
+                m.op_flags,
+                m.site_info_serial,
+                m.recursion_count,
+                m.reserved,
+                m.expiration,
+                len(body),
+            )
+            + body
+            + cred
+        )
     except (struct.error, OverflowError, UnicodeEncodeError) as exc:
         raise ProtocolError(f"cannot encode message: {exc}") from None
 
@@ -239,9 +291,7 @@ def decode_resolution(data: bytes) -> ResolutionQuery | None:
     r = Reader(data, PREAMBLE_SIZE, body_end)
     req = read_resolution_request(r)
     r.expect_end("message body")
-    return ResolutionQuery(
-        fields[5], fields[4], fields[0], fields[1], fields[10], fields[14], req
-    )
+    return ResolutionQuery(fields[5], fields[4], fields[0], fields[1], fields[10], fields[14], req)
 
 
 def encode_resolution_answer(
@@ -262,15 +312,32 @@ def encode_resolution_answer(
     if request_digest:
         flags |= OpFlag.RD
     body_len = len(request_digest) + len(handle_wire) + len(values_wire)
-    return b"".join((
-        PREAMBLE.pack(
-            q.major_version, q.minor_version, 0, 0, q.session_id, q.request_id, 0,
-            HEADER_SIZE + body_len + 4,
-            OpCode.RESOLUTION, ResponseCode.SUCCESS, flags, site_info_serial, 0, 0,
-            q.expiration, body_len,
-        ),
-        request_digest, handle_wire, values_wire, _NO_CREDENTIAL,
-    ))
+    return b"".join(
+        (
+            PREAMBLE.pack(
+                q.major_version,
+                q.minor_version,
+                0,
+                0,
+                q.session_id,
+                q.request_id,
+                0,
+                HEADER_SIZE + body_len + 4,
+                OpCode.RESOLUTION,
+                ResponseCode.SUCCESS,
+                flags,
+                site_info_serial,
+                0,
+                0,
+                q.expiration,
+                body_len,
+            ),
+            request_digest,
+            handle_wire,
+            values_wire,
+            _NO_CREDENTIAL,
+        )
+    )
 
 
 __all__ = [

@@ -144,8 +144,7 @@ def read_site(r: Reader) -> SiteInfo:
     hash_filter = r.blob("HS_SITE hash filter")
     n_attr = r.count("HS_SITE attribute count", 8)
     attrs = tuple(
-        (r.text("HS_SITE attribute name"), r.text("HS_SITE attribute value"))
-        for _ in range(n_attr)
+        (r.text("HS_SITE attribute name"), r.text("HS_SITE attribute value")) for _ in range(n_attr)
     )
     n_srv = r.count("HS_SITE server count", 28)
     servers = []

@@ -39,14 +39,19 @@ def _remove_value(x: b.RemoveValueRequest) -> bytes:
 
 def _challenge_answer(x: b.ChallengeAnswer) -> bytes:
     return (
-        put_text(x.auth_type) + put_text(x.key_handle) + I32.pack(x.key_index)
+        put_text(x.auth_type)
+        + put_text(x.key_handle)
+        + I32.pack(x.key_index)
         + put_blob(x.signed_response)
     )
 
 
 def _verify_auth_request(x: b.VerifyAuthRequest) -> bytes:
     return (
-        put_text(x.handle) + I32.pack(x.index) + put_blob(x.nonce) + encode_digest(x.digest)
+        put_text(x.handle)
+        + I32.pack(x.index)
+        + put_blob(x.nonce)
+        + encode_digest(x.digest)
         + put_blob(x.signed_response)
     )
 

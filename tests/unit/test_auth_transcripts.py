@@ -77,7 +77,10 @@ def test_secret_key_answer_verifies() -> None:
     assert a.op_code == OpCode.CHALLENGE_RESPONSE and a.session_id == 7
     assert isinstance(a.body, ChallengeAnswer)
     assert (a.body.auth_type, a.body.key_handle, a.body.key_index) == (
-        "HS_SECKEY", "0.NA/20.500.12345", 300)
+        "HS_SECKEY",
+        "0.NA/20.500.12345",
+        300,
+    )
     mac = decode_secret_key_mac(a.body.signed_response)
     assert mac.algorithm == MAC_SHA1
     assert c.request_digest is not None
@@ -107,8 +110,10 @@ def test_rsa_answer_verifies() -> None:
     assert sig.hash_algorithm == "SHA1"
     assert c.request_digest is not None
     _rsa_key().verify(
-        sig.signature, signed_data(NONCE, c.request_digest.digest),
-        padding.PKCS1v15(), hashes.SHA1(),
+        sig.signature,
+        signed_data(NONCE, c.request_digest.digest),
+        padding.PKCS1v15(),
+        hashes.SHA1(),
     )
     assert encode(a) == ANS2
 

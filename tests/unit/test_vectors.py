@@ -146,8 +146,11 @@ def test_get_site_info_request() -> None:
 
 @pytest.mark.parametrize(
     ("option", "expected"),
-    [(HashOption.BY_PREFIX, 1502227973), (HashOption.BY_SUFFIX, 891676978),
-     (HashOption.BY_HANDLE, 1894531649)],
+    [
+        (HashOption.BY_PREFIX, 1502227973),
+        (HashOption.BY_SUFFIX, 891676978),
+        (HashOption.BY_HANDLE, 1894531649),
+    ],
 )
 def test_site_hashing(option: int, expected: int) -> None:
     assert site_hash(HANDLE, option) == expected
@@ -181,12 +184,21 @@ def test_captured_udp_multi_packet_layout() -> None:
     # 512/512/512/272-byte datagrams, total length in every envelope, no truncated flag.
     def response(pad: int) -> bytes:
         values = tuple(
-            HandleValue(i, "URL", b"x" * (37 + (pad if i == 1 else 0)), 86400, 0, 1700000000,
-                        0x0E, (ValueReference("0.NA/1", 1),))
+            HandleValue(
+                i,
+                "URL",
+                b"x" * (37 + (pad if i == 1 else 0)),
+                86400,
+                0,
+                1700000000,
+                0x0E,
+                (ValueReference("0.NA/1", 1),),
+            )
             for i in range(1, 20)
         )
-        m = Message(op_code=1, body=ResolutionResponse(HANDLE, values), response_code=1,
-                    request_id=16909060)
+        m = Message(
+            op_code=1, body=ResolutionResponse(HANDLE, values), response_code=1, request_id=16909060
+        )
         return encode(m)
 
     # pad one value's data so the message is exactly 1728 bytes, as in the capture
