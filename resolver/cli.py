@@ -15,6 +15,14 @@ EXIT_UNDECODABLE = 1
 EXIT_USAGE = 2
 
 
+def _is_file(arg: str) -> bool:
+    # A long hex string is not a path; asking the OS would fail with ENAMETOOLONG.
+    try:
+        return Path(arg).is_file()
+    except OSError:
+        return False
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import INSPECTORS, parse_input
 
@@ -22,7 +30,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     try:
         if src == "-":
             raw = sys.stdin.buffer.read()
-        elif Path(src).is_file():
+        elif _is_file(src):
             raw = Path(src).read_bytes()
         else:
             raw = src.encode()

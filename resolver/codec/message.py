@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from .bodies import Body, Empty, ResolutionRequest
 from .codes import (
     ENVELOPE_SIZE,
     HEADER_SIZE,
+    MAX_HANDLE_LENGTH,
     MAX_MESSAGE_LENGTH,
     UNKNOWN_SITE_SERIAL,
     EnvelopeFlag,
@@ -265,9 +267,12 @@ def with_request_id(m: Message, request_id: int) -> Message:
 # --- the hot path -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ResolutionQuery:
-    """The fields of a RESOLUTION request the hot path needs, without a full Message."""
+class ResolutionQuery(NamedTuple):
+    """The fields of a RESOLUTION request the hot path needs, without a full Message.
+
+    A NamedTuple, not a frozen dataclass: it is built once per packet, and tuple
+    construction costs a third of a frozen dataclass's here.
+    """
 
     request_id: int
     session_id: int
@@ -275,15 +280,68 @@ class ResolutionQuery:
     minor_version: int
     op_flags: int
     expiration: int
-    request: ResolutionRequest
+    handle: str
+    indexes: tuple[int, ...] = ()
+    types: tuple[str, ...] = ()
+
+    @property
+    def request(self) -> ResolutionRequest:
+        return ResolutionRequest(self.handle, self.indexes, self.types)
+
+
+_NO_FILTERS = struct.Struct(">II")
+_AT = int(OpFlag.AT)
+_RD = int(OpFlag.RD)
+_NOT_RD = 0xFFFFFFFF & ~_RD
 
 
 def decode_resolution(data: bytes) -> ResolutionQuery | None:
     """Decode ``data`` if it is a RESOLUTION request; None for any other valid message.
 
-    The same checks as ``decode`` (malformed bytes raise ProtocolError alike),
-    without building the Message fields a resolver does not use.
+    The same checks as ``decode`` (malformed bytes raise ProtocolError alike). The
+    common request, a handle with no index or type filter and no credential, is
+    read inline; anything else goes through the general readers.
     """
+    n = len(data)
+    if n >= PREAMBLE_SIZE:
+        (
+            major,
+            minor,
+            _ef,
+            _sm,
+            session,
+            rid,
+            _seq,
+            mlen,
+            op,
+            rc,
+            opflags,
+            _serial,
+            _rec,
+            _res,
+            expiration,
+            body_len,
+        ) = PREAMBLE.unpack_from(data)
+        if (
+            op == OpCode.RESOLUTION
+            and rc == 0
+            and mlen + ENVELOPE_SIZE == n
+            and body_len + HEADER_SIZE + 4 == mlen
+            and body_len >= 12
+            and data[n - 4 : n] == _NO_CREDENTIAL
+        ):
+            (hlen,) = U32.unpack_from(data, PREAMBLE_SIZE)
+            if hlen + 12 == body_len and hlen <= MAX_HANDLE_LENGTH:
+                p = PREAMBLE_SIZE + 4 + hlen
+                if _NO_FILTERS.unpack_from(data, p) == (0, 0):
+                    try:
+                        handle = data[PREAMBLE_SIZE + 4 : p].decode("utf-8")
+                    except UnicodeDecodeError:
+                        pass  # the general path below says where
+                    else:
+                        return ResolutionQuery(
+                            rid, session, major, minor, opflags, expiration, handle
+                        )
     fields, body_end, _cred = _frame(data)
     if fields[8] != OpCode.RESOLUTION or fields[9] != ResponseCode.RESERVED:
         decode(data)  # validate it all the same
@@ -291,7 +349,17 @@ def decode_resolution(data: bytes) -> ResolutionQuery | None:
     r = Reader(data, PREAMBLE_SIZE, body_end)
     req = read_resolution_request(r)
     r.expect_end("message body")
-    return ResolutionQuery(fields[5], fields[4], fields[0], fields[1], fields[10], fields[14], req)
+    return ResolutionQuery(
+        fields[5],
+        fields[4],
+        fields[0],
+        fields[1],
+        fields[10],
+        fields[14],
+        req.handle,
+        req.indexes,
+        req.types,
+    )
 
 
 def encode_resolution_answer(
@@ -308,9 +376,10 @@ def encode_resolution_answer(
     (count + values, as the cache holds it); ``request_digest`` is an already
     encoded digest (``encode_digest``), given when the request set RD.
     """
-    flags = (q.op_flags | OpFlag.AT) & ~OpFlag.RD
+    # Plain ints: arithmetic on IntFlag members builds enum objects per call.
+    flags = (q.op_flags | _AT) & _NOT_RD
     if request_digest:
-        flags |= OpFlag.RD
+        flags |= _RD
     body_len = len(request_digest) + len(handle_wire) + len(values_wire)
     return b"".join(
         (
@@ -323,8 +392,8 @@ def encode_resolution_answer(
                 q.request_id,
                 0,
                 HEADER_SIZE + body_len + 4,
-                OpCode.RESOLUTION,
-                ResponseCode.SUCCESS,
+                1,  # OpCode.RESOLUTION
+                1,  # ResponseCode.SUCCESS
                 flags,
                 site_info_serial,
                 0,

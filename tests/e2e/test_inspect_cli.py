@@ -37,6 +37,14 @@ def test_inspect_hex_argument() -> None:
     assert out["body"]["values"][0]["data"] == {"format": "string", "value": "http://example.com/"}
 
 
+def test_inspect_a_long_hex_argument() -> None:
+    wire = vector("resolution response to the first request")
+    assert len(wire.hex()) > 255  # longer than a file name may be
+    p = run("inspect", wire.hex())
+    assert p.returncode == 0, p.stderr
+    assert len(json.loads(p.stdout)["body"]["values"]) == 2
+
+
 def test_inspect_raw_file_and_stdin(tmp_path: Path) -> None:
     wire = vector("resolution response to the first request")
     f = tmp_path / "msg.bin"

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from resolver.codec import (
     HandleValue,
+    ProtocolError,
     decode,
     decode_resolution,
     decode_site,
@@ -139,3 +140,46 @@ def test_fast_path_matches_generic_encoder(
         expiration=12345,
     )
     assert fast == encode(slow)
+
+
+@settings(max_examples=400)
+@given(s.messages())
+def test_fast_decode_agrees_with_the_general_decoder(m: Message) -> None:
+    wire = encode(m)
+    general = decode(wire)
+    q = decode_resolution(wire)
+    if general.op_code == OpCode.RESOLUTION and general.is_request:
+        assert q is not None and q.request == general.body
+        assert (q.request_id, q.session_id, q.op_flags, q.expiration) == (
+            general.request_id,
+            general.session_id,
+            general.op_flags,
+            general.expiration,
+        )
+        assert (q.major_version, q.minor_version) == (general.major_version, general.minor_version)
+    else:
+        assert q is None
+
+
+@settings(max_examples=300)
+@given(s.handles, s.u32, st.binary(min_size=1, max_size=3), st.integers(0, 80))
+def test_fast_decode_refuses_what_the_general_decoder_refuses(
+    handle: str, rid: int, junk: bytes, pos: int
+) -> None:
+    wire = bytearray(encode(Message(op_code=1, body=ResolutionRequest(handle), request_id=rid)))
+    p = min(pos, len(wire) - 1)
+    wire[p : p + len(junk)] = junk
+    data = bytes(wire)
+    try:
+        general: Message | None = decode(data)
+    except ProtocolError:
+        general = None
+    try:
+        q = decode_resolution(data)
+    except ProtocolError:
+        assert general is None
+    else:
+        if general is None:
+            raise AssertionError("the fast path accepted bytes the general decoder refuses")
+        if general.op_code == OpCode.RESOLUTION and general.is_request:
+            assert q is not None and q.request == general.body

@@ -1,0 +1,43 @@
+"""The codec benchmark runs and reports every case with a ratio (a smoke run, not a timing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_codec_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "codec.json"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.codec_bench",
+            "--seconds",
+            "0.01",
+            "--rounds",
+            "1",
+            "--cpu",
+            "-1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    report = json.loads(out.read_text())
+    cases = [r["case"] for r in report["results"]]
+    assert cases[0].startswith("ceiling")
+    assert any("decode_resolution" in c for c in cases)
+    assert any("encode_resolution_answer" in c for c in cases)
+    assert report["results"][0]["ratio_to_ceiling"] == 1.0
+    assert all(r["ops_per_s"] > 0 for r in report["results"])
