@@ -64,6 +64,7 @@ from .message import (
     decode_resolution,
     encode,
     encode_resolution_answer,
+    list_responses,
     response_to,
 )
 from .site import Interface, ServerInfo, SiteInfo, decode_site, encode_site
@@ -149,6 +150,7 @@ __all__ = [
     "encode_site",
     "encode_value",
     "encode_values",
+    "list_responses",
     "put_text",
     "response_to",
     "server_index",

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from .bodies import Body, Empty, ResolutionRequest
+from .bodies import Body, Empty, ListResponse, ResolutionRequest
 from .codes import (
     ENVELOPE_SIZE,
     HEADER_SIZE,
@@ -260,6 +260,44 @@ def response_to(
     )
 
 
+def list_responses(
+    request: Message,
+    handles: list[str] | tuple[str, ...],
+    *,
+    max_body: int = 16 * 1024,
+    site_info_serial: int = UNKNOWN_SITE_SERIAL,
+) -> list[Message]:
+    """Answer LIST_HANDLES or LIST_HOMED_NAS as a stream of messages.
+
+    Each message carries at most ``max_body`` bytes of handles; every message but
+    the last has CN (continuous) set, as the reference server streams long lists.
+    An empty list is one message with no handles.
+    """
+    chunks: list[list[str]] = [[]]
+    size = 4
+    for h in handles:
+        n = 4 + len(h.encode("utf-8"))
+        if chunks[-1] and size + n > max_body:
+            chunks.append([])
+            size = 4
+        chunks[-1].append(h)
+        size += n
+    out = []
+    for i, chunk in enumerate(chunks):
+        more = OpFlag.CN if i < len(chunks) - 1 else 0
+        m = response_to(
+            request,
+            ResponseCode.SUCCESS,
+            ListResponse(tuple(chunk)),
+            site_info_serial=site_info_serial,
+            extra_flags=more,
+        )
+        if not more:
+            m = replace(m, op_flags=m.op_flags & ~OpFlag.CN)
+        out.append(m)
+    return out
+
+
 def with_request_id(m: Message, request_id: int) -> Message:
     return replace(m, request_id=request_id)
 
@@ -419,6 +457,7 @@ __all__ = [
     "encode",
     "encode_envelope",
     "encode_resolution_answer",
+    "list_responses",
     "put_text",
     "response_to",
     "with_request_id",
