@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, UDP_PAYLOAD_SIZE
 from .errors import ProtocolError
-from .message import ENVELOPE, decode_envelope
+from .message import decode_envelope, encode_envelope
 
 
 def split_datagrams(wire: bytes, payload_size: int = UDP_PAYLOAD_SIZE) -> list[bytes]:
@@ -28,16 +28,7 @@ def split_datagrams(wire: bytes, payload_size: int = UDP_PAYLOAD_SIZE) -> list[b
     env = decode_envelope(wire)
     out = []
     for seq, start in enumerate(range(0, len(message), payload_size)):
-        head = ENVELOPE.pack(
-            env.major_version,
-            env.minor_version,
-            env.flags,
-            env.suggested_minor_version,
-            env.session_id,
-            env.request_id,
-            seq,
-            len(message),
-        )
+        head = encode_envelope(replace(env, sequence=seq, message_length=len(message)))
         out.append(head + message[start : start + payload_size])
     return out
 
@@ -113,16 +104,7 @@ class Reassembler:
             if key in self._completed:
                 return None  # a late duplicate of a message already delivered
             self._make_room(peer, total)
-            head = ENVELOPE.pack(
-                env.major_version,
-                env.minor_version,
-                env.flags,
-                env.suggested_minor_version,
-                env.session_id,
-                env.request_id,
-                0,
-                total,
-            )
+            head = encode_envelope(replace(env, sequence=0))
             part = _Partial(total, count, now, head)
             self._pending[key] = part
             self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
