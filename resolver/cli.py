@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from registry.names import InvalidName
+from registry.store import StoreError
+
+from .codec.codes import rc_name
 from .codec.errors import ProtocolError
+from .inspect import body_to_json
+from .settings import FIELDS, ConfigError, Settings, load_settings
 
 EXIT_OK = 0
 EXIT_UNDECODABLE = 1
@@ -49,6 +57,166 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {name: getattr(args, name, None) for name in FIELDS}
+    return load_settings(flags, config_file=getattr(args, "config", None))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    if s.workers == 1:
+        from .node import run_worker
+
+        return run_worker(s)
+    from .logs import setup_logging
+    from .supervisor import supervise
+
+    setup_logging(s.log_level)
+    return supervise(s)
+
+
+async def _init(s: Settings, prefixes: list[str], owner: str) -> int:
+    from registry.migrate import upgrade
+    from registry.names import check_prefix
+    from registry.store import open_store
+
+    for p in prefixes:
+        check_prefix(p)
+    upgrade(s.database_url)
+    store = open_store(s.database_url, s.case_sensitive)
+    await store.open()
+    try:
+        for p in prefixes:
+            await store.home_prefix(p, owner)
+        homed = await store.homed_prefixes()
+    finally:
+        await store.close()
+    print(f"registry ready at {s.database_url}; homed prefixes: {', '.join(sorted(homed))}")
+    return EXIT_OK
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    return asyncio.run(_init(_settings(args), args.prefix, args.owner))
+
+
+async def _import(s: Settings, path: str, batch_size: int) -> int:
+    from registry.importer import ImportReport, import_lines
+    from registry.names import PrefixAuthority
+    from registry.store import open_store
+
+    store = open_store(s.database_url, s.case_sensitive)
+    await store.open()
+    started = time.monotonic()
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(r: ImportReport) -> None:
+        now = time.monotonic()
+        if tty and now - last[0] >= 0.5:
+            last[0] = now
+            rate = r.imported / max(now - started, 1e-9)
+            print(
+                f"\r  {r.lines:,} lines, {r.imported:,} imported, {len(r.rejected):,} rejected,"
+                f" {rate:,.0f}/s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    try:
+        authority = PrefixAuthority(await store.homed_prefixes(), s.case_sensitive)
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            report = await import_lines(
+                store, f, authority, batch_size=batch_size, progress=progress
+            )
+    finally:
+        await store.close()
+    if tty:
+        print(file=sys.stderr)
+    for number, reason in report.rejected[:50]:
+        print(f"{path}:{number}: rejected: {reason}", file=sys.stderr)
+    if len(report.rejected) > 50:
+        print(f"... and {len(report.rejected) - 50} more rejected lines", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    print(
+        f"imported {report.imported:,} handles from {report.lines:,} lines in {elapsed:.2f}s"
+        f" ({report.imported / max(elapsed, 1e-9):,.0f}/s); {len(report.rejected):,} rejected"
+    )
+    return EXIT_OK if not report.rejected else EXIT_UNDECODABLE
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    return asyncio.run(_import(_settings(args), args.file, args.batch_size))
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    from .client import ClientError, exchange, resolution_request
+    from .inspect import message_to_json
+
+    transport = "tcp" if args.tcp else "http" if args.http else "udp"
+    server = args.server or ("127.0.0.1:8000" if transport == "http" else "127.0.0.1:2641")
+    req = resolution_request(args.handle, types=tuple(args.type), indexes=tuple(args.index))
+    try:
+        m = exchange(server, req, transport, args.timeout)
+    except ClientError as exc:
+        print(f"idnode resolve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out = (
+        message_to_json(m)
+        if args.full
+        else {
+            "responseCode": m.response_code,
+            "response": rc_name(m.response_code),
+            **body_to_json(m.body),
+        }
+    )
+    json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return EXIT_OK if m.response_code == 1 else EXIT_UNDECODABLE
+
+
+async def _load_demo(s: Settings) -> None:
+    from registry.demo import NODE_PREFIX, demo_records
+    from registry.store import open_store
+
+    await _init(s, [NODE_PREFIX], "demo")
+    store = open_store(s.database_url, s.case_sensitive)
+    await store.open()
+    try:
+        n = await store.put_many(demo_records(int(time.time())))
+    finally:
+        await store.close()
+    print(f"demo data: {n} handles under {NODE_PREFIX} (enterprises 88.166.1001-1003)")
+    print(f"try:  idnode resolve 88.166.1001/HV-0001 --server 127.0.0.1:{s.handle_port}")
+    print(f"      curl -s http://127.0.0.1:{s.http_port}/healthz")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.database_url is None:
+        args.database_url = "sqlite:///idnode-demo.db"
+    s = _settings(args)
+    asyncio.run(_load_demo(s))
+    return _cmd_serve(args)
+
+
+def _add_settings(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (also IDNODE_CONFIG)")
+    for name, f in FIELDS.items():
+        if only is not None and name not in only:
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = "IDNODE_" + name.upper()
+        help_text = f"{f.metadata.get('help', '')} [env {env}; default {f.default!r}]"
+        if f.type in ("bool", bool):
+            p.add_argument(
+                flag, dest=name, action="store_const", const=True, default=None, help=help_text
+            )
+        else:
+            p.add_argument(
+                flag, dest=name, default=None, metavar=name.split("_")[-1].upper(), help=help_text
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idnode",
@@ -79,12 +247,98 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compact", action="store_true", help="print JSON on one line")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the node (Handle UDP/TCP, HTTP tunnel, /healthz, /metrics)",
+        description="Run the node. Settings come from flags, then IDNODE_* environment "
+        "variables, then the TOML file given by --config, then defaults. SIGTERM or Ctrl-C "
+        "finish the requests in flight and stop.",
+    )
+    _add_settings(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "init",
+        help="create or upgrade the registry schema and home prefixes",
+        description="Create or upgrade the registry schema (Alembic migrations) and home "
+        "the given prefixes on this node. Safe to run again.",
+    )
+    p.add_argument(
+        "--prefix",
+        action="append",
+        required=True,
+        help="a prefix this node serves, e.g. 88.166 (repeatable)",
+    )
+    p.add_argument("--owner", default="", help="who owns the prefix (free text)")
+    _add_settings(p, ("database_url", "case_sensitive"))
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser(
+        "import",
+        help="bulk-load handles from a JSON Lines file",
+        description='Load handles from a JSON Lines file, one {"handle": ..., "values": [...]} '
+        "per line in the reference REST JSON shape. Bad lines are reported with their line "
+        "numbers and skipped; every good line is kept. Exit status 1 if any line was rejected.",
+    )
+    p.add_argument("file", metavar="FILE.jsonl")
+    p.add_argument("--batch-size", type=int, default=1000, help="handles per statement")
+    _add_settings(p, ("database_url", "case_sensitive"))
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser(
+        "resolve",
+        help="resolve a handle against a Handle server",
+        description="Resolve a handle over UDP (default), TCP or the HTTP tunnel and print "
+        "the answer as JSON. Exit status 0 on success, 1 on any other response code, 2 when "
+        "the server cannot be reached.",
+    )
+    p.add_argument("handle")
+    p.add_argument("--server", help="HOST:PORT (default 127.0.0.1:2641, or :8000 with --http)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--udp", action="store_true", help="UDP (the default)")
+    group.add_argument("--tcp", action="store_true", help="TCP")
+    group.add_argument("--http", action="store_true", help="the HTTP tunnel (POST /)")
+    p.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        help='only values of this type (repeatable; "URL." matches sub-types)',
+    )
+    p.add_argument(
+        "--index",
+        action="append",
+        default=[],
+        type=int,
+        help="only the value at this index (repeatable)",
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    p.add_argument("--full", action="store_true", help="print envelope and header too")
+    p.set_defaults(func=_cmd_resolve)
+
+    p = sub.add_parser(
+        "demo",
+        help="load demo data into an embedded registry and serve it",
+        description="Create sqlite:///idnode-demo.db (or --database-url), home 88.166, load "
+        "three enterprises with a few identifiers each, then serve as `idnode serve` does.",
+    )
+    _add_settings(p)
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"idnode: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StoreError, InvalidName) as exc:
+        print(f"idnode {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
     return code
 
 

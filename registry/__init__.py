@@ -1,0 +1,1 @@
+"""idnode write path and system of record: names, schema, migrations and stores."""

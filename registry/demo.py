@@ -1,0 +1,58 @@
+"""Demo data: the node's prefix, three enterprises and a few identifiers to resolve."""
+
+from __future__ import annotations
+
+from resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
+from resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
+
+from .store import HandleRecord
+
+NODE_PREFIX = "88.166"
+ENTERPRISES = {
+    "88.166.1001": ("Chongqing Hydraulics Co.", "HV", "Hydraulic valve HV-200"),
+    "88.166.1002": ("Yangtze Motor Works", "MT", "Servo motor MT-7"),
+    "88.166.1003": ("Liangjiang Bearings", "BR", "Bearing BR-6204"),
+}
+
+
+def demo_records(timestamp: int) -> list[HandleRecord]:
+    out = []
+    for prefix, (company, code, product) in ENTERPRISES.items():
+        admin = HandleValue(
+            100,
+            "HS_ADMIN",
+            encode_admin(AdminRecord(ALL_ADMIN_PERMISSIONS, f"0.NA/{prefix}", 300)),
+            timestamp=timestamp,
+        )
+        out.append(
+            HandleRecord(
+                f"0.NA/{prefix}",
+                encode_values(
+                    [
+                        HandleValue(1, "DESC", company.encode(), timestamp=timestamp),
+                        admin,
+                    ]
+                ),
+            )
+        )
+        for n in range(1, 5):
+            suffix = f"{code}-{n:04d}"
+            values = [
+                HandleValue(
+                    1, "URL", f"https://example.cn/{prefix}/{suffix}".encode(), timestamp=timestamp
+                ),
+                HandleValue(1001, "TEMPLATE", f"{prefix}/tpl-v1".encode(), timestamp=timestamp),
+                HandleValue(2001, "productName", f"{product} #{n}".encode(), timestamp=timestamp),
+                HandleValue(2002, "manufacturer", company.encode(), timestamp=timestamp),
+                # not public: shown to nobody until an admin authenticates
+                HandleValue(
+                    2003,
+                    "costPrice",
+                    b"1200.00",
+                    timestamp=timestamp,
+                    permissions=int(Permission.ADMIN_READ | Permission.ADMIN_WRITE),
+                ),
+                admin,
+            ]
+            out.append(HandleRecord(f"{prefix}/{suffix}", encode_values(values)))
+    return out

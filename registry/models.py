@@ -1,0 +1,46 @@
+"""The registry schema. Changes go through Alembic migrations (registry/migrations).
+
+One row per handle holding the whole value list, encoded once in Handle wire form
+(``int4 n`` + values): at 1.5e9 handles, a row per value would be ~10e9 rows, and
+the resolver answers from these bytes without re-encoding them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+prefixes = Table(
+    "prefixes",
+    metadata,
+    Column("prefix", String(64), primary_key=True),  # normalised
+    Column("display", String(64), nullable=False),  # as registered
+    Column("owner", Text, nullable=False, server_default=""),
+    Column("status", String(16), nullable=False, server_default="homed"),
+    Column("created_at", BigInteger, nullable=False),  # Unix seconds
+)
+
+handles = Table(
+    "handles",
+    metadata,
+    Column("handle", Text, primary_key=True),  # normalised (case-folded unless configured)
+    Column("display", Text, nullable=False),  # as registered
+    Column("prefix", String(64), nullable=False),  # normalised
+    Column("vals", LargeBinary, nullable=False),  # encode_values(...): int4 n + values
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+Index("handles_prefix_handle", handles.c.prefix, handles.c.handle)

@@ -1,0 +1,83 @@
+"""Handle and prefix names: normalisation and which prefix a handle belongs to.
+
+The reference server is case-insensitive over the whole handle by default, and
+upper-cases ASCII letters only; so do we, unless configured case-sensitive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+NA_PREFIX = "0.NA/"
+MAX_HANDLE_CHARS = 255  # the management API's limit (the wire allows 2048 bytes)
+MAX_PREFIX_CHARS = 64
+
+
+class InvalidName(ValueError):
+    pass
+
+
+def normalize(handle: str, case_sensitive: bool = False) -> str:
+    return handle if case_sensitive else handle.translate(_UPPER)
+
+
+def prefix_of(handle: str) -> str:
+    """The prefix of ``prefix/suffix``; for ``0.NA/<p>`` handles, the prefix they describe.
+
+    A handle without a slash is its own prefix (it names a naming authority).
+    """
+    if handle[:5].upper() == NA_PREFIX.upper():
+        return handle[5:]
+    slash = handle.find("/")
+    return handle if slash < 0 else handle[:slash]
+
+
+def check_handle(handle: str) -> None:
+    """Reject names no client should register: empty parts, over-long, control characters."""
+    if not handle or len(handle) > MAX_HANDLE_CHARS:
+        raise InvalidName(f"a handle must be 1 to {MAX_HANDLE_CHARS} characters")
+    prefix, slash, suffix = handle.partition("/")
+    if not slash or not prefix or not suffix:
+        raise InvalidName(f"{handle!r} is not of the form prefix/suffix")
+    if len(prefix) > MAX_PREFIX_CHARS:
+        raise InvalidName(f"prefix {prefix!r} is longer than {MAX_PREFIX_CHARS} characters")
+    if any(c < " " or c == "\x7f" for c in handle):
+        raise InvalidName(f"{handle!r} contains control characters")
+
+
+def check_prefix(prefix: str) -> None:
+    parts = prefix.split(".")
+    if not prefix or len(prefix) > MAX_PREFIX_CHARS or "/" in prefix or not all(parts):
+        raise InvalidName(
+            f"prefix {prefix!r} must be dot-separated parts like 88.166, at most "
+            f"{MAX_PREFIX_CHARS} characters, without '/'"
+        )
+
+
+class PrefixAuthority:
+    """Which prefixes this node serves: a homed prefix covers itself and its derived prefixes."""
+
+    def __init__(self, homed: Iterable[str] = (), case_sensitive: bool = False) -> None:
+        self.case_sensitive = case_sensitive
+        self._homed = {normalize(p, case_sensitive) for p in homed}
+
+    def replace(self, homed: Iterable[str]) -> None:
+        self._homed = {normalize(p, self.case_sensitive) for p in homed}
+
+    @property
+    def homed(self) -> frozenset[str]:
+        return frozenset(self._homed)
+
+    def is_homed(self, prefix: str) -> bool:
+        p = normalize(prefix, self.case_sensitive)
+        while True:
+            if p in self._homed:
+                return True
+            dot = p.rfind(".")
+            if dot < 0:
+                return False
+            p = p[:dot]
+
+    def serves(self, handle: str) -> bool:
+        return self.is_homed(prefix_of(handle))

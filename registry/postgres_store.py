@@ -1,0 +1,100 @@
+"""The PostgreSQL store, through asyncpg.
+
+Hot reads skip SQLAlchemy: Core async measured at about half the throughput of
+raw asyncpg here. asyncpg prepares and caches each statement per connection, and
+a batch of misses is one ``WHERE handle = ANY($1)`` query (measured ~44-94k keys/s
+in batches of 100, against ~19k/s for point selects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from .store import HandleRecord, Store, StoreError, now
+
+GET_MANY = "SELECT handle, vals FROM handles WHERE handle = ANY($1::text[])"
+PUT_MANY = """
+INSERT INTO handles (handle, display, prefix, vals, version, created_at, updated_at)
+SELECT h, d, p, v, 1, $5, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+    AS t(h, d, p, v)
+ON CONFLICT (handle) DO UPDATE SET display = EXCLUDED.display, vals = EXCLUDED.vals,
+    version = handles.version + 1, updated_at = EXCLUDED.updated_at
+"""
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, case_sensitive: bool = False, pool_size: int = 4) -> None:
+        super().__init__(url, case_sensitive)
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, command_timeout=30
+            )
+            async with self._pool.acquire() as c:
+                await c.fetchval("SELECT 1 FROM handles LIMIT 1")
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(
+                f"cannot open the registry at {_safe(self.url)}: {exc} (run `idnode init` first?)"
+            ) from exc
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store is not open")
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(GET_MANY, list(keys))
+        return {r[0]: r[1] for r in rows}
+
+    async def put_many(self, records: Sequence[HandleRecord]) -> int:
+        rows = self._rows(records)
+        if not rows:
+            return 0
+        cols = list(zip(*rows, strict=True))
+        async with self.pool.acquire() as c:
+            await c.execute(
+                PUT_MANY, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), now()
+            )
+        return len(rows)
+
+    async def home_prefix(self, prefix: str, owner: str = "") -> None:
+        async with self.pool.acquire() as c:
+            await c.execute(
+                "INSERT INTO prefixes (prefix, display, owner, status, created_at)"
+                " VALUES ($1, $2, $3, 'homed', $4) ON CONFLICT (prefix) DO UPDATE"
+                " SET status = 'homed', owner = EXCLUDED.owner",
+                self.key(prefix),
+                prefix,
+                owner,
+                now(),
+            )
+
+    async def homed_prefixes(self) -> list[str]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch("SELECT display FROM prefixes WHERE status = 'homed'")
+        return [r[0] for r in rows]
+
+    async def count_handles(self) -> int:
+        async with self.pool.acquire() as c:
+            return int(await c.fetchval("SELECT count(*) FROM handles"))
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':', 1)[0]}:***@{host}"
+    return url

@@ -1,0 +1,87 @@
+"""Coalescing concurrent misses into one batched fetch.
+
+Keys asked for in one event-loop turn go out together when the turn ends (or as
+soon as ``max_batch`` are waiting): one Redis MGET, one SQL ``ANY`` query. A key
+already on its way is not asked twice. ``timeout`` bounds how long a miss waits
+for its batch; past it the waiters get TimeoutError and the caller moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Coalescer(Generic[K, V]):
+    def __init__(
+        self,
+        fetch: Callable[[list[K]], Awaitable[dict[K, V]]],
+        *,
+        max_batch: int = 256,
+        timeout: float = 1.0,
+    ) -> None:
+        self._fetch = fetch
+        self.max_batch = max_batch
+        self.timeout = timeout
+        self._pending: dict[K, asyncio.Future[V | None]] = {}
+        self._scheduled = False
+        self._inflight: dict[K, asyncio.Future[V | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # for tests and metrics: how many fetches were made
+        self.keys_fetched = 0
+
+    def get(self, key: K) -> asyncio.Future[V | None]:
+        """A future for the value of ``key`` (None when the fetch found nothing)."""
+        fut = self._inflight.get(key) or self._pending.get(key)
+        if fut is not None:
+            return fut
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending[key] = fut
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        self._inflight.update(batch)
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: dict[K, asyncio.Future[V | None]]) -> None:
+        keys = list(batch)
+        self.batches += 1
+        self.keys_fetched += len(keys)
+        try:
+            found = await asyncio.wait_for(self._fetch(keys), self.timeout)
+        except BaseException as exc:  # every waiter learns why, including on cancellation
+            for k, fut in batch.items():
+                self._inflight.pop(k, None)
+                if not fut.done():
+                    fut.set_exception(
+                        exc if isinstance(exc, Exception) else asyncio.CancelledError()
+                    )
+                    fut.exception()  # mark retrieved: a waiter may have given up already
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for k, fut in batch.items():
+            self._inflight.pop(k, None)
+            if not fut.done():
+                fut.set_result(found.get(k))
+
+    async def drain(self) -> None:
+        """Wait for the fetches under way (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

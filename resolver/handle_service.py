@@ -1,0 +1,197 @@
+"""What the Handle front doors (UDP, TCP, the HTTP tunnel) share: bytes of one request
+in, bytes of one response out.
+
+``respond`` returns the answer at once when it can (a resolution that hits L1: no
+task, no await), a coroutine when it must wait for a lower tier, or None when
+there is nothing to send (bytes too broken to address a reply, or a response
+message sent to us). It never raises on bad input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from . import metrics
+from .codec import (
+    ErrorResponse,
+    Message,
+    OpCode,
+    OpFlag,
+    ProtocolError,
+    ResolutionQuery,
+    ResponseCode,
+    SiteInfo,
+    SiteInfoResponse,
+    decode,
+    decode_resolution,
+    encode,
+    encode_digest,
+    encode_resolution_answer,
+    put_text,
+    response_to,
+)
+from .codec.codes import ENVELOPE_SIZE, UNKNOWN_SITE_SERIAL
+from .codec.digest import digest_request
+from .codec.message import ENVELOPE, PREAMBLE_SIZE
+from .codec.wire import U32
+from .core import Resolution, Resolver, answer
+
+Reply = bytes | None | Coroutine[Any, Any, bytes | None]
+
+_AT = int(OpFlag.AT)
+_RD = int(OpFlag.RD)
+_NOT_RD = 0xFFFFFFFF & ~_RD
+_MAX_REASON = 120  # keeps error answers to junk small (no amplification worth having)
+
+ADMIN_OPS = frozenset(
+    {
+        OpCode.CREATE_HANDLE,
+        OpCode.DELETE_HANDLE,
+        OpCode.ADD_VALUE,
+        OpCode.REMOVE_VALUE,
+        OpCode.MODIFY_VALUE,
+        OpCode.LIST_HANDLES,
+        OpCode.LIST_NA,
+        OpCode.CHALLENGE_RESPONSE,
+        OpCode.VERIFY_RESPONSE,
+        OpCode.HOME_NA,
+        OpCode.UNHOME_NA,
+        OpCode.LIST_HOMED_NAS,
+        OpCode.LOGIN,
+        OpCode.LOGIN_ID_SYSTEM,
+        OpCode.SESSION_SETUP,
+        OpCode.SESSION_TERMINATE,
+        OpCode.SESSION_EXCHANGEKEY,
+    }
+)
+REPLICATION_OPS = frozenset(
+    {
+        OpCode.GET_NEXT_TXN_ID,
+        OpCode.RETRIEVE_TXN_LOG,
+        OpCode.DUMP_HANDLES,
+        OpCode.BACKUP_SERVER,
+    }
+)
+NOT_YET = "Registration over the Handle protocol is not available on this node yet"
+
+
+class HandleService:
+    def __init__(self, core: Resolver, site: SiteInfo) -> None:
+        self.core = core
+        self.site = site
+        self.site_serial = site.serial
+        self._latency = {d: metrics.LATENCY.labels(d) for d in ("udp", "tcp", "http")}
+
+    def respond(self, wire: bytes, door: str) -> Reply:
+        t0 = time.perf_counter()
+        n = len(wire)
+        is_resolution = (
+            n >= PREAMBLE_SIZE
+            and wire[20:24] == b"\x00\x00\x00\x01"
+            and wire[24:28] == b"\x00\x00\x00\x00"
+        )
+        if is_resolution:
+            try:
+                q = decode_resolution(wire)
+            except ProtocolError as exc:
+                return self.malformed(wire, exc, door)
+            if q is not None:
+                e = self.core.cached(q.handle)
+                if e is not None:
+                    return self._resolution(q, wire, answer(e, q.indexes, q.types), door, t0)
+                return self._resolve(q, wire, door, t0)
+        try:
+            m = decode(wire)
+        except ProtocolError as exc:
+            return self.malformed(wire, exc, door)
+        return self._other(m, wire, door, t0)
+
+    # --- resolution ------------------------------------------------------------------
+
+    async def _resolve(self, q: ResolutionQuery, wire: bytes, door: str, t0: float) -> bytes | None:
+        res = await self.core.resolve(q.handle, q.indexes, q.types, l1_checked=True)
+        return self._resolution(q, wire, res, door, t0)
+
+    def _resolution(
+        self, q: ResolutionQuery, wire: bytes, res: Resolution, door: str, t0: float
+    ) -> bytes:
+        digest = encode_digest(digest_request(wire)) if q.op_flags & _RD else b""
+        if res.response_code == ResponseCode.SUCCESS:
+            out = encode_resolution_answer(
+                q,
+                put_text(q.handle),
+                res.values_wire,
+                site_info_serial=self.site_serial,
+                request_digest=digest,
+            )
+        else:
+            flags = ((q.op_flags | _AT) & _NOT_RD) | (_RD if digest else 0)
+            out = encode(
+                Message(
+                    op_code=OpCode.RESOLUTION,
+                    body=ErrorResponse(res.message),
+                    response_code=res.response_code,
+                    op_flags=flags,
+                    request_id=q.request_id,
+                    session_id=q.session_id,
+                    major_version=q.major_version,
+                    minor_version=q.minor_version,
+                    site_info_serial=self.site_serial,
+                    expiration=q.expiration,
+                    request_digest=digest_request(wire) if digest else None,
+                )
+            )
+        metrics.count_request(door, OpCode.RESOLUTION, res.response_code)
+        self._latency[door].observe(time.perf_counter() - t0)
+        return out
+
+    # --- everything else -------------------------------------------------------------------
+
+    def _other(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
+        if not m.is_request:
+            metrics.count_request(door, m.op_code, -1)
+            return None  # a response sent to a server: nothing to answer
+        op = m.op_code
+        if op == OpCode.GET_SITE_INFO:
+            return self._reply(m, wire, ResponseCode.SUCCESS, SiteInfoResponse(self.site), door, t0)
+        if op in ADMIN_OPS:
+            rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, NOT_YET
+        elif op in REPLICATION_OPS:
+            rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, "Replication is not supported"
+        else:
+            rc, msg = ResponseCode.ERROR, f"Unknown opCode {op}"
+        return self._reply(m, wire, rc, ErrorResponse(msg), door, t0)
+
+    def _reply(self, m: Message, wire: bytes, rc: int, body: Any, door: str, t0: float) -> bytes:
+        digest = digest_request(wire) if m.op_flags & _RD else None
+        out = encode(
+            response_to(m, rc, body, site_info_serial=self.site_serial, request_digest=digest)
+        )
+        metrics.count_request(door, m.op_code, rc)
+        self._latency[door].observe(time.perf_counter() - t0)
+        return out
+
+    def malformed(self, wire: bytes, exc: ProtocolError, door: str) -> bytes | None:
+        """RC 4 when the envelope can be read (so the reply can be addressed), else nothing."""
+        metrics.MALFORMED.labels(door).inc()
+        if len(wire) < ENVELOPE_SIZE:
+            return None
+        major, minor, _f, _sm, session, rid, _seq, _len = ENVELOPE.unpack_from(wire)
+        op = U32.unpack_from(wire, ENVELOPE_SIZE)[0] if len(wire) >= ENVELOPE_SIZE + 4 else 0
+        reason = exc.reason[:_MAX_REASON]
+        metrics.count_request(door, op, ResponseCode.PROTOCOL_ERROR)
+        return encode(
+            Message(
+                op_code=op,
+                body=ErrorResponse(reason),
+                response_code=ResponseCode.PROTOCOL_ERROR,
+                op_flags=_AT,
+                request_id=rid,
+                session_id=session,
+                major_version=major,
+                minor_version=minor,
+                site_info_serial=UNKNOWN_SITE_SERIAL,
+            )
+        )

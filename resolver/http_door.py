@@ -1,0 +1,80 @@
+"""HTTP front door: the native Handle tunnel (POST /), /healthz and /metrics.
+
+The REST API (/api/handles) joins this app in its own issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from . import metrics
+from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
+from .handle_service import HandleService
+
+HDL_MESSAGE = "application/x-hdl-message"
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps({"error": message}), content_type="application/json"
+    )
+
+
+def build_app(service: HandleService, health: HealthCheck) -> web.Application:
+    app = web.Application(client_max_size=MAX_MESSAGE_LENGTH + ENVELOPE_SIZE)
+
+    async def tunnel(request: web.Request) -> web.StreamResponse:
+        if request.content_type != HDL_MESSAGE:
+            return _json_error(415, f"POST / takes Content-Type: {HDL_MESSAGE}")
+        body = await request.read()
+        r = service.respond(body, "http")
+        if r is not None and not isinstance(r, bytes):
+            r = await r
+        if r is None:
+            return _json_error(400, "the body is not a Handle message and cannot be answered")
+        return web.Response(body=r, content_type=HDL_MESSAGE)
+
+    async def healthz(request: web.Request) -> web.Response:
+        report = await health.check()
+        return web.Response(
+            status=200 if report["status"] == "ok" else 503,
+            text=json.dumps(report),
+            content_type="application/json",
+        )
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app.router.add_post("/", tunnel)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    return app
+
+
+class HealthCheck:
+    """Is this worker able to answer? The registry must respond; Redis only degrades."""
+
+    def __init__(self, service: HandleService) -> None:
+        self.service = service
+
+    async def check(self) -> dict[str, object]:
+        core = self.service.core
+        report: dict[str, object] = {"status": "ok"}
+        try:
+            await asyncio.wait_for(core.store.get_many(["0.NA/HEALTH"]), 2.0)
+            report["registry"] = "ok"
+        except Exception as exc:
+            report["status"] = "unavailable"
+            report["registry"] = f"error: {exc}"
+        if core.l2 is not None:
+            try:
+                await asyncio.wait_for(core.l2.ping(), 1.0)
+                report["redis"] = "ok"
+            except Exception as exc:
+                report["redis"] = f"degraded: {exc}"
+        report["homed_prefixes"] = sorted(core.authority.homed)
+        report["l1_entries"] = len(core.l1)
+        return report

@@ -1,0 +1,74 @@
+"""L1: the per-worker in-process cache of pre-encoded value lists.
+
+An LRU bounded in bytes, each entry with its own expiry (value TTLs honoured).
+Not-found answers are cached too, briefly, so random-key floods do not reach SQL.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+ENTRY_OVERHEAD = 200  # dict slot, tuple, key object: a rough per-entry cost in bytes
+
+
+class Entry(NamedTuple):
+    values_wire: bytes | None  # int4 n + values; None = the handle does not exist
+    all_public: bool  # every value has PUBLIC_READ: the wire bytes go out as they are
+    expires: float  # monotonic seconds
+
+
+class L1Cache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[str, Entry] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def get(self, key: str, now: float) -> Entry | None:
+        e = self._d.get(key)
+        if e is None:
+            return None
+        if e.expires <= now:
+            self._remove(key, e)
+            return None
+        self._d.move_to_end(key)
+        return e
+
+    def put(self, key: str, entry: Entry) -> None:
+        if self.max_bytes <= 0:
+            return
+        old = self._d.pop(key, None)
+        if old is not None:
+            self._bytes -= _cost(key, old)
+        cost = _cost(key, entry)
+        if cost > self.max_bytes:
+            return
+        self._d[key] = entry
+        self._bytes += cost
+        while self._bytes > self.max_bytes:
+            k, e = self._d.popitem(last=False)
+            self._bytes -= _cost(k, e)
+
+    def invalidate(self, key: str) -> None:
+        e = self._d.pop(key, None)
+        if e is not None:
+            self._bytes -= _cost(key, e)
+
+    def clear(self) -> None:
+        self._d.clear()
+        self._bytes = 0
+
+    def _remove(self, key: str, e: Entry) -> None:
+        del self._d[key]
+        self._bytes -= _cost(key, e)
+
+
+def _cost(key: str, e: Entry) -> int:
+    return len(key) + (len(e.values_wire) if e.values_wire else 0) + ENTRY_OVERHEAD

@@ -1,0 +1,82 @@
+"""L2: Redis (or Redis Cluster) shared by every worker and node.
+
+A key holds one marker byte and the value list: ``\\x01`` + values for a handle,
+``\\x00`` alone for "does not exist" (kept briefly). Reads are coalesced into MGET;
+writes are pipelined. A Redis that is slow or down makes L2 a miss, never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .coalesce import Coalescer
+
+log = logging.getLogger("idnode.l2")
+
+FOUND = b"\x01"
+NOT_FOUND = b"\x00"
+
+
+class RedisTier:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "idnode",
+        ttl: int = 3600,
+        negative_ttl: int = 5,
+        max_batch: int = 256,
+        timeout: float = 0.25,
+    ) -> None:
+        self.url = url
+        self.prefix = f"{namespace}:h:"
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.client: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
+            url, socket_timeout=max(timeout, 0.5), socket_connect_timeout=2.0
+        )
+        self.reads: Coalescer[str, bytes] = Coalescer(
+            self._mget, max_batch=max_batch, timeout=timeout
+        )
+        self.errors = 0
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def _mget(self, keys: list[str]) -> dict[str, bytes]:
+        raw = await self.client.mget([self.prefix + k for k in keys])
+        return {k: v for k, v in zip(keys, raw, strict=True) if v is not None}
+
+    async def get(self, key: str) -> bytes | None:
+        """The stored form (marker + values) or None on a miss or any Redis trouble."""
+        try:
+            return await self.reads.get(key)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.errors += 1
+            if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
+                log.warning("redis read failed (%s); serving from the registry", exc)
+            return None
+
+    async def put_many(self, items: Sequence[tuple[str, bytes | None]]) -> None:
+        """Store found (bytes) and not-found (None) answers, each with its TTL."""
+        if not items:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as p:
+                for key, values in items:
+                    if values is None:
+                        p.set(self.prefix + key, NOT_FOUND, ex=self.negative_ttl)
+                    else:
+                        p.set(self.prefix + key, FOUND + values, ex=self.ttl)
+                await p.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.errors += 1
+            log.warning("redis write failed (%s)", exc)
+
+    async def close(self) -> None:
+        await self.reads.drain()
+        await self.client.aclose()

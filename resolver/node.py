@@ -1,0 +1,208 @@
+"""One worker of the node: open the registry and caches, serve UDP, TCP and HTTP, stop cleanly.
+
+Every worker binds the same ports with SO_REUSEPORT, so the kernel spreads
+packets and connections over the workers (resolver/supervisor.py runs several).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+from aiohttp import web
+
+from registry.names import PrefixAuthority
+from registry.store import Store, open_store
+
+from .codec import Interface, InterfaceProtocol, InterfaceType, ServerInfo, SiteInfo
+from .core import Resolver
+from .handle_service import HandleService
+from .http_door import HealthCheck, build_app
+from .l2 import RedisTier
+from .settings import Settings
+from .tcp_door import TcpDoor
+from .udp_door import UdpDoor
+
+log = logging.getLogger("idnode.node")
+
+PREFIX_REFRESH_SECONDS = 30.0
+
+
+def site_info(s: Settings) -> SiteInfo:
+    """This node's HS_SITE: one server with Handle TCP/UDP and HTTP interfaces."""
+    return SiteInfo(
+        servers=(
+            ServerInfo.at(
+                s.site_address,
+                server_id=1,
+                interfaces=(
+                    Interface(InterfaceType.ADMIN_AND_QUERY, InterfaceProtocol.TCP, s.handle_port),
+                    Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, s.handle_port),
+                    Interface(InterfaceType.ADMIN_AND_QUERY, InterfaceProtocol.HTTP, s.http_port),
+                ),
+            ),
+        ),
+        serial=s.site_serial,
+        attributes=(("desc", "idnode secondary node"),),
+    )
+
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Bursts of queries land faster than one loop turn drains them; a larger
+    # receive buffer turns a burst into latency instead of loss.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.store: Store | None = None
+        self.l2: RedisTier | None = None
+        self.core: Resolver | None = None
+        self.udp: UdpDoor | None = None
+        self.tcp: TcpDoor | None = None
+        self.http: web.AppRunner | None = None
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.store = open_store(s.database_url, s.case_sensitive)
+        await self.store.open()
+        homed = await self.store.homed_prefixes()
+        authority = PrefixAuthority(homed, s.case_sensitive)
+        if s.redis_url:
+            self.l2 = RedisTier(
+                s.redis_url,
+                namespace=s.redis_namespace,
+                ttl=s.l2_ttl,
+                negative_ttl=max(1, int(s.negative_ttl)),
+                max_batch=s.batch_max,
+                timeout=s.l2_timeout,
+            )
+            try:
+                await asyncio.wait_for(self.l2.ping(), 2.0)
+            except Exception as exc:
+                log.warning(
+                    "redis at %s does not answer (%s); L2 stays a miss until it does",
+                    s.redis_url,
+                    exc,
+                )
+        self.core = Resolver(
+            self.store,
+            authority,
+            l2=self.l2,
+            l1_max_bytes=s.l1_max_mb * 1024 * 1024,
+            l1_ttl=s.l1_ttl,
+            negative_ttl=s.negative_ttl,
+            max_batch=s.batch_max,
+        )
+        service = HandleService(self.core, site_info(s))
+        loop = asyncio.get_running_loop()
+        udp = self.udp = UdpDoor(service)
+        await loop.create_datagram_endpoint(lambda: udp, sock=_udp_socket(s.listen, s.handle_port))
+        self.tcp = TcpDoor(service, idle_timeout=s.tcp_idle_timeout)
+        self.tcp.server = await loop.create_server(
+            self.tcp.protocol, s.listen, s.handle_port, reuse_port=True
+        )
+        self.http = web.AppRunner(
+            build_app(service, HealthCheck(service)),
+            access_log=None,
+            shutdown_timeout=s.shutdown_grace,
+        )
+        await self.http.setup()
+        await web.TCPSite(self.http, s.listen, s.http_port, reuse_port=True).start()
+        self._refresh = loop.create_task(self._refresh_prefixes())
+        log.info(
+            "serving: handle udp+tcp %s:%d, http %s:%d; registry %s; redis %s; homed %s",
+            s.listen,
+            s.handle_port,
+            s.listen,
+            s.http_port,
+            _safe_url(s.database_url),
+            s.redis_url or "off",
+            ", ".join(sorted(homed)) or "(none: run idnode init)",
+        )
+
+    async def _refresh_prefixes(self) -> None:
+        """Pick up prefixes homed (idnode init) while the node runs."""
+        assert self.store is not None and self.core is not None
+        while True:
+            await asyncio.sleep(PREFIX_REFRESH_SECONDS)
+            try:
+                self.core.authority.replace(await self.store.homed_prefixes())
+            except Exception as exc:
+                log.warning("cannot refresh homed prefixes: %s", exc)
+
+    async def stop(self) -> None:
+        grace = self.settings.shutdown_grace
+        log.info("shutting down: finishing requests in flight (up to %.0fs)", grace)
+        if self._refresh is not None:
+            self._refresh.cancel()
+        if self.udp is not None:
+            await self.udp.drain_and_close(grace)
+        if self.tcp is not None:
+            await self.tcp.drain_and_close(grace)
+        if self.http is not None:
+            await self.http.cleanup()
+        if self.core is not None:
+            await self.core.drain()
+        if self.l2 is not None:
+            await self.l2.close()
+        if self.store is not None:
+            await self.store.close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await self.start()
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+
+def _safe_url(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("//", 1)
+    creds, host = rest.split("@", 1)
+    return f"{scheme}//{creds.split(':', 1)[0]}@{host}"
+
+
+def run_worker(settings: Settings) -> int:
+    """Entry point of one worker process (or of the node when --workers 1)."""
+    from .logs import setup_logging
+
+    setup_logging(settings.log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        log.warning("uvloop is not installed; using the default event loop")
+    try:
+        asyncio.run(Node(settings).run())
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    except Exception as exc:
+        from registry.store import StoreError
+
+        if isinstance(exc, StoreError):
+            log.error("%s", exc)
+            return 2
+        raise
+    return 0

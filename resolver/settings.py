@@ -1,0 +1,131 @@
+"""One typed settings object: flags, then IDNODE_* environment, then a TOML file, then defaults.
+
+Every field is documented here; `idnode serve --help` and the README repeat them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(
+        default="sqlite:///idnode.db",
+        metadata={"help": "registry: sqlite:///PATH (embedded) or postgresql://USER@HOST/DB"},
+    )
+    redis_url: str = field(
+        default="", metadata={"help": "L2 cache, e.g. redis://127.0.0.1:6379/0; empty = no L2"}
+    )
+    listen: str = field(
+        default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0 for all)"}
+    )
+    handle_port: int = field(default=2641, metadata={"help": "Handle protocol UDP and TCP port"})
+    http_port: int = field(
+        default=8000, metadata={"help": "HTTP port: POST / tunnel, /healthz, /metrics"}
+    )
+    workers: int = field(default=1, metadata={"help": "worker processes sharing the ports"})
+    case_sensitive: bool = field(
+        default=False,
+        metadata={"help": "match handles case-sensitively (default: as the reference)"},
+    )
+    l1_max_mb: int = field(default=64, metadata={"help": "L1 cache size per worker, MiB"})
+    l1_ttl: float = field(default=60.0, metadata={"help": "longest an L1 entry lives, seconds"})
+    negative_ttl: float = field(
+        default=5.0, metadata={"help": "how long 'not found' is cached, seconds"}
+    )
+    l2_ttl: int = field(default=3600, metadata={"help": "Redis entry lifetime, seconds"})
+    redis_namespace: str = field(default="idnode", metadata={"help": "Redis key prefix"})
+    batch_max: int = field(default=256, metadata={"help": "most keys in one MGET / ANY batch"})
+    l2_timeout: float = field(
+        default=0.25, metadata={"help": "longest a miss waits for Redis before asking SQL, s"}
+    )
+    tcp_idle_timeout: float = field(
+        default=120.0, metadata={"help": "close an idle Handle TCP connection after, seconds"}
+    )
+    site_serial: int = field(default=1, metadata={"help": "serial of this node's HS_SITE"})
+    advertise_address: str = field(
+        default="", metadata={"help": "address put in HS_SITE (default: the listen address)"}
+    )
+    shutdown_grace: float = field(
+        default=10.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"}
+    )
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+
+    @property
+    def site_address(self) -> str:
+        if self.advertise_address:
+            return self.advertise_address
+        return "127.0.0.1" if self.listen in ("0.0.0.0", "::", "") else self.listen
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    kind = FIELDS[name].type
+    try:
+        if kind in ("bool", bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind in ("int", int):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} = {raw!r} is not a valid {kind}") from None
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Settings from flags (None = not given) over IDNODE_* over the TOML file over defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or env.get("IDNODE_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        section = data.get("idnode", data)
+        for k, v in section.items():
+            name = k.replace("-", "_")
+            if name not in FIELDS:
+                raise ConfigError(f"{path}: unknown setting {k!r}")
+            values[name] = _convert(name, v, str(path))
+    for name in FIELDS:
+        var = "IDNODE_" + name.upper()
+        if var in env:
+            values[name] = _convert(name, env[var], var)
+    for name, v in (flags or {}).items():
+        if v is not None and name in FIELDS:
+            values[name] = _convert(name, v, "--" + name.replace("_", "-"))
+    s = Settings(**values)
+    if s.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    for port_name in ("handle_port", "http_port"):
+        if not 0 <= getattr(s, port_name) <= 65535:
+            raise ConfigError(f"{port_name} must be a port number")
+    return s

@@ -1,0 +1,95 @@
+"""Run N workers sharing the ports; restart a worker that dies; stop them all on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from .settings import Settings
+
+log = logging.getLogger("idnode.supervisor")
+
+FAST_FAILURE_SECONDS = 5.0  # a worker that dies this soon after starting failed to start
+MAX_FAST_FAILURES = 5
+
+
+def _worker(settings: Settings) -> None:
+    # Ctrl-C reaches the whole process group; the supervisor alone decides to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from .node import run_worker
+
+    raise SystemExit(run_worker(settings))
+
+
+def supervise(settings: Settings) -> int:
+    # Metrics from every worker are summed through files in one directory.
+    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    if own_metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="idnode-metrics-")
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info(
+                "received %s; stopping %d workers", signal.Signals(signum).name, settings.workers
+            )
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def start(i: int) -> tuple[BaseProcess, float]:
+        p = ctx.Process(target=_worker, args=(settings,), name=f"idnode-worker-{i}")
+        p.start()
+        log.info("worker %d started (pid %s)", i, p.pid)
+        return p, time.monotonic()
+
+    workers = {i: start(i) for i in range(settings.workers)}
+    fast_failures = 0
+    code = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for i, (p, started) in list(workers.items()):
+                if p.is_alive() or stopping:
+                    continue
+                lived = time.monotonic() - started
+                log.warning(
+                    "worker %d (pid %s) exited with code %s after %.1fs; restarting",
+                    i,
+                    p.pid,
+                    p.exitcode,
+                    lived,
+                )
+                fast_failures = fast_failures + 1 if lived < FAST_FAILURE_SECONDS else 0
+                if fast_failures >= MAX_FAST_FAILURES:
+                    log.error("workers keep failing at start; giving up (see the errors above)")
+                    stopping = True
+                    code = 2
+                    break
+                time.sleep(min(5.0, 0.2 * 2**fast_failures))
+                workers[i] = start(i)
+    finally:
+        for p, _ in workers.values():
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the worker finishes its requests in flight
+        deadline = time.monotonic() + settings.shutdown_grace + 5
+        for p, _ in workers.values():
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                log.warning("worker pid %s did not stop in time; killing it", p.pid)
+                p.kill()
+                p.join()
+        if own_metrics_dir:
+            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+        log.info("all workers stopped")
+    return code
