@@ -75,14 +75,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return supervise(s)
 
 
-async def _init(s: Settings, prefixes: list[str], owner: str) -> int:
+def _init(s: Settings, prefixes: list[str], owner: str) -> int:
     from registry.migrate import upgrade
     from registry.names import check_prefix
-    from registry.store import open_store
 
     for p in prefixes:
         check_prefix(p)
+    # Alembic runs its own event loop (asyncpg); it must not run inside ours.
     upgrade(s.database_url)
+    return asyncio.run(_home(s, prefixes, owner))
+
+
+async def _home(s: Settings, prefixes: list[str], owner: str) -> int:
+    from registry.store import open_store
+
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
     try:
@@ -96,7 +102,7 @@ async def _init(s: Settings, prefixes: list[str], owner: str) -> int:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    return asyncio.run(_init(_settings(args), args.prefix, args.owner))
+    return _init(_settings(args), args.prefix, args.owner)
 
 
 async def _import(s: Settings, path: str, batch_size: int) -> int:
@@ -179,7 +185,6 @@ async def _load_demo(s: Settings) -> None:
     from registry.demo import NODE_PREFIX, demo_records
     from registry.store import open_store
 
-    await _init(s, [NODE_PREFIX], "demo")
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
     try:
@@ -195,6 +200,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.database_url is None:
         args.database_url = "sqlite:///idnode-demo.db"
     s = _settings(args)
+    from registry.demo import NODE_PREFIX
+
+    _init(s, [NODE_PREFIX], "demo")
     asyncio.run(_load_demo(s))
     return _cmd_serve(args)
 

@@ -1,0 +1,170 @@
+"""Real Redis and PostgreSQL for the tests.
+
+IDNODE_TEST_REDIS_URL / IDNODE_TEST_DATABASE_URL name servers to use when set (the
+database URL must allow CREATE DATABASE). Otherwise throwaway servers are started
+from the binaries on PATH (or PostgreSQL's usual /usr/lib/postgresql/*/bin), in a
+temporary directory, on free loopback ports. When neither works the run fails with
+a message saying what to install or set: integration tests are never skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+
+class ServiceUnavailable(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = int(t.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"{what} did not come up within {timeout:.0f}s")
+
+
+def start_redis() -> tuple[str, Callable[[], None]]:
+    url = os.environ.get("IDNODE_TEST_REDIS_URL")
+    if url:
+        redis.Redis.from_url(url).ping()
+        return url, lambda: None
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceUnavailable(
+            "no Redis for the tests: set IDNODE_TEST_REDIS_URL=redis://HOST:PORT/DB, or install "
+            "redis-server (Debian: apt-get install redis-server)"
+        )
+    tmp = tempfile.mkdtemp(prefix="idnode-test-redis-")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait(lambda: bool(redis.Redis.from_url(url).ping()), f"redis-server on port {port}")
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    return url, stop
+
+
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for path in sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True):
+        return path
+    return None
+
+
+def start_postgres() -> tuple[str, Callable[[], None]]:
+    """A server URL (database ``postgres``) where the tests may create databases."""
+    url = os.environ.get("IDNODE_TEST_DATABASE_URL")
+    if url:
+        return url, lambda: None
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        raise ServiceUnavailable(
+            "no PostgreSQL for the tests: set IDNODE_TEST_DATABASE_URL=postgresql://USER@HOST:"
+            "PORT/postgres (a role that may CREATE DATABASE), or install the server "
+            "(Debian: apt-get install postgresql)"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="idnode-test-pg-"))
+    data, sock = tmp / "data", tmp / "sock"
+    sock.mkdir()
+    # PostgreSQL refuses to run as root; run it as the postgres user when we are root.
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            raise ServiceUnavailable("running as root needs runuser to start PostgreSQL")
+        shutil.chown(tmp, "postgres")
+        shutil.chown(sock, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [
+            *prefix,
+            initdb,
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    port = free_port()
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(tmp / "log"), "-w", "start"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def stop() -> None:
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+
+
+def database_url(server_url: str, name: str) -> str:
+    base, _, _db = server_url.rpartition("/")
+    return f"{base}/{name}"

@@ -1,0 +1,99 @@
+"""Small parts of the node: names, authority, L1, the coalescer, settings."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from registry.names import InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
+from resolver.coalesce import Coalescer
+from resolver.l1 import Entry, L1Cache
+from resolver.settings import ConfigError, load_settings
+
+
+def test_names() -> None:
+    assert normalize("88.166.1001/abc-é") == "88.166.1001/ABC-é"  # ASCII letters only
+    assert normalize("88.1/abc", case_sensitive=True) == "88.1/abc"
+    assert prefix_of("88.166.1001/x/y") == "88.166.1001"
+    assert prefix_of("0.NA/88.166") == "88.166"
+    check_handle("88.166.1001/ABC-123")
+    for bad in ("", "88.1", "88.1/", "/x", "88.1/a\x00b", "8/" + "x" * 300):
+        with pytest.raises(InvalidName):
+            check_handle(bad)
+
+
+def test_authority_covers_derived_prefixes() -> None:
+    a = PrefixAuthority(["88.166"])
+    assert a.serves("88.166/x") and a.serves("88.166.1001/x") and a.serves("88.166.1.2.3/x")
+    assert not a.serves("88.1660/x") and not a.serves("88.16/x") and not a.serves("0")
+    assert a.serves("0.NA/88.166.1001")
+
+
+def test_l1_is_bounded_in_bytes_and_honours_expiry() -> None:
+    c = L1Cache(max_bytes=10_000)
+    for i in range(100):
+        c.put(f"k{i}", Entry(b"x" * 100, True, 1e9))
+    assert c.bytes_used <= 10_000 and len(c) < 100
+    assert c.get("k99", 0) is not None and c.get("k0", 0) is None  # LRU evicted the oldest
+    c.put("t", Entry(b"y", True, 5.0))
+    assert c.get("t", 4.9) is not None and c.get("t", 5.0) is None
+    c.put("huge", Entry(b"z" * 20_000, True, 1e9))
+    assert c.get("huge", 0) is None  # larger than the whole cache: not kept
+
+
+def test_coalescer_batches_a_loop_turn_and_shares_duplicates() -> None:
+    calls: list[list[str]] = []
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        calls.append(keys)
+        await asyncio.sleep(0)
+        return {k: k.upper() for k in keys if k != "missing"}
+
+    async def go() -> None:
+        c: Coalescer[str, str] = Coalescer(fetch, max_batch=3)
+        got = await asyncio.gather(*(c.get(k) for k in ["a", "b", "a", "c", "d", "missing"]))
+        assert got == ["A", "B", "A", "C", "D", None]
+        assert calls == [["a", "b", "c"], ["d", "missing"]]
+
+    asyncio.run(go())
+
+
+def test_coalescer_bounds_the_wait() -> None:
+    async def slow(keys: list[str]) -> dict[str, str]:
+        await asyncio.sleep(10)
+        return {}
+
+    async def go() -> None:
+        c: Coalescer[str, str] = Coalescer(slow, timeout=0.05)
+        with pytest.raises(TimeoutError):
+            await c.get("a")
+
+    asyncio.run(go())
+
+
+def test_settings_precedence(tmp_path: Path) -> None:
+    cfg = tmp_path / "idnode.toml"
+    cfg.write_text('[idnode]\nhttp_port = 9000\nworkers = 3\nredis_url = "redis://file"\n')
+    env = {"IDNODE_WORKERS": "4", "IDNODE_CASE_SENSITIVE": "yes"}
+    s = load_settings({"workers": "5", "listen": None}, env=env, config_file=cfg)
+    assert (s.http_port, s.workers, s.redis_url, s.case_sensitive, s.listen) == (
+        9000,
+        5,
+        "redis://file",
+        True,
+        "127.0.0.1",
+    )
+    assert load_settings({}, env=env, config_file=cfg).workers == 4
+
+
+def test_settings_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="IDNODE_HTTP_PORT"):
+        load_settings({}, env={"IDNODE_HTTP_PORT": "eighty"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nope = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings({}, env={}, config_file=bad)
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings({"workers": 0}, env={})
