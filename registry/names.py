@@ -19,7 +19,10 @@ class InvalidName(ValueError):
 
 
 def normalize(handle: str, case_sensitive: bool = False) -> str:
-    return handle if case_sensitive else handle.translate(_UPPER)
+    if case_sensitive:
+        return handle
+    # str.upper() is several times faster than translate(), and the same for ASCII.
+    return handle.upper() if handle.isascii() else handle.translate(_UPPER)
 
 
 def prefix_of(handle: str) -> str:

@@ -19,7 +19,8 @@ from registry.store import Store
 from . import metrics
 from .coalesce import Coalescer
 from .codec import HandleValue, ProtocolError, ResponseCode, decode_values, encode_values
-from .codec.codes import NOT_HOMED_MESSAGE, TtlType
+from .codec.codes import NOT_HOMED_MESSAGE
+from .codec.values import summarize_values
 from .l1 import Entry, L1Cache
 from .l2 import FOUND, RedisTier
 
@@ -71,9 +72,9 @@ class Resolver:
         """The L1 entry for ``handle``, without awaiting anything (the UDP fast path)."""
         e = self.l1.get(normalize(handle, self.case_sensitive), time.monotonic())
         if e is None:
-            metrics.MISS_L1.inc()
+            metrics.TALLY.cache[metrics.L1_MISS] += 1
         else:
-            metrics.HIT_L1.inc()
+            metrics.TALLY.cache[metrics.L1_HIT] += 1
         return e
 
     async def entry(self, handle: str, *, l1_checked: bool = False) -> Entry | Resolution:
@@ -85,25 +86,25 @@ class Resolver:
         if not l1_checked:
             e = self.l1.get(key, time.monotonic())
             if e is not None:
-                metrics.HIT_L1.inc()
+                metrics.TALLY.cache[metrics.L1_HIT] += 1
                 return e
-            metrics.MISS_L1.inc()
+            metrics.TALLY.cache[metrics.L1_MISS] += 1
         if not self.authority.serves(handle):
             return NOT_HOMED
         if self.l2 is not None:
             raw = await self.l2.get(key)
             if raw is not None:
-                metrics.HIT_L2.inc()
+                metrics.TALLY.cache[metrics.L2_HIT] += 1
                 e = self._entry(raw[1:] if raw[:1] == FOUND else None, time.monotonic())
                 self.l1.put(key, e)
                 return e
-            metrics.MISS_L2.inc()
+            metrics.TALLY.cache[metrics.L2_MISS] += 1
         try:
             vals = await self.l3.get(key)
         except Exception as exc:  # the store is down or slow: say so, keep serving the rest
             log.error("registry lookup failed: %s", exc)
             return STORE_DOWN
-        (metrics.HIT_L3 if vals is not None else metrics.MISS_L3).inc()
+        metrics.TALLY.cache[metrics.L3_HIT if vals is not None else metrics.L3_MISS] += 1
         e = self._entry(vals, time.monotonic())
         self.l1.put(key, e)
         if self.l2 is not None:
@@ -130,19 +131,17 @@ class Resolver:
         if values_wire is None:
             return Entry(None, True, now + self.negative_ttl)
         try:
-            values = decode_values(values_wire)
+            all_public, min_relative, min_absolute = summarize_values(values_wire)
         except ProtocolError:
             # A corrupt row must not take the node down; it answers as not found and says so.
             log.error("registry row does not decode; serving it as not found")
             return Entry(None, True, now + self.negative_ttl)
         ttl = self.l1_ttl
-        wall = time.time()
-        for v in values:
-            if v.ttl_type == TtlType.ABSOLUTE:
-                ttl = min(ttl, max(0.0, v.ttl - wall))
-            else:
-                ttl = min(ttl, max(0, v.ttl))
-        return Entry(values_wire, all(v.public_read for v in values), now + ttl)
+        if min_relative is not None:
+            ttl = min(ttl, max(0, min_relative))
+        if min_absolute is not None:
+            ttl = min(ttl, max(0.0, min_absolute - time.time()))
+        return Entry(values_wire, all_public, now + ttl)
 
     def _queue_l2_write(self, key: str, vals: bytes | None) -> None:
         self._l2_writes.append((key, vals))

@@ -83,6 +83,8 @@ class HandleService:
         self.site = site
         self.site_serial = site.serial
         self._latency = {d: metrics.LATENCY.labels(d) for d in ("udp", "tcp", "http")}
+        self._tally = metrics.TALLY
+        self._sample = 0
 
     def respond(self, wire: bytes, door: str) -> Reply:
         t0 = time.perf_counter()
@@ -100,7 +102,11 @@ class HandleService:
             if q is not None:
                 e = self.core.cached(q.handle)
                 if e is not None:
-                    return self._resolution(q, wire, answer(e, q.indexes, q.types), door, t0)
+                    self._sample += 1
+                    timed = self._sample % metrics.LATENCY_SAMPLE == 0
+                    return self._resolution(
+                        q, wire, answer(e, q.indexes, q.types), door, t0 if timed else 0.0
+                    )
                 return self._resolve(q, wire, door, t0)
         try:
             m = decode(wire)
@@ -143,15 +149,16 @@ class HandleService:
                     request_digest=digest_request(wire) if digest else None,
                 )
             )
-        metrics.count_request(door, OpCode.RESOLUTION, res.response_code)
-        self._latency[door].observe(time.perf_counter() - t0)
+        self._tally.request(door, 1, res.response_code)
+        if t0:
+            self._latency[door].observe(time.perf_counter() - t0)
         return out
 
     # --- everything else -------------------------------------------------------------------
 
     def _other(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
         if not m.is_request:
-            metrics.count_request(door, m.op_code, -1)
+            self._tally.request(door, m.op_code, -1)
             return None  # a response sent to a server: nothing to answer
         op = m.op_code
         if op == OpCode.GET_SITE_INFO:
@@ -169,7 +176,7 @@ class HandleService:
         out = encode(
             response_to(m, rc, body, site_info_serial=self.site_serial, request_digest=digest)
         )
-        metrics.count_request(door, m.op_code, rc)
+        self._tally.request(door, m.op_code, rc)
         self._latency[door].observe(time.perf_counter() - t0)
         return out
 
@@ -181,7 +188,7 @@ class HandleService:
         major, minor, _f, _sm, session, rid, _seq, _len = ENVELOPE.unpack_from(wire)
         op = U32.unpack_from(wire, ENVELOPE_SIZE)[0] if len(wire) >= ENVELOPE_SIZE + 4 else 0
         reason = exc.reason[:_MAX_REASON]
-        metrics.count_request(door, op, ResponseCode.PROTOCOL_ERROR)
+        self._tally.request(door, op, ResponseCode.PROTOCOL_ERROR)
         return encode(
             Message(
                 op_code=op,

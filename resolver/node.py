@@ -74,6 +74,7 @@ class Node:
         self.tcp: TcpDoor | None = None
         self.http: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
+        self._flush: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -123,6 +124,7 @@ class Node:
         await self.http.setup()
         await web.TCPSite(self.http, s.listen, s.http_port, reuse_port=True).start()
         self._refresh = loop.create_task(self._refresh_prefixes())
+        self._flush = loop.create_task(self._flush_metrics())
         log.info(
             "serving: handle udp+tcp %s:%d, http %s:%d; registry %s; redis %s; homed %s",
             s.listen,
@@ -144,11 +146,21 @@ class Node:
             except Exception as exc:
                 log.warning("cannot refresh homed prefixes: %s", exc)
 
+    async def _flush_metrics(self) -> None:
+        from . import metrics
+
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.TALLY.flush()
+            if self.core is not None:
+                metrics.L1_ENTRIES.set(len(self.core.l1))
+
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace
         log.info("shutting down: finishing requests in flight (up to %.0fs)", grace)
-        if self._refresh is not None:
-            self._refresh.cancel()
+        for task in (self._refresh, self._flush):
+            if task is not None:
+                task.cancel()
         if self.udp is not None:
             await self.udp.drain_and_close(grace)
         if self.tcp is not None:
@@ -161,6 +173,9 @@ class Node:
             await self.l2.close()
         if self.store is not None:
             await self.store.close()
+        from . import metrics
+
+        metrics.TALLY.flush()
         log.info("stopped")
 
     async def run(self) -> None:

@@ -41,7 +41,7 @@ from resolver.codec.keys import (
 )
 from resolver.codec.message import Message
 from resolver.codec.site import SiteInfo
-from resolver.codec.values import ValueReference
+from resolver.codec.values import ValueReference, summarize_values
 from resolver.codec.vlist import decode_vlist, encode_vlist
 from tests import strategies as s
 
@@ -183,3 +183,23 @@ def test_fast_decode_refuses_what_the_general_decoder_refuses(
             raise AssertionError("the fast path accepted bytes the general decoder refuses")
         if general.op_code == OpCode.RESOLUTION and general.is_request:
             assert q is not None and q.request == general.body
+
+
+@given(s.value_lists)
+def test_summary_agrees_with_the_decoded_values(values: tuple[HandleValue, ...]) -> None:
+    all_public, rel, ab = summarize_values(encode_values(values))
+    assert all_public == all(v.public_read for v in values)
+    rels = [v.ttl for v in values if v.ttl_type == 0]
+    abss = [v.ttl for v in values if v.ttl_type == 1]
+    assert rel == (min(rels) if rels else None)
+    assert ab == (min(abss) if abss else None)
+
+
+@given(st.binary(max_size=200))
+def test_summary_of_any_bytes_raises_only_protocol_errors(data: bytes) -> None:
+    # The summary checks structure, not UTF-8 or enum ranges: registry rows were
+    # validated when written. It must still never fail any other way.
+    try:
+        summarize_values(data)
+    except ProtocolError as exc:
+        assert exc.reason
