@@ -1,0 +1,116 @@
+"""Checking a client's answer to a 402 challenge, as the reference server does.
+
+The client proves it holds a key over ``nonce ‖ request digest`` (raw bytes):
+
+* HS_SECKEY: a keyed hash (1/2/3: MD5/SHA-1/SHA-256 of key ‖ data ‖ key), an HMAC
+  (0x12 SHA-1, 0x13 SHA-256), or PBKDF2-HMAC-SHA1 (0x22: the key is derived from the
+  secret with the salt, iteration count and length the answer carries, then used as
+  the HMAC-SHA1 key). Comparisons are constant-time.
+* HS_PUBKEY: an RSA (PKCS#1 v1.5) or DSA signature with SHA-1 or SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+
+from resolver.codec import ProtocolError
+from resolver.codec.auth import (
+    AUTH_PUBKEY,
+    AUTH_SECKEY,
+    MAC_PBKDF2_HMAC_SHA1,
+    decode_secret_key_mac,
+    decode_signature,
+    keyed_mac,
+    signed_data,
+)
+from resolver.codec.bodies import ChallengeAnswer
+from resolver.codec.keys import DsaPublicKey, RsaPublicKey, decode_public_key
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "SHA1": hashes.SHA1,
+    "SHA-1": hashes.SHA1,
+    "SHA256": hashes.SHA256,
+    "SHA-256": hashes.SHA256,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who answered a challenge: the key's handle and index, e.g. 300:0.NA/88.166."""
+
+    handle: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.index}:{self.handle}"
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        index, sep, handle = text.strip().partition(":")
+        if not sep or not handle or not index.isdigit():
+            raise ValueError(f"an admin is INDEX:HANDLE like 300:0.NA/88.166, not {text!r}")
+        return cls(handle, int(index))
+
+
+class AuthError(Exception):
+    """The answer does not prove the key (the reason is for logs and the audit row)."""
+
+
+def pbkdf2_mac(secret: bytes, data: bytes, salt: bytes, iterations: int, key_bits: int) -> bytes:
+    derived = hashlib.pbkdf2_hmac("sha1", secret, salt, iterations, key_bits // 8)
+    return hmac.new(derived, data, "sha1").digest()
+
+
+def verify_secret_key(secret: bytes, signed_response: bytes, data: bytes) -> None:
+    try:
+        mac = decode_secret_key_mac(signed_response)
+    except ProtocolError as exc:
+        raise AuthError(exc.reason) from None
+    if mac.algorithm == MAC_PBKDF2_HMAC_SHA1:
+        expected = pbkdf2_mac(secret, data, mac.salt, mac.iterations, mac.key_length)
+    else:
+        expected = keyed_mac(mac.algorithm, secret, data)
+    if not hmac.compare_digest(expected, mac.mac):
+        raise AuthError("secret key MAC does not match")
+
+
+def verify_public_key(key_data: bytes, signed_response: bytes, data: bytes) -> None:
+    try:
+        sig = decode_signature(signed_response)
+        key = decode_public_key(key_data)
+    except ProtocolError as exc:
+        raise AuthError(exc.reason) from None
+    alg = _HASHES.get(sig.hash_algorithm.upper())
+    if alg is None:
+        raise AuthError(f"unsupported signature hash {sig.hash_algorithm!r}")
+    try:
+        if isinstance(key, RsaPublicKey):
+            rsa.RSAPublicNumbers(key.exponent, key.modulus).public_key().verify(
+                sig.signature, data, padding.PKCS1v15(), alg()
+            )
+        elif isinstance(key, DsaPublicKey):
+            params = dsa.DSAParameterNumbers(key.p, key.q, key.g)
+            dsa.DSAPublicNumbers(key.y, params).public_key().verify(sig.signature, data, alg())
+        else:
+            raise AuthError(f"unsupported key type {key.key_type}")
+    except InvalidSignature:
+        raise AuthError("signature does not verify") from None
+    except ValueError as exc:  # a malformed key or signature
+        raise AuthError(f"cannot verify: {exc}") from None
+
+
+def verify_answer(answer: ChallengeAnswer, key_data: bytes, nonce: bytes, digest: bytes) -> None:
+    """Raise AuthError unless ``answer`` proves ``key_data`` (a raw secret or HS_PUBKEY data)."""
+    data = signed_data(nonce, digest)
+    if answer.auth_type == AUTH_SECKEY:
+        verify_secret_key(key_data, answer.signed_response, data)
+    elif answer.auth_type == AUTH_PUBKEY:
+        verify_public_key(key_data, answer.signed_response, data)
+    else:
+        raise AuthError(f"unknown authentication type {answer.auth_type!r}")
