@@ -11,7 +11,6 @@ The client proves it holds a key over ``nonce ‖ request digest`` (raw bytes):
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from resolver.codec.auth import (
     decode_secret_key_mac,
     decode_signature,
     keyed_mac,
+    pbkdf2_mac,
     signed_data,
 )
 from resolver.codec.bodies import ChallengeAnswer
@@ -60,11 +60,6 @@ class Identity:
 
 class AuthError(Exception):
     """The answer does not prove the key (the reason is for logs and the audit row)."""
-
-
-def pbkdf2_mac(secret: bytes, data: bytes, salt: bytes, iterations: int, key_bits: int) -> bytes:
-    derived = hashlib.pbkdf2_hmac("sha1", secret, salt, iterations, key_bits // 8)
-    return hmac.new(derived, data, "sha1").digest()
 
 
 def verify_secret_key(secret: bytes, signed_response: bytes, data: bytes) -> None:

@@ -44,3 +44,21 @@ handles = Table(
 )
 
 Index("handles_prefix_handle", handles.c.prefix, handles.c.handle)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", Text, nullable=False),  # INDEX:HANDLE of the key, or "cli"/"import"
+    Column("op", String(32), nullable=False),
+    Column("handle", Text, nullable=False),  # normalised
+    Column("rc", Integer, nullable=False),  # the Handle response code given
+    Column("before_sha256", String(64), nullable=False, server_default=""),
+    Column("after_sha256", String(64), nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default=""),
+)
+
+Index("audit_log_handle", audit_log.c.handle, audit_log.c.id)

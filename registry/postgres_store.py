@@ -12,7 +12,18 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from .store import HandleRecord, Store, StoreError, now
+from .names import prefix_of
+from .store import (
+    AuditEntry,
+    HandleRecord,
+    Keep,
+    Mutator,
+    Outcome,
+    Refusal,
+    Store,
+    StoreError,
+    now,
+)
 
 GET_MANY = "SELECT handle, vals FROM handles WHERE handle = ANY($1::text[])"
 PUT_MANY = """
@@ -89,6 +100,115 @@ class PostgresStore(Store):
     async def count_handles(self) -> int:
         async with self.pool.acquire() as c:
             return int(await c.fetchval("SELECT count(*) FROM handles"))
+
+    async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
+        key = self.key(handle)
+        for _attempt in range(3):
+            async with self.pool.acquire() as c:
+                refusal: Refusal | None = None
+                before: bytes | None = None
+                async with c.transaction():
+                    row = await c.fetchrow(
+                        "SELECT vals FROM handles WHERE handle = $1 FOR UPDATE", key
+                    )
+                    before = bytes(row[0]) if row else None
+                    try:
+                        o = fn(before)
+                    except Refusal as exc:
+                        refusal = exc
+                    else:
+                        t = now()
+                        if isinstance(o.new, Keep):
+                            pass
+                        elif o.new is None:
+                            await c.execute("DELETE FROM handles WHERE handle = $1", key)
+                        elif before is None:
+                            # No row to lock: a concurrent create may win; then run fn again.
+                            inserted = await c.fetchval(
+                                "INSERT INTO handles (handle, display, prefix, vals, version,"
+                                " created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5)"
+                                " ON CONFLICT (handle) DO NOTHING RETURNING 1",
+                                key,
+                                handle,
+                                self.key(prefix_of(handle)),
+                                o.new,
+                                t,
+                            )
+                            if inserted is None:
+                                continue
+                        else:
+                            await c.execute(
+                                "UPDATE handles SET vals = $1, version = version + 1,"
+                                " updated_at = $2 WHERE handle = $3",
+                                o.new,
+                                t,
+                                key,
+                            )
+                        e = self._audit_row(before, o, actor, op, handle)
+                        await c.execute(
+                            _AUDIT,
+                            e.at,
+                            e.actor,
+                            e.op,
+                            e.handle,
+                            e.rc,
+                            e.before_sha256,
+                            e.after_sha256,
+                            e.detail,
+                        )
+                        return o
+            if refusal is not None:
+                await self._refused(refusal, before, actor, op, handle)
+                raise refusal
+        raise StoreError(f"could not write {handle}: concurrent creates kept winning")
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        e = entry
+        async with self.pool.acquire() as c:
+            await c.execute(
+                _AUDIT,
+                e.at,
+                e.actor,
+                e.op,
+                e.handle,
+                e.rc,
+                e.before_sha256,
+                e.after_sha256,
+                e.detail,
+            )
+
+    async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                "SELECT at, actor, op, handle, rc, before_sha256, after_sha256, detail"
+                " FROM audit_log WHERE handle = $1 ORDER BY id DESC LIMIT $2",
+                self.key(handle),
+                limit,
+            )
+        return [AuditEntry(*r) for r in rows]
+
+    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                "SELECT display FROM handles WHERE prefix = $1 ORDER BY handle LIMIT $2",
+                self.key(prefix),
+                limit,
+            )
+        return [r[0] for r in rows]
+
+    async def unhome_prefix(self, prefix: str) -> bool:
+        async with self.pool.acquire() as c:
+            r = await c.execute(
+                "UPDATE prefixes SET status = 'unhomed' WHERE prefix = $1 AND status = 'homed'",
+                self.key(prefix),
+            )
+        return bool(r.endswith(" 1"))
+
+
+_AUDIT = (
+    "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256, detail)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
 
 
 def _safe(url: str) -> str:

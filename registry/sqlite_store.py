@@ -11,7 +11,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from .store import HandleRecord, Store, StoreError, now
+from .names import prefix_of
+from .store import (
+    AuditEntry,
+    HandleRecord,
+    Keep,
+    Mutator,
+    Outcome,
+    Refusal,
+    Store,
+    StoreError,
+    now,
+)
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
 
@@ -91,3 +102,75 @@ class SqliteStore(Store):
     async def count_handles(self) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM handles").fetchone()
         return int(n)
+
+    async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
+        key = self.key(handle)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")  # the write lock first: read-modify-write is atomic
+        try:
+            row = db.execute("SELECT vals FROM handles WHERE handle = ?", (key,)).fetchone()
+            before = bytes(row[0]) if row else None
+            try:
+                o = fn(before)
+            except Refusal as exc:
+                db.execute("ROLLBACK")
+                await self._refused(exc, before, actor, op, handle)
+                raise
+            t = now()
+            if isinstance(o.new, Keep):
+                pass
+            elif o.new is None:
+                db.execute("DELETE FROM handles WHERE handle = ?", (key,))
+            elif before is None:
+                db.execute(
+                    "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                    (key, handle, self.key(prefix_of(handle)), o.new, t, t),
+                )
+            else:
+                db.execute(
+                    "UPDATE handles SET vals = ?, version = version + 1, updated_at = ?"
+                    " WHERE handle = ?",
+                    (o.new, t, key),
+                )
+            self._insert_audit(self._audit_row(before, o, actor, op, handle))
+        except Refusal:
+            raise
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return o
+
+    def _insert_audit(self, e: AuditEntry) -> None:
+        self.db.execute(
+            "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256,"
+            " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.at, e.actor, e.op, e.handle, e.rc, e.before_sha256, e.after_sha256, e.detail),
+        )
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        self._insert_audit(entry)
+
+    async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]:
+        rows = self.db.execute(
+            "SELECT at, actor, op, handle, rc, before_sha256, after_sha256, detail"
+            " FROM audit_log WHERE handle = ? ORDER BY id DESC LIMIT ?",
+            (self.key(handle), limit),
+        )
+        return [AuditEntry(*r) for r in rows]
+
+    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
+        rows = self.db.execute(
+            "SELECT display FROM handles WHERE prefix = ? ORDER BY handle LIMIT ?",
+            (self.key(prefix), limit),
+        )
+        return [r[0] for r in rows]
+
+    async def unhome_prefix(self, prefix: str) -> bool:
+        cur = self.db.execute(
+            "UPDATE prefixes SET status = 'unhomed' WHERE prefix = ? AND status = 'homed'",
+            (self.key(prefix),),
+        )
+        return cur.rowcount > 0

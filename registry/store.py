@@ -7,10 +7,12 @@ Reads are batched (``get_many``): the resolver coalesces its misses into one que
 
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from .names import normalize, prefix_of
 
@@ -23,6 +25,50 @@ class HandleRecord:
 
 class StoreError(RuntimeError):
     """The store cannot be reached or refused an operation (not a lookup miss)."""
+
+
+class Keep:
+    """A mutation that changes nothing (an idempotent retry): audited, not written."""
+
+
+KEEP = Keep()
+
+
+class Outcome(NamedTuple):
+    """What a mutation function decided: the new value list (None deletes the handle)."""
+
+    new: bytes | Keep | None
+    rc: int = 1
+    result: Any = None
+    detail: str = ""
+
+
+class Refusal(Exception):
+    """Raised by a mutation function to refuse the write; nothing is written but the audit row."""
+
+    def __init__(self, rc: int, message: str) -> None:
+        super().__init__(message)
+        self.rc = rc
+        self.message = message
+
+
+Mutator = Callable[[bytes | None], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: int
+    actor: str
+    op: str
+    handle: str
+    rc: int
+    before_sha256: str = ""
+    after_sha256: str = ""
+    detail: str = ""
+
+
+def sha256_hex(data: bytes | None) -> str:
+    return hashlib.sha256(data).hexdigest() if data is not None else ""
 
 
 class Store(ABC):
@@ -57,6 +103,57 @@ class Store(ABC):
 
     @abstractmethod
     async def count_handles(self) -> int: ...
+
+    @abstractmethod
+    async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
+        """Read a handle's values under a lock, let ``fn`` decide, write, audit: one transaction.
+
+        ``fn`` raising Refusal rolls everything back and records only the refusal.
+        """
+
+    @abstractmethod
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    @abstractmethod
+    async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]: ...
+
+    @abstractmethod
+    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
+        """Handles (as registered) under a prefix, in key order."""
+
+    @abstractmethod
+    async def unhome_prefix(self, prefix: str) -> bool: ...
+
+    def _audit_row(
+        self, before: bytes | None, o: Outcome, actor: str, op: str, handle: str
+    ) -> AuditEntry:
+        after = before if isinstance(o.new, Keep) else o.new
+        return AuditEntry(
+            now(),
+            actor,
+            op,
+            self.key(handle),
+            o.rc,
+            sha256_hex(before),
+            sha256_hex(after),
+            o.detail,
+        )
+
+    async def _refused(
+        self, exc: Refusal, before: bytes | None, actor: str, op: str, handle: str
+    ) -> None:
+        await self.append_audit(
+            AuditEntry(
+                now(),
+                actor,
+                op,
+                self.key(handle),
+                exc.rc,
+                sha256_hex(before),
+                sha256_hex(before),
+                exc.message,
+            )
+        )
 
     def _rows(self, records: Sequence[HandleRecord]) -> list[tuple[str, str, str, bytes]]:
         # The last record wins when a batch names a handle twice: one statement

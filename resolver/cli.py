@@ -75,7 +75,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return supervise(s)
 
 
-def _init(s: Settings, prefixes: list[str], owner: str) -> int:
+def _init(
+    s: Settings,
+    prefixes: list[str],
+    owner: str,
+    admin_secret: str | None = None,
+    admin_pubkey: str | None = None,
+) -> int:
     from registry.migrate import upgrade
     from registry.names import check_prefix
 
@@ -83,26 +89,94 @@ def _init(s: Settings, prefixes: list[str], owner: str) -> int:
         check_prefix(p)
     # Alembic runs its own event loop (asyncpg); it must not run inside ours.
     upgrade(s.database_url)
-    return asyncio.run(_home(s, prefixes, owner))
+    pem = Path(admin_pubkey).read_bytes() if admin_pubkey else None
+    return asyncio.run(_home(s, prefixes, owner, admin_secret, pem))
 
 
-async def _home(s: Settings, prefixes: list[str], owner: str) -> int:
+async def _home(
+    s: Settings,
+    prefixes: list[str],
+    owner: str,
+    admin_secret: str | None = None,
+    admin_pubkey: bytes | None = None,
+) -> int:
+    from registry.bootstrap import create_prefix_admin
+    from registry.secrets import Sealer
+    from registry.store import open_store
+
+    sealer = Sealer.from_file(s.secret_key_file, create=True)
+    store = open_store(s.database_url, s.case_sensitive)
+    await store.open()
+    admins = []
+    try:
+        for p in prefixes:
+            await store.home_prefix(p, owner)
+            if admin_secret is not None or admin_pubkey is not None:
+                admins.append(
+                    await create_prefix_admin(
+                        store,
+                        p,
+                        sealer=sealer,
+                        secret=admin_secret.encode() if admin_secret is not None else None,
+                        pubkey_pem=admin_pubkey,
+                    )
+                )
+        homed = await store.homed_prefixes()
+    finally:
+        await store.close()
+    print(f"registry ready at {s.database_url}; homed prefixes: {', '.join(sorted(homed))}")
+    for a in admins:
+        print(
+            f"prefix admin {a} (HS_ADMIN at 100, key at 300); to let it home prefixes too, "
+            f"serve with --server-admins {a}"
+        )
+    return EXIT_OK
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    return _init(_settings(args), args.prefix, args.owner, args.admin_secret, args.admin_pubkey)
+
+
+async def _audit(s: Settings, handle: str, limit: int, as_json: bool) -> int:
     from registry.store import open_store
 
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
     try:
-        for p in prefixes:
-            await store.home_prefix(p, owner)
-        homed = await store.homed_prefixes()
+        rows = await store.audit_for(handle, limit)
     finally:
         await store.close()
-    print(f"registry ready at {s.database_url}; homed prefixes: {', '.join(sorted(homed))}")
+    for r in reversed(rows):
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.at))
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "at": when,
+                        "actor": r.actor,
+                        "op": r.op,
+                        "handle": r.handle,
+                        "responseCode": r.rc,
+                        "response": rc_name(r.rc),
+                        "before": r.before_sha256,
+                        "after": r.after_sha256,
+                        "detail": r.detail,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            print(
+                f"{when}  {r.op:<13} {rc_name(r.rc):<26} by {r.actor:<28} "
+                f"{(r.before_sha256 or '-')[:12]} -> {(r.after_sha256 or '-')[:12]}  {r.detail}"
+            )
+    if not rows:
+        print(f"no audit entries for {handle}", file=sys.stderr)
     return EXIT_OK
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
-    return _init(_settings(args), args.prefix, args.owner)
+def _cmd_audit(args: argparse.Namespace) -> int:
+    return asyncio.run(_audit(_settings(args), args.handle, args.limit, args.json))
 
 
 async def _import(s: Settings, path: str, batch_size: int) -> int:
@@ -279,8 +353,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="a prefix this node serves, e.g. 88.166 (repeatable)",
     )
     p.add_argument("--owner", default="", help="who owns the prefix (free text)")
-    _add_settings(p, ("database_url", "case_sensitive"))
+    key = p.add_mutually_exclusive_group()
+    key.add_argument(
+        "--admin-secret",
+        metavar="SECRET",
+        help="create the prefix admin 300:0.NA/PREFIX with this secret key "
+        "(stored sealed under the node key)",
+    )
+    key.add_argument(
+        "--admin-pubkey",
+        metavar="PEM_FILE",
+        help="create the prefix admin 300:0.NA/PREFIX with this RSA or DSA public key",
+    )
+    _add_settings(p, ("database_url", "case_sensitive", "secret_key_file"))
     p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser(
+        "audit",
+        help="show the audit log of a handle",
+        description="Every accepted and refused write of a handle, oldest first: when, the "
+        "operation, the response code, who (INDEX:HANDLE of the key), and SHA-256 digests "
+        "of the value list before and after.",
+    )
+    p.add_argument("handle")
+    p.add_argument("--limit", type=int, default=100, help="newest N entries (default 100)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_settings(p, ("database_url", "case_sensitive"))
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser(
         "import",

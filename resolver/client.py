@@ -11,8 +11,12 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
+from typing import Any
 
 from .codec import (
+    Challenge,
+    ChallengeAnswer,
     FrameBuffer,
     Message,
     OpCode,
@@ -20,9 +24,24 @@ from .codec import (
     ProtocolError,
     Reassembler,
     ResolutionRequest,
+    ResponseCode,
     decode,
+    digest_request,
     encode,
     split_datagrams,
+)
+from .codec.auth import (
+    AUTH_PUBKEY,
+    AUTH_SECKEY,
+    MAC_HMAC_SHA256,
+    MAC_PBKDF2_HMAC_SHA1,
+    PublicKeySignature,
+    SecretKeyMac,
+    encode_secret_key_mac,
+    encode_signature,
+    keyed_mac,
+    pbkdf2_mac,
+    signed_data,
 )
 
 _ids = itertools.count(int.from_bytes(os.urandom(3), "big") + 1)
@@ -131,3 +150,138 @@ def exchange(
     except OSError as exc:
         raise ClientError(f"cannot reach {host}:{port} over {transport}: {exc}") from None
     raise ClientError(f"unknown transport {transport!r}")
+
+
+class AdminClient:
+    """An administrator's connection: answers 402 challenges with a secret or private key.
+
+    The session the server opens with the first challenge is kept, so later requests
+    on this client are not challenged again while the session lives.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        key_handle: str,
+        key_index: int = 300,
+        *,
+        secret: bytes | None = None,
+        private_key: Any = None,
+        transport: str = "tcp",
+        mac_algorithm: int = MAC_HMAC_SHA256,
+        timeout: float = 5.0,
+    ) -> None:
+        if (secret is None) == (private_key is None):
+            raise ValueError("give exactly one of secret and private_key")
+        self.host, self.port = parse_server(server, 2641)
+        self.key_handle, self.key_index = key_handle, key_index
+        self.secret, self.private_key = secret, private_key
+        self.mac_algorithm = mac_algorithm
+        self.transport = transport
+        self.timeout = timeout
+        self.session_id = 0
+        self._sock: socket.socket | None = None
+        self._frames = FrameBuffer()
+        self._reassembler = Reassembler()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            if self.transport == "tcp":
+                self._sock = socket.create_connection((self.host, self.port), self.timeout)
+            else:
+                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._sock.connect((self.host, self.port))
+            self._sock.settimeout(self.timeout)
+        return self._sock
+
+    def _messages(self) -> list[Message]:
+        s = self._socket()
+        try:
+            data = s.recv(65535)
+        except TimeoutError:
+            raise ClientError(
+                f"no answer from {self.host}:{self.port} in {self.timeout}s"
+            ) from None
+        if self.transport == "tcp":
+            if not data:
+                raise ClientError("the server closed the connection")
+            return [decode(f) for f in self._frames.feed(data)]
+        whole = self._reassembler.feed("server", data, time.monotonic())
+        return [] if whole is None else [decode(whole)]
+
+    def _exchange(self, m: Message) -> list[Message]:
+        s = self._socket()
+        wire = encode(m)
+        if self.transport == "tcp":
+            s.sendall(wire)
+        else:
+            for gram in split_datagrams(wire):
+                s.send(gram)
+        out: list[Message] = []
+        while True:
+            for r in self._messages():
+                if r.request_id != m.request_id:
+                    continue
+                out.append(r)
+                if not r.has(OpFlag.CN):
+                    return out
+
+    def _answer(self, nonce: bytes, digest: bytes) -> ChallengeAnswer:
+        data = signed_data(nonce, digest)
+        if self.secret is not None:
+            if self.mac_algorithm == MAC_PBKDF2_HMAC_SHA1:
+                salt = os.urandom(16)
+                mac = pbkdf2_mac(self.secret, data, salt, 10_000, 160)
+                signed = encode_secret_key_mac(
+                    SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, mac, salt, 10_000, 160)
+                )
+            else:
+                signed = encode_secret_key_mac(
+                    SecretKeyMac(
+                        self.mac_algorithm, keyed_mac(self.mac_algorithm, self.secret, data)
+                    )
+                )
+            return ChallengeAnswer(AUTH_SECKEY, self.key_handle, self.key_index, signed)
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        sig = self.private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return ChallengeAnswer(
+            AUTH_PUBKEY,
+            self.key_handle,
+            self.key_index,
+            encode_signature(PublicKeySignature("SHA-256", sig)),
+        )
+
+    def request(self, m: Message) -> list[Message]:
+        """Send an admin request; answer a challenge if one comes; return the answer(s)."""
+        m = replace(m, session_id=self.session_id, request_id=next(_ids) & 0x7FFFFFFF)
+        replies = self._exchange(m)
+        first = replies[0]
+        if first.response_code == ResponseCode.AUTHENTICATION_NEEDED:
+            if not isinstance(first.body, Challenge) or first.request_digest is None:
+                raise ClientError("the challenge carries no nonce or request digest")
+            if first.request_digest.digest != digest_request(encode(m)).digest:
+                raise ClientError("the challenge is for a different request")
+            self.session_id = first.session_id
+            answer = Message(
+                op_code=OpCode.CHALLENGE_RESPONSE,
+                body=self._answer(first.body.nonce, first.request_digest.digest),
+                session_id=self.session_id,
+                request_id=next(_ids) & 0x7FFFFFFF,
+                major_version=m.major_version,
+                minor_version=m.minor_version,
+            )
+            replies = self._exchange(answer)
+        return replies

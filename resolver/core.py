@@ -157,6 +157,20 @@ class Resolver:
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
+    async def invalidate(self, handles: list[str]) -> None:
+        """Forget handles everywhere: this worker's L1, Redis, and (by the channel) every
+        other worker's L1. Returns after the invalidation is published."""
+        keys = [normalize(h, self.case_sensitive) for h in handles]
+        for k in keys:
+            self.l1.invalidate(k)
+        if self.l2 is not None:
+            await self.l2.invalidate(keys)
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop keys from this worker's L1 (an invalidation heard on the channel)."""
+        for k in keys:
+            self.l1.invalidate(k)
+
     async def drain(self) -> None:
         await self.l3.drain()
         if self._tasks:

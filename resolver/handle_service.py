@@ -9,13 +9,19 @@ message sent to us). It never raises on bad input.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .codec import (
+    Challenge,
+    ChallengeAnswer,
+    Empty,
     ErrorResponse,
+    ListResponse,
     Message,
     OpCode,
     OpFlag,
@@ -29,6 +35,7 @@ from .codec import (
     encode,
     encode_digest,
     encode_resolution_answer,
+    list_responses,
     put_text,
     response_to,
 )
@@ -38,6 +45,10 @@ from .codec.message import ENVELOPE, PREAMBLE_SIZE
 from .codec.wire import U32
 from .core import Resolution, Resolver, answer
 
+if TYPE_CHECKING:
+    from registry.service import RegistryService
+    from registry.sessions import SessionTable
+
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
 _AT = int(OpFlag.AT)
@@ -45,7 +56,10 @@ _RD = int(OpFlag.RD)
 _NOT_RD = 0xFFFFFFFF & ~_RD
 _MAX_REASON = 120  # keeps error answers to junk small (no amplification worth having)
 
-ADMIN_OPS = frozenset(
+log = logging.getLogger("idnode.handle")
+
+# Operations that need an authenticated administrator (a 402 challenge first).
+AUTHENTICATED_OPS = frozenset(
     {
         OpCode.CREATE_HANDLE,
         OpCode.DELETE_HANDLE,
@@ -54,13 +68,17 @@ ADMIN_OPS = frozenset(
         OpCode.MODIFY_VALUE,
         OpCode.LIST_HANDLES,
         OpCode.LIST_NA,
-        OpCode.CHALLENGE_RESPONSE,
-        OpCode.VERIFY_RESPONSE,
         OpCode.HOME_NA,
         OpCode.UNHOME_NA,
         OpCode.LIST_HOMED_NAS,
-        OpCode.LOGIN,
         OpCode.LOGIN_ID_SYSTEM,
+    }
+)
+ADMIN_OPS = AUTHENTICATED_OPS | frozenset(
+    {
+        OpCode.CHALLENGE_RESPONSE,
+        OpCode.VERIFY_RESPONSE,
+        OpCode.LOGIN,
         OpCode.SESSION_SETUP,
         OpCode.SESSION_TERMINATE,
         OpCode.SESSION_EXCHANGEKEY,
@@ -78,9 +96,17 @@ NOT_YET = "Registration over the Handle protocol is not available on this node y
 
 
 class HandleService:
-    def __init__(self, core: Resolver, site: SiteInfo) -> None:
+    def __init__(
+        self,
+        core: Resolver,
+        site: SiteInfo,
+        registry: RegistryService | None = None,
+        sessions: SessionTable | None = None,
+    ) -> None:
         self.core = core
         self.site = site
+        self.registry = registry
+        self.sessions = sessions
         self.site_serial = site.serial
         self._latency = {d: metrics.LATENCY.labels(d) for d in ("udp", "tcp", "http")}
         self._tally = metrics.TALLY
@@ -163,6 +189,11 @@ class HandleService:
         op = m.op_code
         if op == OpCode.GET_SITE_INFO:
             return self._reply(m, wire, ResponseCode.SUCCESS, SiteInfoResponse(self.site), door, t0)
+        if self.registry is not None and self.sessions is not None:
+            if op in AUTHENTICATED_OPS:
+                return self._authenticated(m, wire, door, t0)  # type: ignore[return-value]
+            if op == OpCode.CHALLENGE_RESPONSE:
+                return self._answer(m, wire, door, t0)  # type: ignore[return-value]
         if op in ADMIN_OPS:
             rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, NOT_YET
         elif op in REPLICATION_OPS:
@@ -179,6 +210,88 @@ class HandleService:
         self._tally.request(door, m.op_code, rc)
         self._latency[door].observe(time.perf_counter() - t0)
         return out
+
+    # --- authenticated operations ------------------------------------------------------
+
+    async def _authenticated(self, m: Message, wire: bytes, door: str, t0: float) -> bytes:
+        assert self.registry is not None and self.sessions is not None
+        who = self.sessions.identity(m.session_id) if m.session_id else None
+        if who is None:
+            digest = digest_request(wire)
+            sid, nonce = self.sessions.challenge(m, digest.digest, m.session_id)
+            res = response_to(
+                m,
+                ResponseCode.AUTHENTICATION_NEEDED,
+                Challenge(nonce),
+                site_info_serial=self.site_serial,
+                request_digest=digest,
+            )
+            self._tally.request(door, m.op_code, ResponseCode.AUTHENTICATION_NEEDED)
+            return encode(dataclasses.replace(res, session_id=sid))
+        rc, body = await self._execute(m, who)
+        return self._result(m, m, rc, body, door, t0)
+
+    async def _answer(self, m: Message, wire: bytes, door: str, t0: float) -> bytes:
+        from registry.auth import AuthError, Identity, verify_answer
+
+        assert self.registry is not None and self.sessions is not None
+        if not isinstance(m.body, ChallengeAnswer):  # pragma: no cover - by dispatch
+            return self._reply(m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0)
+        pending = self.sessions.take(m.session_id)
+        if pending is None:
+            return self._reply(
+                m,
+                wire,
+                ResponseCode.AUTHEN_TIMEOUT,
+                ErrorResponse(
+                    "no challenge is pending for this session: it expired or was answered"
+                ),
+                door,
+                t0,
+            )
+        who = Identity(m.body.key_handle, m.body.key_index)
+        try:
+            key = await self.registry.key_for(who, m.body.auth_type)
+            verify_answer(m.body, key, pending.nonce, pending.digest)
+        except AuthError as exc:
+            log.info("authentication of %s failed: %s", who, exc)
+            await self.registry.audit_failed_login(who, pending.request, str(exc))
+            return self._reply(
+                m,
+                wire,
+                ResponseCode.AUTHENTICATION_FAILED,
+                ErrorResponse(f"authentication failed: {exc}"),
+                door,
+                t0,
+            )
+        self.sessions.authenticate(m.session_id, who)
+        rc, body = await self._execute(pending.request, who)
+        # The answer's request id (the client waits on it) with the original operation.
+        original = dataclasses.replace(
+            pending.request, request_id=m.request_id, session_id=m.session_id
+        )
+        return self._result(original, m, rc, body, door, t0)
+
+    async def _execute(self, m: Message, who: Any) -> tuple[int, Any]:
+        assert self.registry is not None
+        if m.op_code == OpCode.LOGIN_ID_SYSTEM:
+            return ResponseCode.SUCCESS, Empty()
+        try:
+            return await self.registry.execute(m, who)
+        except Exception:  # the store failed: say so; never leave the client hanging
+            log.exception("registry operation failed")
+            return ResponseCode.ERROR, ErrorResponse("the registry could not complete the write")
+
+    def _result(
+        self, m: Message, request: Message, rc: int, body: Any, door: str, t0: float
+    ) -> bytes:
+        """Encode a result; a successful list streams in several messages (CN)."""
+        self._tally.request(door, m.op_code, rc)
+        self._latency[door].observe(time.perf_counter() - t0)
+        if rc == ResponseCode.SUCCESS and isinstance(body, ListResponse):
+            msgs = list_responses(m, list(body.handles), site_info_serial=self.site_serial)
+            return b"".join(encode(x) for x in msgs)
+        return encode(response_to(m, rc, body, site_info_serial=self.site_serial))
 
     def malformed(self, wire: bytes, exc: ProtocolError, door: str) -> bytes | None:
         """RC 4 when the envelope can be read (so the reply can be addressed), else nothing."""

@@ -7,8 +7,9 @@ writes are pipelined. A Redis that is slow or down makes L2 a miss, never an err
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -76,6 +77,38 @@ class RedisTier:
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
             log.warning("redis write failed (%s)", exc)
+
+    @property
+    def channel(self) -> str:
+        return self.prefix[: -len("h:")] + "invalidate"
+
+    async def invalidate(self, keys: list[str]) -> None:
+        """Delete the keys and tell every worker; raises if Redis cannot be told.
+
+        A write must not report success while another worker could still serve the
+        old value from Redis; L1 TTLs bound what a lost channel message can cost.
+        """
+        async with self.client.pipeline(transaction=False) as p:
+            p.delete(*[self.prefix + k for k in keys])
+            p.publish(self.channel, "\n".join(keys))
+            await p.execute()
+
+    async def listen(self, forget: Callable[[list[str]], None]) -> None:
+        """Apply invalidations published by any worker, until cancelled; reconnects."""
+        while True:
+            try:
+                pubsub = self.client.pubsub()
+                await pubsub.subscribe(self.channel)
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        data = msg["data"]
+                        text = data.decode() if isinstance(data, bytes) else str(data)
+                        forget([k for k in text.split("\n") if k])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("invalidation channel lost (%s); retrying in 1s", exc)
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         await self.reads.drain()

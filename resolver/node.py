@@ -11,10 +11,15 @@ import contextlib
 import logging
 import signal
 import socket
+from pathlib import Path
 
 from aiohttp import web
 
+from registry.auth import Identity
 from registry.names import PrefixAuthority
+from registry.secrets import Sealer
+from registry.service import RegistryService
+from registry.sessions import SessionTable
 from registry.store import Store, open_store
 
 from .codec import Interface, InterfaceProtocol, InterfaceType, ServerInfo, SiteInfo
@@ -75,6 +80,7 @@ class Node:
         self.http: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._flush: asyncio.Task[None] | None = None
+        self._listen: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -108,7 +114,8 @@ class Node:
             negative_ttl=s.negative_ttl,
             max_batch=s.batch_max,
         )
-        service = HandleService(self.core, site_info(s))
+        registry, sessions = self._registry(authority)
+        service = HandleService(self.core, site_info(s), registry, sessions)
         loop = asyncio.get_running_loop()
         udp = self.udp = UdpDoor(service)
         await loop.create_datagram_endpoint(lambda: udp, sock=_udp_socket(s.listen, s.handle_port))
@@ -125,6 +132,8 @@ class Node:
         await web.TCPSite(self.http, s.listen, s.http_port, reuse_port=True).start()
         self._refresh = loop.create_task(self._refresh_prefixes())
         self._flush = loop.create_task(self._flush_metrics())
+        if self.l2 is not None:
+            self._listen = loop.create_task(self.l2.listen(self.core.forget))
         log.info(
             "serving: handle udp+tcp %s:%d, http %s:%d; registry %s; redis %s; homed %s",
             s.listen,
@@ -135,6 +144,28 @@ class Node:
             s.redis_url or "off",
             ", ".join(sorted(homed)) or "(none: run idnode init)",
         )
+
+    def _registry(self, authority: PrefixAuthority) -> tuple[RegistryService, SessionTable]:
+        s = self.settings
+        assert self.store is not None and self.core is not None
+        sealer = None
+        if Path(s.secret_key_file).exists():
+            sealer = Sealer.from_file(s.secret_key_file)
+        else:
+            log.warning(
+                "no node key at %s: HS_SECKEY logins and writes are off (idnode init "
+                "creates it; every node of a registry needs the same file)",
+                s.secret_key_file,
+            )
+        admins = [Identity.parse(a) for a in s.server_admins.split(",") if a.strip()]
+        registry = RegistryService(
+            self.store,
+            authority,
+            sealer=sealer,
+            server_admins=admins,
+            on_change=self.core.invalidate,
+        )
+        return registry, SessionTable(challenge_ttl=s.challenge_ttl, session_ttl=s.session_ttl)
 
     async def _refresh_prefixes(self) -> None:
         """Pick up prefixes homed (idnode init) while the node runs."""
@@ -158,7 +189,7 @@ class Node:
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace
         log.info("shutting down: finishing requests in flight (up to %.0fs)", grace)
-        for task in (self._refresh, self._flush):
+        for task in (self._refresh, self._flush, self._listen):
             if task is not None:
                 task.cancel()
         if self.udp is not None:

@@ -61,6 +61,20 @@ class Settings:
         default=10.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"}
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    server_admins: str = field(
+        default="",
+        metadata={"help": "comma-separated INDEX:HANDLE keys allowed everything, incl. HOME_NA"},
+    )
+    secret_key_file: str = field(
+        default="idnode-secret.key",
+        metadata={"help": "node key that seals HS_SECKEY values (created by idnode init)"},
+    )
+    session_ttl: float = field(
+        default=600.0, metadata={"help": "an authenticated session lives this long idle, s"}
+    )
+    challenge_ttl: float = field(
+        default=60.0, metadata={"help": "a 402 challenge must be answered within, seconds"}
+    )
 
     @property
     def site_address(self) -> str:

@@ -80,9 +80,14 @@ class UdpDoor(asyncio.DatagramProtocol):
             return
         if len(reply) <= UDP_DATAGRAM_SIZE:
             self.transport.sendto(reply, addr)
-        else:
-            for gram in split_datagrams(reply):
+            return
+        # A reply may hold several messages (a streamed list): each goes out on its own.
+        pos = 0
+        while pos < len(reply):
+            end = pos + ENVELOPE_SIZE + U32.unpack_from(reply, pos + 16)[0]
+            for gram in split_datagrams(reply[pos:end]):
                 self.transport.sendto(gram, addr)
+            pos = end
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)

@@ -129,6 +129,9 @@ def test_unknown_and_unsupported_opcodes_get_clear_answers(node: NodeProcess) ->
         body=CreateHandleRequest("88.166.1001/new", (HandleValue(1, "URL", b"x"),)),
     )
     m = exchange_udp("127.0.0.1", node.handle_port, create)
+    assert m.response_code == ResponseCode.AUTHENTICATION_NEEDED  # a write needs an admin
+    setup = Message(op_code=OpCode.SESSION_SETUP, request_id=7)
+    m = exchange_udp("127.0.0.1", node.handle_port, setup)
     assert m.response_code == ResponseCode.OPERATION_NOT_SUPPORTED
 
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from registry.auth import AuthError, Identity, pbkdf2_mac, verify_answer
+from registry.auth import AuthError, Identity, verify_answer
 from resolver.codec import ChallengeAnswer, decode
 from resolver.codec.auth import (
     MAC_HMAC_SHA1,
@@ -25,6 +25,7 @@ from resolver.codec.auth import (
     encode_secret_key_mac,
     encode_signature,
     keyed_mac,
+    pbkdf2_mac,
     signed_data,
 )
 from resolver.codec.keys import DsaPublicKey, RsaPublicKey, encode_public_key

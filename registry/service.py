@@ -1,0 +1,449 @@
+"""The registry service: every write, from any front door, goes through here.
+
+validate (handle syntax, value limits and typed data) → authorise (HS_ADMIN of the
+handle, else of its prefix handle ``0.NA/<prefix>``; server admins from the
+configuration) → write in one transaction with its audit row → notify (the node
+invalidates Redis and every worker's L1 before the caller hears "done").
+Refusals leave nothing but their audit row.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+
+from resolver.codec import (
+    AdminPermission,
+    AdminRecord,
+    CreateHandleResponse,
+    Empty,
+    HandleValue,
+    ListResponse,
+    OpFlag,
+    Permission,
+    ProtocolError,
+    ResponseCode,
+    decode_admin,
+    decode_public_key,
+    decode_site,
+    decode_values,
+    encode_values,
+)
+from resolver.codec import bodies as b
+from resolver.codec.codes import (
+    MAX_VALUES,
+    NOT_HOMED_MESSAGE,
+    SITE_TYPES,
+    TYPE_ADMIN,
+    TYPE_PUBKEY,
+    TYPE_SECKEY,
+    TYPE_VLIST,
+)
+from resolver.codec.message import Message
+from resolver.codec.vlist import decode_vlist
+
+from .auth import AuthError, Identity
+from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
+from .secrets import Sealer, SecretError
+from .store import KEEP, AuditEntry, Outcome, Refusal, Store, now
+
+Result = tuple[int, b.Body]
+OnChange = Callable[[list[str]], Awaitable[None]]
+
+RC = ResponseCode
+AP = AdminPermission
+
+
+class RegistryService:
+    def __init__(
+        self,
+        store: Store,
+        authority: PrefixAuthority,
+        *,
+        sealer: Sealer | None = None,
+        server_admins: Iterable[Identity] = (),
+        on_change: OnChange | None = None,
+    ) -> None:
+        self.store = store
+        self.authority = authority
+        self.sealer = sealer
+        self.case_sensitive = store.case_sensitive
+        self.server_admins = {self._ident_key(i) for i in server_admins}
+        self.on_change = on_change
+
+    def _ident_key(self, i: Identity) -> tuple[str, int]:
+        return normalize(i.handle, self.case_sensitive), i.index
+
+    def is_server_admin(self, who: Identity) -> bool:
+        return self._ident_key(who) in self.server_admins
+
+    # --- keys ---------------------------------------------------------------------
+
+    async def key_for(self, who: Identity, auth_type: str) -> bytes:
+        """The key material an answer must prove: a raw secret, or HS_PUBKEY data."""
+        rows = await self.store.get_many([normalize(who.handle, self.case_sensitive)])
+        vals = rows.get(normalize(who.handle, self.case_sensitive))
+        if vals is None:
+            raise AuthError(f"key handle {who.handle} does not exist")
+        for v in decode_values(vals):
+            if v.index != who.index:
+                continue
+            if auth_type == "HS_SECKEY" and v.type == TYPE_SECKEY:
+                if self.sealer is None:
+                    raise AuthError("this node has no key to open HS_SECKEY values")
+                try:
+                    return self.sealer.unseal(v.data)
+                except SecretError as exc:
+                    raise AuthError(str(exc)) from None
+            if auth_type == "HS_PUBKEY" and v.type == TYPE_PUBKEY:
+                return v.data
+            raise AuthError(f"{who} is a {v.type} value, not {auth_type}")
+        raise AuthError(f"{who} does not exist")
+
+    async def audit_failed_login(self, who: Identity, request: Message, reason: str) -> None:
+        target = getattr(request.body, "handle", "") or getattr(request.body, "user_handle", "")
+        await self.store.append_audit(
+            AuditEntry(
+                now(),
+                str(who),
+                "AUTHENTICATE",
+                normalize(target, self.case_sensitive),
+                RC.AUTHENTICATION_FAILED,
+                detail=reason,
+            )
+        )
+
+    # --- dispatch -------------------------------------------------------------------
+
+    async def execute(self, m: Message, who: Identity) -> Result:
+        body = m.body
+        overwrite = m.has(OpFlag.OVRW)
+        try:
+            if isinstance(body, b.CreateHandleRequest):
+                return await self.create(
+                    body.handle, body.values, who, overwrite=overwrite, mint=m.has(OpFlag.MINT)
+                )
+            if isinstance(body, b.DeleteHandleRequest):
+                return await self.delete(body.handle, who)
+            if isinstance(body, b.AddValueRequest):
+                return await self.add_values(body.handle, body.values, who, overwrite=overwrite)
+            if isinstance(body, b.ModifyValueRequest):
+                return await self.modify_values(body.handle, body.values, who)
+            if isinstance(body, b.RemoveValueRequest):
+                return await self.remove_values(body.handle, body.indexes, who)
+            if isinstance(body, b.ListHandlesRequest):
+                return await self.list_handles(body.handle, who)
+            if isinstance(body, b.HomeNaRequest):
+                return await self.home(body.handle, who)
+            if isinstance(body, b.UnhomeNaRequest):
+                return await self.unhome(body.handle, who)
+            if isinstance(body, b.ListHomedNasRequest):
+                return await self.list_homed(who)
+        except Refusal as exc:
+            return exc.rc, b.ErrorResponse(exc.message)
+        return RC.OPERATION_NOT_SUPPORTED, b.ErrorResponse("operation not supported")
+
+    # --- writes ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        *,
+        overwrite: bool = False,
+        mint: bool = False,
+    ) -> Result:
+        if mint:
+            prefix = handle.rstrip("/") if "/" not in handle.rstrip("/") else prefix_of(handle)
+            handle = f"{prefix}/{uuid.uuid4().hex}"
+        await self._check_target(handle, who, "CREATE")
+        new = self._prepare(values)
+        is_prefix_handle = handle[:5].upper() == NA_PREFIX.upper()
+        if is_prefix_handle:
+            parent = prefix_of(handle).rpartition(".")[0]
+            admins = await self._admins_of(NA_PREFIX + parent) if parent else []
+            needed = AP.ADD_DERIVED_PREFIX
+        else:
+            admins = await self._prefix_admins(handle)
+            needed = AP.ADD_HANDLE
+
+        def fn(before: bytes | None) -> Outcome:
+            if before is not None and not overwrite:
+                raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{handle} already exists")
+            self._require(who, admins, needed, "create handles here")
+            body: b.Body = CreateHandleResponse(handle) if mint else Empty()
+            return Outcome(new, RC.SUCCESS, body, f"{len(values)} values")
+
+        return await self._write(handle, fn, who, "CREATE")
+
+    async def delete(self, handle: str, who: Identity) -> Result:
+        await self._check_target(handle, who, "DELETE")
+        prefix_admins = await self._prefix_admins(handle)
+
+        def fn(before: bytes | None) -> Outcome:
+            current = self._existing(handle, before)
+            self._require(
+                who,
+                self._admins_in(current) or prefix_admins,
+                AP.DELETE_HANDLE,
+                "delete this handle",
+            )
+            return Outcome(None, RC.SUCCESS, Empty())
+
+        return await self._write(handle, fn, who, "DELETE")
+
+    async def add_values(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        *,
+        overwrite: bool = False,
+    ) -> Result:
+        await self._check_target(handle, who, "ADD_VALUE")
+        added = decode_values(self._prepare(values))
+        prefix_admins = await self._prefix_admins(handle)
+
+        def fn(before: bytes | None) -> Outcome:
+            current = self._existing(handle, before)
+            admins = self._admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for v in added:
+                self._require(
+                    who,
+                    admins,
+                    AP.ADD_ADMIN if v.type == TYPE_ADMIN else AP.ADD_VALUE,
+                    f"add a {v.type} value",
+                )
+                if v.index in have and not overwrite:
+                    raise Refusal(RC.VALUE_ALREADY_EXISTS, f"index {v.index} already exists")
+                have[v.index] = v
+            return Outcome(
+                self._encode(have.values()),
+                RC.SUCCESS,
+                Empty(),
+                f"indexes {sorted(v.index for v in added)}",
+            )
+
+        return await self._write(handle, fn, who, "ADD_VALUE")
+
+    async def modify_values(
+        self, handle: str, values: tuple[HandleValue, ...], who: Identity
+    ) -> Result:
+        await self._check_target(handle, who, "MODIFY_VALUE")
+        changed = decode_values(self._prepare(values))
+        prefix_admins = await self._prefix_admins(handle)
+
+        def fn(before: bytes | None) -> Outcome:
+            current = self._existing(handle, before)
+            admins = self._admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for v in changed:
+                old = have.get(v.index)
+                if old is None:
+                    raise Refusal(RC.VALUES_NOT_FOUND, f"no value at index {v.index}")
+                admin_change = TYPE_ADMIN in (v.type, old.type)
+                self._require(
+                    who,
+                    admins,
+                    AP.MODIFY_ADMIN if admin_change else AP.MODIFY_VALUE,
+                    f"modify the value at index {v.index}",
+                )
+                have[v.index] = v
+            return Outcome(
+                self._encode(have.values()),
+                RC.SUCCESS,
+                Empty(),
+                f"indexes {sorted(v.index for v in changed)}",
+            )
+
+        return await self._write(handle, fn, who, "MODIFY_VALUE")
+
+    async def remove_values(self, handle: str, indexes: tuple[int, ...], who: Identity) -> Result:
+        await self._check_target(handle, who, "REMOVE_VALUE")
+        prefix_admins = await self._prefix_admins(handle)
+
+        def fn(before: bytes | None) -> Outcome:
+            current = self._existing(handle, before)
+            admins = self._admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for i in indexes:
+                old = have.get(i)
+                if old is None:
+                    raise Refusal(RC.VALUES_NOT_FOUND, f"no value at index {i}")
+                self._require(
+                    who,
+                    admins,
+                    AP.REMOVE_ADMIN if old.type == TYPE_ADMIN else AP.REMOVE_VALUE,
+                    f"remove the value at index {i}",
+                )
+                del have[i]
+            return Outcome(
+                self._encode(have.values()), RC.SUCCESS, Empty(), f"indexes {sorted(indexes)}"
+            )
+
+        return await self._write(handle, fn, who, "REMOVE_VALUE")
+
+    # --- reads and prefixes ----------------------------------------------------------
+
+    async def list_handles(self, prefix_handle: str, who: Identity) -> Result:
+        prefix = prefix_of(prefix_handle)
+        if not self.authority.is_homed(prefix):
+            return RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, b.ErrorResponse(NOT_HOMED_MESSAGE)
+        admins = await self._admins_of(NA_PREFIX + prefix)
+        try:
+            self._require(who, admins, AP.LIST_HANDLES, "list handles under this prefix")
+        except Refusal as exc:
+            await self._audit_refusal(who, "LIST_HANDLES", prefix_handle, exc)
+            raise
+        return RC.SUCCESS, ListResponse(tuple(await self.store.list_handles(prefix)))
+
+    async def home(self, prefix_handle: str, who: Identity) -> Result:
+        prefix = prefix_of(prefix_handle)
+        await self._server_admin_only(who, "HOME_NA", prefix_handle)
+        await self.store.home_prefix(prefix, str(who))
+        self.authority.replace([*self.authority.homed, prefix])
+        await self.store.append_audit(
+            AuditEntry(now(), str(who), "HOME_NA", normalize(prefix_handle), RC.SUCCESS)
+        )
+        return RC.SUCCESS, Empty()
+
+    async def unhome(self, prefix_handle: str, who: Identity) -> Result:
+        prefix = prefix_of(prefix_handle)
+        await self._server_admin_only(who, "UNHOME_NA", prefix_handle)
+        if not await self.store.unhome_prefix(prefix):
+            return RC.HANDLE_NOT_FOUND, b.ErrorResponse(f"{prefix} is not homed here")
+        self.authority.replace(await self.store.homed_prefixes())
+        await self.store.append_audit(
+            AuditEntry(now(), str(who), "UNHOME_NA", normalize(prefix_handle), RC.SUCCESS)
+        )
+        return RC.SUCCESS, Empty()
+
+    async def list_homed(self, who: Identity) -> Result:
+        await self._server_admin_only(who, "LIST_HOMED_NAS", "/")
+        homed = await self.store.homed_prefixes()
+        return RC.SUCCESS, ListResponse(tuple(NA_PREFIX + p for p in sorted(homed)))
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _write(
+        self, handle: str, fn: Callable[[bytes | None], Outcome], who: Identity, op: str
+    ) -> Result:
+        o = await self.store.mutate(handle, fn, actor=str(who), op=op)
+        if o.new is not KEEP and self.on_change is not None:
+            await self.on_change([handle])
+        return o.rc, o.result
+
+    async def _check_target(self, handle: str, who: Identity, op: str) -> None:
+        try:
+            check_handle(handle)
+        except InvalidName as exc:
+            await self._audit_refusal(who, op, handle, Refusal(RC.INVALID_HANDLE, str(exc)))
+            raise Refusal(RC.INVALID_HANDLE, str(exc)) from None
+        if not self.authority.serves(handle):
+            refusal = Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
+            await self._audit_refusal(who, op, handle, refusal)
+            raise refusal
+
+    async def _audit_refusal(self, who: Identity, op: str, handle: str, exc: Refusal) -> None:
+        await self.store.append_audit(
+            AuditEntry(
+                now(),
+                str(who),
+                op,
+                normalize(handle, self.case_sensitive),
+                exc.rc,
+                detail=exc.message,
+            )
+        )
+
+    async def _server_admin_only(self, who: Identity, op: str, target: str) -> None:
+        if not self.is_server_admin(who):
+            exc = Refusal(RC.INSUFFICIENT_PERMISSIONS, f"{who} is not a server administrator")
+            await self._audit_refusal(who, op, target, exc)
+            raise exc
+
+    async def _admins_of(self, handle: str) -> list[AdminRecord]:
+        key = normalize(handle, self.case_sensitive)
+        vals = (await self.store.get_many([key])).get(key)
+        return self._admins_in(decode_values(vals)) if vals else []
+
+    async def _prefix_admins(self, handle: str) -> list[AdminRecord]:
+        return await self._admins_of(NA_PREFIX + prefix_of(handle))
+
+    @staticmethod
+    def _admins_in(values: Iterable[HandleValue]) -> list[AdminRecord]:
+        out = []
+        for v in values:
+            if v.type == TYPE_ADMIN:
+                try:
+                    out.append(decode_admin(v.data))
+                except ProtocolError:
+                    continue  # a broken HS_ADMIN grants nothing
+        return out
+
+    def _require(
+        self, who: Identity, admins: list[AdminRecord], permission: int, what: str
+    ) -> None:
+        if self.is_server_admin(who):
+            return
+        me = self._ident_key(who)
+        for a in admins:
+            same = normalize(a.admin_handle, self.case_sensitive) == me[0]
+            if same and a.admin_index in (0, me[1]) and a.permissions & permission:
+                return
+        raise Refusal(
+            RC.INSUFFICIENT_PERMISSIONS,
+            f"{who} may not {what} ({AdminPermission(permission).name} is needed)",
+        )
+
+    @staticmethod
+    def _existing(handle: str, before: bytes | None) -> tuple[HandleValue, ...]:
+        if before is None:
+            raise Refusal(RC.HANDLE_NOT_FOUND, f"{handle} does not exist")
+        return decode_values(before)
+
+    def _encode(self, values: Iterable[HandleValue]) -> bytes:
+        return encode_values(sorted(values, key=lambda v: v.index))
+
+    def _prepare(self, values: tuple[HandleValue, ...]) -> bytes:
+        """Validate incoming values; stamp them; seal secrets. Refusal(202) says which is bad."""
+        if len(values) > MAX_VALUES:
+            raise Refusal(RC.INVALID_VALUE, f"{len(values)} values is over {MAX_VALUES}")
+        seen: set[int] = set()
+        out = []
+        t = int(time.time())
+        for v in values:
+            if v.index <= 0:
+                raise Refusal(RC.INVALID_VALUE, f"index {v.index} is not positive")
+            if v.index in seen:
+                raise Refusal(RC.INVALID_VALUE, f"index {v.index} appears twice")
+            seen.add(v.index)
+            if v.permissions > 0x0F:
+                raise Refusal(RC.INVALID_VALUE, f"index {v.index}: permissions {v.permissions:#x}")
+            data = v.data
+            try:
+                if v.type == TYPE_ADMIN:
+                    decode_admin(data)
+                elif v.type in SITE_TYPES:
+                    decode_site(data)
+                elif v.type == TYPE_VLIST:
+                    decode_vlist(data)
+                elif v.type == TYPE_PUBKEY:
+                    decode_public_key(data)
+            except ProtocolError as exc:
+                raise Refusal(
+                    RC.INVALID_VALUE, f"index {v.index} ({v.type}): {exc.reason}"
+                ) from None
+            perms = v.permissions
+            if v.type == TYPE_SECKEY:
+                if self.sealer is None:
+                    raise Refusal(RC.INVALID_VALUE, "this node has no key to seal HS_SECKEY values")
+                data = self.sealer.seal(data)
+                perms &= ~(Permission.PUBLIC_READ | Permission.PUBLIC_WRITE)
+            out.append(
+                HandleValue(v.index, v.type, data, v.ttl, v.ttl_type, t, perms, v.references)
+            )
+        return self._encode(out)
