@@ -9,9 +9,11 @@ Refusals leave nothing but their audit row.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from typing import ParamSpec
 
 from resolver.codec import (
     AdminPermission,
@@ -49,6 +51,24 @@ from .secrets import Sealer, SecretError
 from .store import KEEP, AuditEntry, Outcome, Refusal, Store, now
 
 Result = tuple[int, b.Body]
+P = ParamSpec("P")
+
+
+def answers_refusals(
+    fn: Callable[P, Awaitable[Result]],
+) -> Callable[P, Awaitable[Result]]:
+    """An operation's refusal becomes its result: (response code, error message)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Result:
+        try:
+            return await fn(*args, **kwargs)
+        except Refusal as exc:
+            return exc.rc, b.ErrorResponse(exc.message)
+
+    return wrapper
+
+
 OnChange = Callable[[list[str]], Awaitable[None]]
 
 RC = ResponseCode
@@ -146,6 +166,7 @@ class RegistryService:
 
     # --- writes ------------------------------------------------------------------------
 
+    @answers_refusals
     async def create(
         self,
         handle: str,
@@ -163,7 +184,7 @@ class RegistryService:
         is_prefix_handle = handle[:5].upper() == NA_PREFIX.upper()
         if is_prefix_handle:
             parent = prefix_of(handle).rpartition(".")[0]
-            admins = await self._admins_of(NA_PREFIX + parent) if parent else []
+            admins = await self._prefix_admins(parent + "/") if parent else []
             needed = AP.ADD_DERIVED_PREFIX
         else:
             admins = await self._prefix_admins(handle)
@@ -178,6 +199,7 @@ class RegistryService:
 
         return await self._write(handle, fn, who, "CREATE")
 
+    @answers_refusals
     async def delete(self, handle: str, who: Identity) -> Result:
         await self._check_target(handle, who, "DELETE")
         prefix_admins = await self._prefix_admins(handle)
@@ -194,6 +216,7 @@ class RegistryService:
 
         return await self._write(handle, fn, who, "DELETE")
 
+    @answers_refusals
     async def add_values(
         self,
         handle: str,
@@ -229,6 +252,7 @@ class RegistryService:
 
         return await self._write(handle, fn, who, "ADD_VALUE")
 
+    @answers_refusals
     async def modify_values(
         self, handle: str, values: tuple[HandleValue, ...], who: Identity
     ) -> Result:
@@ -261,6 +285,7 @@ class RegistryService:
 
         return await self._write(handle, fn, who, "MODIFY_VALUE")
 
+    @answers_refusals
     async def remove_values(self, handle: str, indexes: tuple[int, ...], who: Identity) -> Result:
         await self._check_target(handle, who, "REMOVE_VALUE")
         prefix_admins = await self._prefix_admins(handle)
@@ -288,11 +313,12 @@ class RegistryService:
 
     # --- reads and prefixes ----------------------------------------------------------
 
+    @answers_refusals
     async def list_handles(self, prefix_handle: str, who: Identity) -> Result:
         prefix = prefix_of(prefix_handle)
         if not self.authority.is_homed(prefix):
             return RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, b.ErrorResponse(NOT_HOMED_MESSAGE)
-        admins = await self._admins_of(NA_PREFIX + prefix)
+        admins = await self._prefix_admins(prefix + "/")
         try:
             self._require(who, admins, AP.LIST_HANDLES, "list handles under this prefix")
         except Refusal as exc:
@@ -300,6 +326,7 @@ class RegistryService:
             raise
         return RC.SUCCESS, ListResponse(tuple(await self.store.list_handles(prefix)))
 
+    @answers_refusals
     async def home(self, prefix_handle: str, who: Identity) -> Result:
         prefix = prefix_of(prefix_handle)
         await self._server_admin_only(who, "HOME_NA", prefix_handle)
@@ -310,6 +337,7 @@ class RegistryService:
         )
         return RC.SUCCESS, Empty()
 
+    @answers_refusals
     async def unhome(self, prefix_handle: str, who: Identity) -> Result:
         prefix = prefix_of(prefix_handle)
         await self._server_admin_only(who, "UNHOME_NA", prefix_handle)
@@ -321,6 +349,7 @@ class RegistryService:
         )
         return RC.SUCCESS, Empty()
 
+    @answers_refusals
     async def list_homed(self, who: Identity) -> Result:
         await self._server_admin_only(who, "LIST_HOMED_NAS", "/")
         homed = await self.store.homed_prefixes()
@@ -371,7 +400,19 @@ class RegistryService:
         return self._admins_in(decode_values(vals)) if vals else []
 
     async def _prefix_admins(self, handle: str) -> list[AdminRecord]:
-        return await self._admins_of(NA_PREFIX + prefix_of(handle))
+        """HS_ADMIN of the nearest existing prefix handle: ``0.NA/88.166.1001``, else
+        ``0.NA/88.166``, ... A parent prefix's admins govern a derived prefix until that
+        prefix has its own handle (then only its admins, and server admins, do)."""
+        prefix = prefix_of(handle)
+        candidates = []
+        while prefix:
+            candidates.append(normalize(NA_PREFIX + prefix, self.case_sensitive))
+            prefix = prefix.rpartition(".")[0]
+        found = await self.store.get_many(candidates)
+        for key in candidates:
+            if key in found:
+                return self._admins_in(decode_values(found[key]))
+        return []
 
     @staticmethod
     def _admins_in(values: Iterable[HandleValue]) -> list[AdminRecord]:

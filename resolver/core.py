@@ -65,6 +65,10 @@ class Resolver:
         self._l2_writes: list[tuple[str, bytes | None]] = []
         self._l2_flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Bumped when a key is invalidated: a lookup that started before the
+        # invalidation must not put what it read into L1 or Redis afterwards.
+        self._generation: dict[str, int] = {}
+        self._epoch = 0  # bumped when the map is cleared to bound its size
 
     # --- lookup ------------------------------------------------------------------
 
@@ -91,12 +95,14 @@ class Resolver:
             metrics.TALLY.cache[metrics.L1_MISS] += 1
         if not self.authority.serves(handle):
             return NOT_HOMED
+        gen = (self._epoch, self._generation.get(key, 0))
         if self.l2 is not None:
             raw = await self.l2.get(key)
             if raw is not None:
                 metrics.TALLY.cache[metrics.L2_HIT] += 1
                 e = self._entry(raw[1:] if raw[:1] == FOUND else None, time.monotonic())
-                self.l1.put(key, e)
+                if (self._epoch, self._generation.get(key, 0)) == gen:
+                    self.l1.put(key, e)
                 return e
             metrics.TALLY.cache[metrics.L2_MISS] += 1
         try:
@@ -106,9 +112,10 @@ class Resolver:
             return STORE_DOWN
         metrics.TALLY.cache[metrics.L3_HIT if vals is not None else metrics.L3_MISS] += 1
         e = self._entry(vals, time.monotonic())
-        self.l1.put(key, e)
-        if self.l2 is not None:
-            self._queue_l2_write(key, vals)
+        if (self._epoch, self._generation.get(key, 0)) == gen:
+            self.l1.put(key, e)
+            if self.l2 is not None:
+                self._queue_l2_write(key, vals)
         return e
 
     async def resolve(
@@ -161,15 +168,20 @@ class Resolver:
         """Forget handles everywhere: this worker's L1, Redis, and (by the channel) every
         other worker's L1. Returns after the invalidation is published."""
         keys = [normalize(h, self.case_sensitive) for h in handles]
-        for k in keys:
-            self.l1.invalidate(k)
+        self.forget(keys)
         if self.l2 is not None:
             await self.l2.invalidate(keys)
 
     def forget(self, keys: list[str]) -> None:
         """Drop keys from this worker's L1 (an invalidation heard on the channel)."""
+        if len(self._generation) > 100_000:
+            self._generation.clear()
+            self._epoch += 1  # every lookup in flight now skips its fill
         for k in keys:
             self.l1.invalidate(k)
+            self._generation[k] = self._generation.get(k, 0) + 1
+            # Queued fills of this key read the old value: drop them.
+            self._l2_writes = [w for w in self._l2_writes if w[0] != k]
 
     async def drain(self) -> None:
         await self.l3.drain()

@@ -3,6 +3,12 @@
 A key holds one marker byte and the value list: ``\\x01`` + values for a handle,
 ``\\x00`` alone for "does not exist" (kept briefly). Reads are coalesced into MGET;
 writes are pipelined. A Redis that is slow or down makes L2 a miss, never an error.
+
+Coherence: a write invalidates by setting a short-lived tombstone, deleting the key
+and publishing it. Cache fills go through a script that will not SET while the
+tombstone lives, so a fill read from SQL before the write but arriving after the
+invalidation cannot bring the old value back. Data and tombstone keys share a hash
+tag, so they land in one slot of a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ log = logging.getLogger("idnode.l2")
 
 FOUND = b"\x01"
 NOT_FOUND = b"\x00"
+TOMBSTONE_SECONDS = 5
+FILL_UNLESS_TOMBSTONED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 
 
 class RedisTier:
@@ -34,12 +46,14 @@ class RedisTier:
         timeout: float = 0.25,
     ) -> None:
         self.url = url
-        self.prefix = f"{namespace}:h:"
+        self.namespace = namespace
+        self.tombstone_ttl = TOMBSTONE_SECONDS
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.client: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
             url, socket_timeout=max(timeout, 0.5), socket_connect_timeout=2.0
         )
+        self._fill = self.client.register_script(FILL_UNLESS_TOMBSTONED)
         self.reads: Coalescer[str, bytes] = Coalescer(
             self._mget, max_batch=max_batch, timeout=timeout
         )
@@ -48,8 +62,14 @@ class RedisTier:
     async def ping(self) -> None:
         await self.client.ping()
 
+    def data_key(self, key: str) -> str:
+        return f"{self.namespace}:h:{{{key}}}"
+
+    def tombstone_key(self, key: str) -> str:
+        return f"{self.namespace}:t:{{{key}}}"
+
     async def _mget(self, keys: list[str]) -> dict[str, bytes]:
-        raw = await self.client.mget([self.prefix + k for k in keys])
+        raw = await self.client.mget([self.data_key(k) for k in keys])
         return {k: v for k, v in zip(keys, raw, strict=True) if v is not None}
 
     async def get(self, key: str) -> bytes | None:
@@ -69,10 +89,16 @@ class RedisTier:
         try:
             async with self.client.pipeline(transaction=False) as p:
                 for key, values in items:
-                    if values is None:
-                        p.set(self.prefix + key, NOT_FOUND, ex=self.negative_ttl)
-                    else:
-                        p.set(self.prefix + key, FOUND + values, ex=self.ttl)
+                    data, ttl = (
+                        (NOT_FOUND, self.negative_ttl)
+                        if values is None
+                        else (FOUND + values, self.ttl)
+                    )
+                    await self._fill(
+                        keys=[self.data_key(key), self.tombstone_key(key)],
+                        args=[data, ttl],
+                        client=p,
+                    )
                 await p.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
@@ -80,7 +106,7 @@ class RedisTier:
 
     @property
     def channel(self) -> str:
-        return self.prefix[: -len("h:")] + "invalidate"
+        return f"{self.namespace}:invalidate"
 
     async def invalidate(self, keys: list[str]) -> None:
         """Delete the keys and tell every worker; raises if Redis cannot be told.
@@ -89,15 +115,21 @@ class RedisTier:
         old value from Redis; L1 TTLs bound what a lost channel message can cost.
         """
         async with self.client.pipeline(transaction=False) as p:
-            p.delete(*[self.prefix + k for k in keys])
+            for k in keys:
+                p.set(self.tombstone_key(k), b"1", ex=self.tombstone_ttl)
+                p.delete(self.data_key(k))
             p.publish(self.channel, "\n".join(keys))
             await p.execute()
 
     async def listen(self, forget: Callable[[list[str]], None]) -> None:
         """Apply invalidations published by any worker, until cancelled; reconnects."""
+        # Its own connection without a read timeout: a quiet channel is not a dead one.
+        listener: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
+            self.url, socket_connect_timeout=2.0, health_check_interval=30
+        )
         while True:
             try:
-                pubsub = self.client.pubsub()
+                pubsub = listener.pubsub()
                 await pubsub.subscribe(self.channel)
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":

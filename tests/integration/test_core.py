@@ -41,7 +41,7 @@ def test_tiers_fill_and_hit(pg_url: str, redis_url: str, redis_namespace: str) -
             assert a.l3.batches == 1
             assert len(a.l1) == 1
             await asyncio.sleep(0.05)  # the L2 write is pipelined after the answer
-            raw = redis.Redis.from_url(redis_url).get(f"{redis_namespace}:h:88.166.1/H0")
+            raw = redis.Redis.from_url(redis_url).get(f"{redis_namespace}:h:{{88.166.1/H0}}")
             assert isinstance(raw, bytes) and raw[:1] == b"\x01"
             # a second worker (its own L1) finds it in Redis, not in SQL
             b = Resolver(store, PrefixAuthority(["88.166"]), l2=l2)
@@ -178,5 +178,53 @@ def test_registry_down_answers_an_error_not_a_crash(tmp_path: object) -> None:
         await store.close()  # the registry goes away under the resolver
         r = await core.resolve("88.166.1/x")
         assert r.response_code == ResponseCode.ERROR
+
+    asyncio.run(go())
+
+
+def test_a_fill_read_before_a_write_cannot_land_after_its_invalidation(
+    redis_url: str, redis_namespace: str
+) -> None:
+    async def go() -> None:
+        l2 = RedisTier(redis_url, namespace=redis_namespace)
+        r = redis.Redis.from_url(redis_url)
+        try:
+            await l2.put_many([("88.166.1/K", b"old")])
+            assert r.get(l2.data_key("88.166.1/K")) == b"\x01old"
+            await l2.invalidate(["88.166.1/K"])  # a write committed
+            assert r.get(l2.data_key("88.166.1/K")) is None
+            await l2.put_many([("88.166.1/K", b"old")])  # a late fill of what was read before
+            assert r.get(l2.data_key("88.166.1/K")) is None
+        finally:
+            await l2.close()
+
+    asyncio.run(go())
+
+
+def test_invalidation_reaches_other_workers_l1(
+    pg_url: str, redis_url: str, redis_namespace: str
+) -> None:
+    async def go() -> None:
+        store = await _store(pg_url, _records(1))
+        a_l2 = RedisTier(redis_url, namespace=redis_namespace)
+        b_l2 = RedisTier(redis_url, namespace=redis_namespace)
+        a = Resolver(store, PrefixAuthority(["88.166"]), l2=a_l2)
+        b = Resolver(store, PrefixAuthority(["88.166"]), l2=b_l2)
+        listener = asyncio.get_running_loop().create_task(b_l2.listen(b.forget))
+        try:
+            await b.resolve("88.166.1/h0")
+            assert len(b.l1) == 1
+            await asyncio.sleep(0.2)  # the listener has subscribed
+            await a.invalidate(["88.166.1/h0"])
+            for _ in range(50):
+                if len(b.l1) == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(b.l1) == 0
+        finally:
+            listener.cancel()
+            await a_l2.close()
+            await b_l2.close()
+            await store.close()
 
     asyncio.run(go())

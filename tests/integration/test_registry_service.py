@@ -1,0 +1,238 @@
+"""The registry service against real stores: every permission bit, refusals, the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry.auth import Identity
+from registry.names import PrefixAuthority
+from registry.secrets import Sealer
+from registry.service import RegistryService
+from registry.store import Store, open_store
+from resolver.codec import (
+    AdminPermission,
+    AdminRecord,
+    HandleValue,
+    ResponseCode,
+    decode_values,
+    encode_admin,
+)
+
+AP = AdminPermission
+RC = ResponseCode
+ALICE = Identity("0.NA/88.166.1001", 300)
+URL = HandleValue(1, "URL", b"https://example.cn/a")
+
+
+def admin_value(perms: int, who: Identity = ALICE, index: int = 100) -> HandleValue:
+    return HandleValue(index, "HS_ADMIN", encode_admin(AdminRecord(perms, who.handle, who.index)))
+
+
+async def service(url: str, tmp: Path, **kw: Any) -> tuple[Store, RegistryService, list[str]]:
+    store = open_store(url)
+    await store.open()
+    await store.home_prefix("88.166")
+    changed: list[str] = []
+
+    async def on_change(hs: list[str]) -> None:
+        changed.extend(hs)
+
+    sealer = Sealer.from_file(tmp / "node.key", create=True)
+    svc = RegistryService(
+        store, PrefixAuthority(["88.166"]), sealer=sealer, on_change=on_change, **kw
+    )
+    return store, svc, changed
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro())
+
+
+async def set_prefix_admin(svc: RegistryService, perms: int) -> None:
+    root = Identity("0.NA/88.166", 300)
+    svc.server_admins.add(("0.NA/88.166", 300))
+    await svc.create("0.NA/88.166.1001", (admin_value(perms),), root, overwrite=True)
+    svc.server_admins.discard(("0.NA/88.166", 300))
+
+
+async def values(store: Store, handle: str) -> tuple[HandleValue, ...] | None:
+    raw = (await store.get_many([store.key(handle)])).get(store.key(handle))
+    return None if raw is None else decode_values(raw)
+
+
+# (permission needed, operation, setup the handle first?)
+OPS: list[tuple[int, str]] = [
+    (AP.ADD_HANDLE, "create"),
+    (AP.DELETE_HANDLE, "delete"),
+    (AP.ADD_VALUE, "add"),
+    (AP.ADD_ADMIN, "add_admin"),
+    (AP.MODIFY_VALUE, "modify"),
+    (AP.MODIFY_ADMIN, "modify_admin"),
+    (AP.REMOVE_VALUE, "remove"),
+    (AP.REMOVE_ADMIN, "remove_admin"),
+    (AP.LIST_HANDLES, "list"),
+]
+
+
+async def do(svc: RegistryService, op: str) -> int:
+    h = "88.166.1001/item"
+    if op == "create":
+        return (await svc.create(h, (URL,), ALICE))[0]
+    if op == "delete":
+        return (await svc.delete(h, ALICE))[0]
+    if op == "add":
+        return (await svc.add_values(h, (HandleValue(7, "EMAIL", b"a@b.c"),), ALICE))[0]
+    if op == "add_admin":
+        return (await svc.add_values(h, (admin_value(0x0FFF, index=101),), ALICE))[0]
+    if op == "modify":
+        return (await svc.modify_values(h, (HandleValue(1, "URL", b"https://new"),), ALICE))[0]
+    if op == "modify_admin":
+        return (await svc.modify_values(h, (admin_value(0x0FFF, index=2),), ALICE))[0]
+    if op == "remove":
+        return (await svc.remove_values(h, (1,), ALICE))[0]
+    if op == "remove_admin":
+        return (await svc.remove_values(h, (2,), ALICE))[0]
+    return (await svc.list_handles("0.NA/88.166.1001", ALICE))[0]
+
+
+ROOT = Identity("0.NA/88.166", 300)
+
+
+async def grant(svc: RegistryService, perms: int) -> None:
+    """Set what ALICE may do: on the handle's own HS_ADMIN (index 2), which takes
+    precedence over the prefix's, and on the prefix handle (for create and list)."""
+    await set_prefix_admin(svc, perms)
+    svc.server_admins.add(("0.NA/88.166", 300))
+    try:
+        if await values(svc.store, "88.166.1001/item") is not None:
+            await svc.modify_values("88.166.1001/item", (admin_value(perms, ALICE, 2),), ROOT)
+    finally:
+        svc.server_admins.discard(("0.NA/88.166", 300))
+
+
+@pytest.mark.parametrize(("bit", "op"), OPS, ids=[op for _, op in OPS])
+def test_every_permission_bit(bit: int, op: str, sqlite_url: str, tmp_path: Path) -> None:
+    async def go() -> None:
+        store, svc, _ = await service(sqlite_url, tmp_path)
+        try:
+            if op != "create":
+                svc.server_admins.add(("0.NA/88.166", 300))
+                rc, _ = await svc.create("88.166.1001/item", (URL, admin_value(0, ALICE, 2)), ROOT)
+                svc.server_admins.discard(("0.NA/88.166", 300))
+                assert rc == RC.SUCCESS
+            # every bit but this one: refused, nothing changes, the refusal is audited
+            await grant(svc, 0x0FFF & ~bit)
+            before = await values(store, "88.166.1001/item")
+            assert await do(svc, op) == RC.INSUFFICIENT_PERMISSIONS
+            assert await values(store, "88.166.1001/item") == before
+            target = "88.166.1001/item" if op != "list" else "0.NA/88.166.1001"
+            audit = await store.audit_for(target)
+            assert audit[0].rc == RC.INSUFFICIENT_PERMISSIONS and audit[0].actor == str(ALICE)
+            # this bit alone: allowed
+            await grant(svc, bit)
+            assert await do(svc, op) == RC.SUCCESS
+        finally:
+            await store.close()
+
+    run(go)
+
+
+def test_write_results_and_codes(store_url: str, tmp_path: Path) -> None:
+    async def go() -> None:
+        store, svc, changed = await service(store_url, tmp_path)
+        try:
+            await set_prefix_admin(svc, 0x0FFF)
+            changed.clear()
+            h = "88.166.1001/A-1"
+            assert (await svc.create(h, (URL,), ALICE))[0] == RC.SUCCESS
+            assert changed == [h]
+            assert (await svc.create(h, (URL,), ALICE))[0] == RC.HANDLE_ALREADY_EXISTS
+            assert (await svc.create(h, (URL,), ALICE, overwrite=True))[0] == RC.SUCCESS
+            assert (await svc.add_values(h, (URL,), ALICE))[0] == RC.VALUE_ALREADY_EXISTS
+            assert (await svc.modify_values(h, (HandleValue(9, "X", b""),), ALICE))[0] == (
+                RC.VALUES_NOT_FOUND
+            )
+            assert (await svc.remove_values(h, (9,), ALICE))[0] == RC.VALUES_NOT_FOUND
+            assert (await svc.delete("88.166.1001/none", ALICE))[0] == RC.HANDLE_NOT_FOUND
+            assert (await svc.create("99.1/x", (URL,), ALICE))[0] == (
+                RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE
+            )
+            assert (await svc.create("88.166.1001/", (URL,), ALICE))[0] == RC.INVALID_HANDLE
+            bad_admin = HandleValue(5, "HS_ADMIN", b"\x00")
+            assert (await svc.add_values(h, (bad_admin,), ALICE))[0] == RC.INVALID_VALUE
+            dup = (HandleValue(3, "A", b""), HandleValue(3, "B", b""))
+            assert (await svc.add_values(h, dup, ALICE))[0] == RC.INVALID_VALUE
+            rc, body = await svc.create("88.166.1001", (URL,), ALICE, mint=True)
+            assert rc == RC.SUCCESS and body.handle.startswith("88.166.1001/")  # type: ignore[union-attr]
+            rc, body = await svc.list_handles("0.NA/88.166.1001", ALICE)
+            assert rc == RC.SUCCESS and h in body.handles  # type: ignore[union-attr]
+            assert (await svc.delete(h, ALICE))[0] == RC.SUCCESS
+            assert await values(store, h) is None
+            ops = [e.op for e in reversed(await store.audit_for(h))]
+            assert ops[:3] == ["CREATE", "CREATE", "CREATE"] and ops[-1] == "DELETE"
+            assert all(e.actor == str(ALICE) for e in await store.audit_for(h))
+        finally:
+            await store.close()
+
+    run(go)
+
+
+def test_secrets_are_sealed_and_never_public(sqlite_url: str, tmp_path: Path) -> None:
+    async def go() -> None:
+        store, svc, _ = await service(sqlite_url, tmp_path)
+        try:
+            await set_prefix_admin(svc, 0x0FFF)
+            key = HandleValue(300, "HS_SECKEY", b"hunter2", permissions=0x0F)
+            assert (await svc.create("88.166.1001/k", (key,), ALICE))[0] == RC.SUCCESS
+            (stored,) = await values(store, "88.166.1001/k") or ()
+            assert b"hunter2" not in stored.data and not stored.public_read
+            assert await svc.key_for(Identity("88.166.1001/k", 300), "HS_SECKEY") == b"hunter2"
+            db = Path(sqlite_url[len("sqlite:///") :]).read_bytes()
+            assert b"hunter2" not in db
+        finally:
+            await store.close()
+
+    run(go)
+
+
+def test_enterprises_write_only_under_their_prefix(sqlite_url: str, tmp_path: Path) -> None:
+    async def go() -> None:
+        store, svc, _ = await service(sqlite_url, tmp_path)
+        try:
+            await set_prefix_admin(svc, 0x0FFF)
+            assert (await svc.create("88.166.1001/mine", (URL,), ALICE))[0] == RC.SUCCESS
+            assert (await svc.create("88.166.1002/theirs", (URL,), ALICE))[0] == (
+                RC.INSUFFICIENT_PERMISSIONS
+            )
+            # derived prefixes need ADD_DERIVED_PREFIX on the parent prefix handle
+            assert (await svc.create("0.NA/88.166.1003", (URL,), ALICE))[0] == (
+                RC.INSUFFICIENT_PERMISSIONS
+            )
+            assert (await svc.home("0.NA/88.200", ALICE))[0] == RC.INSUFFICIENT_PERMISSIONS
+        finally:
+            await store.close()
+
+    run(go)
+
+
+def test_server_admins_home_and_unhome(sqlite_url: str, tmp_path: Path) -> None:
+    async def go() -> None:
+        root = Identity("0.NA/88.166", 300)
+        store, svc, _ = await service(sqlite_url, tmp_path, server_admins=[root])
+        try:
+            assert (await svc.home("0.NA/88.200", root))[0] == RC.SUCCESS
+            assert svc.authority.serves("88.200.1/x")
+            rc, body = await svc.list_homed(root)
+            assert rc == RC.SUCCESS and "0.NA/88.200" in body.handles  # type: ignore[union-attr]
+            assert (await svc.unhome("0.NA/88.200", root))[0] == RC.SUCCESS
+            assert not svc.authority.serves("88.200.1/x")
+            assert (await svc.unhome("0.NA/88.200", root))[0] == RC.HANDLE_NOT_FOUND
+        finally:
+            await store.close()
+
+    run(go)
