@@ -2,9 +2,12 @@
 
     {"handle": "88.166.1001/ABC-1", "values": [{"index": 1, "type": "URL", "data": ...}]}
 
-Values use the reference REST JSON shape. Lines are checked one by one; a bad line
-is reported with its number and reason and never stops the good ones; good lines
-are written in batches, each batch one statement in one transaction.
+Values use the reference REST JSON shape. Lines go through the registry service's
+batch path, as every write does: each line is validated on its own, a bad line is
+reported with its number and reason and never stops the good ones, and good lines
+are written in batches (one statement and one transaction each). A handle already
+registered with the same values is fine (re-running an import is safe); with other
+values it is rejected unless ``replace``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from resolver.codec import ProtocolError, encode_values
+from resolver.codec import HandleValue, ProtocolError
 from resolver.codec.jsonform import values_from_json
 
-from .names import InvalidName, PrefixAuthority, check_handle
-from .store import HandleRecord, Store
+from .auth import Identity
+from .names import prefix_of
+from .service import RegistryService
+from .store import Refusal
+
+IMPORTER = Identity("idnode-import", 0)  # the audit log's name for `idnode import`
 
 
 @dataclass
@@ -27,7 +34,7 @@ class ImportReport:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
-def parse_line(text: str, authority: PrefixAuthority) -> HandleRecord:
+def parse_line(text: str) -> tuple[str, tuple[HandleValue, ...]]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -40,40 +47,51 @@ def parse_line(text: str, authority: PrefixAuthority) -> HandleRecord:
     handle = obj.get("handle")
     if not isinstance(handle, str):
         raise ValueError('"handle" must be a string')
-    check_handle(handle)
-    if not authority.serves(handle):
-        raise ValueError(f"prefix of {handle!r} is not homed here (idnode init --prefix ...)")
-    values = values_from_json(obj.get("values", []))
-    return HandleRecord(handle, encode_values(values))
+    return handle, values_from_json(obj.get("values", []))
 
 
 async def import_lines(
-    store: Store,
+    service: RegistryService,
     lines: Iterable[str],
-    authority: PrefixAuthority,
     *,
     batch_size: int = 1000,
+    replace: bool = False,
     progress: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
     report = ImportReport()
-    batch: list[HandleRecord] = []
+    batch: list[tuple[int, str, tuple[HandleValue, ...]]] = []
+
+    async def flush() -> None:
+        results = await service.batch_create(
+            [(h, v) for _, h, v in batch], IMPORTER, replace=replace
+        )
+        for (number, _, _), (handle, rc, msg) in zip(batch, results, strict=True):
+            if rc == 1:
+                report.imported += 1
+            else:
+                if rc == 301:
+                    prefix = prefix_of(handle)
+                    msg = f"prefix {prefix} is not homed here (idnode init --prefix {prefix})"
+                report.rejected.append((number, f"{handle}: {msg}"))
+        batch.clear()
+        if progress is not None:
+            progress(report)
+
     for number, text in enumerate(lines, 1):
         report.lines = number
         if not text.strip():
             continue
         try:
-            batch.append(parse_line(text, authority))
-        except (ValueError, InvalidName, ProtocolError) as exc:
+            handle, values = parse_line(text)
+        except (ValueError, ProtocolError, Refusal) as exc:
             reason = exc.reason if isinstance(exc, ProtocolError) else str(exc)
             report.rejected.append((number, reason))
             continue
+        batch.append((number, handle, values))
         if len(batch) >= batch_size:
-            report.imported += await store.put_many(batch)
-            batch = []
-            if progress is not None:
-                progress(report)
+            await flush()
     if batch:
-        report.imported += await store.put_many(batch)
+        await flush()
     if progress is not None:
         progress(report)
     return report

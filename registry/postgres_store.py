@@ -23,6 +23,7 @@ from .store import (
     Store,
     StoreError,
     now,
+    sha256_hex,
 )
 
 GET_MANY = "SELECT handle, vals FROM handles WHERE handle = ANY($1::text[])"
@@ -161,6 +162,65 @@ class PostgresStore(Store):
                 await self._refused(refusal, before, actor, op, handle)
                 raise refusal
         raise StoreError(f"could not write {handle}: concurrent creates kept winning")
+
+    async def create_many(
+        self, records: Sequence[HandleRecord], *, actor: str, op: str, replace: bool = False
+    ) -> dict[str, tuple[int, str]]:
+        rows = self._rows(records)
+        if not rows:
+            return {}
+        t = now()
+        by_key = {r[0]: r for r in rows}
+        async with self.pool.acquire() as c, c.transaction():
+            found = await c.fetch(
+                "SELECT handle, vals FROM handles WHERE handle = ANY($1::text[]) FOR UPDATE",
+                list(by_key),
+            )
+            existing = {r[0]: bytes(r[1]) for r in found}
+            inserts, updates, results = self._batch_decisions(rows, existing, replace)
+            if inserts:
+                cols = list(zip(*inserts, strict=True))
+                created = await c.fetch(
+                    "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
+                    " updated_at) SELECT h, d, p, v, 1, $5, $5 FROM unnest($1::text[],"
+                    " $2::text[], $3::text[], $4::bytea[]) AS t(h, d, p, v)"
+                    " ON CONFLICT (handle) DO NOTHING RETURNING handle",
+                    list(cols[0]),
+                    list(cols[1]),
+                    list(cols[2]),
+                    list(cols[3]),
+                    t,
+                )
+                made = {r[0] for r in created}
+                for r in inserts:
+                    if r[0] not in made:  # created concurrently since our SELECT
+                        results[r[0]] = (101, "registered concurrently; retry to compare")
+            if updates:
+                cols = list(zip(*updates, strict=True))
+                await c.execute(
+                    "UPDATE handles AS h SET display = t.d, vals = t.v, version = h.version + 1,"
+                    " updated_at = $4 FROM unnest($1::text[], $2::text[], $3::bytea[])"
+                    " AS t(k, d, v) WHERE h.handle = t.k",
+                    list(cols[0]),
+                    list(cols[1]),
+                    list(cols[3]),
+                    t,
+                )
+            keys = list(results)
+            await c.execute(
+                "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256,"
+                " detail) SELECT $1, $2, $3, k, rc, b, a, d FROM unnest($4::text[], $5::int[],"
+                " $6::text[], $7::text[], $8::text[]) AS t(k, rc, b, a, d)",
+                t,
+                actor,
+                op,
+                keys,
+                [results[k][0] for k in keys],
+                [sha256_hex(existing.get(k)) for k in keys],
+                [sha256_hex(by_key[k][3] if results[k][0] == 1 else existing.get(k)) for k in keys],
+                [results[k][1] for k in keys],
+            )
+        return results
 
     async def append_audit(self, entry: AuditEntry) -> None:
         e = entry

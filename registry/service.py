@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import ParamSpec
 
 from resolver.codec import (
@@ -48,7 +48,9 @@ from resolver.codec.vlist import decode_vlist
 from .auth import AuthError, Identity
 from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
 from .secrets import Sealer, SecretError
-from .store import KEEP, AuditEntry, Outcome, Refusal, Store, now
+from .store import KEEP, AuditEntry, HandleRecord, Outcome, Refusal, Store, now
+
+MAX_BATCH = 2000
 
 Result = tuple[int, b.Body]
 P = ParamSpec("P")
@@ -310,6 +312,78 @@ class RegistryService:
             )
 
         return await self._write(handle, fn, who, "REMOVE_VALUE")
+
+    # --- batches ------------------------------------------------------------------------
+
+    async def batch_create(
+        self,
+        items: Sequence[tuple[str, tuple[HandleValue, ...]]],
+        who: Identity,
+        *,
+        replace: bool = False,
+    ) -> list[tuple[str, int, str]]:
+        """Create up to MAX_BATCH handles: (handle, response code, message) per item, in order.
+
+        One bad record never stops the others: each is validated and authorised on its
+        own; the good ones are written in one statement and one transaction. A record
+        that exists with the same values succeeds again (retries are safe); with other
+        values it is a conflict (101) unless ``replace`` (server administrators only).
+        """
+        if len(items) > MAX_BATCH:
+            raise Refusal(RC.INVALID_VALUE, f"{len(items)} records: at most {MAX_BATCH} a batch")
+        if replace and not self.is_server_admin(who):
+            raise Refusal(RC.INSUFFICIENT_PERMISSIONS, "only server administrators may replace")
+        results: list[tuple[str, int, str] | None] = [None] * len(items)
+        admins_by_prefix: dict[str, list[AdminRecord]] = {}
+        good: list[tuple[int, HandleRecord]] = []
+        seen: dict[str, int] = {}
+        refused: list[AuditEntry] = []
+        for i, (handle, values) in enumerate(items):
+            try:
+                check_handle(handle)
+                if not self.authority.serves(handle):
+                    raise Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
+                prefix = normalize(prefix_of(handle), self.case_sensitive)
+                if prefix not in admins_by_prefix:
+                    admins_by_prefix[prefix] = await self._prefix_admins(handle)
+                self._require(who, admins_by_prefix[prefix], AP.ADD_HANDLE, "create handles here")
+                vals = self._prepare(values)
+                key = normalize(handle, self.case_sensitive)
+                if key in seen:
+                    raise Refusal(
+                        RC.HANDLE_ALREADY_EXISTS, f"also record {seen[key] + 1} of this batch"
+                    )
+                seen[key] = i
+                good.append((i, HandleRecord(handle, vals)))
+            except (Refusal, InvalidName) as exc:
+                rc = exc.rc if isinstance(exc, Refusal) else RC.INVALID_HANDLE
+                msg = exc.message if isinstance(exc, Refusal) else str(exc)
+                results[i] = (handle, rc, msg)
+                refused.append(
+                    AuditEntry(
+                        now(),
+                        str(who),
+                        "BATCH_CREATE",
+                        normalize(handle, self.case_sensitive),
+                        rc,
+                        detail=msg,
+                    )
+                )
+        if refused:
+            await self.store.append_audit_many(refused)
+        if good:
+            outcome = await self.store.create_many(
+                [r for _, r in good], actor=str(who), op="BATCH_CREATE", replace=replace
+            )
+            changed = []
+            for i, rec in good:
+                rc, msg = outcome[normalize(rec.handle, self.case_sensitive)]
+                results[i] = (rec.handle, rc, msg)
+                if rc == RC.SUCCESS and msg != "already registered with these values":
+                    changed.append(rec.handle)
+            if changed and self.on_change is not None:
+                await self.on_change(changed)
+        return [r for r in results if r is not None]
 
     # --- reads and prefixes ----------------------------------------------------------
 

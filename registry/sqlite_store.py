@@ -22,6 +22,7 @@ from .store import (
     Store,
     StoreError,
     now,
+    sha256_hex,
 )
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
@@ -174,3 +175,53 @@ class SqliteStore(Store):
             (self.key(prefix),),
         )
         return cur.rowcount > 0
+
+    async def create_many(
+        self, records: Sequence[HandleRecord], *, actor: str, op: str, replace: bool = False
+    ) -> dict[str, tuple[int, str]]:
+        rows = self._rows(records)
+        by_key = {r[0]: r for r in rows}
+        db = self.db
+        t = now()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            existing: dict[str, bytes] = {}
+            keys = [r[0] for r in rows]
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT handle, vals FROM handles WHERE handle IN ({marks})"
+                existing.update((h, bytes(v)) for h, v in db.execute(sql, chunk))
+            inserts, updates, results = self._batch_decisions(rows, existing, replace)
+            db.executemany(
+                "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                [(*r, t, t) for r in inserts],
+            )
+            db.executemany(
+                "UPDATE handles SET display = ?, vals = ?, version = version + 1,"
+                " updated_at = ? WHERE handle = ?",
+                [(r[1], r[3], t, r[0]) for r in updates],
+            )
+            db.executemany(
+                "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256,"
+                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        t,
+                        actor,
+                        op,
+                        k,
+                        rc,
+                        sha256_hex(existing.get(k)),
+                        sha256_hex(by_key[k][3] if rc == 1 else existing.get(k)),
+                        msg,
+                    )
+                    for k, (rc, msg) in results.items()
+                ],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return results

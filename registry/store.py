@@ -112,7 +112,50 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def create_many(
+        self, records: Sequence[HandleRecord], *, actor: str, op: str, replace: bool = False
+    ) -> dict[str, tuple[int, str]]:
+        """Create handles in one transaction; (response code, message) per normalised key.
+
+        A handle that exists with the same values (timestamps aside) is a success with
+        no write, so a retried batch is harmless; with other values it is a conflict
+        (101), unless ``replace``. Every record gets an audit row.
+        """
+
+    @abstractmethod
     async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    async def append_audit_many(self, entries: Sequence[AuditEntry]) -> None:
+        for e in entries:
+            await self.append_audit(e)
+
+    def _batch_decisions(
+        self,
+        rows: list[tuple[str, str, str, bytes]],
+        existing: dict[str, bytes],
+        replace: bool,
+    ) -> tuple[
+        list[tuple[str, str, str, bytes]],
+        list[tuple[str, str, str, bytes]],
+        dict[str, tuple[int, str]],
+    ]:
+        """Split a batch into inserts, replacements and results, given the rows that exist."""
+        inserts, updates = [], []
+        results: dict[str, tuple[int, str]] = {}
+        for row in rows:
+            key, _display, _prefix, vals = row
+            old = existing.get(key)
+            if old is None:
+                inserts.append(row)
+                results[key] = (1, "created")
+            elif same_values(old, vals):
+                results[key] = (1, "already registered with these values")
+            elif replace:
+                updates.append(row)
+                results[key] = (1, "replaced")
+            else:
+                results[key] = (101, "already registered with other values")
+        return inserts, updates, results
 
     @abstractmethod
     async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]: ...
@@ -167,6 +210,25 @@ class Store(ABC):
 
 def now() -> int:
     return int(time.time())
+
+
+def same_values(a: bytes, b: bytes) -> bool:
+    """Two value lists equal but for their timestamps (a retry is stamped anew)."""
+    if a == b:
+        return True
+    from resolver.codec import ProtocolError, decode_values
+
+    try:
+        va, vb = decode_values(a), decode_values(b)
+    except ProtocolError:
+        return False
+    return [v.__class__(**{**_fields(v), "timestamp": 0}) for v in va] == [
+        v.__class__(**{**_fields(v), "timestamp": 0}) for v in vb
+    ]
+
+
+def _fields(v: Any) -> dict[str, Any]:
+    return {f: getattr(v, f) for f in v.__dataclass_fields__}
 
 
 def open_store(url: str, case_sensitive: bool = False) -> Store:

@@ -250,8 +250,22 @@ def test_import_reports_bad_lines_and_keeps_good_ones(tmp_path: Path, registry: 
     assert p.returncode == 1
     assert "imported 2 handles from 5 lines" in p.stdout
     assert f"{f}:2: rejected: not JSON" in p.stderr
-    assert f"{f}:3: rejected: prefix of '99.1/elsewhere' is not homed here" in p.stderr
+    assert f"{f}:3: rejected: 99.1/elsewhere: prefix 99.1 is not homed here" in p.stderr
     assert f"{f}:4: rejected: value index must be a positive integer" in p.stderr
+    # running the same import again is safe: registered lines are fine, not conflicts
+    again = idnode("import", str(f), "--database-url", registry)
+    assert "imported 2 handles from 5 lines" in again.stdout
+    # the same handle with other values is a conflict, unless --replace
+    g = tmp_path / "changed.jsonl"
+    g.write_text(
+        json.dumps(
+            {"handle": "88.166.1001/ok-1", "values": [{"index": 1, "type": "URL", "data": "b"}]}
+        )
+        + "\n"
+    )
+    p = idnode("import", str(g), "--database-url", registry)
+    assert p.returncode == 1 and "already registered with other values" in p.stderr
+    assert idnode("import", str(g), "--database-url", registry, "--replace").returncode == 0
 
 
 def test_serve_on_postgresql(pg_url: str, tmp_path: Path) -> None:

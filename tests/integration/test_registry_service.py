@@ -236,3 +236,47 @@ def test_server_admins_home_and_unhome(sqlite_url: str, tmp_path: Path) -> None:
             await store.close()
 
     run(go)
+
+
+def test_batches_give_a_result_per_record_and_are_idempotent(
+    store_url: str, tmp_path: Path
+) -> None:
+    async def go() -> None:
+        store, svc, changed = await service(store_url, tmp_path)
+        try:
+            await set_prefix_admin(svc, AP.ADD_HANDLE)
+            changed.clear()
+            items = [
+                (f"88.166.1001/B-{i}", (HandleValue(1, "URL", b"%d" % i),)) for i in range(1500)
+            ]
+            items[10] = ("88.166.1001/", (URL,))  # bad handle
+            items[20] = ("99.1/x", (URL,))  # not homed
+            items[30] = ("88.166.1001/B-31", (HandleValue(0, "URL", b""),))  # bad value
+            items[40] = ("88.166.1002/B-40", (URL,))  # another enterprise's prefix
+            items[50] = ("88.166.1001/B-0", (URL,))  # twice in this batch
+            results = await svc.batch_create(items, ALICE)
+            codes = {i: rc for i, (_, rc, _) in enumerate(results)}
+            assert len(results) == 1500
+            assert codes[10] == RC.INVALID_HANDLE and codes[20] == 301
+            assert codes[30] == RC.INVALID_VALUE and codes[50] == RC.HANDLE_ALREADY_EXISTS
+            assert codes[40] == RC.INSUFFICIENT_PERMISSIONS
+            ok = [i for i, rc in codes.items() if rc == RC.SUCCESS]
+            assert len(ok) == 1495 and len(changed) == 1495
+            assert await store.count_handles() == 1496  # + the prefix handle
+            # a retry of the same batch: every good record succeeds again, nothing is written
+            changed.clear()
+            again = await svc.batch_create(items, ALICE)
+            assert [rc for _, rc, _ in again] == [rc for _, rc, _ in results]
+            assert changed == []
+            # the same handle with other values conflicts
+            (res,) = await svc.batch_create([("88.166.1001/B-1", (URL,))], ALICE)
+            assert res[1] == RC.HANDLE_ALREADY_EXISTS and "other values" in res[2]
+            # over 2000 a call is refused whole
+            with pytest.raises(Exception, match="at most 2000"):
+                await svc.batch_create([("88.166.1001/x", (URL,))] * 2001, ALICE)
+            audit = await store.audit_for("88.166.1001/B-2")
+            assert [e.detail for e in audit] == ["already registered with these values", "created"]
+        finally:
+            await store.close()
+
+    run(go)
