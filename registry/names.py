@@ -6,8 +6,10 @@ upper-cases ASCII letters only; so do we, unless configured case-sensitive.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 NA_PREFIX = "0.NA/"
 MAX_HANDLE_CHARS = 255  # the management API's limit (the wire allows 2048 bytes)
@@ -45,7 +47,7 @@ def check_handle(handle: str) -> None:
         raise InvalidName(f"{handle!r} is not of the form prefix/suffix")
     if len(prefix) > MAX_PREFIX_CHARS:
         raise InvalidName(f"prefix {prefix!r} is longer than {MAX_PREFIX_CHARS} characters")
-    if any(c < " " or c == "\x7f" for c in handle):
+    if _CONTROL.search(handle):
         raise InvalidName(f"{handle!r} contains control characters")
 
 

@@ -76,3 +76,31 @@ def test_udp_bench_smoke(tmp_path: Path) -> None:
     assert res["ceiling_udp_echo"]["answered"] > 0
     assert res["l1_hot"]["response_codes"] == {"1": res["l1_hot"]["answered"]}
     assert res["l1_hot"]["ratio_to_ceiling"] > 0
+
+
+def test_batch_bench_smoke(pg_server: tuple[str, str], tmp_path: Path) -> None:
+    """The registration benchmark runs end to end on a tiny count."""
+    out = tmp_path / "batch.json"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.batch_bench",
+            "--count",
+            "3000",
+            "--cpu",
+            "-1",
+            "--pg-url",
+            pg_server[0],
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    report = json.loads(out.read_text())
+    assert report["service"]["registered"] == 3000
+    assert report["ratio_to_ceiling"] > 0
