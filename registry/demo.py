@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
 from resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
 
 from .store import HandleRecord
 
 NODE_PREFIX = "88.166"
+TEMPLATE_VERSION = "tpl-v1"
+TEMPLATE: dict[str, Any] = {
+    "prefix": NODE_PREFIX,
+    "version": TEMPLATE_VERSION,
+    "industry": "C/34",
+    "description": "general equipment: the fields every demo identifier carries",
+    "items": [
+        {
+            "key": "productName",
+            "index": 2001,
+            "name": "产品名称",
+            "required": True,
+            "max_length": 64,
+        },
+        {"key": "manufacturer", "index": 2002, "name": "生产企业", "required": True},
+        {"key": "costPrice", "index": 2003, "name": "成本价", "type": "number", "min": "0"},
+    ],
+}
 ENTERPRISES = {
     "88.166.1001": ("Chongqing Hydraulics Co.", "HV", "Hydraulic valve HV-200"),
     "88.166.1002": ("Yangtze Motor Works", "MT", "Servo motor MT-7"),
@@ -41,7 +61,7 @@ def demo_records(timestamp: int) -> list[HandleRecord]:
                 HandleValue(
                     1, "URL", f"https://example.cn/{prefix}/{suffix}".encode(), timestamp=timestamp
                 ),
-                HandleValue(1001, "TEMPLATE", f"{prefix}/tpl-v1".encode(), timestamp=timestamp),
+                HandleValue(1001, "TEMPLATE", TEMPLATE_VERSION.encode(), timestamp=timestamp),
                 HandleValue(2001, "productName", f"{product} #{n}".encode(), timestamp=timestamp),
                 HandleValue(2002, "manufacturer", company.encode(), timestamp=timestamp),
                 # not public: shown to nobody until an admin authenticates

@@ -62,3 +62,13 @@ audit_log = Table(
 )
 
 Index("audit_log_handle", audit_log.c.handle, audit_log.c.id)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("prefix", String(64), primary_key=True),  # normalised owning prefix
+    Column("version", String(64), primary_key=True),
+    Column("document", Text, nullable=False),  # the template as JSON (registry/templates.py)
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False, server_default=""),
+)

@@ -222,6 +222,29 @@ class PostgresStore(Store):
             )
         return results
 
+    async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
+        async with self.pool.acquire() as c:
+            r = await c.fetchval(
+                "INSERT INTO templates (prefix, version, document, created_at, created_by)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (prefix, version) DO NOTHING"
+                " RETURNING 1",
+                self.key(prefix),
+                version,
+                document,
+                now(),
+                actor,
+            )
+        return r is not None
+
+    async def templates(self, prefix: str) -> list[tuple[str, str]]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                "SELECT version, document FROM templates WHERE prefix = $1"
+                " ORDER BY created_at, ctid",
+                self.key(prefix),
+            )
+        return [(r[0], r[1]) for r in rows]
+
     async def append_audit(self, entry: AuditEntry) -> None:
         e = entry
         async with self.pool.acquire() as c:

@@ -13,7 +13,7 @@ import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 from resolver.codec import (
     AdminPermission,
@@ -49,6 +49,16 @@ from .auth import AuthError, Identity
 from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
 from .secrets import Sealer, SecretError
 from .store import KEEP, AuditEntry, HandleRecord, Outcome, Refusal, Store, now
+from .templates import (
+    TEMPLATE_INDEX,
+    TEMPLATE_TYPE,
+    Template,
+    TemplateError,
+    check_successor,
+    parse_template,
+)
+
+TEMPLATE_CACHE_SECONDS = 30.0
 
 MAX_BATCH = 2000
 
@@ -93,6 +103,7 @@ class RegistryService:
         self.case_sensitive = store.case_sensitive
         self.server_admins = {self._ident_key(i) for i in server_admins}
         self.on_change = on_change
+        self._templates: dict[str, tuple[float, dict[str, Template]]] = {}
 
     def _ident_key(self, i: Identity) -> tuple[str, int]:
         return normalize(i.handle, self.case_sensitive), i.index
@@ -183,6 +194,7 @@ class RegistryService:
             handle = f"{prefix}/{uuid.uuid4().hex}"
         await self._check_target(handle, who, "CREATE")
         new = self._prepare(values)
+        templates = await self.templates_for(handle)
         is_prefix_handle = handle[:5].upper() == NA_PREFIX.upper()
         if is_prefix_handle:
             parent = prefix_of(handle).rpartition(".")[0]
@@ -196,6 +208,7 @@ class RegistryService:
             if before is not None and not overwrite:
                 raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{handle} already exists")
             self._require(who, admins, needed, "create handles here")
+            self._check_template(values, templates)
             body: b.Body = CreateHandleResponse(handle) if mint else Empty()
             return Outcome(new, RC.SUCCESS, body, f"{len(values)} values")
 
@@ -230,6 +243,7 @@ class RegistryService:
         await self._check_target(handle, who, "ADD_VALUE")
         added = decode_values(self._prepare(values))
         prefix_admins = await self._prefix_admins(handle)
+        templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -245,6 +259,7 @@ class RegistryService:
                 if v.index in have and not overwrite:
                     raise Refusal(RC.VALUE_ALREADY_EXISTS, f"index {v.index} already exists")
                 have[v.index] = v
+            self._check_template(have.values(), templates)
             return Outcome(
                 self._encode(have.values()),
                 RC.SUCCESS,
@@ -261,6 +276,7 @@ class RegistryService:
         await self._check_target(handle, who, "MODIFY_VALUE")
         changed = decode_values(self._prepare(values))
         prefix_admins = await self._prefix_admins(handle)
+        templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -278,6 +294,7 @@ class RegistryService:
                     f"modify the value at index {v.index}",
                 )
                 have[v.index] = v
+            self._check_template(have.values(), templates)
             return Outcome(
                 self._encode(have.values()),
                 RC.SUCCESS,
@@ -291,6 +308,7 @@ class RegistryService:
     async def remove_values(self, handle: str, indexes: tuple[int, ...], who: Identity) -> Result:
         await self._check_target(handle, who, "REMOVE_VALUE")
         prefix_admins = await self._prefix_admins(handle)
+        templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -307,11 +325,97 @@ class RegistryService:
                     f"remove the value at index {i}",
                 )
                 del have[i]
+            self._check_template(have.values(), templates)
             return Outcome(
                 self._encode(have.values()), RC.SUCCESS, Empty(), f"indexes {sorted(indexes)}"
             )
 
         return await self._write(handle, fn, who, "REMOVE_VALUE")
+
+    # --- templates ----------------------------------------------------------------------
+
+    @answers_refusals
+    async def put_template(self, document: Any, who: Identity) -> Result:
+        """Add a template version to a prefix (versions never change; items never vanish)."""
+        try:
+            t = parse_template(document)
+        except TemplateError as exc:
+            raise Refusal(RC.INVALID_VALUE, str(exc)) from None
+        if not self.authority.is_homed(t.prefix):
+            raise Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
+        admins = await self._prefix_admins(t.prefix + "/")
+        target = NA_PREFIX + t.prefix
+        try:
+            self._require(who, admins, AP.MODIFY_VALUE, "change this prefix's templates")
+            existing = await self._prefix_templates(t.prefix, fresh=True)
+            if t.version in existing:
+                if existing[t.version] == t:
+                    return RC.SUCCESS, Empty()  # the same version again: a safe retry
+                raise Refusal(
+                    RC.VALUE_ALREADY_EXISTS,
+                    f"template version {t.version} exists; publish a new version",
+                )
+            if existing:
+                latest = list(existing.values())[-1]
+                try:
+                    check_successor(latest, t)
+                except TemplateError as exc:
+                    raise Refusal(RC.INVALID_VALUE, str(exc)) from None
+        except Refusal as exc:
+            await self._audit_refusal(who, "PUT_TEMPLATE", target, exc)
+            raise
+        if not await self.store.put_template(t.prefix, t.version, t.to_json(), str(who)):
+            raise Refusal(RC.VALUE_ALREADY_EXISTS, f"template version {t.version} exists")
+        self._templates.pop(normalize(t.prefix, self.case_sensitive), None)
+        await self.store.append_audit(
+            AuditEntry(
+                now(),
+                str(who),
+                "PUT_TEMPLATE",
+                normalize(target, self.case_sensitive),
+                RC.SUCCESS,
+                detail=f"version {t.version}",
+            )
+        )
+        return RC.SUCCESS, Empty()
+
+    async def _prefix_templates(self, prefix: str, fresh: bool = False) -> dict[str, Template]:
+        key = normalize(prefix, self.case_sensitive)
+        cached = self._templates.get(key)
+        if cached is not None and not fresh and cached[0] > time.monotonic():
+            return cached[1]
+        found = {v: Template.from_json(doc) for v, doc in await self.store.templates(prefix)}
+        self._templates[key] = (time.monotonic() + TEMPLATE_CACHE_SECONDS, found)
+        return found
+
+    async def templates_for(self, handle: str) -> dict[str, Template]:
+        """Template versions a handle may name: its prefix's, else its ancestors' (nearest wins)."""
+        out: dict[str, Template] = {}
+        p = prefix_of(handle)
+        while p:
+            for version, t in (await self._prefix_templates(p)).items():
+                out.setdefault(version, t)
+            p = p.rpartition(".")[0]
+        return out
+
+    @staticmethod
+    def _check_template(values: Iterable[HandleValue], templates: dict[str, Template]) -> None:
+        vals = list(values)
+        named = next((v for v in vals if v.index == TEMPLATE_INDEX), None)
+        if named is None:
+            return
+        if named.type != TEMPLATE_TYPE:
+            raise Refusal(
+                RC.INVALID_VALUE,
+                f"index {TEMPLATE_INDEX} is for the TEMPLATE value, not {named.type}",
+            )
+        version = named.data.decode("utf-8", "replace")
+        t = templates.get(version)
+        if t is None:
+            raise Refusal(RC.INVALID_VALUE, f"template {version!r} does not exist for this prefix")
+        errors = t.check(vals)
+        if errors:
+            raise Refusal(RC.INVALID_VALUE, "; ".join(errors))
 
     # --- batches ------------------------------------------------------------------------
 
@@ -348,6 +452,8 @@ class RegistryService:
                     who, admins_by_prefix.get(prefix, []), AP.ADD_HANDLE, "create handles here"
                 )
                 vals = self._prepare(values)
+                if any(v.index == TEMPLATE_INDEX for v in values):
+                    self._check_template(values, await self.templates_for(handle))
                 key = normalize(handle, self.case_sensitive)
                 if key in seen:
                     raise Refusal(

@@ -225,3 +225,18 @@ class SqliteStore(Store):
             raise
         db.execute("COMMIT")
         return results
+
+    async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
+        cur = self.db.execute(
+            "INSERT INTO templates (prefix, version, document, created_at, created_by)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (prefix, version) DO NOTHING",
+            (self.key(prefix), version, document, now(), actor),
+        )
+        return cur.rowcount == 1
+
+    async def templates(self, prefix: str) -> list[tuple[str, str]]:
+        rows = self.db.execute(
+            "SELECT version, document FROM templates WHERE prefix = ? ORDER BY created_at, rowid",
+            (self.key(prefix),),
+        )
+        return [(r[0], r[1]) for r in rows]

@@ -167,6 +167,14 @@ class Store(ABC):
     @abstractmethod
     async def unhome_prefix(self, prefix: str) -> bool: ...
 
+    @abstractmethod
+    async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
+        """Store a template version; False when that version exists already (never changed)."""
+
+    @abstractmethod
+    async def templates(self, prefix: str) -> list[tuple[str, str]]:
+        """(version, document) of a prefix's templates, oldest first."""
+
     def _audit_row(
         self, before: bytes | None, o: Outcome, actor: str, op: str, handle: str
     ) -> AuditEntry:

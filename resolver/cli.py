@@ -175,6 +175,61 @@ async def _audit(s: Settings, handle: str, limit: int, as_json: bool) -> int:
     return EXIT_OK
 
 
+async def _template(s: Settings, args: argparse.Namespace) -> int:
+    from registry.importer import IMPORTER
+    from registry.names import PrefixAuthority
+    from registry.service import RegistryService
+    from registry.store import open_store
+
+    store = open_store(s.database_url, s.case_sensitive)
+    await store.open()
+    try:
+        svc = RegistryService(
+            store,
+            PrefixAuthority(await store.homed_prefixes(), s.case_sensitive),
+            server_admins=[IMPORTER],
+        )
+        if args.action == "put":
+            try:
+                doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                print(f"idnode template put: cannot read {args.file}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            rc, body = await svc.put_template(doc, IMPORTER)
+            if rc != 1:
+                print(
+                    f"idnode template put: {rc_name(rc)}: {body.message}",  # type: ignore[union-attr]
+                    file=sys.stderr,
+                )
+                return EXIT_UNDECODABLE
+            print(f"template {doc['prefix']} version {doc['version']} stored")
+            return EXIT_OK
+        found = await svc._prefix_templates(args.prefix, fresh=True)
+        if args.action == "list":
+            for version, t in found.items():
+                enabled = sum(i.enabled for i in t.items)
+                print(
+                    f"{version}\t{t.industry}\t{enabled}/{len(t.items)} items enabled\t"
+                    f"{t.description}"
+                )
+            return EXIT_OK
+        shown = found.get(args.version)
+        if shown is None:
+            print(
+                f"idnode template show: {args.prefix} has no version {args.version}",
+                file=sys.stderr,
+            )
+            return EXIT_UNDECODABLE
+        print(json.dumps(json.loads(shown.to_json()), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    finally:
+        await store.close()
+
+
+def _cmd_template(args: argparse.Namespace) -> int:
+    return asyncio.run(_template(_settings(args), args))
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(_audit(_settings(args), args.handle, args.limit, args.json))
 
@@ -265,8 +320,9 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 async def _load_demo(s: Settings) -> None:
-    from registry.demo import NODE_PREFIX, demo_records
+    from registry.demo import NODE_PREFIX, TEMPLATE, demo_records
     from registry.store import open_store
+    from registry.templates import parse_template
 
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
@@ -274,7 +330,13 @@ async def _load_demo(s: Settings) -> None:
         n = await store.put_many(demo_records(int(time.time())))
     finally:
         await store.close()
-    print(f"demo data: {n} handles under {NODE_PREFIX} (enterprises 88.166.1001-1003)")
+    await store.put_template(
+        NODE_PREFIX, str(TEMPLATE["version"]), parse_template(TEMPLATE).to_json(), "demo"
+    )
+    print(
+        f"demo data: {n} handles under {NODE_PREFIX} (enterprises 88.166.1001-1003), "
+        f"template {TEMPLATE['version']}"
+    )
     print(f"try:  idnode resolve 88.166.1001/HV-0001 --server 127.0.0.1:{s.handle_port}")
     print(f"      curl -s http://127.0.0.1:{s.http_port}/healthz")
 
@@ -376,6 +438,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings(p, ("database_url", "case_sensitive", "secret_key_file"))
     p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser(
+        "template",
+        help="publish and read industry metadata templates",
+        description="Templates say which values an identifier carries. An identifier names "
+        "its template version in the value at index 1001 (type TEMPLATE); its values at "
+        "indexes >= 2000 are then checked against that version. Versions never change and "
+        'items are never deleted (set "enabled": false); publish a new version instead.',
+    )
+    tsub = p.add_subparsers(dest="action", metavar="ACTION")
+    tsub.required = True
+    tp = tsub.add_parser("put", help="publish a template version from a JSON file")
+    tp.add_argument(
+        "file",
+        metavar="FILE.json",
+        help='{"prefix", "version", "industry", "description", "items": [{"key", "index", '
+        '"name", "type", "required", "enabled", "min_length", "max_length", "min", "max"}]}',
+    )
+    _add_settings(tp, ("database_url", "case_sensitive"))
+    tl = tsub.add_parser("list", help="the versions of a prefix's templates")
+    tl.add_argument("prefix")
+    _add_settings(tl, ("database_url", "case_sensitive"))
+    ts = tsub.add_parser("show", help="one template version as JSON")
+    ts.add_argument("prefix")
+    ts.add_argument("version")
+    _add_settings(ts, ("database_url", "case_sensitive"))
+    for x in (tp, tl, ts):
+        x.set_defaults(func=_cmd_template)
 
     p = sub.add_parser(
         "audit",

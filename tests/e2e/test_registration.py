@@ -322,3 +322,60 @@ def test_unauthenticated_answer_has_no_pending_challenge(secret_node: NodeProces
     )
     m = exchange_udp("127.0.0.1", secret_node.handle_port, bogus)
     assert m.response_code == RC.AUTHEN_TIMEOUT
+
+
+def test_template_cli(tmp_path: Path) -> None:
+    from tests.unit.test_templates import DOC
+
+    db = f"sqlite:///{tmp_path}/t.db"
+    assert (
+        idnode(
+            "init",
+            "--prefix",
+            "88.166",
+            "--database-url",
+            db,
+            "--secret-key-file",
+            str(tmp_path / "k"),
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    f = tmp_path / "tpl.json"
+    f.write_text(json.dumps(DOC))
+    p = idnode("template", "put", str(f), "--database-url", db, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    p = idnode("template", "list", "88.166.1001", "--database-url", db, cwd=tmp_path)
+    assert p.stdout.startswith("v1\tC/34/344/3443\t3/4 items enabled")
+    p = idnode("template", "show", "88.166.1001", "v1", "--database-url", db, cwd=tmp_path)
+    assert json.loads(p.stdout)["items"][0]["key"] == "productName"
+    f.write_text(json.dumps({**DOC, "version": "v2", "items": DOC["items"][:1]}))
+    p = idnode("template", "put", str(f), "--database-url", db, cwd=tmp_path)
+    assert p.returncode == 1 and "never deleted" in p.stderr
+    # imports are checked against the template they name
+    lines = tmp_path / "t.jsonl"
+    lines.write_text(
+        "\n".join(
+            json.dumps(x)
+            for x in [
+                {
+                    "handle": "88.166.1001/OK",
+                    "values": [
+                        {"index": 1001, "type": "TEMPLATE", "data": "v1"},
+                        {"index": 2001, "type": "productName", "data": "HV-200"},
+                    ],
+                },
+                {
+                    "handle": "88.166.1001/BAD",
+                    "values": [
+                        {"index": 1001, "type": "TEMPLATE", "data": "v1"},
+                        {"index": 2002, "type": "pressureMPa", "data": "99"},
+                    ],
+                },
+            ]
+        )
+        + "\n"
+    )
+    p = idnode("import", str(lines), "--database-url", db, cwd=tmp_path)
+    assert "imported 1 handles" in p.stdout
+    assert "productName (index 2001): required" in p.stderr and "at most 70" in p.stderr

@@ -280,3 +280,51 @@ def test_batches_give_a_result_per_record_and_are_idempotent(
             await store.close()
 
     run(go)
+
+
+def test_templates_validate_writes(store_url: str, tmp_path: Path) -> None:
+    from tests.unit.test_templates import DOC
+
+    async def go() -> None:
+        store, svc, _ = await service(store_url, tmp_path)
+        try:
+            await set_prefix_admin(svc, 0x0FFF)
+            assert (await svc.put_template(DOC, ALICE))[0] == RC.SUCCESS
+            assert (await svc.put_template(DOC, ALICE))[0] == RC.SUCCESS  # same again: fine
+            changed = {**DOC, "description": "other"}
+            assert (await svc.put_template(changed, ALICE))[0] == RC.VALUE_ALREADY_EXISTS
+            v2_missing = {**DOC, "version": "v2", "items": DOC["items"][:1]}
+            rc, body = await svc.put_template(v2_missing, ALICE)
+            assert rc == RC.INVALID_VALUE and "never deleted" in body.message  # type: ignore[union-attr]
+            outsider = Identity("0.NA/88.166.1002", 300)
+            assert (await svc.put_template({**DOC, "version": "v9"}, outsider))[0] == (
+                RC.INSUFFICIENT_PERMISSIONS
+            )
+
+            tpl = HandleValue(1001, "TEMPLATE", b"v1")
+            good = (URL, tpl, HandleValue(2001, "productName", b"HV-200"))
+            assert (await svc.create("88.166.1001/T-1", good, ALICE))[0] == RC.SUCCESS
+            rc, body = await svc.create("88.166.1001/T-2", (URL, tpl), ALICE)
+            assert rc == RC.INVALID_VALUE and "productName (index 2001): required" in body.message  # type: ignore[union-attr]
+            assert await values(store, "88.166.1001/T-2") is None
+            rc, _ = await svc.modify_values(
+                "88.166.1001/T-1", (HandleValue(2001, "productName", b"H"),), ALICE
+            )
+            assert rc == RC.INVALID_VALUE
+            assert (await svc.remove_values("88.166.1001/T-1", (2001,), ALICE))[0] == (
+                RC.INVALID_VALUE
+            )
+            rc, body = await svc.create(
+                "88.166.1001/T-3", (HandleValue(1001, "TEMPLATE", b"v7"),), ALICE
+            )
+            assert rc == RC.INVALID_VALUE and "does not exist" in body.message  # type: ignore[union-attr]
+            results = await svc.batch_create(
+                [("88.166.1001/T-4", good), ("88.166.1001/T-5", (tpl,))], ALICE
+            )
+            assert [r[1] for r in results] == [RC.SUCCESS, RC.INVALID_VALUE]
+            # a derived prefix inherits its parent's templates
+            assert (await svc.create("88.166.1001.7/T-6", good, ALICE))[0] == RC.SUCCESS
+        finally:
+            await store.close()
+
+    run(go)
