@@ -147,6 +147,17 @@ class RegistryService:
             )
         )
 
+    async def may_read_restricted(self, handle: str, values_wire: bytes, who: Identity) -> bool:
+        """May ``who`` read this handle's values that are not PUBLIC_READ (AUTHORIZED_READ)?"""
+        if self.is_server_admin(who):
+            return True
+        admins = self._admins_in(decode_values(values_wire)) or await self._prefix_admins(handle)
+        try:
+            self._require(who, admins, AP.AUTHORIZED_READ, "read restricted values")
+        except Refusal:
+            return False
+        return True
+
     # --- dispatch -------------------------------------------------------------------
 
     async def execute(self, m: Message, who: Identity) -> Result:

@@ -18,6 +18,7 @@ from .codec import (
     Challenge,
     ChallengeAnswer,
     FrameBuffer,
+    LoginIdSystemRequest,
     Message,
     OpCode,
     OpFlag,
@@ -263,6 +264,17 @@ class AdminClient:
             self.key_index,
             encode_signature(PublicKeySignature("SHA-256", sig)),
         )
+
+    def resolve(self, handle: str, *, public_only: bool = False) -> Message:
+        """Resolve in this client's session: an authorised admin sees non-public values."""
+        flags = OpFlag.REC | OpFlag.CA | (OpFlag.PO if public_only else 0)
+        m = replace(resolution_request(handle, flags=flags), session_id=self.session_id)
+        return self._exchange(m)[-1]
+
+    def login(self) -> Message:
+        """Authenticate the session without writing anything (IDIS LOGIN_ID_SYSTEM)."""
+        body = LoginIdSystemRequest(self.key_handle, self.key_index)
+        return self.request(Message(op_code=OpCode.LOGIN_ID_SYSTEM, body=body))[-1]
 
     def request(self, m: Message) -> list[Message]:
         """Send an admin request; answer a challenge if one comes; return the answer(s)."""

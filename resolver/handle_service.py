@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
 _AT = int(OpFlag.AT)
+_PO = int(OpFlag.PO)
 _RD = int(OpFlag.RD)
 _NOT_RD = 0xFFFFFFFF & ~_RD
 _MAX_REASON = 120  # keeps error answers to junk small (no amplification worth having)
@@ -126,6 +127,12 @@ class HandleService:
             except ProtocolError as exc:
                 return self.malformed(wire, exc, door)
             if q is not None:
+                if q.session_id and self.sessions is not None and not q.op_flags & _PO:
+                    # An authenticated session without PO: values that are not public may
+                    # go to an administrator holding AUTHORIZED_READ.
+                    who = self.sessions.identity(q.session_id)
+                    if who is not None:
+                        return self._resolve_authorized(q, wire, door, t0, who)
                 e = self.core.cached(q.handle)
                 if e is not None:
                     self._sample += 1
@@ -145,6 +152,20 @@ class HandleService:
     async def _resolve(self, q: ResolutionQuery, wire: bytes, door: str, t0: float) -> bytes | None:
         res = await self.core.resolve(q.handle, q.indexes, q.types, l1_checked=True)
         return self._resolution(q, wire, res, door, t0)
+
+    async def _resolve_authorized(
+        self, q: ResolutionQuery, wire: bytes, door: str, t0: float, who: Any
+    ) -> bytes | None:
+        assert self.registry is not None
+        e = await self.core.entry(q.handle)
+        if isinstance(e, Resolution):
+            return self._resolution(q, wire, e, door, t0)
+        allowed = e.values_wire is not None and await self.registry.may_read_restricted(
+            q.handle, e.values_wire, who
+        )
+        return self._resolution(
+            q, wire, answer(e, q.indexes, q.types, authorized=allowed), door, t0
+        )
 
     def _resolution(
         self, q: ResolutionQuery, wire: bytes, res: Resolution, door: str, t0: float

@@ -379,3 +379,39 @@ def test_template_cli(tmp_path: Path) -> None:
     p = idnode("import", str(lines), "--database-url", db, cwd=tmp_path)
     assert "imported 1 handles" in p.stdout
     assert "productName (index 2001): required" in p.stderr and "at most 70" in p.stderr
+
+
+def test_authorized_reads_of_non_public_values(secret_node: NodeProcess) -> None:
+    from resolver.codec import Permission
+
+    h = "88.166.1001/PRIVATE"
+    secret_value = HandleValue(
+        2, "costPrice", b"1200.00", permissions=int(Permission.ADMIN_READ | Permission.ADMIN_WRITE)
+    )
+    with AdminClient(secret_node.server, "0.NA/88.166", 300, secret=SECRET) as admin:
+        assert admin.login().response_code == RC.SUCCESS  # LOGIN_ID_SYSTEM, then the challenge
+        (r,) = admin.request(
+            Message(
+                op_code=OpCode.CREATE_HANDLE,
+                body=CreateHandleRequest(
+                    h, (HandleValue(1, "URL", b"https://public"), secret_value)
+                ),
+            )
+        )
+        assert r.response_code == RC.SUCCESS
+        m = admin.resolve(h)  # in the authenticated session, PO not set
+        assert isinstance(m.body, ResolutionResponse)
+        assert [v.index for v in m.body.values] == [1, 2]
+        m = admin.resolve(h, public_only=True)  # PO set: never
+        assert [v.index for v in m.body.values] == [1]  # type: ignore[union-attr]
+    # anyone else: only the public value
+    m = exchange(secret_node.server, resolution_request(h, flags=0))
+    assert [v.index for v in m.body.values] == [1]  # type: ignore[union-attr]
+    m = exchange(secret_node.server, replace_session(resolution_request(h, flags=0), 12345))
+    assert [v.index for v in m.body.values] == [1]  # type: ignore[union-attr]
+
+
+def replace_session(m: Message, session_id: int) -> Message:
+    import dataclasses
+
+    return dataclasses.replace(m, session_id=session_id)

@@ -328,3 +328,23 @@ def test_templates_validate_writes(store_url: str, tmp_path: Path) -> None:
             await store.close()
 
     run(go)
+
+
+def test_authorized_read_needs_its_bit(sqlite_url: str, tmp_path: Path) -> None:
+    async def go() -> None:
+        store, svc, _ = await service(sqlite_url, tmp_path)
+        try:
+            await set_prefix_admin(svc, 0x0FFF & ~AP.AUTHORIZED_READ)
+            from resolver.codec import encode_values
+
+            vals = encode_values([URL])
+            assert not await svc.may_read_restricted("88.166.1001/x", vals, ALICE)
+            await set_prefix_admin(svc, AP.AUTHORIZED_READ)
+            assert await svc.may_read_restricted("88.166.1001/x", vals, ALICE)
+            # the handle's own HS_ADMIN decides when it has one
+            own = encode_values([URL, admin_value(0, ALICE, 100)])
+            assert not await svc.may_read_restricted("88.166.1001/x", own, ALICE)
+        finally:
+            await store.close()
+
+    run(go)
