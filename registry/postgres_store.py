@@ -98,6 +98,16 @@ class PostgresStore(Store):
             rows = await c.fetch("SELECT display FROM prefixes WHERE status = 'homed'")
         return [r[0] for r in rows]
 
+    async def count_prefix(self, prefix: str) -> int:
+        async with self.pool.acquire() as c:
+            return int(
+                await c.fetchval(
+                    "SELECT count(*) FROM handles WHERE prefix = $1"
+                    " AND upper(substr(handle, 1, 5)) <> '0.NA/'",
+                    self.key(prefix),
+                )
+            )
+
     async def count_handles(self) -> int:
         async with self.pool.acquire() as c:
             return int(await c.fetchval("SELECT count(*) FROM handles"))
@@ -273,7 +283,8 @@ class PostgresStore(Store):
     async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
         async with self.pool.acquire() as c:
             rows = await c.fetch(
-                "SELECT display FROM handles WHERE prefix = $1 ORDER BY handle LIMIT $2",
+                "SELECT display FROM handles WHERE prefix = $1"
+                " AND upper(substr(handle, 1, 5)) <> '0.NA/' ORDER BY handle LIMIT $2",
                 self.key(prefix),
                 limit,
             )

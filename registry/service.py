@@ -47,6 +47,7 @@ from resolver.codec.vlist import decode_vlist
 
 from .auth import AuthError, Identity
 from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
+from .quotas import Quotas
 from .secrets import Sealer, SecretError
 from .store import KEEP, AuditEntry, HandleRecord, Outcome, Refusal, Store, now
 from .templates import (
@@ -96,7 +97,9 @@ class RegistryService:
         sealer: Sealer | None = None,
         server_admins: Iterable[Identity] = (),
         on_change: OnChange | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
+        self.quotas = quotas
         self.store = store
         self.authority = authority
         self.sealer = sealer
@@ -207,6 +210,7 @@ class RegistryService:
         new = self._prepare(values)
         templates = await self.templates_for(handle)
         is_prefix_handle = handle[:5].upper() == NA_PREFIX.upper()
+        room = None if is_prefix_handle else await self._room(handle)
         if is_prefix_handle:
             parent = prefix_of(handle).rpartition(".")[0]
             admins = await self._prefix_admins(parent + "/") if parent else []
@@ -220,10 +224,18 @@ class RegistryService:
                 raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{handle} already exists")
             self._require(who, admins, needed, "create handles here")
             self._check_template(values, templates)
+            if before is None and room is not None and room < 1:
+                raise Refusal(
+                    RC.REGISTER_COUNT_LIMIT,
+                    f"prefix {prefix_of(handle)} has reached its registration quota",
+                )
             body: b.Body = CreateHandleResponse(handle) if mint else Empty()
             return Outcome(new, RC.SUCCESS, body, f"{len(values)} values")
 
-        return await self._write(handle, fn, who, "CREATE")
+        result = await self._write(handle, fn, who, "CREATE")
+        if result[0] == RC.SUCCESS and self.quotas is not None and not is_prefix_handle:
+            self.quotas.used(prefix_of(handle), 1)
+        return result
 
     @answers_refusals
     async def delete(self, handle: str, who: Identity) -> Result:
@@ -452,6 +464,7 @@ class RegistryService:
         admins_by_prefix = await self._admins_by_prefix([h for h, _ in items], who)
         good: list[tuple[int, HandleRecord]] = []
         seen: dict[str, int] = {}
+        rooms: dict[str, int | None] = {}
         refused: list[AuditEntry] = []
         for i, (handle, values) in enumerate(items):
             try:
@@ -470,6 +483,18 @@ class RegistryService:
                     raise Refusal(
                         RC.HANDLE_ALREADY_EXISTS, f"also record {seen[key] + 1} of this batch"
                     )
+                if self.quotas is not None:
+                    p = prefix_of(handle)
+                    if p not in rooms:
+                        rooms[p] = await self._room(handle)
+                    room = rooms[p]
+                    if room is not None:
+                        if room < 1:
+                            raise Refusal(
+                                RC.REGISTER_COUNT_LIMIT,
+                                f"prefix {p} has reached its registration quota",
+                            )
+                        rooms[p] = room - 1
                 seen[key] = i
                 good.append((i, HandleRecord(handle, vals)))
             except (Refusal, InvalidName) as exc:
@@ -498,6 +523,8 @@ class RegistryService:
                 results[i] = (rec.handle, rc, msg)
                 if rc == RC.SUCCESS and msg != "already registered with these values":
                     changed.append(rec.handle)
+                    if self.quotas is not None:
+                        self.quotas.used(prefix_of(rec.handle), 1)
             if changed and self.on_change is not None:
                 await self.on_change(changed)
         return [r for r in results if r is not None]
@@ -589,6 +616,11 @@ class RegistryService:
         key = normalize(handle, self.case_sensitive)
         vals = (await self.store.get_many([key])).get(key)
         return self._admins_in(decode_values(vals)) if vals else []
+
+    async def _room(self, handle: str) -> int | None:
+        if self.quotas is None:
+            return None
+        return await self.quotas.room(prefix_of(handle), self.store.count_prefix)
 
     async def _admins_by_prefix(
         self, handles: Sequence[str], who: Identity

@@ -100,6 +100,14 @@ class SqliteStore(Store):
         rows = self.db.execute("SELECT display FROM prefixes WHERE status = 'homed'")
         return [r[0] for r in rows]
 
+    async def count_prefix(self, prefix: str) -> int:
+        (n,) = self.db.execute(
+            "SELECT count(*) FROM handles WHERE prefix = ?"
+            " AND upper(substr(handle, 1, 5)) <> '0.NA/'",
+            (self.key(prefix),),
+        ).fetchone()
+        return int(n)
+
     async def count_handles(self) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM handles").fetchone()
         return int(n)
@@ -164,7 +172,9 @@ class SqliteStore(Store):
 
     async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
         rows = self.db.execute(
-            "SELECT display FROM handles WHERE prefix = ? ORDER BY handle LIMIT ?",
+            "SELECT display FROM handles WHERE prefix = ?"
+            " AND upper(substr(handle, 1, 5)) <> '0.NA/'"
+            " ORDER BY handle LIMIT ?",
             (self.key(prefix), limit),
         )
         return [r[0] for r in rows]

@@ -105,6 +105,10 @@ class Store(ABC):
     async def count_handles(self) -> int: ...
 
     @abstractmethod
+    async def count_prefix(self, prefix: str) -> int:
+        """Handles registered under one prefix (an index range scan)."""
+
+    @abstractmethod
     async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
         """Read a handle's values under a lock, let ``fn`` decide, write, audit: one transaction.
 

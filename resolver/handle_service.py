@@ -44,6 +44,7 @@ from .codec.digest import digest_request
 from .codec.message import ENVELOPE, PREAMBLE_SIZE
 from .codec.wire import U32
 from .core import Resolution, Resolver, answer
+from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from registry.service import RegistryService
@@ -103,7 +104,9 @@ class HandleService:
         site: SiteInfo,
         registry: RegistryService | None = None,
         sessions: SessionTable | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self.limiter = limiter
         self.core = core
         self.site = site
         self.registry = registry
@@ -113,8 +116,10 @@ class HandleService:
         self._tally = metrics.TALLY
         self._sample = 0
 
-    def respond(self, wire: bytes, door: str) -> Reply:
+    def respond(self, wire: bytes, door: str, client: str = "") -> Reply:
         t0 = time.perf_counter()
+        if self.limiter is not None and client and not self.limiter.allow(client):
+            return self._limited(wire, door, t0)
         n = len(wire)
         is_resolution = (
             n >= PREAMBLE_SIZE
@@ -313,6 +318,22 @@ class HandleService:
             msgs = list_responses(m, list(body.handles), site_info_serial=self.site_serial)
             return b"".join(encode(x) for x in msgs)
         return encode(response_to(m, rc, body, site_info_serial=self.site_serial))
+
+    def _limited(self, wire: bytes, door: str, t0: float) -> bytes | None:
+        try:
+            m = decode(wire)
+        except ProtocolError:
+            return None  # no answer to junk from a client over its rate
+        if not m.is_request:
+            return None
+        return self._reply(
+            m,
+            wire,
+            ResponseCode.REQUEST_LIMIT_DAILY,
+            ErrorResponse("request rate limit for this client exceeded; slow down"),
+            door,
+            t0,
+        )
 
     def malformed(self, wire: bytes, exc: ProtocolError, door: str) -> bytes | None:
         """RC 4 when the envelope can be read (so the reply can be addressed), else nothing."""

@@ -30,7 +30,7 @@ def build_app(service: HandleService, health: HealthCheck) -> web.Application:
         if request.content_type != HDL_MESSAGE:
             return _json_error(415, f"POST / takes Content-Type: {HDL_MESSAGE}")
         body = await request.read()
-        r = service.respond(body, "http")
+        r = service.respond(body, "http", request.remote or "")
         if r is not None and not isinstance(r, bytes):
             r = await r
         if r is None:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from registry.auth import Identity
 from registry.names import PrefixAuthority
+from registry.quotas import Quotas
 from registry.secrets import Sealer
 from registry.service import RegistryService
 from registry.sessions import SessionTable
@@ -27,6 +28,7 @@ from .core import Resolver
 from .handle_service import HandleService
 from .http_door import HealthCheck, build_app
 from .l2 import RedisTier
+from .ratelimit import RateLimiter
 from .settings import Settings
 from .tcp_door import TcpDoor
 from .udp_door import UdpDoor
@@ -115,7 +117,8 @@ class Node:
             max_batch=s.batch_max,
         )
         registry, sessions = self._registry(authority)
-        service = HandleService(self.core, site_info(s), registry, sessions)
+        limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None
+        service = HandleService(self.core, site_info(s), registry, sessions, limiter)
         loop = asyncio.get_running_loop()
         udp = self.udp = UdpDoor(service)
         await loop.create_datagram_endpoint(lambda: udp, sock=_udp_socket(s.listen, s.handle_port))
@@ -164,6 +167,7 @@ class Node:
             sealer=sealer,
             server_admins=admins,
             on_change=self.core.invalidate,
+            quotas=Quotas.parse(s.quota_per_prefix, s.quota_overrides),
         )
         return registry, SessionTable(challenge_ttl=s.challenge_ttl, session_ttl=s.session_ttl)
 

@@ -61,6 +61,23 @@ class Settings:
         default=10.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"}
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    rate_limit: float = field(
+        default=0.0,
+        metadata={
+            "help": "requests/s allowed per client address, bursts of twice that; "
+            "over it: RC 603 (0 = off)"
+        },
+    )
+    quota_per_prefix: int = field(
+        default=0,
+        metadata={
+            "help": "identifiers an enterprise prefix may register; over it: RC 604 (0 = off)"
+        },
+    )
+    quota_overrides: str = field(
+        default="",
+        metadata={"help": "per-prefix quotas, e.g. 88.166.1001=5000000,88.166.1002=100"},
+    )
     server_admins: str = field(
         default="",
         metadata={"help": "comma-separated INDEX:HANDLE keys allowed everything, incl. HOME_NA"},

@@ -26,10 +26,13 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_active = time.monotonic()
+        self.client = ""
         self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else ""
         self.door.connections.add(self)
         self._arm_idle()
 
@@ -63,7 +66,7 @@ class TcpConnection(asyncio.Protocol):
                 self.transport.close()
             return
         for frame in frames:
-            r = self.door.service.respond(frame, "tcp")
+            r = self.door.service.respond(frame, "tcp", self.client)
             if r is None:
                 continue
             if isinstance(r, bytes):

@@ -52,7 +52,7 @@ class UdpDoor(asyncio.DatagramProtocol):
             if whole is None:
                 return
             data = whole
-        r = self.service.respond(data, "udp")
+        r = self.service.respond(data, "udp", addr[0])
         if r is None:
             return
         if isinstance(r, bytes):

@@ -337,3 +337,19 @@ def test_idle_tcp_connections_are_closed(registry: str, tmp_path: Path) -> None:
             assert time.monotonic() - started < 9
     finally:
         assert n.stop() == 0, n.log_text()
+
+
+def test_per_client_rate_limit_answers_603(registry: str, tmp_path: Path) -> None:
+    n = NodeProcess(registry, extra=("--rate-limit", "5"), log=tmp_path / "rl.log")
+    try:
+        n.wait_ready()
+        codes = [
+            exchange_udp(
+                "127.0.0.1", n.handle_port, resolution_request("88.166.1001/P-1")
+            ).response_code
+            for _ in range(30)
+        ]
+        assert codes[:10].count(ResponseCode.SUCCESS) >= 9  # the burst (2 x 5/s) passes
+        assert ResponseCode.REQUEST_LIMIT_DAILY in codes  # then the client is held to 5/s
+    finally:
+        assert n.stop() == 0, n.log_text()

@@ -348,3 +348,32 @@ def test_authorized_read_needs_its_bit(sqlite_url: str, tmp_path: Path) -> None:
             await store.close()
 
     run(go)
+
+
+def test_registration_quotas(store_url: str, tmp_path: Path) -> None:
+    from registry.quotas import Quotas
+
+    async def go() -> None:
+        quotas = Quotas(default=0, overrides={"88.166.1001": 3})
+        store, svc, _ = await service(store_url, tmp_path, quotas=quotas)
+        try:
+            await set_prefix_admin(svc, 0x0FFF)
+            assert (await svc.create("88.166.1001/Q-1", (URL,), ALICE))[0] == RC.SUCCESS
+            results = await svc.batch_create(
+                [(f"88.166.1001/Q-{i}", (URL,)) for i in range(2, 5)], ALICE
+            )
+            assert [r[1] for r in results] == [RC.SUCCESS, RC.SUCCESS, RC.REGISTER_COUNT_LIMIT]
+            rc, body = await svc.create("88.166.1001/Q-9", (URL,), ALICE)
+            assert rc == RC.REGISTER_COUNT_LIMIT and "quota" in body.message  # type: ignore[union-attr]
+            # other prefixes have no limit; changing an existing handle is not a registration
+            assert (await svc.create("88.166.1002/Q-1", (URL,), ALICE))[0] != (
+                RC.REGISTER_COUNT_LIMIT
+            )
+            assert (await svc.create("88.166.1001/Q-1", (URL,), ALICE, overwrite=True))[0] == (
+                RC.SUCCESS
+            )
+            assert await store.count_prefix("88.166.1001") == 3
+        finally:
+            await store.close()
+
+    run(go)

@@ -97,3 +97,25 @@ def test_settings_errors_are_clear(tmp_path: Path) -> None:
         load_settings({}, env={}, config_file=bad)
     with pytest.raises(ConfigError, match="workers"):
         load_settings({"workers": 0}, env={})
+
+
+def test_rate_limiter_buckets() -> None:
+    from resolver.ratelimit import RateLimiter
+
+    r = RateLimiter(rate=10, burst=3, max_clients=2)
+    assert [r.allow("a", now=0.0) for _ in range(4)] == [True, True, True, False]
+    assert r.allow("a", now=0.1)  # one token back after 100 ms at 10/s
+    assert not r.allow("a", now=0.1)
+    assert r.allow("b", now=0.1) and r.allow("c", now=0.1)
+    assert len(r._buckets) == 2  # the idlest client was forgotten
+
+
+def test_quota_parsing() -> None:
+    from registry.quotas import Quotas
+
+    assert Quotas.parse(0, "") is None
+    q = Quotas.parse(100, "88.166.1001=5, 88.166.1002=0")
+    assert q is not None and q.limit("88.166.1001") == 5 and q.limit("88.166.9") == 100
+    assert q.limit("88.166.1002") == 0
+    with pytest.raises(ValueError, match="PREFIX=COUNT"):
+        Quotas.parse(0, "88.166.1001")
