@@ -72,3 +72,13 @@ templates = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", Text, nullable=False, server_default=""),
 )
+
+invalidations = Table(
+    "invalidations",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("handle", Text, nullable=False),  # normalised key changed by a write
+    Column("at", BigInteger, nullable=False),
+)

@@ -232,6 +232,25 @@ class PostgresStore(Store):
             )
         return results
 
+    async def append_invalidations(self, keys: Sequence[str]) -> int:
+        t = now()
+        async with self.pool.acquire() as c, c.transaction():
+            newest = await c.fetchval(
+                "WITH i AS (INSERT INTO invalidations (handle, at)"
+                " SELECT k, $2 FROM unnest($1::text[]) AS k RETURNING id) SELECT max(id) FROM i",
+                list(keys),
+                t,
+            )
+            await c.execute("DELETE FROM invalidations WHERE at < $1", t - 3600)
+        return int(newest or 0)
+
+    async def invalidations_since(self, after: int) -> list[tuple[int, str]]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                "SELECT id, handle FROM invalidations WHERE id > $1 ORDER BY id", after
+            )
+        return [(int(r[0]), r[1]) for r in rows]
+
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
         async with self.pool.acquire() as c:
             r = await c.fetchval(

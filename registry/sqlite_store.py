@@ -250,3 +250,25 @@ class SqliteStore(Store):
             (self.key(prefix),),
         )
         return [(r[0], r[1]) for r in rows]
+
+    async def append_invalidations(self, keys: Sequence[str]) -> int:
+        t = now()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO invalidations (handle, at) VALUES (?, ?)", [(k, t) for k in keys]
+            )
+            (newest,) = db.execute("SELECT max(id) FROM invalidations").fetchone()
+            db.execute("DELETE FROM invalidations WHERE at < ?", (t - 3600,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return int(newest or 0)
+
+    async def invalidations_since(self, after: int) -> list[tuple[int, str]]:
+        rows = self.db.execute(
+            "SELECT id, handle FROM invalidations WHERE id > ? ORDER BY id", (after,)
+        )
+        return [(int(r[0]), r[1]) for r in rows]

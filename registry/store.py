@@ -172,6 +172,13 @@ class Store(ABC):
     async def unhome_prefix(self, prefix: str) -> bool: ...
 
     @abstractmethod
+    async def append_invalidations(self, keys: Sequence[str]) -> int:
+        """Record changed keys for workers without Redis; return the newest id."""
+
+    @abstractmethod
+    async def invalidations_since(self, after: int) -> list[tuple[int, str]]: ...
+
+    @abstractmethod
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
         """Store a template version; False when that version exists already (never changed)."""
 

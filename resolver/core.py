@@ -17,6 +17,7 @@ from registry.names import PrefixAuthority, normalize
 from registry.store import Store
 
 from . import metrics
+from .changefeed import LocalChangeFeed
 from .coalesce import Coalescer
 from .codec import HandleValue, ProtocolError, ResponseCode, decode_values, encode_values
 from .codec.codes import NOT_HOMED_MESSAGE
@@ -51,7 +52,9 @@ class Resolver:
         negative_ttl: float = 5.0,
         max_batch: int = 256,
         store_timeout: float = 5.0,
+        feed: LocalChangeFeed | None = None,
     ) -> None:
+        self.feed = feed
         self.store = store
         self.authority = authority
         self.l2 = l2
@@ -74,6 +77,8 @@ class Resolver:
 
     def cached(self, handle: str) -> Entry | None:
         """The L1 entry for ``handle``, without awaiting anything (the UDP fast path)."""
+        if self.feed is not None and self.feed.changed():
+            return None  # another worker wrote: catch up on the async path first
         e = self.l1.get(normalize(handle, self.case_sensitive), time.monotonic())
         if e is None:
             metrics.TALLY.cache[metrics.L1_MISS] += 1
@@ -87,6 +92,12 @@ class Resolver:
         ``l1_checked``: the caller has just missed L1 through :meth:`cached`.
         """
         key = normalize(handle, self.case_sensitive)
+        if self.feed is not None and self.feed.changed():
+            try:
+                self.forget(await self.feed.catch_up())
+            except Exception as exc:  # cannot read the feed: trust nothing cached
+                log.error("cannot read invalidations (%s); clearing L1", exc)
+                self.l1.clear()
         if not l1_checked:
             e = self.l1.get(key, time.monotonic())
             if e is not None:
@@ -171,6 +182,8 @@ class Resolver:
         self.forget(keys)
         if self.l2 is not None:
             await self.l2.invalidate(keys)
+        if self.feed is not None:
+            await self.feed.publish(keys)
 
     def forget(self, keys: list[str]) -> None:
         """Drop keys from this worker's L1 (an invalidation heard on the channel)."""

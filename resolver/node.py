@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import socket
+import tempfile
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +25,7 @@ from registry.service import RegistryService
 from registry.sessions import SessionTable
 from registry.store import Store, open_store
 
+from .changefeed import LocalChangeFeed
 from .codec import Interface, InterfaceProtocol, InterfaceType, ServerInfo, SiteInfo
 from .core import Resolver
 from .handle_service import HandleService
@@ -55,6 +58,12 @@ def site_info(s: Settings) -> SiteInfo:
         serial=s.site_serial,
         attributes=(("desc", "idnode secondary node"),),
     )
+
+
+def change_feed_path(database_url: str) -> Path:
+    """One file per registry, shared by the workers of a node on this machine."""
+    digest = hashlib.sha256(database_url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"idnode-{digest}.changes"
 
 
 def _udp_socket(host: str, port: int) -> socket.socket:
@@ -107,6 +116,10 @@ class Node:
                     s.redis_url,
                     exc,
                 )
+        feed = None
+        if not s.redis_url and s.workers > 1:
+            # No Redis to carry invalidations: the workers share a change feed.
+            feed = LocalChangeFeed(self.store, change_feed_path(s.database_url))
         self.core = Resolver(
             self.store,
             authority,
@@ -115,6 +128,7 @@ class Node:
             l1_ttl=s.l1_ttl,
             negative_ttl=s.negative_ttl,
             max_batch=s.batch_max,
+            feed=feed,
         )
         registry, sessions = self._registry(authority)
         limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None

@@ -415,3 +415,54 @@ def replace_session(m: Message, session_id: int) -> Message:
     import dataclasses
 
     return dataclasses.replace(m, session_id=session_id)
+
+
+def test_workers_stay_coherent_without_redis(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/embedded.db"
+    key = str(tmp_path / "k")
+    assert (
+        idnode(
+            "init",
+            "--prefix",
+            "88.166",
+            "--admin-secret",
+            "s",
+            "--database-url",
+            db,
+            "--secret-key-file",
+            key,
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    n = NodeProcess(db, workers=2, log=tmp_path / "emb.log", extra=("--secret-key-file", key))
+    h = "88.166.1001/EMBEDDED"
+    try:
+        n.wait_ready()
+        with AdminClient(n.server, "0.NA/88.166", 300, secret=b"s") as admin:
+            # "not found" is cached too: a create must end it everywhere
+            assert (
+                exchange_udp("127.0.0.1", n.handle_port, resolution_request(h)).response_code
+                == RC.HANDLE_NOT_FOUND
+            )
+            (r,) = admin.request(
+                Message(
+                    op_code=OpCode.CREATE_HANDLE,
+                    body=CreateHandleRequest(h, (HandleValue(1, "URL", b"old"),)),
+                )
+            )
+            assert r.response_code == RC.SUCCESS
+            for _ in range(40):
+                assert first_data(n.handle_port, h) == b"old"
+            for version in (b"new-1", b"new-2"):
+                (r,) = admin.request(
+                    Message(
+                        op_code=OpCode.MODIFY_VALUE,
+                        body=ModifyValueRequest(h, (HandleValue(1, "URL", version),)),
+                    )
+                )
+                assert r.response_code == RC.SUCCESS
+                seen = {first_data(n.handle_port, h) for _ in range(40)}
+                assert seen == {version}, f"a worker served {seen - {version}}"
+    finally:
+        assert n.stop() == 0, n.log_text()
