@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -81,4 +82,17 @@ invalidations = Table(
     ),
     Column("handle", Text, nullable=False),  # normalised key changed by a write
     Column("at", BigInteger, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("identity_handle", Text, nullable=True),  # set once a challenge is answered
+    Column("identity_index", Integer, nullable=True),
+    Column("nonce", LargeBinary, nullable=True),  # the pending challenge, single-use
+    Column("digest", LargeBinary, nullable=True),
+    Column("request", LargeBinary, nullable=True),  # the request waiting for it (wire form)
+    Column("challenge_expires", Float, nullable=False, server_default="0"),
+    Column("expires", Float, nullable=False),  # Unix time
 )

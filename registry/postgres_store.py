@@ -251,6 +251,85 @@ class PostgresStore(Store):
             )
         return [(int(r[0]), r[1]) for r in rows]
 
+    async def session_challenge(
+        self,
+        sid: int,
+        nonce: bytes,
+        digest: bytes,
+        request: bytes,
+        challenge_expires: float,
+        expires: float,
+        *,
+        new: bool,
+    ) -> bool:
+        async with self.pool.acquire() as c:
+            if new:
+                done = await c.fetchval(
+                    "INSERT INTO sessions (id, nonce, digest, request, challenge_expires, expires)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING 1",
+                    sid,
+                    nonce,
+                    digest,
+                    request,
+                    challenge_expires,
+                    expires,
+                )
+            else:
+                done = await c.fetchval(
+                    "UPDATE sessions SET nonce = $2, digest = $3, request = $4,"
+                    " challenge_expires = $5, expires = greatest(expires, $6) WHERE id = $1"
+                    " RETURNING 1",
+                    sid,
+                    nonce,
+                    digest,
+                    request,
+                    challenge_expires,
+                    expires,
+                )
+        return done is not None
+
+    async def session_take(self, sid: int, now: float) -> tuple[bytes, bytes, bytes] | None:
+        async with self.pool.acquire() as c, c.transaction():
+            # The row lock makes a take single-use even when two workers race for it.
+            row = await c.fetchrow(
+                "SELECT nonce, digest, request, challenge_expires FROM sessions"
+                " WHERE id = $1 AND nonce IS NOT NULL FOR UPDATE",
+                sid,
+            )
+            if row is None:
+                return None
+            await c.execute(
+                "UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL WHERE id = $1",
+                sid,
+            )
+        if row[3] < now:
+            return None
+        return bytes(row[0]), bytes(row[1]), bytes(row[2])
+
+    async def session_authenticate(self, sid: int, handle: str, index: int, expires: float) -> None:
+        async with self.pool.acquire() as c:
+            await c.execute(
+                "UPDATE sessions SET identity_handle = $1, identity_index = $2, expires = $3"
+                " WHERE id = $4",
+                handle,
+                index,
+                expires,
+                sid,
+            )
+
+    async def session_identity(
+        self, sid: int, now: float, extend_to: float
+    ) -> tuple[str, int] | None:
+        async with self.pool.acquire() as c:
+            row = await c.fetchrow(
+                "UPDATE sessions SET expires = $3 WHERE id = $1 AND identity_handle IS NOT NULL"
+                " AND expires >= $2 RETURNING identity_handle, identity_index",
+                sid,
+                now,
+                extend_to,
+            )
+        return None if row is None else (row[0], int(row[1]))
+
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
         async with self.pool.acquire() as c:
             r = await c.fetchval(

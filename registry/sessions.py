@@ -1,92 +1,82 @@
-"""Challenge and session state for authenticated Handle requests (per worker, in memory).
+"""Authentication sessions, kept in the registry so every worker shares them.
 
-A 402 challenge opens a session: a fresh session id and a single-use nonce that
-expires after ``challenge_ttl``. A correct answer makes the session authenticated
-for ``session_ttl`` (sliding), so a client authenticates once per session.
-
-A client's challenge and answer reach the same worker when they share a TCP
-connection, or a UDP socket (the kernel's SO_REUSEPORT hash follows the address pair).
+A 402 challenge opens (or reuses) a session: a session id, a single-use 16-byte nonce
+that expires after ``challenge_ttl``, and the request waiting for it. The answer may
+reach any worker of any node on the same registry: the reference Java client opens a
+new UDP socket per request, and SO_REUSEPORT may hand that socket to another worker. A correct
+answer authenticates the session for ``session_ttl`` seconds (sliding), so a client
+authenticates once per session. Authenticated identities are cached per worker for a
+few seconds, so a busy session does not cost a database query per request.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .auth import Identity
+from .store import Store
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pending:
-    request: Any  # the Message that needs authentication
+    request: bytes  # the request waiting for authentication, as it came (wire form)
     nonce: bytes
     digest: bytes  # the request digest the answer must cover
-    expires: float
 
 
-@dataclass
-class Session:
-    identity: Identity | None = None
-    expires: float = 0.0
-    pending: Pending | None = None
+class SessionStore:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        challenge_ttl: float = 60.0,
+        session_ttl: float = 600.0,
+        cache_seconds: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.challenge_ttl = challenge_ttl
+        self.session_ttl = session_ttl
+        self.cache_seconds = cache_seconds
+        self._cache: dict[int, tuple[float, Identity]] = {}
 
-
-@dataclass
-class SessionTable:
-    challenge_ttl: float = 60.0
-    session_ttl: float = 600.0
-    max_sessions: int = 100_000
-    _sessions: dict[int, Session] = field(default_factory=dict)
-
-    def _new_id(self) -> int:
-        while True:
-            sid = secrets.randbelow(0x7FFFFFFE) + 1
-            if sid not in self._sessions:
-                return sid
-
-    def challenge(self, request: Any, digest: bytes, session_id: int = 0) -> tuple[int, bytes]:
-        """Open (or reuse an unauthenticated) session with a new nonce for ``request``."""
-        now = time.monotonic()
-        self._expire(now)
-        sid = session_id if session_id in self._sessions else self._new_id()
+    async def challenge(
+        self, request: bytes, digest: bytes, session_id: int = 0
+    ) -> tuple[int, bytes]:
         nonce = secrets.token_bytes(16)
-        s = self._sessions.setdefault(sid, Session(expires=now + self.challenge_ttl))
-        s.pending = Pending(request, nonce, digest, now + self.challenge_ttl)
-        s.expires = max(s.expires, now + self.challenge_ttl)
-        return sid, nonce
+        now = time.time()
+        args = (nonce, digest, request, now + self.challenge_ttl, now + self.challenge_ttl)
+        if session_id and await self.store.session_challenge(session_id, *args, new=False):
+            return session_id, nonce
+        for _ in range(8):
+            sid = secrets.randbelow(0x7FFFFFFE) + 1
+            if await self.store.session_challenge(sid, *args, new=True):
+                return sid, nonce
+        raise RuntimeError("no free session id after 8 tries")
 
-    def take(self, session_id: int) -> Pending | None:
+    async def take(self, session_id: int) -> Pending | None:
         """The pending challenge of a session, once: a nonce is never accepted twice."""
-        s = self._sessions.get(session_id)
-        if s is None or s.pending is None:
-            return None
-        p, s.pending = s.pending, None
-        if p.expires < time.monotonic():
-            return None
-        return p
+        row = await self.store.session_take(session_id, time.time())
+        return None if row is None else Pending(row[2], row[0], row[1])
 
-    def authenticate(self, session_id: int, identity: Identity) -> None:
-        s = self._sessions.setdefault(session_id, Session())
-        s.identity = identity
-        s.expires = time.monotonic() + self.session_ttl
+    async def authenticate(self, session_id: int, identity: Identity) -> None:
+        await self.store.session_authenticate(
+            session_id, identity.handle, identity.index, time.time() + self.session_ttl
+        )
+        self._cache[session_id] = (time.monotonic() + self.cache_seconds, identity)
 
-    def identity(self, session_id: int) -> Identity | None:
-        s = self._sessions.get(session_id)
-        if s is None or s.identity is None:
+    async def identity(self, session_id: int) -> Identity | None:
+        cached = self._cache.get(session_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        now = time.time()
+        row = await self.store.session_identity(session_id, now, now + self.session_ttl)
+        if row is None:
+            self._cache.pop(session_id, None)
             return None
-        now = time.monotonic()
-        if s.expires < now:
-            del self._sessions[session_id]
-            return None
-        s.expires = now + self.session_ttl
-        return s.identity
-
-    def _expire(self, now: float) -> None:
-        if len(self._sessions) < self.max_sessions:
-            return
-        for sid in [k for k, s in self._sessions.items() if s.expires < now]:
-            del self._sessions[sid]
-        while len(self._sessions) >= self.max_sessions:  # still full: drop the oldest
-            del self._sessions[next(iter(self._sessions))]
+        who = Identity(row[0], row[1])
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[session_id] = (time.monotonic() + self.cache_seconds, who)
+        return who

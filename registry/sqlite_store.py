@@ -272,3 +272,66 @@ class SqliteStore(Store):
             "SELECT id, handle FROM invalidations WHERE id > ? ORDER BY id", (after,)
         )
         return [(int(r[0]), r[1]) for r in rows]
+
+    async def session_challenge(
+        self,
+        sid: int,
+        nonce: bytes,
+        digest: bytes,
+        request: bytes,
+        challenge_expires: float,
+        expires: float,
+        *,
+        new: bool,
+    ) -> bool:
+        if new:
+            cur = self.db.execute(
+                "INSERT INTO sessions (id, nonce, digest, request, challenge_expires, expires)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (sid, nonce, digest, request, challenge_expires, expires),
+            )
+        else:
+            cur = self.db.execute(
+                "UPDATE sessions SET nonce = ?, digest = ?, request = ?, challenge_expires = ?,"
+                " expires = max(expires, ?) WHERE id = ?",
+                (nonce, digest, request, challenge_expires, expires, sid),
+            )
+        return cur.rowcount == 1
+
+    async def session_take(self, sid: int, now: float) -> tuple[bytes, bytes, bytes] | None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT nonce, digest, request, challenge_expires FROM sessions WHERE id = ?",
+                (sid,),
+            ).fetchone()
+            db.execute(
+                "UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL WHERE id = ?",
+                (sid,),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        if row is None or row[0] is None or row[3] < now:
+            return None
+        return bytes(row[0]), bytes(row[1]), bytes(row[2])
+
+    async def session_authenticate(self, sid: int, handle: str, index: int, expires: float) -> None:
+        self.db.execute(
+            "UPDATE sessions SET identity_handle = ?, identity_index = ?, expires = ? WHERE id = ?",
+            (handle, index, expires, sid),
+        )
+
+    async def session_identity(
+        self, sid: int, now: float, extend_to: float
+    ) -> tuple[str, int] | None:
+        row = self.db.execute(
+            "SELECT identity_handle, identity_index, expires FROM sessions WHERE id = ?", (sid,)
+        ).fetchone()
+        if row is None or row[0] is None or row[2] < now:
+            return None
+        self.db.execute("DELETE FROM sessions WHERE expires < ?", (now - 3600,))
+        self.db.execute("UPDATE sessions SET expires = ? WHERE id = ?", (extend_to, sid))
+        return row[0], int(row[1])

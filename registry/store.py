@@ -178,6 +178,37 @@ class Store(ABC):
     @abstractmethod
     async def invalidations_since(self, after: int) -> list[tuple[int, str]]: ...
 
+    # Sessions: one row per session id, shared by every worker of every node.
+
+    @abstractmethod
+    async def session_challenge(
+        self,
+        sid: int,
+        nonce: bytes,
+        digest: bytes,
+        request: bytes,
+        challenge_expires: float,
+        expires: float,
+        *,
+        new: bool,
+    ) -> bool:
+        """Set a session's pending challenge. ``new``: create session ``sid`` (False if the
+        id is taken: pick another); else update it (False if it does not exist)."""
+
+    @abstractmethod
+    async def session_take(self, sid: int, now: float) -> tuple[bytes, bytes, bytes] | None:
+        """(nonce, digest, request) of the pending challenge, removed atomically: once."""
+
+    @abstractmethod
+    async def session_authenticate(
+        self, sid: int, handle: str, index: int, expires: float
+    ) -> None: ...
+
+    @abstractmethod
+    async def session_identity(
+        self, sid: int, now: float, extend_to: float
+    ) -> tuple[str, int] | None: ...
+
     @abstractmethod
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
         """Store a template version; False when that version exists already (never changed)."""

@@ -171,7 +171,11 @@ class AdminClient:
         transport: str = "tcp",
         mac_algorithm: int = MAC_HMAC_SHA256,
         timeout: float = 5.0,
+        socket_per_request: bool = False,
     ) -> None:
+        # The reference Java client sends each UDP request from a new socket; with
+        # several workers, its challenge answer may then reach another worker.
+        self.socket_per_request = socket_per_request
         if (secret is None) == (private_key is None):
             raise ValueError("give exactly one of secret and private_key")
         self.host, self.port = parse_server(server, 2641)
@@ -222,6 +226,9 @@ class AdminClient:
         return [] if whole is None else [decode(whole)]
 
     def _exchange(self, m: Message) -> list[Message]:
+        if self.socket_per_request and self.transport == "udp":
+            self.close()
+            self._reassembler = Reassembler()
         s = self._socket()
         wire = encode(m)
         if self.transport == "tcp":

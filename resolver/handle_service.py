@@ -48,7 +48,7 @@ from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from registry.service import RegistryService
-    from registry.sessions import SessionTable
+    from registry.sessions import SessionStore
 
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
@@ -103,7 +103,7 @@ class HandleService:
         core: Resolver,
         site: SiteInfo,
         registry: RegistryService | None = None,
-        sessions: SessionTable | None = None,
+        sessions: SessionStore | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.limiter = limiter
@@ -133,11 +133,9 @@ class HandleService:
                 return self.malformed(wire, exc, door)
             if q is not None:
                 if q.session_id and self.sessions is not None and not q.op_flags & _PO:
-                    # An authenticated session without PO: values that are not public may
-                    # go to an administrator holding AUTHORIZED_READ.
-                    who = self.sessions.identity(q.session_id)
-                    if who is not None:
-                        return self._resolve_authorized(q, wire, door, t0, who)
+                    # A session without PO: if it is authenticated, values that are not
+                    # public may go to an administrator holding AUTHORIZED_READ.
+                    return self._resolve_authorized(q, wire, door, t0)
                 e = self.core.cached(q.handle)
                 if e is not None:
                     self._sample += 1
@@ -159,14 +157,17 @@ class HandleService:
         return self._resolution(q, wire, res, door, t0)
 
     async def _resolve_authorized(
-        self, q: ResolutionQuery, wire: bytes, door: str, t0: float, who: Any
+        self, q: ResolutionQuery, wire: bytes, door: str, t0: float
     ) -> bytes | None:
-        assert self.registry is not None
+        assert self.registry is not None and self.sessions is not None
+        who = await self.sessions.identity(q.session_id)
         e = await self.core.entry(q.handle)
         if isinstance(e, Resolution):
             return self._resolution(q, wire, e, door, t0)
-        allowed = e.values_wire is not None and await self.registry.may_read_restricted(
-            q.handle, e.values_wire, who
+        allowed = (
+            who is not None
+            and e.values_wire is not None
+            and await self.registry.may_read_restricted(q.handle, e.values_wire, who)
         )
         return self._resolution(
             q, wire, answer(e, q.indexes, q.types, authorized=allowed), door, t0
@@ -241,10 +242,10 @@ class HandleService:
 
     async def _authenticated(self, m: Message, wire: bytes, door: str, t0: float) -> bytes:
         assert self.registry is not None and self.sessions is not None
-        who = self.sessions.identity(m.session_id) if m.session_id else None
+        who = await self.sessions.identity(m.session_id) if m.session_id else None
         if who is None:
             digest = digest_request(wire)
-            sid, nonce = self.sessions.challenge(m, digest.digest, m.session_id)
+            sid, nonce = await self.sessions.challenge(wire, digest.digest, m.session_id)
             res = response_to(
                 m,
                 ResponseCode.AUTHENTICATION_NEEDED,
@@ -263,7 +264,7 @@ class HandleService:
         assert self.registry is not None and self.sessions is not None
         if not isinstance(m.body, ChallengeAnswer):  # pragma: no cover - by dispatch
             return self._reply(m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0)
-        pending = self.sessions.take(m.session_id)
+        pending = await self.sessions.take(m.session_id) if m.session_id else None
         if pending is None:
             return self._reply(
                 m,
@@ -276,12 +277,13 @@ class HandleService:
                 t0,
             )
         who = Identity(m.body.key_handle, m.body.key_index)
+        request = decode(pending.request)
         try:
             key = await self.registry.key_for(who, m.body.auth_type)
             verify_answer(m.body, key, pending.nonce, pending.digest)
         except AuthError as exc:
             log.info("authentication of %s failed: %s", who, exc)
-            await self.registry.audit_failed_login(who, pending.request, str(exc))
+            await self.registry.audit_failed_login(who, request, str(exc))
             return self._reply(
                 m,
                 wire,
@@ -290,12 +292,10 @@ class HandleService:
                 door,
                 t0,
             )
-        self.sessions.authenticate(m.session_id, who)
-        rc, body = await self._execute(pending.request, who)
+        await self.sessions.authenticate(m.session_id, who)
+        rc, body = await self._execute(request, who)
         # The answer's request id (the client waits on it) with the original operation.
-        original = dataclasses.replace(
-            pending.request, request_id=m.request_id, session_id=m.session_id
-        )
+        original = dataclasses.replace(request, request_id=m.request_id, session_id=m.session_id)
         return self._result(original, m, rc, body, door, t0)
 
     async def _execute(self, m: Message, who: Any) -> tuple[int, Any]:

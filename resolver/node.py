@@ -22,7 +22,7 @@ from registry.names import PrefixAuthority
 from registry.quotas import Quotas
 from registry.secrets import Sealer
 from registry.service import RegistryService
-from registry.sessions import SessionTable
+from registry.sessions import SessionStore
 from registry.store import Store, open_store
 
 from .changefeed import LocalChangeFeed
@@ -162,7 +162,7 @@ class Node:
             ", ".join(sorted(homed)) or "(none: run idnode init)",
         )
 
-    def _registry(self, authority: PrefixAuthority) -> tuple[RegistryService, SessionTable]:
+    def _registry(self, authority: PrefixAuthority) -> tuple[RegistryService, SessionStore]:
         s = self.settings
         assert self.store is not None and self.core is not None
         sealer = None
@@ -183,7 +183,9 @@ class Node:
             on_change=self.core.invalidate,
             quotas=Quotas.parse(s.quota_per_prefix, s.quota_overrides),
         )
-        return registry, SessionTable(challenge_ttl=s.challenge_ttl, session_ttl=s.session_ttl)
+        return registry, SessionStore(
+            self.store, challenge_ttl=s.challenge_ttl, session_ttl=s.session_ttl
+        )
 
     async def _refresh_prefixes(self) -> None:
         """Pick up prefixes homed (idnode init) while the node runs."""

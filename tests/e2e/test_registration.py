@@ -466,3 +466,41 @@ def test_workers_stay_coherent_without_redis(tmp_path: Path) -> None:
                 assert seen == {version}, f"a worker served {seen - {version}}"
     finally:
         assert n.stop() == 0, n.log_text()
+
+
+def test_challenge_and_answer_may_reach_different_workers(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/multi.db"
+    key = str(tmp_path / "k")
+    assert (
+        idnode(
+            "init",
+            "--prefix",
+            "88.166",
+            "--admin-secret",
+            "s",
+            "--database-url",
+            db,
+            "--secret-key-file",
+            key,
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    n = NodeProcess(db, workers=2, log=tmp_path / "multi.log", extra=("--secret-key-file", key))
+    try:
+        n.wait_ready()
+        for i in range(12):  # a new client and a new UDP socket for every request
+            with AdminClient(
+                n.server, "0.NA/88.166", 300, secret=b"s", transport="udp", socket_per_request=True
+            ) as admin:
+                (r,) = admin.request(
+                    Message(
+                        op_code=OpCode.CREATE_HANDLE,
+                        body=CreateHandleRequest(
+                            f"88.166.1001/MW-{i}", (HandleValue(1, "URL", b"x"),)
+                        ),
+                    )
+                )
+                assert r.response_code == RC.SUCCESS, r
+    finally:
+        assert n.stop() == 0, n.log_text()
