@@ -30,6 +30,8 @@ from .codec import (
     ResponseCode,
     SiteInfo,
     SiteInfoResponse,
+    VerifyAuthRequest,
+    VerifyAuthResponse,
     decode,
     decode_resolution,
     encode,
@@ -221,6 +223,8 @@ class HandleService:
                 return self._authenticated(m, wire, door, t0)  # type: ignore[return-value]
             if op == OpCode.CHALLENGE_RESPONSE:
                 return self._answer(m, wire, door, t0)  # type: ignore[return-value]
+            if op == OpCode.VERIFY_RESPONSE:
+                return self._verify(m, wire, door, t0)  # type: ignore[return-value]
         if op in ADMIN_OPS:
             rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, NOT_YET
         elif op in REPLICATION_OPS:
@@ -297,6 +301,25 @@ class HandleService:
         # The answer's request id (the client waits on it) with the original operation.
         original = dataclasses.replace(request, request_id=m.request_id, session_id=m.session_id)
         return self._result(original, m, rc, body, door, t0)
+
+    async def _verify(self, m: Message, wire: bytes, door: str, t0: float) -> bytes:
+        """VERIFY_RESPONSE (201): does this HS_SECKEY answer prove the key stored here?"""
+        from registry.auth import AuthError, Identity, verify_secret_key
+        from resolver.codec.auth import signed_data
+
+        assert self.registry is not None
+        body = m.body
+        if not isinstance(body, VerifyAuthRequest):  # pragma: no cover - by dispatch
+            return self._reply(m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0)
+        try:
+            secret = await self.registry.key_for(Identity(body.handle, body.index), "HS_SECKEY")
+            verify_secret_key(
+                secret, body.signed_response, signed_data(body.nonce, body.digest.digest)
+            )
+            valid = True
+        except AuthError:
+            valid = False
+        return self._reply(m, wire, ResponseCode.SUCCESS, VerifyAuthResponse(valid), door, t0)
 
     async def _execute(self, m: Message, who: Any) -> tuple[int, Any]:
         assert self.registry is not None

@@ -504,3 +504,26 @@ def test_challenge_and_answer_may_reach_different_workers(tmp_path: Path) -> Non
                 assert r.response_code == RC.SUCCESS, r
     finally:
         assert n.stop() == 0, n.log_text()
+
+
+def test_verify_response_for_another_server(secret_node: NodeProcess) -> None:
+    import hashlib
+    import os
+
+    from resolver.codec import HashType, RequestDigest, VerifyAuthRequest, VerifyAuthResponse
+    from resolver.codec.auth import MAC_SHA1, SecretKeyMac, encode_secret_key_mac, keyed_mac
+
+    nonce, digest = os.urandom(16), hashlib.sha1(b"a request elsewhere").digest()
+    good = encode_secret_key_mac(
+        SecretKeyMac(MAC_SHA1, keyed_mac(MAC_SHA1, SECRET, nonce + digest))
+    )
+    for signed, valid in ((good, True), (good[:-1] + b"\x00", False)):
+        req = Message(
+            op_code=OpCode.VERIFY_RESPONSE,
+            request_id=77,
+            body=VerifyAuthRequest(
+                "0.NA/88.166", 300, nonce, RequestDigest(HashType.SHA1, digest), signed
+            ),
+        )
+        m = exchange_udp("127.0.0.1", secret_node.handle_port, req)
+        assert m.response_code == RC.SUCCESS and m.body == VerifyAuthResponse(valid)
