@@ -62,6 +62,8 @@ from .templates import (
 TEMPLATE_CACHE_SECONDS = 30.0
 
 MAX_BATCH = 2000
+GROUP_DEPTH = 3  # HS_VLIST groups of groups, followed this deep
+Groups = dict[tuple[str, int], list[tuple[str, int]]]
 
 Result = tuple[int, b.Body]
 P = ParamSpec("P")
@@ -156,7 +158,13 @@ class RegistryService:
             return True
         admins = self._admins_in(decode_values(values_wire)) or await self._prefix_admins(handle)
         try:
-            self._require(who, admins, AP.AUTHORIZED_READ, "read restricted values")
+            self._require(
+                who,
+                admins,
+                AP.AUTHORIZED_READ,
+                "read restricted values",
+                await self._load_groups(admins),
+            )
         except Refusal:
             return False
         return True
@@ -218,11 +226,12 @@ class RegistryService:
         else:
             admins = await self._prefix_admins(handle)
             needed = AP.ADD_HANDLE
+        groups = await self._load_groups(admins)
 
         def fn(before: bytes | None) -> Outcome:
             if before is not None and not overwrite:
                 raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{handle} already exists")
-            self._require(who, admins, needed, "create handles here")
+            self._require(who, admins, needed, "create handles here", groups)
             self._check_template(values, templates)
             if before is None and room is not None and room < 1:
                 raise Refusal(
@@ -241,6 +250,7 @@ class RegistryService:
     async def delete(self, handle: str, who: Identity) -> Result:
         await self._check_target(handle, who, "DELETE")
         prefix_admins = await self._prefix_admins(handle)
+        groups = await self._groups_for(handle, prefix_admins)
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -249,6 +259,7 @@ class RegistryService:
                 self._admins_in(current) or prefix_admins,
                 AP.DELETE_HANDLE,
                 "delete this handle",
+                groups,
             )
             return Outcome(None, RC.SUCCESS, Empty())
 
@@ -266,6 +277,7 @@ class RegistryService:
         await self._check_target(handle, who, "ADD_VALUE")
         added = decode_values(self._prepare(values))
         prefix_admins = await self._prefix_admins(handle)
+        groups = await self._groups_for(handle, prefix_admins)
         templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
@@ -278,6 +290,7 @@ class RegistryService:
                     admins,
                     AP.ADD_ADMIN if v.type == TYPE_ADMIN else AP.ADD_VALUE,
                     f"add a {v.type} value",
+                    groups,
                 )
                 if v.index in have and not overwrite:
                     raise Refusal(RC.VALUE_ALREADY_EXISTS, f"index {v.index} already exists")
@@ -299,6 +312,7 @@ class RegistryService:
         await self._check_target(handle, who, "MODIFY_VALUE")
         changed = decode_values(self._prepare(values))
         prefix_admins = await self._prefix_admins(handle)
+        groups = await self._groups_for(handle, prefix_admins)
         templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
@@ -315,6 +329,7 @@ class RegistryService:
                     admins,
                     AP.MODIFY_ADMIN if admin_change else AP.MODIFY_VALUE,
                     f"modify the value at index {v.index}",
+                    groups,
                 )
                 have[v.index] = v
             self._check_template(have.values(), templates)
@@ -331,6 +346,7 @@ class RegistryService:
     async def remove_values(self, handle: str, indexes: tuple[int, ...], who: Identity) -> Result:
         await self._check_target(handle, who, "REMOVE_VALUE")
         prefix_admins = await self._prefix_admins(handle)
+        groups = await self._groups_for(handle, prefix_admins)
         templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
@@ -346,6 +362,7 @@ class RegistryService:
                     admins,
                     AP.REMOVE_ADMIN if old.type == TYPE_ADMIN else AP.REMOVE_VALUE,
                     f"remove the value at index {i}",
+                    groups,
                 )
                 del have[i]
             self._check_template(have.values(), templates)
@@ -369,7 +386,13 @@ class RegistryService:
         admins = await self._prefix_admins(t.prefix + "/")
         target = NA_PREFIX + t.prefix
         try:
-            self._require(who, admins, AP.MODIFY_VALUE, "change this prefix's templates")
+            self._require(
+                who,
+                admins,
+                AP.MODIFY_VALUE,
+                "change this prefix's templates",
+                await self._load_groups(admins),
+            )
             existing = await self._prefix_templates(t.prefix, fresh=True)
             if t.version in existing:
                 if existing[t.version] == t:
@@ -462,6 +485,9 @@ class RegistryService:
             raise Refusal(RC.INSUFFICIENT_PERMISSIONS, "only server administrators may replace")
         results: list[tuple[str, int, str] | None] = [None] * len(items)
         admins_by_prefix = await self._admins_by_prefix([h for h, _ in items], who)
+        batch_groups = await self._load_groups(
+            [a for admins in admins_by_prefix.values() for a in admins]
+        )
         good: list[tuple[int, HandleRecord]] = []
         seen: dict[str, int] = {}
         rooms: dict[str, int | None] = {}
@@ -473,7 +499,11 @@ class RegistryService:
                     raise Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
                 prefix = normalize(prefix_of(handle), self.case_sensitive)
                 self._require(
-                    who, admins_by_prefix.get(prefix, []), AP.ADD_HANDLE, "create handles here"
+                    who,
+                    admins_by_prefix.get(prefix, []),
+                    AP.ADD_HANDLE,
+                    "create handles here",
+                    batch_groups,
                 )
                 vals = self._prepare(values)
                 if any(v.index == TEMPLATE_INDEX for v in values):
@@ -538,7 +568,13 @@ class RegistryService:
             return RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, b.ErrorResponse(NOT_HOMED_MESSAGE)
         admins = await self._prefix_admins(prefix + "/")
         try:
-            self._require(who, admins, AP.LIST_HANDLES, "list handles under this prefix")
+            self._require(
+                who,
+                admins,
+                AP.LIST_HANDLES,
+                "list handles under this prefix",
+                await self._load_groups(admins),
+            )
         except Refusal as exc:
             await self._audit_refusal(who, "LIST_HANDLES", prefix_handle, exc)
             raise
@@ -672,19 +708,79 @@ class RegistryService:
         return out
 
     def _require(
-        self, who: Identity, admins: list[AdminRecord], permission: int, what: str
+        self,
+        who: Identity,
+        admins: list[AdminRecord],
+        permission: int,
+        what: str,
+        groups: Groups | None = None,
     ) -> None:
+        """Refuse unless an admin record with ``permission`` names ``who``, directly or
+        through an HS_VLIST group (``groups``: members by (handle, index), pre-loaded)."""
         if self.is_server_admin(who):
             return
         me = self._ident_key(who)
         for a in admins:
-            same = normalize(a.admin_handle, self.case_sensitive) == me[0]
-            if same and a.admin_index in (0, me[1]) and a.permissions & permission:
+            if not a.permissions & permission:
+                continue
+            target = (normalize(a.admin_handle, self.case_sensitive), a.admin_index)
+            if target[0] == me[0] and target[1] in (0, me[1]):
+                return
+            if groups and self._in_group(me, target, groups):
                 return
         raise Refusal(
             RC.INSUFFICIENT_PERMISSIONS,
             f"{who} may not {what} ({AdminPermission(permission).name} is needed)",
         )
+
+    @staticmethod
+    def _in_group(me: tuple[str, int], group: tuple[str, int], groups: Groups) -> bool:
+        seen, todo = set(), [group]
+        while todo:
+            g = todo.pop()
+            if g in seen:
+                continue
+            seen.add(g)
+            for member in groups.get(g, ()):
+                if member[0] == me[0] and member[1] in (0, me[1]):
+                    return True
+                todo.append(member)
+        return False
+
+    async def _load_groups(self, admins: list[AdminRecord]) -> Groups:
+        """HS_VLIST groups named by admin records, followed up to GROUP_DEPTH levels."""
+        groups: Groups = {}
+        frontier = [(normalize(a.admin_handle, self.case_sensitive), a.admin_index) for a in admins]
+        for _ in range(GROUP_DEPTH):
+            frontier = [f for f in frontier if f not in groups]
+            if not frontier:
+                break
+            found = await self.store.get_many(sorted({h for h, _ in frontier}))
+            following: list[tuple[str, int]] = []
+            for handle, index in frontier:
+                vals = found.get(handle)
+                if vals is None:
+                    continue
+                for v in decode_values(vals):
+                    if v.index == index and v.type == TYPE_VLIST:
+                        try:
+                            members = [
+                                (normalize(r.handle, self.case_sensitive), r.index)
+                                for r in decode_vlist(v.data)
+                            ]
+                        except ProtocolError:
+                            continue  # a broken list grants nothing
+                        groups[(handle, index)] = members
+                        following += members
+            frontier = following
+        return groups
+
+    async def _groups_for(self, handle: str, prefix_admins: list[AdminRecord]) -> Groups:
+        """Groups any admin of ``handle`` (its own HS_ADMIN now, or its prefix's) may name."""
+        key = normalize(handle, self.case_sensitive)
+        vals = (await self.store.get_many([key])).get(key)
+        own = self._admins_in(decode_values(vals)) if vals else []
+        return await self._load_groups(own + prefix_admins)
 
     @staticmethod
     def _existing(handle: str, before: bytes | None) -> tuple[HandleValue, ...]:

@@ -377,3 +377,39 @@ def test_registration_quotas(store_url: str, tmp_path: Path) -> None:
             await store.close()
 
     run(go)
+
+
+def test_hs_vlist_admin_groups(sqlite_url: str, tmp_path: Path) -> None:
+    from resolver.codec.values import ValueReference
+    from resolver.codec.vlist import encode_vlist
+
+    async def go() -> None:
+        store, svc, _ = await service(sqlite_url, tmp_path)
+        try:
+            bob = Identity("0.NA/88.166.1001.staff", 300)
+            # the prefix admin is a group: 200:0.NA/88.166.1001 lists members (a group of groups)
+            group = HandleValue(
+                200, "HS_VLIST", encode_vlist([ValueReference("0.NA/88.166.1001", 201)])
+            )
+            inner = HandleValue(201, "HS_VLIST", encode_vlist([ValueReference(bob.handle, 300)]))
+            group_admin = HandleValue(
+                100, "HS_ADMIN", encode_admin(AdminRecord(AP.ADD_HANDLE, "0.NA/88.166.1001", 200))
+            )
+            svc.server_admins.add(("0.NA/88.166", 300))
+            assert (
+                await svc.create(
+                    "0.NA/88.166.1001", (group_admin, group, inner), Identity("0.NA/88.166", 300)
+                )
+            )[0] == RC.SUCCESS
+            svc.server_admins.discard(("0.NA/88.166", 300))
+            assert (await svc.create("88.166.1001/G-1", (URL,), bob))[0] == RC.SUCCESS
+            stranger = Identity("0.NA/88.166.1001.staff", 301)
+            assert (await svc.create("88.166.1001/G-2", (URL,), stranger))[0] == (
+                RC.INSUFFICIENT_PERMISSIONS
+            )
+            # membership grants only the group admin's bits
+            assert (await svc.delete("88.166.1001/G-1", bob))[0] == RC.INSUFFICIENT_PERMISSIONS
+        finally:
+            await store.close()
+
+    run(go)
