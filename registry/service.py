@@ -485,12 +485,12 @@ class RegistryService:
             raise Refusal(RC.INSUFFICIENT_PERMISSIONS, "only server administrators may replace")
         results: list[tuple[str, int, str] | None] = [None] * len(items)
         admins_by_prefix = await self._admins_by_prefix([h for h, _ in items], who)
-        batch_groups = await self._load_groups(
-            [a for admins in admins_by_prefix.values() for a in admins]
-        )
+        distinct = {id(admins): admins for admins in admins_by_prefix.values()}
+        batch_groups = await self._load_groups([a for admins in distinct.values() for a in admins])
         good: list[tuple[int, HandleRecord]] = []
         seen: dict[str, int] = {}
         rooms: dict[str, int | None] = {}
+        templates_by_prefix: dict[str, dict[str, Template]] = {}
         refused: list[AuditEntry] = []
         for i, (handle, values) in enumerate(items):
             try:
@@ -507,7 +507,10 @@ class RegistryService:
                 )
                 vals = self._prepare(values)
                 if any(v.index == TEMPLATE_INDEX for v in values):
-                    self._check_template(values, await self.templates_for(handle))
+                    p_key = prefix_of(handle)
+                    if p_key not in templates_by_prefix:
+                        templates_by_prefix[p_key] = await self.templates_for(handle)
+                    self._check_template(values, templates_by_prefix[p_key])
                 key = normalize(handle, self.case_sensitive)
                 if key in seen:
                     raise Refusal(
@@ -675,10 +678,16 @@ class RegistryService:
                 p = p.rpartition(".")[0]
             chains[prefix] = chain
         found = await self.store.get_many(sorted({k for c in chains.values() for k in c}))
+        decoded: dict[str, list[AdminRecord]] = {}  # many prefixes share an ancestor
         out: dict[str, list[AdminRecord]] = {}
         for prefix, chain in chains.items():
-            nearest = next((found[k] for k in chain if k in found), None)
-            out[prefix] = self._admins_in(decode_values(nearest)) if nearest else []
+            nearest = next((k for k in chain if k in found), None)
+            if nearest is None:
+                out[prefix] = []
+                continue
+            if nearest not in decoded:
+                decoded[nearest] = self._admins_in(decode_values(found[nearest]))
+            out[prefix] = decoded[nearest]
         return out
 
     async def _prefix_admins(self, handle: str) -> list[AdminRecord]:
@@ -750,7 +759,11 @@ class RegistryService:
     async def _load_groups(self, admins: list[AdminRecord]) -> Groups:
         """HS_VLIST groups named by admin records, followed up to GROUP_DEPTH levels."""
         groups: Groups = {}
-        frontier = [(normalize(a.admin_handle, self.case_sensitive), a.admin_index) for a in admins]
+        frontier = list(
+            dict.fromkeys(
+                (normalize(a.admin_handle, self.case_sensitive), a.admin_index) for a in admins
+            )
+        )
         for _ in range(GROUP_DEPTH):
             frontier = [f for f in frontier if f not in groups]
             if not frontier:
