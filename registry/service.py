@@ -249,6 +249,19 @@ class RegistryService:
     @answers_refusals
     async def delete(self, handle: str, who: Identity) -> Result:
         await self._check_target(handle, who, "DELETE")
+        parent = prefix_of(handle).rpartition(".")[0]
+        if handle[:5].upper() == NA_PREFIX.upper() and parent:
+            # A derived prefix is removed by its parent prefix's admins.
+            admins = await self._prefix_admins(parent + "/")
+            needed, what = AP.DELETE_DERIVED_PREFIX, "delete this derived prefix"
+            groups = await self._load_groups(admins)
+
+            def drop_prefix(before: bytes | None) -> Outcome:
+                self._existing(handle, before)
+                self._require(who, admins, needed, what, groups)
+                return Outcome(None, RC.SUCCESS, Empty())
+
+            return await self._write(handle, drop_prefix, who, "DELETE")
         prefix_admins = await self._prefix_admins(handle)
         groups = await self._groups_for(handle, prefix_admins)
 

@@ -76,6 +76,8 @@ OPS: list[tuple[int, str]] = [
     (AP.REMOVE_VALUE, "remove"),
     (AP.REMOVE_ADMIN, "remove_admin"),
     (AP.LIST_HANDLES, "list"),
+    (AP.ADD_DERIVED_PREFIX, "create_prefix"),
+    (AP.DELETE_DERIVED_PREFIX, "delete_prefix"),
 ]
 
 
@@ -97,6 +99,10 @@ async def do(svc: RegistryService, op: str) -> int:
         return (await svc.remove_values(h, (1,), ALICE))[0]
     if op == "remove_admin":
         return (await svc.remove_values(h, (2,), ALICE))[0]
+    if op == "create_prefix":  # a sub-prefix of ALICE's prefix
+        return (await svc.create("0.NA/88.166.1001.9", (URL,), ALICE))[0]
+    if op == "delete_prefix":
+        return (await svc.delete("0.NA/88.166.1001.8", ALICE))[0]
     return (await svc.list_handles("0.NA/88.166.1001", ALICE))[0]
 
 
@@ -120,17 +126,26 @@ def test_every_permission_bit(bit: int, op: str, sqlite_url: str, tmp_path: Path
     async def go() -> None:
         store, svc, _ = await service(sqlite_url, tmp_path)
         try:
-            if op != "create":
+            if op == "delete_prefix":  # the derived prefix to delete
+                svc.server_admins.add(("0.NA/88.166", 300))
+                rc, _ = await svc.create("0.NA/88.166.1001.8", (URL,), ROOT)
+                svc.server_admins.discard(("0.NA/88.166", 300))
+                assert rc == RC.SUCCESS
+            if op not in ("create", "create_prefix", "delete_prefix"):
                 svc.server_admins.add(("0.NA/88.166", 300))
                 rc, _ = await svc.create("88.166.1001/item", (URL, admin_value(0, ALICE, 2)), ROOT)
                 svc.server_admins.discard(("0.NA/88.166", 300))
                 assert rc == RC.SUCCESS
             # every bit but this one: refused, nothing changes, the refusal is audited
             await grant(svc, 0x0FFF & ~bit)
-            before = await values(store, "88.166.1001/item")
+            target = {
+                "list": "0.NA/88.166.1001",
+                "create_prefix": "0.NA/88.166.1001.9",
+                "delete_prefix": "0.NA/88.166.1001.8",
+            }.get(op, "88.166.1001/item")
+            before = await values(store, target)
             assert await do(svc, op) == RC.INSUFFICIENT_PERMISSIONS
-            assert await values(store, "88.166.1001/item") == before
-            target = "88.166.1001/item" if op != "list" else "0.NA/88.166.1001"
+            assert await values(store, target) == before
             audit = await store.audit_for(target)
             assert audit[0].rc == RC.INSUFFICIENT_PERMISSIONS and audit[0].actor == str(ALICE)
             # this bit alone: allowed
