@@ -1,8 +1,10 @@
 """Creating a prefix's administrator, the reference server's layout.
 
 ``0.NA/<prefix>`` gets HS_ADMIN at index 100 (every permission, administered by
-``300:0.NA/<prefix>``) and the key at index 300: HS_SECKEY (sealed, never public) or
-HS_PUBKEY. Existing clients find the admin where their usual settings look.
+``300:0.NA/<prefix>``), the key at index 300 (HS_SECKEY, sealed and never public, or
+HS_PUBKEY) and the admin group at index 200: an HS_VLIST listing ``300:0.NA/<prefix>``.
+Existing clients find the admin where their usual settings look; pyhandle, for one,
+writes ``200:0.NA/<prefix>`` as the owner of the handles it creates.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from resolver.codec import (
     encode_values,
 )
 from resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
+from resolver.codec.values import ValueReference
+from resolver.codec.vlist import encode_vlist
 
 from .names import NA_PREFIX
 from .secrets import Sealer
 from .store import Outcome, Store, now
 
 ADMIN_INDEX = 100
+GROUP_INDEX = 200
 KEY_INDEX = 300
 
 
@@ -55,7 +60,12 @@ async def create_prefix_admin(
     handle = NA_PREFIX + prefix
     admin = AdminRecord(ALL_ADMIN_PERMISSIONS, handle, KEY_INDEX)
     t = now()
-    values = [HandleValue(ADMIN_INDEX, "HS_ADMIN", encode_admin(admin), timestamp=t)]
+    values = [
+        HandleValue(ADMIN_INDEX, "HS_ADMIN", encode_admin(admin), timestamp=t),
+        HandleValue(
+            GROUP_INDEX, "HS_VLIST", encode_vlist([ValueReference(handle, KEY_INDEX)]), timestamp=t
+        ),
+    ]
     if secret is not None:
         if sealer is None:
             raise ValueError("a node key is needed to store a secret")

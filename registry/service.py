@@ -319,6 +319,52 @@ class RegistryService:
         return await self._write(handle, fn, who, "ADD_VALUE")
 
     @answers_refusals
+    async def put_values(
+        self, handle: str, values: tuple[HandleValue, ...], who: Identity
+    ) -> Result:
+        """Add or replace the given values in one transaction (REST PUT with ?index=):
+        an existing index needs MODIFY_VALUE (MODIFY_ADMIN for HS_ADMIN), a new one
+        ADD_VALUE (ADD_ADMIN)."""
+        await self._check_target(handle, who, "PUT_VALUES")
+        given = decode_values(self._prepare(values))
+        prefix_admins = await self._prefix_admins(handle)
+        groups = await self._groups_for(handle, prefix_admins)
+        templates = await self.templates_for(handle)
+
+        def fn(before: bytes | None) -> Outcome:
+            current = self._existing(handle, before)
+            admins = self._admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for v in given:
+                old = have.get(v.index)
+                admin = TYPE_ADMIN in (v.type, old.type if old else "")
+                if old is None:
+                    perm = AP.ADD_ADMIN if admin else AP.ADD_VALUE
+                else:
+                    perm = AP.MODIFY_ADMIN if admin else AP.MODIFY_VALUE
+                self._require(who, admins, perm, f"write the value at index {v.index}", groups)
+                have[v.index] = v
+            self._check_template(have.values(), templates)
+            return Outcome(
+                self._encode(have.values()),
+                RC.SUCCESS,
+                Empty(),
+                f"indexes {sorted(v.index for v in given)}",
+            )
+
+        return await self._write(handle, fn, who, "PUT_VALUES")
+
+    async def check_password(self, who: Identity, secret: bytes) -> bool:
+        """HTTP Basic authentication: is ``secret`` the HS_SECKEY at ``who``? Constant-time."""
+        import hmac
+
+        try:
+            stored = await self.key_for(who, "HS_SECKEY")
+        except AuthError:
+            return False
+        return hmac.compare_digest(stored, secret)
+
+    @answers_refusals
     async def modify_values(
         self, handle: str, values: tuple[HandleValue, ...], who: Identity
     ) -> Result:

@@ -1,7 +1,5 @@
-"""HTTP front door: the native Handle tunnel (POST /), /healthz and /metrics.
-
-The REST API (/api/handles) joins this app in its own issue.
-"""
+"""HTTP front door: the native Handle tunnel (POST /), the REST API (rest_door.py),
+/healthz and /metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ from aiohttp import web
 from . import metrics
 from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
 from .handle_service import HandleService
+from .rest_door import MAX_BODY, RestApi
 
 HDL_MESSAGE = "application/x-hdl-message"
 
@@ -24,7 +23,9 @@ def _json_error(status: int, message: str) -> web.Response:
 
 
 def build_app(service: HandleService, health: HealthCheck) -> web.Application:
-    app = web.Application(client_max_size=MAX_MESSAGE_LENGTH + ENVELOPE_SIZE)
+    # The larger of a Handle message and a REST body (the REST door checks its own limit).
+    app = web.Application(client_max_size=max(MAX_MESSAGE_LENGTH + ENVELOPE_SIZE, MAX_BODY))
+    RestApi(service.core, service.registry).add_routes(app)
 
     async def tunnel(request: web.Request) -> web.StreamResponse:
         if request.content_type != HDL_MESSAGE:
