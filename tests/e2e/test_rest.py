@@ -189,15 +189,12 @@ def test_reference_json_and_status_mapping(node: NodeProcess) -> None:
 def test_bad_requests_get_a_4xx_with_a_json_body(
     node: NodeProcess, method: str, path: str, body: bytes | None, headers: Any, status: int
 ) -> None:
-    h = (
-        {
-            "auth": auth(),
-            "badauth": auth("wrong"),
-            "auth-text": {**auth(), "Content-Type": "text/plain"},
-        }.get(headers, headers)
-        if isinstance(headers, str)
-        else headers
-    )
+    named: dict[str, dict[str, str]] = {
+        "auth": auth(),
+        "badauth": auth("wrong"),
+        "auth-text": {**auth(), "Content-Type": "text/plain"},
+    }
+    h: dict[str, str] | None = named[headers] if isinstance(headers, str) else headers
     got, j = http(node, method, path, body, h)
     assert got == status, j
     assert "responseCode" in j
