@@ -50,3 +50,15 @@ class Sealer:
             return self._fernet.decrypt(stored[len(SEALED_PREFIX) :])
         except InvalidToken:
             raise SecretError("HS_SECKEY value was sealed with another node key") from None
+
+    def token(self, payload: bytes) -> str:
+        """A bearer token carrying ``payload``, sealed and timestamped (Fernet)."""
+        return self._fernet.encrypt(b"token:" + payload).decode()
+
+    def open_token(self, token: str, ttl: int) -> bytes | None:
+        """The payload of a token no older than ``ttl`` seconds; None if not ours or expired."""
+        try:
+            raw = self._fernet.decrypt(token.encode(), ttl=ttl)
+        except (InvalidToken, ValueError):
+            return None
+        return raw[len(b"token:") :] if raw.startswith(b"token:") else None

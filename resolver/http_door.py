@@ -11,6 +11,7 @@ from aiohttp import web
 from . import metrics
 from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
 from .handle_service import HandleService
+from .idis_door import IdisApi
 from .rest_door import MAX_BODY, RestApi
 
 HDL_MESSAGE = "application/x-hdl-message"
@@ -26,6 +27,8 @@ def build_app(service: HandleService, health: HealthCheck) -> web.Application:
     # The larger of a Handle message and a REST body (the REST door checks its own limit).
     app = web.Application(client_max_size=max(MAX_MESSAGE_LENGTH + ENVELOPE_SIZE, MAX_BODY))
     RestApi(service.core, service.registry).add_routes(app)
+    sealer = service.registry.sealer if service.registry is not None else None
+    IdisApi(service.core, service.registry, sealer).add_routes(app)
 
     async def tunnel(request: web.Request) -> web.StreamResponse:
         if request.content_type != HDL_MESSAGE:

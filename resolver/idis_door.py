@@ -1,0 +1,339 @@
+"""The IDIS management facade (the SNMS interface operators already script against).
+
+``POST /identity/token``, ``/identityv2/data`` (detail, create, update, delete and the
+batch calls, at most 2000 records each with a ``{handle, code, msg}`` per record) and
+``/snms/api/v5/template``, mapped onto the same registry service as every other front
+door. Answers are ``{"status", "message", "data"}`` with the SNMS status codes: 1 ok,
+-1 not logged in, -2 business error, -3 no permission, -4 internal error.
+
+Login: ``username`` is an admin key as INDEX:HANDLE (e.g. 300:0.NA/88.166), ``password``
+its HS_SECKEY. The token (24 h) is sealed with the node key, so every worker and every
+node sharing the key file accepts it without shared state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from registry.auth import Identity
+from registry.templates import TEMPLATE_INDEX
+
+from .codec import HandleValue, Permission, ProtocolError, ResponseCode, decode_values
+from .codec.jsonform import value_from_json, value_to_json
+from .core import Resolution, answer
+
+if TYPE_CHECKING:
+    from registry.secrets import Sealer
+    from registry.service import RegistryService
+
+    from .core import Resolver
+
+log = logging.getLogger("idnode.idis")
+RC = ResponseCode
+OK, NOT_LOGGED_IN, BUSINESS, NO_PERMISSION, INTERNAL = 1, -1, -2, -3, -4
+TOKEN_SECONDS = 24 * 3600
+MAX_BATCH = 2000
+PUBLIC = int(Permission.ADMIN_READ | Permission.ADMIN_WRITE | Permission.PUBLIC_READ)
+PRIVATE = int(Permission.ADMIN_READ | Permission.ADMIN_WRITE)
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def result(status: int, message: str = "success", data: Any = None) -> web.Response:
+    return web.json_response(
+        {"status": status, "message": message, "data": data},
+        dumps=lambda o: json.dumps(o, ensure_ascii=False),
+    )
+
+
+def status_of(rc: int) -> int:
+    if rc == RC.SUCCESS:
+        return OK
+    if rc in (RC.INSUFFICIENT_PERMISSIONS, RC.INVALID_ADMIN):
+        return NO_PERMISSION
+    if rc in (RC.AUTHENTICATION_NEEDED, RC.AUTHENTICATION_FAILED):
+        return NOT_LOGGED_IN
+    if rc == RC.ERROR:
+        return INTERNAL
+    return BUSINESS
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class IdisApi:
+    def __init__(
+        self, core: Resolver, registry: RegistryService | None, sealer: Sealer | None
+    ) -> None:
+        self.core = core
+        self.registry = registry
+        self.sealer = sealer
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post("/identity/token", self._guard(self.token, login=False))
+        r.add_get("/identityv2/data/detail", self._guard(self.detail, login=False))
+        r.add_post("/identityv2/data", self._guard(self.create))
+        r.add_put("/identityv2/data", self._guard(self.update))
+        r.add_delete("/identityv2/data", self._guard(self.delete))
+        r.add_post("/identityv2/data/batchCreate", self._guard(self.batch_create))
+        r.add_put("/identityv2/data/batchUpdate", self._guard(self.batch_update))
+        r.add_delete("/identityv2/data/batchDelete", self._guard(self.batch_delete))
+        r.add_get("/snms/api/v5/template", self._guard(self.template_get, login=False))
+        r.add_post("/snms/api/v5/template", self._guard(self.template_put))
+        r.add_put("/snms/api/v5/template", self._guard(self.template_put))
+        r.add_delete("/snms/api/v5/template", self._guard(self.template_delete))
+
+    def _guard(self, fn: Callable[..., Awaitable[web.Response]], login: bool = True) -> Handler:
+        """Parse, authenticate and turn every failure into an SNMS status, never a 500."""
+
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                if self.registry is None:
+                    raise _Refused(INTERNAL, "registration is not available on this node")
+                if login:
+                    return await fn(request, self._who(request))
+                return await fn(request)
+            except _Refused as exc:
+                return result(exc.status, exc.message)
+            except web.HTTPException:
+                raise
+            except Exception:
+                log.exception("IDIS API call failed")
+                return result(INTERNAL, "internal error; see the node log")
+
+        return handler
+
+    def _who(self, request: web.Request) -> Identity:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("token")
+        if not token or self.sealer is None:
+            raise _Refused(NOT_LOGGED_IN, "log in first: POST /identity/token")
+        payload = self.sealer.open_token(token.strip(), TOKEN_SECONDS)
+        if payload is None:
+            raise _Refused(NOT_LOGGED_IN, "the token is not valid or has expired")
+        return Identity.parse(payload.decode())
+
+    @staticmethod
+    async def _json(request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > 16 * 1024 * 1024:
+            raise _Refused(BUSINESS, "the body is over 16 MiB")
+        try:
+            return json.loads(await request.read() or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _Refused(BUSINESS, f"the body is not JSON: {exc}") from None
+
+    # --- login ----------------------------------------------------------------------
+
+    async def token(self, request: web.Request) -> web.Response:
+        assert self.registry is not None
+        body = await self._json(request)
+        if not (
+            isinstance(body, dict)
+            and isinstance(body.get("username"), str)
+            and isinstance(body.get("password"), str)
+        ):
+            raise _Refused(BUSINESS, 'give {"username": "300:0.NA/PREFIX", "password": ...}')
+        try:
+            who = Identity.parse(body["username"])
+        except ValueError as exc:
+            raise _Refused(BUSINESS, str(exc)) from None
+        if self.sealer is None or not await self.registry.check_password(
+            who, body["password"].encode()
+        ):
+            raise _Refused(NOT_LOGGED_IN, "wrong username or password")
+        return result(
+            OK, data={"token": self.sealer.token(str(who).encode()), "expiresIn": TOKEN_SECONDS}
+        )
+
+    # --- identifiers ------------------------------------------------------------------
+
+    def _record(self, item: Any) -> tuple[str, tuple[HandleValue, ...]]:
+        """An SNMS record {handle, templateVersion, value: [...]} as a handle and its values."""
+        if not isinstance(item, dict) or not isinstance(item.get("handle"), str):
+            raise _Refused(BUSINESS, 'each record needs "handle"')
+        values: list[HandleValue] = []
+        for v in item.get("value") or []:
+            if not isinstance(v, dict):
+                raise _Refused(BUSINESS, "each value must be an object")
+            restricted = bool(v.get("auth"))  # field-level visibility: not public
+            plain = {k: v[k] for k in ("index", "type", "data", "ttl") if k in v}
+            try:
+                hv = value_from_json(plain)
+            except ProtocolError as exc:
+                raise _Refused(BUSINESS, f"{item['handle']}: {exc.reason}") from None
+            values.append(
+                HandleValue(
+                    hv.index,
+                    hv.type,
+                    hv.data,
+                    hv.ttl,
+                    hv.ttl_type,
+                    hv.timestamp,
+                    PRIVATE if restricted else PUBLIC,
+                )
+            )
+        version = item.get("templateVersion")
+        if version:
+            values = [v for v in values if v.index != TEMPLATE_INDEX]
+            values.append(HandleValue(TEMPLATE_INDEX, "TEMPLATE", str(version).encode()))
+        return item["handle"], tuple(values)
+
+    async def detail(self, request: web.Request) -> web.Response:
+        handle = request.query.get("handle", "")
+        if not handle:
+            raise _Refused(BUSINESS, "give ?handle=")
+        e = await self.core.entry(handle)
+        if isinstance(e, Resolution):
+            return result(status_of(e.response_code), e.message)
+        res = answer(e, (), ())
+        if res.response_code != RC.SUCCESS:
+            return result(status_of(res.response_code), res.message)
+        values = decode_values(res.values_wire)
+        tpl = next(
+            (v.data.decode("utf-8", "replace") for v in values if v.index == TEMPLATE_INDEX), None
+        )
+        shown = [value_to_json(v) for v in values if v.index != TEMPLATE_INDEX]
+        return result(OK, data={"handle": handle, "templateVersion": tpl, "value": shown})
+
+    async def create(self, request: web.Request, who: Identity) -> web.Response:
+        assert self.registry is not None
+        handle, values = self._record(await self._json(request))
+        rc, body = await self.registry.create(handle, values, who)
+        return result(status_of(rc), getattr(body, "message", "") or "success")
+
+    async def update(self, request: web.Request, who: Identity) -> web.Response:
+        assert self.registry is not None
+        handle, values = self._record(await self._json(request))
+        rc, body = await self.registry.put_values(handle, values, who)
+        return result(status_of(rc), getattr(body, "message", "") or "success")
+
+    async def delete(self, request: web.Request, who: Identity) -> web.Response:
+        assert self.registry is not None
+        body = await self._json(request)
+        handle = body.get("handle") if isinstance(body, dict) else None
+        if not isinstance(handle, str):
+            raise _Refused(BUSINESS, 'give {"handle": ...}')
+        rc, out = await self.registry.delete(handle, who)
+        return result(status_of(rc), getattr(out, "message", "") or "success")
+
+    def _batch(self, body: Any) -> list[Any]:
+        items = body.get("data") if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise _Refused(BUSINESS, "a batch is a JSON array of records")
+        if len(items) > MAX_BATCH:
+            raise _Refused(BUSINESS, f"{len(items)} records: at most {MAX_BATCH} a batch")
+        return items
+
+    async def batch_create(self, request: web.Request, who: Identity) -> web.Response:
+        assert self.registry is not None
+        items = self._batch(await self._json(request))
+        parsed: list[tuple[str, tuple[HandleValue, ...]]] = []
+        per_item: list[dict[str, Any] | None] = []
+        for item in items:
+            try:
+                parsed.append(self._record(item))
+                per_item.append(None)
+            except _Refused as exc:  # one bad record never stops the others
+                name = item.get("handle") if isinstance(item, dict) else None
+                per_item.append({"handle": name, "code": exc.status, "msg": exc.message})
+        results = iter(await self.registry.batch_create(parsed, who))
+        out = []
+        for slot in per_item:
+            if slot is None:
+                handle, rc, msg = next(results)
+                slot = {"handle": handle, "code": status_of(rc), "msg": msg}
+            out.append(slot)
+        failed = sum(1 for r in out if r["code"] != OK)
+        return result(
+            OK if not failed else BUSINESS,
+            "success" if not failed else f"{failed} of {len(out)} records failed",
+            out,
+        )
+
+    async def batch_update(self, request: web.Request, who: Identity) -> web.Response:
+        assert self.registry is not None
+        out = []
+        for item in self._batch(await self._json(request)):
+            try:
+                handle, values = self._record(item)
+                rc, body = await self.registry.put_values(handle, values, who)
+                out.append(
+                    {
+                        "handle": handle,
+                        "code": status_of(rc),
+                        "msg": getattr(body, "message", "") or "success",
+                    }
+                )
+            except _Refused as exc:
+                out.append(
+                    {
+                        "handle": item.get("handle") if isinstance(item, dict) else None,
+                        "code": exc.status,
+                        "msg": exc.message,
+                    }
+                )
+        failed = sum(1 for r in out if r["code"] != OK)
+        return result(
+            OK if not failed else BUSINESS,
+            "success" if not failed else f"{failed} of {len(out)} records failed",
+            out,
+        )
+
+    async def batch_delete(self, request: web.Request, who: Identity) -> web.Response:
+        assert self.registry is not None
+        out = []
+        for item in self._batch(await self._json(request)):
+            handle = item.get("handle") if isinstance(item, dict) else item
+            if not isinstance(handle, str):
+                out.append({"handle": None, "code": BUSINESS, "msg": "no handle"})
+                continue
+            rc, body = await self.registry.delete(handle, who)
+            out.append(
+                {
+                    "handle": handle,
+                    "code": status_of(rc),
+                    "msg": getattr(body, "message", "") or "success",
+                }
+            )
+        failed = sum(1 for r in out if r["code"] != OK)
+        return result(
+            OK if not failed else BUSINESS,
+            "success" if not failed else f"{failed} of {len(out)} records failed",
+            out,
+        )
+
+    # --- templates ----------------------------------------------------------------------
+
+    async def template_get(self, request: web.Request) -> web.Response:
+        assert self.registry is not None
+        prefix = request.query.get("prefix", "")
+        if not prefix:
+            raise _Refused(BUSINESS, "give ?prefix= (and optionally &version=)")
+        found = await self.registry._prefix_templates(prefix, fresh=True)
+        version = request.query.get("version")
+        if version:
+            t = found.get(version)
+            if t is None:
+                raise _Refused(BUSINESS, f"{prefix} has no template version {version}")
+            return result(OK, data=json.loads(t.to_json()))
+        return result(OK, data=[json.loads(t.to_json()) for t in found.values()])
+
+    async def template_put(self, request: web.Request, who: Identity) -> web.Response:
+        assert self.registry is not None
+        rc, body = await self.registry.put_template(await self._json(request), who)
+        return result(status_of(rc), getattr(body, "message", "") or "success")
+
+    async def template_delete(self, request: web.Request, who: Identity) -> web.Response:
+        raise _Refused(
+            BUSINESS,
+            'templates are never deleted: publish a version with the items "enabled": false',
+        )
