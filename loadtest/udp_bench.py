@@ -210,6 +210,8 @@ def start_node(db_url: str, cpu: int, extra: list[str]) -> tuple[subprocess.Pope
             str(port),
             "--http-port",
             str(free_port()),
+            "--grpc-port",
+            str(free_port()),
             "--log-level",
             "warning",
             *extra,

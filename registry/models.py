@@ -96,3 +96,13 @@ sessions = Table(
     Column("challenge_expires", Float, nullable=False, server_default="0"),
     Column("expires", Float, nullable=False),  # Unix time
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_sha256", String(64), primary_key=True),  # the key itself is never stored
+    Column("identity_handle", Text, nullable=False),  # the admin the key acts as
+    Column("identity_index", Integer, nullable=False),
+    Column("label", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+)

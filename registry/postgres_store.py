@@ -330,6 +330,26 @@ class PostgresStore(Store):
             )
         return None if row is None else (row[0], int(row[1]))
 
+    async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None:
+        async with self.pool.acquire() as c:
+            await c.execute(
+                "INSERT INTO api_keys (key_sha256, identity_handle, identity_index, label,"
+                " created_at) VALUES ($1, $2, $3, $4, $5)",
+                key_sha256,
+                handle,
+                index,
+                label,
+                now(),
+            )
+
+    async def api_key(self, key_sha256: str) -> tuple[str, int] | None:
+        async with self.pool.acquire() as c:
+            row = await c.fetchrow(
+                "SELECT identity_handle, identity_index FROM api_keys WHERE key_sha256 = $1",
+                key_sha256,
+            )
+        return None if row is None else (row[0], int(row[1]))
+
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
         async with self.pool.acquire() as c:
             r = await c.fetchval(

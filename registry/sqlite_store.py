@@ -335,3 +335,17 @@ class SqliteStore(Store):
         self.db.execute("DELETE FROM sessions WHERE expires < ?", (now - 3600,))
         self.db.execute("UPDATE sessions SET expires = ? WHERE id = ?", (extend_to, sid))
         return row[0], int(row[1])
+
+    async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None:
+        self.db.execute(
+            "INSERT INTO api_keys (key_sha256, identity_handle, identity_index, label,"
+            " created_at) VALUES (?, ?, ?, ?, ?)",
+            (key_sha256, handle, index, label, now()),
+        )
+
+    async def api_key(self, key_sha256: str) -> tuple[str, int] | None:
+        row = self.db.execute(
+            "SELECT identity_handle, identity_index FROM api_keys WHERE key_sha256 = ?",
+            (key_sha256,),
+        ).fetchone()
+        return None if row is None else (row[0], int(row[1]))

@@ -210,6 +210,12 @@ class Store(ABC):
     ) -> tuple[str, int] | None: ...
 
     @abstractmethod
+    async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None: ...
+
+    @abstractmethod
+    async def api_key(self, key_sha256: str) -> tuple[str, int] | None: ...
+
+    @abstractmethod
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
         """Store a template version; False when that version exists already (never changed)."""
 

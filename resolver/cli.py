@@ -230,6 +230,40 @@ def _cmd_template(args: argparse.Namespace) -> int:
     return asyncio.run(_template(_settings(args), args))
 
 
+async def _apikey(s: Settings, admin: str, label: str) -> int:
+    import hashlib
+    import secrets
+
+    from registry.auth import Identity
+    from registry.store import open_store
+
+    who = Identity.parse(admin)
+    store = open_store(s.database_url, s.case_sensitive)
+    await store.open()
+    try:
+        key = "idn_" + secrets.token_urlsafe(32)
+        await store.add_api_key(
+            hashlib.sha256(key.encode()).hexdigest(), who.handle, who.index, label
+        )
+    finally:
+        await store.close()
+    print(key)
+    print(
+        f"API key for {who} created; only its SHA-256 is stored, so keep it now. Send it "
+        "as gRPC metadata: authorization: Bearer <key>",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _cmd_apikey(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_apikey(_settings(args), args.admin, args.label))
+    except ValueError as exc:
+        print(f"idnode apikey: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(_audit(_settings(args), args.handle, args.limit, args.json))
 
@@ -466,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(ts, ("database_url", "case_sensitive"))
     for x in (tp, tl, ts):
         x.set_defaults(func=_cmd_template)
+
+    p = sub.add_parser(
+        "apikey",
+        help="issue API keys for the gRPC Registry service",
+        description="Issue an API key that acts as an admin key (INDEX:HANDLE) on the gRPC "
+        "Registry service. The key is printed once; only its SHA-256 is stored.",
+    )
+    asub = p.add_subparsers(dest="action", metavar="ACTION")
+    asub.required = True
+    ac = asub.add_parser("create", help="create a key")
+    ac.add_argument("--admin", required=True, help="the admin it acts as, e.g. 300:0.NA/88.166")
+    ac.add_argument("--label", default="", help="a note for people (who holds it)")
+    _add_settings(ac, ("database_url", "case_sensitive"))
+    ac.set_defaults(func=_cmd_apikey)
 
     p = sub.add_parser(
         "audit",

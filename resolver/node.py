@@ -14,6 +14,7 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -89,6 +90,7 @@ class Node:
         self.udp: UdpDoor | None = None
         self.tcp: TcpDoor | None = None
         self.http: web.AppRunner | None = None
+        self.grpc: Any = None
         self._refresh: asyncio.Task[None] | None = None
         self._flush: asyncio.Task[None] | None = None
         self._listen: asyncio.Task[None] | None = None
@@ -147,16 +149,22 @@ class Node:
         )
         await self.http.setup()
         await web.TCPSite(self.http, s.listen, s.http_port, reuse_port=True).start()
+        from .grpc_door import start_grpc  # imported here: it builds the code from protos/
+
+        self.grpc = await start_grpc(
+            self.core, registry, s.listen, s.grpc_port, cert=s.grpc_tls_cert, key=s.grpc_tls_key
+        )
         self._refresh = loop.create_task(self._refresh_prefixes())
         self._flush = loop.create_task(self._flush_metrics())
         if self.l2 is not None:
             self._listen = loop.create_task(self.l2.listen(self.core.forget))
         log.info(
-            "serving: handle udp+tcp %s:%d, http %s:%d; registry %s; redis %s; homed %s",
+            "serving: handle udp+tcp %s:%d, http %s:%d, grpc %d; registry %s; redis %s; homed %s",
             s.listen,
             s.handle_port,
             s.listen,
             s.http_port,
+            s.grpc_port,
             _safe_url(s.database_url),
             s.redis_url or "off",
             ", ".join(sorted(homed)) or "(none: run idnode init)",
@@ -216,6 +224,8 @@ class Node:
             await self.udp.drain_and_close(grace)
         if self.tcp is not None:
             await self.tcp.drain_and_close(grace)
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
         if self.http is not None:
             await self.http.cleanup()
         if self.core is not None:

@@ -34,6 +34,13 @@ class Settings:
     http_port: int = field(
         default=8000, metadata={"help": "HTTP port: POST / tunnel, /healthz, /metrics"}
     )
+    grpc_port: int = field(
+        default=50051, metadata={"help": "gRPC port (Resolver, Registry, health, reflection)"}
+    )
+    grpc_tls_cert: str = field(
+        default="", metadata={"help": "PEM certificate for gRPC over TLS (with grpc_tls_key)"}
+    )
+    grpc_tls_key: str = field(default="", metadata={"help": "PEM private key for gRPC TLS"})
     workers: int = field(default=1, metadata={"help": "worker processes sharing the ports"})
     case_sensitive: bool = field(
         default=False,
@@ -156,7 +163,7 @@ def load_settings(
     s = Settings(**values)
     if s.workers < 1:
         raise ConfigError("workers must be at least 1")
-    for port_name in ("handle_port", "http_port"):
+    for port_name in ("handle_port", "http_port", "grpc_port"):
         if not 0 <= getattr(s, port_name) <= 65535:
             raise ConfigError(f"{port_name} must be a port number")
     return s

@@ -28,8 +28,10 @@ class NodeProcess:
         extra: tuple[str, ...] = (),
         log: Path | None = None,
     ) -> None:
+        self.database_url = database_url
         self.handle_port = free_port()
         self.http_port = free_port()
+        self.grpc_port = free_port()
         self.log_path = log
         args = [
             IDNODE,
@@ -42,6 +44,8 @@ class NodeProcess:
             str(self.handle_port),
             "--http-port",
             str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
             "--workers",
             str(workers),
             "--redis-namespace",

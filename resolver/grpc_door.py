@@ -1,0 +1,332 @@
+"""The gRPC front door: services Resolver and Registry (protos/idnode/v1/handles.proto),
+the standard health service and server reflection.
+
+It only translates: reads go through the resolver core, writes through the registry
+service. A Handle response code becomes a gRPC status (NOT_FOUND, ALREADY_EXISTS,
+PERMISSION_DENIED, UNAUTHENTICATED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...), with
+the Handle code in the trailing metadata ``idnode-handle-code`` and in the details.
+Registry calls need ``authorization: Bearer <API key>`` (``idnode apikey create``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from registry.auth import Identity
+
+from .codec import HandleValue, ResponseCode, decode_values
+from .codec.codes import TtlType
+from .core import Resolution, answer
+from .grpc_protos import load
+
+if TYPE_CHECKING:
+    from registry.service import RegistryService
+
+    from .core import Resolver
+
+log = logging.getLogger("idnode.grpc")
+pb2, pb2_grpc = load()
+RC = ResponseCode
+SC = grpc.StatusCode
+MAX_BATCH_RESOLVE = 10_000
+MAX_BATCH_CREATE = 2000
+
+_STATUS: dict[int, Any] = {
+    RC.HANDLE_NOT_FOUND: SC.NOT_FOUND,
+    RC.VALUES_NOT_FOUND: SC.NOT_FOUND,
+    RC.HANDLE_ALREADY_EXISTS: SC.ALREADY_EXISTS,
+    RC.VALUE_ALREADY_EXISTS: SC.ALREADY_EXISTS,
+    RC.INVALID_HANDLE: SC.INVALID_ARGUMENT,
+    RC.INVALID_VALUE: SC.INVALID_ARGUMENT,
+    RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE: SC.FAILED_PRECONDITION,
+    RC.INSUFFICIENT_PERMISSIONS: SC.PERMISSION_DENIED,
+    RC.INVALID_ADMIN: SC.PERMISSION_DENIED,
+    RC.AUTHENTICATION_NEEDED: SC.UNAUTHENTICATED,
+    RC.AUTHENTICATION_FAILED: SC.UNAUTHENTICATED,
+    RC.REQUEST_LIMIT_DAILY: SC.RESOURCE_EXHAUSTED,
+    RC.REGISTER_COUNT_LIMIT: SC.RESOURCE_EXHAUSTED,
+    RC.OPERATION_NOT_SUPPORTED: SC.UNIMPLEMENTED,
+    RC.ERROR: SC.INTERNAL,
+}
+
+
+def grpc_status(rc: int) -> grpc.StatusCode:
+    return _STATUS.get(rc, SC.FAILED_PRECONDITION if rc != RC.SUCCESS else SC.OK)
+
+
+async def fail(context: grpc.aio.ServicerContext, rc: int, message: str) -> None:
+    context.set_trailing_metadata((("idnode-handle-code", str(int(rc))),))
+    await context.abort(grpc_status(rc), f"[{int(rc)}] {message}")
+
+
+def to_value(v: HandleValue) -> Any:
+    return pb2.HandleValue(
+        index=v.index,
+        type=v.type,
+        data=v.data,
+        ttl=v.ttl,
+        ttl_absolute=v.ttl_type == TtlType.ABSOLUTE,
+        timestamp=v.timestamp,
+        permissions=v.permissions,
+    )
+
+
+def from_value(p: Any) -> HandleValue:
+    return HandleValue(
+        p.index,
+        p.type,
+        bytes(p.data),
+        p.ttl or 86400,
+        int(TtlType.ABSOLUTE if p.ttl_absolute else TtlType.RELATIVE),
+        p.timestamp,
+        p.permissions or 0x0E,
+    )
+
+
+class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defined]
+    def __init__(self, core: Resolver) -> None:
+        self.core = core
+        # Proto values of a cached value list: L1 keeps the same bytes object, whose
+        # hash Python caches, so a hot handle costs one dict lookup here.
+        self._protos: dict[bytes, list[Any]] = {}
+
+    def _values(self, wire: bytes) -> list[Any]:
+        protos = self._protos.get(wire)
+        if protos is None:
+            protos = [to_value(v) for v in decode_values(wire)]
+            if len(self._protos) > 50_000:
+                self._protos.clear()
+            self._protos[wire] = protos
+        return protos
+
+    async def _resolution(self, r: Any) -> Resolution:
+        e = self.core.cached(r.handle)
+        if e is not None:
+            return answer(e, tuple(r.indexes), tuple(r.types))
+        return await self.core.resolve(r.handle, tuple(r.indexes), tuple(r.types), l1_checked=True)
+
+    def _response(self, r: Any, res: Resolution) -> Any:
+        values = self._values(res.values_wire) if res.response_code == RC.SUCCESS else []
+        return pb2.ResolveResponse(
+            handle=r.handle,
+            values=values,
+            status=pb2.ItemStatus(handle_code=res.response_code, message=res.message),
+        )
+
+    async def Resolve(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        res = await self._resolution(request)
+        if res.response_code != RC.SUCCESS:
+            await fail(context, res.response_code, res.message)
+        return pb2.ResolveResponse(handle=request.handle, values=self._values(res.values_wire))
+
+    async def BatchResolve(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        reqs = request.requests
+        if len(reqs) > MAX_BATCH_RESOLVE:
+            await fail(context, RC.INVALID_VALUE, f"at most {MAX_BATCH_RESOLVE} a batch")
+        out: list[Any] = [None] * len(reqs)
+        misses = []
+        for i, r in enumerate(reqs):
+            e = self.core.cached(r.handle)
+            if e is None:
+                misses.append(i)
+            else:
+                out[i] = self._response(r, answer(e, tuple(r.indexes), tuple(r.types)))
+        if misses:  # one coalesced batch per tier for every miss
+            found = await asyncio.gather(
+                *(
+                    self.core.resolve(
+                        reqs[i].handle,
+                        tuple(reqs[i].indexes),
+                        tuple(reqs[i].types),
+                        l1_checked=True,
+                    )
+                    for i in misses
+                )
+            )
+            for i, res in zip(misses, found, strict=True):
+                out[i] = self._response(reqs[i], res)
+        return pb2.BatchResolveResponse(responses=out)
+
+    async def ResolveStream(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async for r in request_iterator:
+            yield self._response(r, await self._resolution(r))
+
+
+class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
+    def __init__(self, registry: RegistryService) -> None:
+        self.registry = registry
+        self._keys: dict[str, Identity] = {}
+
+    async def _who(self, context: grpc.aio.ServicerContext) -> Identity:
+        token = ""
+        for k, v in context.invocation_metadata() or ():
+            if k == "authorization" and isinstance(v, str) and v.lower().startswith("bearer "):
+                token = v[7:].strip()
+        if not token:
+            await fail(
+                context,
+                RC.AUTHENTICATION_NEEDED,
+                "send metadata authorization: Bearer <API key> (idnode apikey create)",
+            )
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        who = self._keys.get(digest)
+        if who is None:
+            row = await self.registry.store.api_key(digest)
+            if row is None:
+                await fail(context, RC.AUTHENTICATION_FAILED, "unknown API key")
+                raise AssertionError("unreachable")  # abort raises
+            who = self._keys[digest] = Identity(row[0], row[1])
+        return who
+
+    async def _done(self, context: grpc.aio.ServicerContext, rc: int, body: Any) -> None:
+        if rc != RC.SUCCESS:
+            await fail(context, rc, getattr(body, "message", "") or "refused")
+
+    async def CreateHandle(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        values = tuple(from_value(v) for v in request.record.values)
+        rc, body = await self.registry.create(
+            request.record.handle,
+            values,
+            who,
+            overwrite=request.overwrite,
+            mint=request.mint_suffix,
+        )
+        await self._done(context, rc, body)
+        return pb2.CreateHandleResponse(handle=getattr(body, "handle", request.record.handle))
+
+    async def DeleteHandle(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        await self._done(context, *await self.registry.delete(request.handle, who))
+        return pb2.Empty()
+
+    async def AddValues(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        values = tuple(from_value(v) for v in request.values)
+        await self._done(context, *await self.registry.add_values(request.handle, values, who))
+        return pb2.Empty()
+
+    async def ModifyValues(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        values = tuple(from_value(v) for v in request.values)
+        await self._done(context, *await self.registry.modify_values(request.handle, values, who))
+        return pb2.Empty()
+
+    async def RemoveValues(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        await self._done(
+            context, *await self.registry.remove_values(request.handle, tuple(request.indexes), who)
+        )
+        return pb2.Empty()
+
+    async def BatchCreate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        if len(request.records) > MAX_BATCH_CREATE:
+            await fail(context, RC.INVALID_VALUE, f"at most {MAX_BATCH_CREATE} records a batch")
+        items = [(r.handle, tuple(from_value(v) for v in r.values)) for r in request.records]
+        try:
+            results = await self.registry.batch_create(items, who, replace=request.replace)
+        except Exception as exc:
+            rc = getattr(exc, "rc", RC.ERROR)
+            await fail(context, rc, getattr(exc, "message", str(exc)))
+            raise
+        return pb2.BatchCreateResponse(
+            items=[
+                pb2.BatchItem(handle=h, status=pb2.ItemStatus(handle_code=rc, message=msg))
+                for h, rc, msg in results
+            ]
+        )
+
+    async def ListHandles(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        size = request.page_size or 1000
+        if not 0 < size <= 10_000 or request.page < 0:
+            await fail(context, RC.INVALID_VALUE, "page_size must be 1..10000, page >= 0")
+        rc, body = await self.registry.list_handles("0.NA/" + request.prefix, who)
+        await self._done(context, rc, body)
+        handles = list(getattr(body, "handles", ()))
+        start = request.page * size
+        return pb2.ListHandlesResponse(handles=handles[start : start + size], total=len(handles))
+
+    async def PutTemplate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        try:
+            doc = json.loads(request.document_json)
+        except json.JSONDecodeError as exc:
+            await fail(context, RC.INVALID_VALUE, f"document_json is not JSON: {exc}")
+        await self._done(context, *await self.registry.put_template(doc, who))
+        return pb2.Empty()
+
+    async def HomePrefix(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        await self._done(context, *await self.registry.home("0.NA/" + request.prefix, who))
+        return pb2.Empty()
+
+    async def UnhomePrefix(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = await self._who(context)
+        await self._done(context, *await self.registry.unhome("0.NA/" + request.prefix, who))
+        return pb2.Empty()
+
+    async def ListPrefixes(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb2.PrefixList(prefixes=sorted(self.registry.authority.homed))
+
+
+RESOLVER = pb2.DESCRIPTOR.services_by_name["Resolver"].full_name
+REGISTRY = pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+
+
+async def start_grpc(
+    core: Resolver,
+    registry: RegistryService | None,
+    host: str,
+    port: int,
+    *,
+    cert: str = "",
+    key: str = "",
+) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
+    )
+    pb2_grpc.add_ResolverServicer_to_server(ResolverService(core), server)
+    names = [RESOLVER]
+    if registry is not None:
+        pb2_grpc.add_RegistryServicer_to_server(RegistryApi(registry), server)
+        names.append(REGISTRY)
+    checker = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    for name in ("", *names):
+        res = checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if asyncio.iscoroutine(res):
+            await res
+    reflection.enable_server_reflection(
+        (
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if cert and key:
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            creds = grpc.ssl_server_credentials(((k.read(), c.read()),))
+        server.add_secure_port(address, creds)
+    else:
+        server.add_insecure_port(address)
+    await server.start()
+    return server

@@ -1,0 +1,196 @@
+"""The gRPC API against a real `idnode serve`: a client generated from protos/ calls every
+RPC; health and reflection answer; Handle codes map to gRPC status codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from resolver.grpc_protos import load
+from tests.e2e.node_process import IDNODE, NodeProcess
+from tests.unit.test_templates import DOC
+
+pytestmark = pytest.mark.e2e
+pb2, pb2_grpc = load()
+
+
+@pytest.fixture
+def node(tmp_path: Path, redis_url: str, redis_namespace: str) -> Iterator[NodeProcess]:
+    db = f"sqlite:///{tmp_path}/g.db"
+    key = str(tmp_path / "k")
+    assert (
+        subprocess.run(
+            [
+                IDNODE,
+                "init",
+                "--prefix",
+                "88.166",
+                "--admin-secret",
+                "s",
+                "--database-url",
+                db,
+                "--secret-key-file",
+                key,
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        ).returncode
+        == 0
+    )
+    n = NodeProcess(
+        db,
+        redis_url=redis_url,
+        namespace=redis_namespace,
+        log=tmp_path / "g.log",
+        extra=("--secret-key-file", key),
+    )
+    n.wait_ready()
+    yield n
+    assert n.stop() == 0, n.log_text()
+
+
+def channel(node: NodeProcess) -> grpc.Channel:
+    return grpc.insecure_channel(f"127.0.0.1:{node.grpc_port}")
+
+
+def api_key(node: NodeProcess, admin: str = "300:0.NA/88.166") -> str:
+    p = subprocess.run(
+        [IDNODE, "apikey", "create", "--admin", admin, "--database-url", node.database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def code_of(err: grpc.RpcError) -> int:
+    meta = dict(err.trailing_metadata() or ())
+    return int(str(meta["idnode-handle-code"]))
+
+
+def value(index: int, vtype: str, data: bytes) -> Any:
+    return pb2.HandleValue(index=index, type=vtype, data=data)
+
+
+def test_every_registry_and_resolver_rpc(node: NodeProcess) -> None:
+    key = api_key(node)
+    auth = (("authorization", f"Bearer {key}"),)
+    with channel(node) as ch:
+        reg, res = pb2_grpc.RegistryStub(ch), pb2_grpc.ResolverStub(ch)
+        h = "88.166/G-1"
+        made = reg.CreateHandle(
+            pb2.CreateHandleRequest(
+                record=pb2.HandleRecord(handle=h, values=[value(1, "URL", b"https://g")])
+            ),
+            metadata=auth,
+        )
+        assert made.handle == h
+        with pytest.raises(grpc.RpcError) as err:
+            reg.CreateHandle(
+                pb2.CreateHandleRequest(
+                    record=pb2.HandleRecord(handle=h, values=[value(1, "URL", b"x")])
+                ),
+                metadata=auth,
+            )
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS and code_of(err.value) == 101
+        reg.AddValues(
+            pb2.ValuesRequest(handle=h, values=[value(2, "EMAIL", b"a@b.c")]), metadata=auth
+        )
+        reg.ModifyValues(
+            pb2.ValuesRequest(handle=h, values=[value(1, "URL", b"https://g2")]), metadata=auth
+        )
+        got = res.Resolve(pb2.ResolveRequest(handle=h))
+        assert [(v.index, v.data) for v in got.values] == [(1, b"https://g2"), (2, b"a@b.c")]
+        got = res.Resolve(pb2.ResolveRequest(handle=h, types=["EMAIL"]))
+        assert [v.index for v in got.values] == [2]
+        reg.RemoveValues(pb2.RemoveValuesRequest(handle=h, indexes=[2]), metadata=auth)
+        assert [v.index for v in res.Resolve(pb2.ResolveRequest(handle=h)).values] == [1]
+
+        batch = reg.BatchCreate(
+            pb2.BatchCreateRequest(
+                records=[
+                    pb2.HandleRecord(handle=f"88.166/GB-{i}", values=[value(1, "URL", b"u")])
+                    for i in range(3)
+                ]
+                + [pb2.HandleRecord(handle="99.1/x")]
+            ),
+            metadata=auth,
+        )
+        assert [i.status.handle_code for i in batch.items] == [1, 1, 1, 301]
+        listed = reg.ListHandles(
+            pb2.ListHandlesRequest(prefix="88.166", page_size=2), metadata=auth
+        )
+        assert listed.total == 4 and len(listed.handles) == 2
+        reg.PutTemplate(
+            pb2.PutTemplateRequest(document_json=json.dumps({**DOC, "prefix": "88.166"})),
+            metadata=auth,
+        )
+        assert list(reg.ListPrefixes(pb2.Empty()).prefixes) == ["88.166"]
+
+        out = res.BatchResolve(
+            pb2.BatchResolveRequest(
+                requests=[
+                    pb2.ResolveRequest(handle=h),
+                    pb2.ResolveRequest(handle="88.166/none"),
+                    pb2.ResolveRequest(handle="99.9/x"),
+                ]
+            )
+        )
+        assert [r.status.handle_code for r in out.responses] == [1, 100, 301]
+        assert out.responses[0].values[0].data == b"https://g2"
+        stream = res.ResolveStream(
+            iter([pb2.ResolveRequest(handle=f"88.166/GB-{i}") for i in range(3)])
+        )
+        assert [r.status.handle_code for r in stream] == [1, 1, 1]
+
+        reg.DeleteHandle(pb2.DeleteHandleRequest(handle=h), metadata=auth)
+        with pytest.raises(grpc.RpcError) as err:
+            res.Resolve(pb2.ResolveRequest(handle=h))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and code_of(err.value) == 100
+
+
+def test_status_codes_and_authentication(node: NodeProcess) -> None:
+    with channel(node) as ch:
+        reg, res = pb2_grpc.RegistryStub(ch), pb2_grpc.ResolverStub(ch)
+        create = pb2.CreateHandleRequest(record=pb2.HandleRecord(handle="88.166/A-1"))
+        for meta in ((), (("authorization", "Bearer not-a-key"),)):
+            with pytest.raises(grpc.RpcError) as err:
+                reg.CreateHandle(create, metadata=meta)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        outsider = api_key(node, "300:0.NA/88.999")  # a key with no admin rights here
+        with pytest.raises(grpc.RpcError) as err:
+            reg.CreateHandle(create, metadata=(("authorization", f"Bearer {outsider}"),))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and code_of(err.value) == 401
+        with pytest.raises(grpc.RpcError) as err:
+            res.Resolve(pb2.ResolveRequest(handle="99.9/x"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and code_of(err.value) == 301
+        with pytest.raises(grpc.RpcError) as err:
+            res.BatchResolve(
+                pb2.BatchResolveRequest(requests=[pb2.ResolveRequest(handle="88.166/x")] * 10_001)
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_health_and_reflection(node: NodeProcess) -> None:
+    with channel(node) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "idnode.v1.Resolver", "idnode.v1.Registry"):
+            got = health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert got.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        answers = refl.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name for a in answers for s in a.list_services_response.service}
+        assert {"idnode.v1.Resolver", "idnode.v1.Registry", "grpc.health.v1.Health"} <= names
