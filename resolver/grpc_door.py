@@ -68,6 +68,15 @@ async def fail(context: grpc.aio.ServicerContext, rc: int, message: str) -> None
     await context.abort(grpc_status(rc), f"[{int(rc)}] {message}")
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def to_value(v: HandleValue) -> Any:
     return pb2.HandleValue(
         index=v.index,
@@ -98,6 +107,7 @@ class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defi
         # Proto values of a cached value list: L1 keeps the same bytes object, whose
         # hash Python caches, so a hot handle costs one dict lookup here.
         self._protos: dict[bytes, list[Any]] = {}
+        self._items: dict[tuple[str, bytes], bytes] = {}
 
     def _values(self, wire: bytes) -> list[Any]:
         protos = self._protos.get(wire)
@@ -128,18 +138,34 @@ class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defi
             await fail(context, res.response_code, res.message)
         return pb2.ResolveResponse(handle=request.handle, values=self._values(res.values_wire))
 
-    async def BatchResolve(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def _item(self, r: Any, res: Resolution) -> bytes:
+        """One serialised ResolveResponse, cached by (handle, values) when unfiltered."""
+        if r.indexes or r.types or res.response_code != RC.SUCCESS:
+            return bytes(self._response(r, res).SerializeToString())
+        key = (r.handle, res.values_wire)
+        item = self._items.get(key)
+        if item is None:
+            item = bytes(self._response(r, res).SerializeToString())
+            if len(self._items) > 100_000:
+                self._items.clear()
+            self._items[key] = item
+        return item
+
+    async def BatchResolve(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        """Answers with the wire form of BatchResolveResponse, built from cached items:
+        building a thousand nested messages per call cost more than the lookups."""
         reqs = request.requests
         if len(reqs) > MAX_BATCH_RESOLVE:
             await fail(context, RC.INVALID_VALUE, f"at most {MAX_BATCH_RESOLVE} a batch")
-        out: list[Any] = [None] * len(reqs)
+        out: list[bytes] = [b""] * len(reqs)
         misses = []
+        cached = self.core.cached
         for i, r in enumerate(reqs):
-            e = self.core.cached(r.handle)
+            e = cached(r.handle)
             if e is None:
                 misses.append(i)
             else:
-                out[i] = self._response(r, answer(e, tuple(r.indexes), tuple(r.types)))
+                out[i] = self._item(r, answer(e, tuple(r.indexes), tuple(r.types)))
         if misses:  # one coalesced batch per tier for every miss
             found = await asyncio.gather(
                 *(
@@ -153,8 +179,9 @@ class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defi
                 )
             )
             for i, res in zip(misses, found, strict=True):
-                out[i] = self._response(reqs[i], res)
-        return pb2.BatchResolveResponse(responses=out)
+                out[i] = self._item(reqs[i], res)
+        # repeated ResolveResponse responses = 1: tag 0x0A, varint length, the item.
+        return b"".join(b"\x0a" + _varint(len(item)) + item for item in out)
 
     async def ResolveStream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -302,7 +329,33 @@ async def start_grpc(
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
     )
-    pb2_grpc.add_ResolverServicer_to_server(ResolverService(core), server)
+    resolver = ResolverService(core)
+    # Registered by hand (not with the generated helper) for one reason: BatchResolve
+    # returns ready-made wire bytes, so its serializer is the identity.
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                RESOLVER,
+                {
+                    "Resolve": grpc.unary_unary_rpc_method_handler(
+                        resolver.Resolve,
+                        request_deserializer=pb2.ResolveRequest.FromString,
+                        response_serializer=pb2.ResolveResponse.SerializeToString,
+                    ),
+                    "BatchResolve": grpc.unary_unary_rpc_method_handler(
+                        resolver.BatchResolve,
+                        request_deserializer=pb2.BatchResolveRequest.FromString,
+                        response_serializer=bytes,
+                    ),
+                    "ResolveStream": grpc.stream_stream_rpc_method_handler(
+                        resolver.ResolveStream,
+                        request_deserializer=pb2.ResolveRequest.FromString,
+                        response_serializer=pb2.ResolveResponse.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
     names = [RESOLVER]
     if registry is not None:
         pb2_grpc.add_RegistryServicer_to_server(RegistryApi(registry), server)

@@ -104,3 +104,38 @@ def test_batch_bench_smoke(pg_server: tuple[str, str], tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["service"]["registered"] == 3000
     assert report["ratio_to_ceiling"] > 0
+
+
+def test_grpc_bench_smoke(tmp_path: Path) -> None:
+    """The gRPC benchmark runs end to end (echo ceiling, Resolve, BatchResolve)."""
+    out = tmp_path / "grpc.json"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.grpc_bench",
+            "--seconds",
+            "0.3",
+            "--handles",
+            "50",
+            "--batch",
+            "100",
+            "--concurrency",
+            "4",
+            "--server-cpu",
+            "0",
+            "--load-cpu",
+            "0",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())["results"]
+    assert res["ceiling_grpc_aio_echo"]["calls"] > 0
+    assert res["resolve_unary"]["ratio_to_ceiling"] > 0
+    assert res["batch_resolve"]["handles_per_s"] > 0
