@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -128,15 +129,17 @@ class RestApi:
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "basic" or self.registry is None:
+        if self.registry is None or scheme.lower() not in ("basic", "bearer"):
             raise _error(
                 RC.INVALID_CREDENTIAL,
                 status=401,
-                message="use Basic authentication: index%3Ahandle:secret",
+                message="use Basic index%3Ahandle:secret, or Bearer <API key or token>",
             )
         cached = self._auth_cache.get(token)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        if scheme.lower() == "bearer":
+            return await self._bearer(token.strip())
         try:
             user, _, secret = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
             who = Identity.parse(unquote(user))
@@ -152,6 +155,25 @@ class RestApi:
             )
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
+        self._auth_cache[token] = (time.monotonic() + 10.0, who)
+        return who
+
+    async def _bearer(self, token: str) -> Identity:
+        """An API key (idnode apikey create) or an IDIS login token (POST /identity/token)."""
+        assert self.registry is not None
+        row = await self.registry.store.api_key(hashlib.sha256(token.encode()).hexdigest())
+        if row is not None:
+            who = Identity(row[0], row[1])
+        else:
+            sealer = self.registry.sealer
+            payload = sealer.open_token(token, 24 * 3600) if sealer is not None else None
+            if payload is None:
+                raise _error(
+                    RC.AUTHENTICATION_FAILED,
+                    status=401,
+                    message="unknown API key, or an expired token",
+                )
+            who = Identity.parse(payload.decode())
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
         return who
 

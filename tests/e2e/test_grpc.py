@@ -194,3 +194,78 @@ def test_health_and_reflection(node: NodeProcess) -> None:
         )
         names = {s.name for a in answers for s in a.list_services_response.service}
         assert {"idnode.v1.Resolver", "idnode.v1.Registry", "grpc.health.v1.Health"} <= names
+
+
+def test_grpc_over_tls(tmp_path: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    db = f"sqlite:///{tmp_path}/tls.db"
+    assert (
+        subprocess.run(
+            [
+                IDNODE,
+                "init",
+                "--prefix",
+                "88.166",
+                "--database-url",
+                db,
+                "--secret-key-file",
+                str(tmp_path / "k"),
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        ).returncode
+        == 0
+    )
+    n = NodeProcess(
+        db,
+        log=tmp_path / "tls.log",
+        extra=(
+            "--secret-key-file",
+            str(tmp_path / "k"),
+            "--grpc-tls-cert",
+            str(tmp_path / "c.pem"),
+            "--grpc-tls-key",
+            str(tmp_path / "k.pem"),
+        ),
+    )
+    try:
+        n.wait_ready()
+        creds = grpc.ssl_channel_credentials(root_certificates=cert_pem)
+        with grpc.secure_channel(f"localhost:{n.grpc_port}", creds) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                pb2_grpc.ResolverStub(ch).Resolve(
+                    pb2.ResolveRequest(handle="88.166/none"), timeout=10
+                )
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND  # answered over TLS
+    finally:
+        assert n.stop() == 0, n.log_text()

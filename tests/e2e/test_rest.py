@@ -204,3 +204,30 @@ def test_openapi_document(node: NodeProcess) -> None:
     with urllib.request.urlopen(node.http + "/openapi.json", timeout=5) as r:
         doc = json.loads(r.read())
     assert doc["openapi"].startswith("3.") and "/api/handles/{handle}" in doc["paths"]
+
+
+def test_bearer_tokens_work_on_rest(node: NodeProcess) -> None:
+    # an IDIS login token ...
+    req = urllib.request.Request(
+        node.http + "/identity/token",
+        method="POST",
+        data=json.dumps({"username": ADMIN, "password": SECRET}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        token = json.loads(r.read())["data"]["token"]
+    body = json.dumps([{"index": 1, "type": "URL", "data": "https://bearer"}]).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    assert http(node, "PUT", "/api/handles/88.166/BEARER-1", body, headers)[0] == 201
+    # ... and an API key
+    p = subprocess.run(
+        [IDNODE, "apikey", "create", "--admin", ADMIN, "--database-url", node.database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    headers["Authorization"] = f"Bearer {p.stdout.strip()}"
+    assert http(node, "PUT", "/api/handles/88.166/BEARER-2", body, headers)[0] == 201
+    headers["Authorization"] = "Bearer nonsense"
+    assert http(node, "PUT", "/api/handles/88.166/BEARER-3", body, headers)[0] == 401
