@@ -1,0 +1,73 @@
+"""The load-test key space and workloads: deterministic, bijective, skewed as promised."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadtest.keyspace import (
+    ENTERPRISES,
+    Permutation,
+    enterprise_of,
+    handle,
+    record,
+    unregistered,
+)
+from loadtest.workloads import Workload, Zipfian
+from registry.names import check_handle
+
+
+@settings(max_examples=40)
+@given(st.integers(1, 5000), st.integers(0, 2**32))
+def test_permutation_is_a_bijection(n: int, key: int) -> None:
+    p = Permutation(n, key)
+    assert sorted(p(i) for i in range(n)) == list(range(n))
+
+
+def test_permutation_at_the_target_scale() -> None:
+    p = Permutation(1_500_000_000)
+    seen = {p(i) for i in range(0, 1_500_000_000, 15_000_001)}
+    assert len(seen) == 100 and all(0 <= x < 1_500_000_000 for x in seen)
+    with pytest.raises(ValueError):
+        p(1_500_000_000)
+
+
+def test_identifiers_are_deterministic_valid_and_distinct() -> None:
+    hs = [handle(i) for i in range(20_000)]
+    assert len(set(hs)) == len(hs)
+    for h in hs[:2000]:
+        check_handle(h)
+    assert handle(123_456) == handle(123_456) and record(7) == record(7)
+    assert unregistered(5) not in set(hs)
+
+
+def test_enterprises_are_skewed_but_all_used() -> None:
+    counts = Counter(enterprise_of(i) for i in range(200_000))
+    assert len(counts) > ENTERPRISES * 0.9
+    top = sum(c for _, c in counts.most_common(ENTERPRISES // 10))
+    assert top > 200_000 * 0.4  # the largest tenth register much more than a tenth
+
+
+def test_zipfian_is_skewed_like_ycsb() -> None:
+    z = Zipfian(1_000_000)
+    draws = [z() for _ in range(50_000)]
+    assert sum(d < 1000 for d in draws) / len(draws) > 0.4  # the top 0.1% get a large share
+    assert max(draws) < 1_000_000
+
+
+def test_workloads() -> None:
+    w = Workload(10_000, miss_share=0.2, mix="B", seed=3)
+    ops = [w.next() for _ in range(5000)]
+    again = Workload(10_000, miss_share=0.2, mix="B", seed=3)
+    assert [again.next() for _ in range(50)] == ops[:50]  # deterministic for a seed
+    misses = sum("/NX" in h for _, h in ops)
+    assert 0.1 < misses / len(ops) < 0.3
+    updates = sum(op == "update" for op, _ in ops)
+    assert 0 < updates / len(ops) < 0.1
+    hot = Workload(10_000, distribution="hotset", seed=1)
+    assert len({hot.next()[1] for _ in range(2000)}) < 600
+    with pytest.raises(ValueError):
+        Workload(10, distribution="gaussian")
