@@ -264,6 +264,50 @@ def _cmd_apikey(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    if args.action == "plan":
+        from loadtest.plan import Plan, render
+
+        plan = Plan(
+            registrations=args.registrations,
+            qps=args.qps,
+            bytes_per_identifier=args.bytes_per_identifier,
+            hot_fraction=args.hot_fraction,
+            l1_hit_ratio=args.l1_hit_ratio,
+            **({"hit_qps_per_core": args.hit_qps_per_core} if args.hit_qps_per_core else {}),
+            **({"miss_qps_per_core": args.miss_qps_per_core} if args.miss_qps_per_core else {}),
+        ).compute()
+        print(json.dumps(plan, indent=2) if args.json else render(plan))
+        return EXIT_OK
+    from loadtest.populate import bar, populate_postgres, populate_sqlite
+    from registry.migrate import upgrade
+
+    s = _settings(args)
+    upgrade(s.database_url)
+    progress = bar("populate", args.count)
+    if s.database_url.startswith("sqlite:///"):
+        report = populate_sqlite(
+            s.database_url[len("sqlite:///") :],
+            args.start,
+            args.count,
+            chunk=args.chunk,
+            progress=progress,
+        )
+    else:
+        report = asyncio.run(
+            populate_postgres(
+                s.database_url,
+                args.start,
+                args.count,
+                chunk=args.chunk,
+                parallel=args.parallel,
+                progress=progress,
+            )
+        )
+    print(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(_audit(_settings(args), args.handle, args.limit, args.json))
 
@@ -514,6 +558,45 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--label", default="", help="a note for people (who holds it)")
     _add_settings(ac, ("database_url", "case_sensitive"))
     ac.set_defaults(func=_cmd_apikey)
+
+    p = sub.add_parser(
+        "loadtest",
+        help="load-test harness: populate the registry, plan capacity",
+        description="The load-test harness. `populate` bulk-loads identifiers 0..N-1 of the "
+        "deterministic key space (PostgreSQL binary COPY, or batched SQLite inserts) and "
+        "reports rows/s and bytes per identifier. `plan` prints the hardware a node needs "
+        "for a number of registrations and a lookup rate, with its assumptions. The load "
+        "generators are python -m loadtest.udp_bench / grpc_bench / batch_bench.",
+    )
+    lsub = p.add_subparsers(dest="action", metavar="ACTION")
+    lsub.required = True
+    lp = lsub.add_parser("populate", help="bulk-load a slice of the key space")
+    lp.add_argument("--count", type=int, required=True, help="identifiers to load")
+    lp.add_argument("--start", type=int, default=0, help="first index (to load in slices)")
+    lp.add_argument("--chunk", type=int, default=50_000, help="rows per COPY / transaction")
+    lp.add_argument(
+        "--parallel",
+        type=int,
+        default=2,
+        help="COPY streams into PostgreSQL (default 2: one per core here)",
+    )
+    _add_settings(lp, ("database_url",))
+    lp.set_defaults(func=_cmd_loadtest)
+    lq = lsub.add_parser("plan", help="hardware for R registrations at Q lookups/s")
+    lq.add_argument("--registrations", type=float, default=1.5e9)
+    lq.add_argument("--qps", type=float, required=True, help="lookups per second to serve")
+    lq.add_argument(
+        "--bytes-per-identifier",
+        type=float,
+        default=420.0,
+        help="measured by `idnode loadtest populate` (default: measured here)",
+    )
+    lq.add_argument("--hot-fraction", type=float, default=0.01)
+    lq.add_argument("--l1-hit-ratio", type=float, default=0.9)
+    lq.add_argument("--hit-qps-per-core", type=float, default=0)
+    lq.add_argument("--miss-qps-per-core", type=float, default=0)
+    lq.add_argument("--json", action="store_true")
+    lq.set_defaults(func=_cmd_loadtest)
 
     p = sub.add_parser(
         "audit",

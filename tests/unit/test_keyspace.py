@@ -71,3 +71,21 @@ def test_workloads() -> None:
     assert len({hot.next()[1] for _ in range(2000)}) < 600
     with pytest.raises(ValueError):
         Workload(10, distribution="gaussian")
+
+
+def test_fast_row_encoding_matches_the_codec() -> None:
+    from loadtest.keyspace import values
+    from loadtest.populate import values_wire
+    from resolver.codec import encode_values
+
+    for i in (0, 1, 999, 123_456_789):
+        assert values_wire(i) == encode_values(values(i))
+
+
+def test_capacity_plan_states_its_assumptions() -> None:
+    from loadtest.plan import Plan, render
+
+    r = Plan(registrations=1.5e9, qps=200_000, bytes_per_identifier=400).compute()
+    assert r["resolver_cores"] >= 2 and r["sql_storage_gib"] > 500
+    text = render(r)
+    assert "assumptions" in text and "1,500,000,000 registrations" in text
