@@ -52,3 +52,39 @@ def test_plan() -> None:
     assert plan["resolver_cores"] >= 1 and plan["sql_storage_gib"] > 0
     text = idnode("loadtest", "plan", "--qps", "100000").stdout
     assert "assumptions:" in text
+
+
+def test_scale_bench_smoke(pg_url: str) -> None:
+    assert (
+        idnode("loadtest", "populate", "--count", "2000", "--database-url", pg_url).returncode == 0
+    )
+    import sys
+
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.scale_bench",
+            "--database-url",
+            pg_url,
+            "--count",
+            "2000",
+            "--keys",
+            "500",
+            "--seconds",
+            "0.3",
+            "--window",
+            "8",
+            "--server-cpu",
+            "0",
+            "--load-cpu",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["response_codes"] == {"1": r["answered"]} and r["ratio_to_ceiling"] > 0
