@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from loadtest.report import emit
 from registry.auth import Identity
 from registry.migrate import upgrade
 from registry.names import PrefixAuthority
@@ -159,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "service": res,
         "ratio_to_ceiling": round(res["per_s"] / ceil, 3),
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    emit(report, args.json)
     return 0
 
 

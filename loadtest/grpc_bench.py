@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from loadtest.report import emit
 from registry.migrate import upgrade
 from resolver.grpc_protos import load
 
@@ -190,10 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_cpu": args.load_cpu,
         "results": results,
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    emit(report, args.json)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import socket
@@ -33,6 +32,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from loadtest.report import emit
 from registry.migrate import upgrade
 from registry.store import HandleRecord, open_store
 from resolver.codec import HandleValue, encode, encode_values
@@ -428,10 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.modes = set(args.modes.split(","))
     report = run(args)
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    emit(report, args.json)
     return 0
 
 

@@ -9,6 +9,7 @@ in batches of 100, against ~19k/s for point selects).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple
 
 import asyncpg
 
@@ -156,17 +157,7 @@ class PostgresStore(Store):
                                 key,
                             )
                         e = self._audit_row(before, o, actor, op, handle)
-                        await c.execute(
-                            _AUDIT,
-                            e.at,
-                            e.actor,
-                            e.op,
-                            e.handle,
-                            e.rc,
-                            e.before_sha256,
-                            e.after_sha256,
-                            e.detail,
-                        )
+                        await c.execute(_AUDIT, *astuple(e))
                         return o
             if refusal is not None:
                 await self._refused(refusal, before, actor, op, handle)
@@ -376,17 +367,7 @@ class PostgresStore(Store):
     async def append_audit(self, entry: AuditEntry) -> None:
         e = entry
         async with self.pool.acquire() as c:
-            await c.execute(
-                _AUDIT,
-                e.at,
-                e.actor,
-                e.op,
-                e.handle,
-                e.rc,
-                e.before_sha256,
-                e.after_sha256,
-                e.detail,
-            )
+            await c.execute(_AUDIT, *astuple(e))
 
     async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]:
         async with self.pool.acquire() as c:

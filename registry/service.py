@@ -287,11 +287,8 @@ class RegistryService:
         *,
         overwrite: bool = False,
     ) -> Result:
-        await self._check_target(handle, who, "ADD_VALUE")
+        prefix_admins, groups, templates = await self._write_context(handle, who, "ADD_VALUE")
         added = decode_values(self._prepare(values))
-        prefix_admins = await self._prefix_admins(handle)
-        groups = await self._groups_for(handle, prefix_admins)
-        templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -325,11 +322,8 @@ class RegistryService:
         """Add or replace the given values in one transaction (REST PUT with ?index=):
         an existing index needs MODIFY_VALUE (MODIFY_ADMIN for HS_ADMIN), a new one
         ADD_VALUE (ADD_ADMIN)."""
-        await self._check_target(handle, who, "PUT_VALUES")
+        prefix_admins, groups, templates = await self._write_context(handle, who, "PUT_VALUES")
         given = decode_values(self._prepare(values))
-        prefix_admins = await self._prefix_admins(handle)
-        groups = await self._groups_for(handle, prefix_admins)
-        templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -368,11 +362,8 @@ class RegistryService:
     async def modify_values(
         self, handle: str, values: tuple[HandleValue, ...], who: Identity
     ) -> Result:
-        await self._check_target(handle, who, "MODIFY_VALUE")
+        prefix_admins, groups, templates = await self._write_context(handle, who, "MODIFY_VALUE")
         changed = decode_values(self._prepare(values))
-        prefix_admins = await self._prefix_admins(handle)
-        groups = await self._groups_for(handle, prefix_admins)
-        templates = await self.templates_for(handle)
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -403,10 +394,7 @@ class RegistryService:
 
     @answers_refusals
     async def remove_values(self, handle: str, indexes: tuple[int, ...], who: Identity) -> Result:
-        await self._check_target(handle, who, "REMOVE_VALUE")
-        prefix_admins = await self._prefix_admins(handle)
-        groups = await self._groups_for(handle, prefix_admins)
-        templates = await self.templates_for(handle)
+        prefix_admins, groups, templates = await self._write_context(handle, who, "REMOVE_VALUE")
 
         def fn(before: bytes | None) -> Outcome:
             current = self._existing(handle, before)
@@ -714,6 +702,17 @@ class RegistryService:
         key = normalize(handle, self.case_sensitive)
         vals = (await self.store.get_many([key])).get(key)
         return self._admins_in(decode_values(vals)) if vals else []
+
+    async def _write_context(
+        self, handle: str, who: Identity, op: str
+    ) -> tuple[list[AdminRecord], Groups, dict[str, Template]]:
+        """What a value change of an existing handle checks against, read before its
+        transaction: the target is valid and homed here; the prefix admins, the HS_VLIST
+        groups they name, and the templates the handle may use."""
+        await self._check_target(handle, who, op)
+        prefix_admins = await self._prefix_admins(handle)
+        groups = await self._groups_for(handle, prefix_admins)
+        return prefix_admins, groups, await self.templates_for(handle)
 
     async def _room(self, handle: str) -> int | None:
         if self.quotas is None:

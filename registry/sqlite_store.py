@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import astuple
 
 from .names import prefix_of
 from .store import (
@@ -156,7 +157,7 @@ class SqliteStore(Store):
         self.db.execute(
             "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256,"
             " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.at, e.actor, e.op, e.handle, e.rc, e.before_sha256, e.after_sha256, e.detail),
+            astuple(e),
         )
 
     async def append_audit(self, entry: AuditEntry) -> None:
