@@ -38,6 +38,14 @@ def prefix_of(handle: str) -> str:
     return handle if slash < 0 else handle[:slash]
 
 
+def storage_prefix(handle: str) -> str:
+    """The prefix a handle is stored, listed and counted under: the text before its
+    first "/". A prefix handle ``0.NA/88.166.1001`` is stored under ``0.NA``, so it is
+    never listed or counted as one of ``88.166.1001``'s identifiers."""
+    slash = handle.find("/")
+    return handle if slash < 0 else handle[:slash]
+
+
 def check_handle(handle: str) -> None:
     """Reject names no client should register: empty parts, over-long, control characters."""
     if not handle or len(handle) > MAX_HANDLE_CHARS:

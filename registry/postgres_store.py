@@ -13,7 +13,7 @@ from dataclasses import astuple
 
 import asyncpg
 
-from .names import prefix_of
+from .names import storage_prefix
 from .store import (
     AuditEntry,
     HandleRecord,
@@ -24,6 +24,7 @@ from .store import (
     Store,
     StoreError,
     now,
+    redact_url,
     sha256_hex,
 )
 
@@ -52,7 +53,8 @@ class PostgresStore(Store):
                 await c.fetchval("SELECT 1 FROM handles LIMIT 1")
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(
-                f"cannot open the registry at {_safe(self.url)}: {exc} (run `idnode init` first?)"
+                f"cannot open the registry at {redact_url(self.url)}: {exc}"
+                " (run `idnode init` first?)"
             ) from exc
 
     @property
@@ -103,8 +105,7 @@ class PostgresStore(Store):
         async with self.pool.acquire() as c:
             return int(
                 await c.fetchval(
-                    "SELECT count(*) FROM handles WHERE prefix = $1"
-                    " AND upper(substr(handle, 1, 5)) <> '0.NA/'",
+                    "SELECT count(*) FROM handles WHERE prefix = $1",
                     self.key(prefix),
                 )
             )
@@ -142,7 +143,7 @@ class PostgresStore(Store):
                                 " ON CONFLICT (handle) DO NOTHING RETURNING 1",
                                 key,
                                 handle,
-                                self.key(prefix_of(handle)),
+                                self.key(storage_prefix(handle)),
                                 o.new,
                                 t,
                             )
@@ -382,8 +383,7 @@ class PostgresStore(Store):
     async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
         async with self.pool.acquire() as c:
             rows = await c.fetch(
-                "SELECT display FROM handles WHERE prefix = $1"
-                " AND upper(substr(handle, 1, 5)) <> '0.NA/' ORDER BY handle LIMIT $2",
+                "SELECT display FROM handles WHERE prefix = $1 ORDER BY handle LIMIT $2",
                 self.key(prefix),
                 limit,
             )
@@ -402,12 +402,3 @@ _AUDIT = (
     "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256, detail)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
-        scheme, rest = url.split("//", 1)
-        creds, host = rest.split("@", 1)
-        return f"{scheme}//{creds.split(':', 1)[0]}:***@{host}"
-    return url

@@ -46,7 +46,15 @@ from resolver.codec.message import Message
 from resolver.codec.vlist import decode_vlist
 
 from .auth import AuthError, Identity
-from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
+from .names import (
+    NA_PREFIX,
+    InvalidName,
+    PrefixAuthority,
+    check_handle,
+    normalize,
+    prefix_of,
+    storage_prefix,
+)
 from .quotas import Quotas
 from .secrets import Sealer, SecretError
 from .store import KEEP, AuditEntry, HandleRecord, Outcome, Refusal, Store, now
@@ -218,7 +226,7 @@ class RegistryService:
         new = self._prepare(values)
         templates = await self.templates_for(handle)
         is_prefix_handle = handle[:5].upper() == NA_PREFIX.upper()
-        room = None if is_prefix_handle else await self._room(handle)
+        room = await self._room(handle)
         if is_prefix_handle:
             parent = prefix_of(handle).rpartition(".")[0]
             admins = await self._prefix_admins(parent + "/") if parent else []
@@ -242,8 +250,8 @@ class RegistryService:
             return Outcome(new, RC.SUCCESS, body, f"{len(values)} values")
 
         result = await self._write(handle, fn, who, "CREATE")
-        if result[0] == RC.SUCCESS and self.quotas is not None and not is_prefix_handle:
-            self.quotas.used(prefix_of(handle), 1)
+        if result[0] == RC.SUCCESS and self.quotas is not None:
+            self.quotas.used(storage_prefix(handle), 1)
         return result
 
     @answers_refusals
@@ -306,12 +314,7 @@ class RegistryService:
                     raise Refusal(RC.VALUE_ALREADY_EXISTS, f"index {v.index} already exists")
                 have[v.index] = v
             self._check_template(have.values(), templates)
-            return Outcome(
-                self._encode(have.values()),
-                RC.SUCCESS,
-                Empty(),
-                f"indexes {sorted(v.index for v in added)}",
-            )
+            return self._changed(have, f"indexes {sorted(v.index for v in added)}")
 
         return await self._write(handle, fn, who, "ADD_VALUE")
 
@@ -339,12 +342,7 @@ class RegistryService:
                 self._require(who, admins, perm, f"write the value at index {v.index}", groups)
                 have[v.index] = v
             self._check_template(have.values(), templates)
-            return Outcome(
-                self._encode(have.values()),
-                RC.SUCCESS,
-                Empty(),
-                f"indexes {sorted(v.index for v in given)}",
-            )
+            return self._changed(have, f"indexes {sorted(v.index for v in given)}")
 
         return await self._write(handle, fn, who, "PUT_VALUES")
 
@@ -383,12 +381,7 @@ class RegistryService:
                 )
                 have[v.index] = v
             self._check_template(have.values(), templates)
-            return Outcome(
-                self._encode(have.values()),
-                RC.SUCCESS,
-                Empty(),
-                f"indexes {sorted(v.index for v in changed)}",
-            )
+            return self._changed(have, f"indexes {sorted(v.index for v in changed)}")
 
         return await self._write(handle, fn, who, "MODIFY_VALUE")
 
@@ -413,9 +406,7 @@ class RegistryService:
                 )
                 del have[i]
             self._check_template(have.values(), templates)
-            return Outcome(
-                self._encode(have.values()), RC.SUCCESS, Empty(), f"indexes {sorted(indexes)}"
-            )
+            return self._changed(have, f"indexes {sorted(indexes)}")
 
         return await self._write(handle, fn, who, "REMOVE_VALUE")
 
@@ -564,7 +555,7 @@ class RegistryService:
                         RC.HANDLE_ALREADY_EXISTS, f"also record {seen[key] + 1} of this batch"
                     )
                 if self.quotas is not None:
-                    p = prefix_of(handle)
+                    p = storage_prefix(handle)
                     if p not in rooms:
                         rooms[p] = await self._room(handle)
                     room = rooms[p]
@@ -604,7 +595,7 @@ class RegistryService:
                 if rc == RC.SUCCESS and msg != "already registered with these values":
                     changed.append(rec.handle)
                     if self.quotas is not None:
-                        self.quotas.used(prefix_of(rec.handle), 1)
+                        self.quotas.used(storage_prefix(rec.handle), 1)
             if changed and self.on_change is not None:
                 await self.on_change(changed)
         return [r for r in results if r is not None]
@@ -698,11 +689,6 @@ class RegistryService:
             await self._audit_refusal(who, op, target, exc)
             raise exc
 
-    async def _admins_of(self, handle: str) -> list[AdminRecord]:
-        key = normalize(handle, self.case_sensitive)
-        vals = (await self.store.get_many([key])).get(key)
-        return self._admins_in(decode_values(vals)) if vals else []
-
     async def _write_context(
         self, handle: str, who: Identity, op: str
     ) -> tuple[list[AdminRecord], Groups, dict[str, Template]]:
@@ -717,7 +703,10 @@ class RegistryService:
     async def _room(self, handle: str) -> int | None:
         if self.quotas is None:
             return None
-        return await self.quotas.room(prefix_of(handle), self.store.count_prefix)
+        prefix = storage_prefix(handle)
+        if prefix.upper() == NA_PREFIX[:-1].upper():
+            return None  # prefix handles are delegations, not registrations
+        return await self.quotas.room(prefix, self.store.count_prefix)
 
     async def _admins_by_prefix(
         self, handles: Sequence[str], who: Identity
@@ -858,6 +847,10 @@ class RegistryService:
         if before is None:
             raise Refusal(RC.HANDLE_NOT_FOUND, f"{handle} does not exist")
         return decode_values(before)
+
+    def _changed(self, have: dict[int, HandleValue], detail: str) -> Outcome:
+        """The outcome of a value change: the new list, in index order."""
+        return Outcome(self._encode(have.values()), RC.SUCCESS, Empty(), detail)
 
     def _encode(self, values: Iterable[HandleValue]) -> bytes:
         return encode_values(sorted(values, key=lambda v: v.index))

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import astuple
 
-from .names import prefix_of
+from .names import storage_prefix
 from .store import (
     AuditEntry,
     HandleRecord,
@@ -103,8 +103,7 @@ class SqliteStore(Store):
 
     async def count_prefix(self, prefix: str) -> int:
         (n,) = self.db.execute(
-            "SELECT count(*) FROM handles WHERE prefix = ?"
-            " AND upper(substr(handle, 1, 5)) <> '0.NA/'",
+            "SELECT count(*) FROM handles WHERE prefix = ?",
             (self.key(prefix),),
         ).fetchone()
         return int(n)
@@ -135,7 +134,7 @@ class SqliteStore(Store):
                 db.execute(
                     "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
                     " updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
-                    (key, handle, self.key(prefix_of(handle)), o.new, t, t),
+                    (key, handle, self.key(storage_prefix(handle)), o.new, t, t),
                 )
             else:
                 db.execute(
@@ -173,9 +172,7 @@ class SqliteStore(Store):
 
     async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
         rows = self.db.execute(
-            "SELECT display FROM handles WHERE prefix = ?"
-            " AND upper(substr(handle, 1, 5)) <> '0.NA/'"
-            " ORDER BY handle LIMIT ?",
+            "SELECT display FROM handles WHERE prefix = ? ORDER BY handle LIMIT ?",
             (self.key(prefix), limit),
         )
         return [r[0] for r in rows]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .names import normalize, prefix_of
+from .names import normalize, storage_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,12 +260,22 @@ class Store(ABC):
         rows: dict[str, tuple[str, str, str, bytes]] = {}
         for r in records:
             k = self.key(r.handle)
-            rows[k] = (k, r.handle, self.key(prefix_of(r.handle)), r.values_wire)
+            rows[k] = (k, r.handle, self.key(storage_prefix(r.handle)), r.values_wire)
         return list(rows.values())
 
 
 def now() -> int:
     return int(time.time())
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for logs and messages: user kept, password hidden."""
+    if "@" not in url or "//" not in url:
+        return url
+    scheme, rest = url.split("//", 1)
+    creds, host = rest.split("@", 1)
+    user, has_password, _ = creds.partition(":")
+    return f"{scheme}//{user}{':***' if has_password else ''}@{host}"
 
 
 def same_values(a: bytes, b: bytes) -> bool:

@@ -24,7 +24,7 @@ from registry.quotas import Quotas
 from registry.secrets import Sealer
 from registry.service import RegistryService
 from registry.sessions import SessionStore
-from registry.store import Store, open_store
+from registry.store import Store, open_store, redact_url
 
 from .changefeed import LocalChangeFeed
 from .codec import Interface, InterfaceProtocol, InterfaceType, ServerInfo, SiteInfo
@@ -165,7 +165,7 @@ class Node:
             s.listen,
             s.http_port,
             s.grpc_port,
-            _safe_url(s.database_url),
+            redact_url(s.database_url),
             s.redis_url or "off",
             ", ".join(sorted(homed)) or "(none: run idnode init)",
         )
@@ -248,14 +248,6 @@ class Node:
             await self.stopping.wait()
         finally:
             await self.stop()
-
-
-def _safe_url(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("//", 1)
-    creds, host = rest.split("@", 1)
-    return f"{scheme}//{creds.split(':', 1)[0]}@{host}"
 
 
 def run_worker(settings: Settings) -> int:

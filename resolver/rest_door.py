@@ -130,10 +130,10 @@ class RestApi:
             return None
         scheme, _, token = header.partition(" ")
         if self.registry is None or scheme.lower() not in ("basic", "bearer"):
-            raise _error(
+            raise _JsonError(
+                401,
                 RC.INVALID_CREDENTIAL,
-                status=401,
-                message="use Basic index%3Ahandle:secret, or Bearer <API key or token>",
+                "use Basic index%3Ahandle:secret, or Bearer <API key or token>",
             )
         cached = self._auth_cache.get(token)
         if cached is not None and cached[0] > time.monotonic():
@@ -144,15 +144,13 @@ class RestApi:
             user, _, secret = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
             who = Identity.parse(unquote(user))
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise _error(
+            raise _JsonError(
+                401,
                 RC.INVALID_CREDENTIAL,
-                status=401,
-                message="Basic credentials must be index%3Ahandle:secret",
+                "Basic credentials must be index%3Ahandle:secret",
             ) from None
         if not await self.registry.check_password(who, secret.encode()):
-            raise _error(
-                RC.AUTHENTICATION_FAILED, status=401, message=f"authentication of {who} failed"
-            )
+            raise _JsonError(401, RC.AUTHENTICATION_FAILED, f"authentication of {who} failed")
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
@@ -168,10 +166,10 @@ class RestApi:
             sealer = self.registry.sealer
             payload = sealer.open_token(token, 24 * 3600) if sealer is not None else None
             if payload is None:
-                raise _error(
+                raise _JsonError(
+                    401,
                     RC.AUTHENTICATION_FAILED,
-                    status=401,
-                    message="unknown API key, or an expired token",
+                    "unknown API key, or an expired token",
                 )
             who = Identity.parse(payload.decode())
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
@@ -180,10 +178,10 @@ class RestApi:
     async def _need_identity(self, request: web.Request) -> Identity:
         who = await self._identity(request)
         if who is None:
-            raise _error(
+            raise _JsonError(
+                401,
                 RC.AUTHENTICATION_NEEDED,
-                status=401,
-                message="this needs an administrator: Basic index%3Ahandle:secret",
+                "this needs an administrator: Basic index%3Ahandle:secret",
             )
         return who
 
@@ -309,10 +307,6 @@ class RestApi:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
-
-
-def _error(rc: int, *, status: int, message: str) -> web.HTTPException:
-    return _JsonError(status, rc, message)
 
 
 class _JsonError(web.HTTPException):

@@ -14,9 +14,6 @@ class AdminRecord:
     admin_handle: str
     admin_index: int
 
-    def allows(self, permission: int) -> bool:
-        return self.permissions & permission == permission
-
 
 def encode_admin(a: AdminRecord) -> bytes:
     h = a.admin_handle.encode("utf-8")

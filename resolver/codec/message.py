@@ -298,10 +298,6 @@ def list_responses(
     return out
 
 
-def with_request_id(m: Message, request_id: int) -> Message:
-    return replace(m, request_id=request_id)
-
-
 # --- the hot path -----------------------------------------------------------------
 
 
@@ -460,5 +456,4 @@ __all__ = [
     "list_responses",
     "put_text",
     "response_to",
-    "with_request_id",
 ]

@@ -55,12 +55,6 @@ class ServerInfo:
     def ip(self) -> str:
         return address_to_text(self.address)
 
-    def interface(self, protocol: int) -> Interface | None:
-        for i in self.interfaces:
-            if i.protocol == protocol and i.type != InterfaceType.OUT_OF_SERVICE:
-                return i
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class SiteInfo:
@@ -81,12 +75,6 @@ class SiteInfo:
     @property
     def multi_primary(self) -> bool:
         return bool(self.primary_mask & MULTI_PRIMARY)
-
-    def attribute(self, name: str) -> str | None:
-        for k, v in self.attributes:
-            if k == name:
-                return v
-        return None
 
 
 def address_to_bytes(ip: str) -> bytes:
