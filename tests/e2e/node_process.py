@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 from tests.services import free_port
 
@@ -102,3 +103,45 @@ class NodeProcess:
         if self._log is not subprocess.DEVNULL:
             self._log.close()  # type: ignore[union-attr]
         return int(self.proc.returncode)
+
+
+class Registry(NamedTuple):
+    url: str  # database URL
+    key: str  # node key file (seals HS_SECKEY values)
+    output: str  # what `idnode init` printed
+
+
+def init_registry(
+    tmp_path: Path, name: str, *init_args: str, database_url: str | None = None
+) -> Registry:
+    """`idnode init --prefix 88.166 [init_args]` on a fresh embedded registry (or on
+    ``database_url``), with its own node key file; fails the test if init fails."""
+    url = database_url or f"sqlite:///{tmp_path}/{name}.db"
+    key = str(tmp_path / f"{name}.key")
+    p = subprocess.run(
+        [
+            IDNODE,
+            "init",
+            "--prefix",
+            "88.166",
+            *init_args,
+            "--database-url",
+            url,
+            "--secret-key-file",
+            key,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    return Registry(url, key, p.stdout)
+
+
+def run_module(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python -m`` with this interpreter (the benchmarks), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.node_process import run_module
+
 pytestmark = pytest.mark.e2e
 
 
@@ -46,30 +48,22 @@ def test_codec_bench_smoke(tmp_path: Path) -> None:
 def test_udp_bench_smoke(tmp_path: Path) -> None:
     """The UDP benchmark runs end to end (echo ceiling and the L1 path) in a second or two."""
     out = tmp_path / "udp.json"
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.udp_bench",
-            "--seconds",
-            "0.3",
-            "--handles",
-            "200",
-            "--window",
-            "8",
-            "--modes",
-            "l1",
-            "--server-cpu",
-            "0",
-            "--load-cpu",
-            "0",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    p = run_module(
+        "loadtest.udp_bench",
+        "--seconds",
+        "0.3",
+        "--handles",
+        "200",
+        "--window",
+        "8",
+        "--modes",
+        "l1",
+        "--server-cpu",
+        "0",
+        "--load-cpu",
+        "0",
+        "--json",
+        str(out),
     )
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())["results"]
@@ -81,24 +75,16 @@ def test_udp_bench_smoke(tmp_path: Path) -> None:
 def test_batch_bench_smoke(pg_server: tuple[str, str], tmp_path: Path) -> None:
     """The registration benchmark runs end to end on a tiny count."""
     out = tmp_path / "batch.json"
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.batch_bench",
-            "--count",
-            "3000",
-            "--cpu",
-            "-1",
-            "--pg-url",
-            pg_server[0],
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    p = run_module(
+        "loadtest.batch_bench",
+        "--count",
+        "3000",
+        "--cpu",
+        "-1",
+        "--pg-url",
+        pg_server[0],
+        "--json",
+        str(out),
     )
     assert p.returncode == 0, p.stderr
     report = json.loads(out.read_text())
@@ -109,30 +95,22 @@ def test_batch_bench_smoke(pg_server: tuple[str, str], tmp_path: Path) -> None:
 def test_grpc_bench_smoke(tmp_path: Path) -> None:
     """The gRPC benchmark runs end to end (echo ceiling, Resolve, BatchResolve)."""
     out = tmp_path / "grpc.json"
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.grpc_bench",
-            "--seconds",
-            "0.3",
-            "--handles",
-            "50",
-            "--batch",
-            "100",
-            "--concurrency",
-            "4",
-            "--server-cpu",
-            "0",
-            "--load-cpu",
-            "0",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    p = run_module(
+        "loadtest.grpc_bench",
+        "--seconds",
+        "0.3",
+        "--handles",
+        "50",
+        "--batch",
+        "100",
+        "--concurrency",
+        "4",
+        "--server-cpu",
+        "0",
+        "--load-cpu",
+        "0",
+        "--json",
+        str(out),
     )
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())["results"]
@@ -144,28 +122,20 @@ def test_grpc_bench_smoke(tmp_path: Path) -> None:
 def test_openloop_bench_smoke(tmp_path: Path) -> None:
     """Open-loop load at two offered rates against the echo ceiling and the node."""
     out = tmp_path / "ol.json"
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.openloop_bench",
-            "--rates",
-            "500,1000",
-            "--seconds",
-            "0.3",
-            "--handles",
-            "100",
-            "--server-cpu",
-            "0",
-            "--load-cpu",
-            "0",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    p = run_module(
+        "loadtest.openloop_bench",
+        "--rates",
+        "500,1000",
+        "--seconds",
+        "0.3",
+        "--handles",
+        "100",
+        "--server-cpu",
+        "0",
+        "--load-cpu",
+        "0",
+        "--json",
+        str(out),
     )
     assert p.returncode == 0, p.stderr
     points = json.loads(out.read_text())["points"]

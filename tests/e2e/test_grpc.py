@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from resolver.grpc_protos import load
-from tests.e2e.node_process import IDNODE, NodeProcess
+from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
 from tests.unit.test_templates import DOC
 
 pytestmark = pytest.mark.e2e
@@ -24,28 +24,7 @@ pb2, pb2_grpc = load()
 
 @pytest.fixture
 def node(tmp_path: Path, redis_url: str, redis_namespace: str) -> Iterator[NodeProcess]:
-    db = f"sqlite:///{tmp_path}/g.db"
-    key = str(tmp_path / "k")
-    assert (
-        subprocess.run(
-            [
-                IDNODE,
-                "init",
-                "--prefix",
-                "88.166",
-                "--admin-secret",
-                "s",
-                "--database-url",
-                db,
-                "--secret-key-file",
-                key,
-            ],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        ).returncode
-        == 0
-    )
+    db, key, _ = init_registry(tmp_path, "g", "--admin-secret", "s")
     n = NodeProcess(
         db,
         redis_url=redis_url,

@@ -11,7 +11,7 @@ import pytest
 
 from loadtest.keyspace import handle
 from resolver.client import exchange, resolution_request
-from tests.e2e.node_process import IDNODE, NodeProcess
+from tests.e2e.node_process import IDNODE, NodeProcess, run_module
 
 pytestmark = pytest.mark.e2e
 
@@ -58,32 +58,23 @@ def test_scale_bench_smoke(pg_url: str) -> None:
     assert (
         idnode("loadtest", "populate", "--count", "2000", "--database-url", pg_url).returncode == 0
     )
-    import sys
 
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.scale_bench",
-            "--database-url",
-            pg_url,
-            "--count",
-            "2000",
-            "--keys",
-            "500",
-            "--seconds",
-            "0.3",
-            "--window",
-            "8",
-            "--server-cpu",
-            "0",
-            "--load-cpu",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    p = run_module(
+        "loadtest.scale_bench",
+        "--database-url",
+        pg_url,
+        "--count",
+        "2000",
+        "--keys",
+        "500",
+        "--seconds",
+        "0.3",
+        "--window",
+        "8",
+        "--server-cpu",
+        "0",
+        "--load-cpu",
+        "0",
     )
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)

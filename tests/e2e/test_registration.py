@@ -39,7 +39,7 @@ from resolver.codec.auth import (
     MAC_SHA1,
     MAC_SHA256,
 )
-from tests.e2e.node_process import IDNODE, NodeProcess
+from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
 
 pytestmark = pytest.mark.e2e
 RC = ResponseCode
@@ -260,23 +260,7 @@ def test_rsa_key_admin(tmp_path: Path) -> None:
 def test_no_worker_serves_the_old_value_after_a_write(
     tmp_path: Path, redis_url: str, redis_namespace: str
 ) -> None:
-    db = f"sqlite:///{tmp_path}/co.db"
-    key = str(tmp_path / "k")
-    assert (
-        idnode(
-            "init",
-            "--prefix",
-            "88.166",
-            "--admin-secret",
-            "s",
-            "--database-url",
-            db,
-            "--secret-key-file",
-            key,
-            cwd=tmp_path,
-        ).returncode
-        == 0
-    )
+    db, key, _ = init_registry(tmp_path, "co", "--admin-secret", "s")
     n = NodeProcess(
         db,
         redis_url=redis_url,
@@ -418,23 +402,7 @@ def replace_session(m: Message, session_id: int) -> Message:
 
 
 def test_workers_stay_coherent_without_redis(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path}/embedded.db"
-    key = str(tmp_path / "k")
-    assert (
-        idnode(
-            "init",
-            "--prefix",
-            "88.166",
-            "--admin-secret",
-            "s",
-            "--database-url",
-            db,
-            "--secret-key-file",
-            key,
-            cwd=tmp_path,
-        ).returncode
-        == 0
-    )
+    db, key, _ = init_registry(tmp_path, "embedded", "--admin-secret", "s")
     n = NodeProcess(db, workers=2, log=tmp_path / "emb.log", extra=("--secret-key-file", key))
     h = "88.166.1001/EMBEDDED"
     try:
@@ -469,23 +437,7 @@ def test_workers_stay_coherent_without_redis(tmp_path: Path) -> None:
 
 
 def test_challenge_and_answer_may_reach_different_workers(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path}/multi.db"
-    key = str(tmp_path / "k")
-    assert (
-        idnode(
-            "init",
-            "--prefix",
-            "88.166",
-            "--admin-secret",
-            "s",
-            "--database-url",
-            db,
-            "--secret-key-file",
-            key,
-            cwd=tmp_path,
-        ).returncode
-        == 0
-    )
+    db, key, _ = init_registry(tmp_path, "multi", "--admin-secret", "s")
     n = NodeProcess(db, workers=2, log=tmp_path / "multi.log", extra=("--secret-key-file", key))
     try:
         n.wait_ready()

@@ -16,7 +16,7 @@ import pytest
 from pyhandle.handleclient import RESTHandleClient
 from pyhandle.handleexceptions import HandleAlreadyExistsException, HandleAuthenticationError
 
-from tests.e2e.node_process import IDNODE, NodeProcess
+from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
 
 pytestmark = pytest.mark.e2e
 SECRET = "S3cret-for-rest"
@@ -25,27 +25,7 @@ ADMIN = "300:0.NA/88.166"
 
 @pytest.fixture
 def node(tmp_path: Path, redis_url: str, redis_namespace: str) -> Iterator[NodeProcess]:
-    db = f"sqlite:///{tmp_path}/rest.db"
-    key = str(tmp_path / "k")
-    p = subprocess.run(
-        [
-            IDNODE,
-            "init",
-            "--prefix",
-            "88.166",
-            "--admin-secret",
-            SECRET,
-            "--database-url",
-            db,
-            "--secret-key-file",
-            key,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert p.returncode == 0, p.stderr
+    db, key, _ = init_registry(tmp_path, "rest", "--admin-secret", SECRET)
     n = NodeProcess(
         db,
         redis_url=redis_url,
