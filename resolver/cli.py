@@ -406,11 +406,11 @@ async def _load_demo(s: Settings) -> None:
     await store.open()
     try:
         n = await store.put_many(demo_records(int(time.time())))
+        await store.put_template(
+            NODE_PREFIX, str(TEMPLATE["version"]), parse_template(TEMPLATE).to_json(), "demo"
+        )
     finally:
         await store.close()
-    await store.put_template(
-        NODE_PREFIX, str(TEMPLATE["version"]), parse_template(TEMPLATE).to_json(), "demo"
-    )
     print(
         f"demo data: {n} handles under {NODE_PREFIX} (enterprises 88.166.1001-1003), "
         f"template {TEMPLATE['version']}"
