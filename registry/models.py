@@ -35,7 +35,8 @@ prefixes = Table(
 handles = Table(
     "handles",
     metadata,
-    Column("handle", Text, primary_key=True),  # normalised (case-folded unless configured)
+    # normalised (case-folded unless configured); COLLATE "C" on PostgreSQL (0007)
+    Column("handle", Text, primary_key=True),
     Column("display", Text, nullable=False),  # as registered
     Column("prefix", String(64), nullable=False),  # normalised
     Column("vals", LargeBinary, nullable=False),  # encode_values(...): int4 n + values
@@ -44,7 +45,8 @@ handles = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
-Index("handles_prefix_handle", handles.c.prefix, handles.c.handle)
+# No (prefix, handle) index since migration 0007: in byte order ("C" collation on
+# PostgreSQL) a prefix's handles are one range of the primary key (names.key_range).
 
 audit_log = Table(
     "audit_log",

@@ -46,6 +46,12 @@ def storage_prefix(handle: str) -> str:
     return handle if slash < 0 else handle[:slash]
 
 
+def key_range(prefix_key: str) -> tuple[str, str]:
+    """The primary-key range holding exactly the handles of a prefix: in byte order
+    every "P/..." sorts at or after "P/" and before "P0" ("0" follows "/")."""
+    return prefix_key + "/", prefix_key + "0"
+
+
 def check_handle(handle: str) -> None:
     """Reject names no client should register: empty parts, over-long, control characters."""
     if not handle or len(handle) > MAX_HANDLE_CHARS:

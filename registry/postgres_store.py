@@ -13,7 +13,7 @@ from dataclasses import astuple
 
 import asyncpg
 
-from .names import storage_prefix
+from .names import key_range, storage_prefix
 from .store import (
     AuditEntry,
     HandleRecord,
@@ -105,8 +105,8 @@ class PostgresStore(Store):
         async with self.pool.acquire() as c:
             return int(
                 await c.fetchval(
-                    "SELECT count(*) FROM handles WHERE prefix = $1",
-                    self.key(prefix),
+                    "SELECT count(*) FROM handles WHERE handle >= $1 AND handle < $2",
+                    *key_range(self.key(prefix)),
                 )
             )
 
@@ -383,8 +383,9 @@ class PostgresStore(Store):
     async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
         async with self.pool.acquire() as c:
             rows = await c.fetch(
-                "SELECT display FROM handles WHERE prefix = $1 ORDER BY handle LIMIT $2",
-                self.key(prefix),
+                "SELECT display FROM handles WHERE handle >= $1 AND handle < $2"
+                " ORDER BY handle LIMIT $3",
+                *key_range(self.key(prefix)),
                 limit,
             )
         return [r[0] for r in rows]

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import astuple
 
-from .names import storage_prefix
+from .names import key_range, storage_prefix
 from .store import (
     AuditEntry,
     HandleRecord,
@@ -103,8 +103,8 @@ class SqliteStore(Store):
 
     async def count_prefix(self, prefix: str) -> int:
         (n,) = self.db.execute(
-            "SELECT count(*) FROM handles WHERE prefix = ?",
-            (self.key(prefix),),
+            "SELECT count(*) FROM handles WHERE handle >= ? AND handle < ?",
+            key_range(self.key(prefix)),
         ).fetchone()
         return int(n)
 
@@ -172,8 +172,8 @@ class SqliteStore(Store):
 
     async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
         rows = self.db.execute(
-            "SELECT display FROM handles WHERE prefix = ? ORDER BY handle LIMIT ?",
-            (self.key(prefix), limit),
+            "SELECT display FROM handles WHERE handle >= ? AND handle < ? ORDER BY handle LIMIT ?",
+            (*key_range(self.key(prefix)), limit),
         )
         return [r[0] for r in rows]
 

@@ -320,9 +320,16 @@ def _worker_pids(parent: int) -> list[int]:
     out = subprocess.run(
         ["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True, check=False
     ).stdout.split()
-    pids = [int(p) for p in out]
-    # the spawn context also starts a resource tracker; workers run idnode's code
-    return [p for p in pids if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
+    workers = []
+    for pid in map(int, out):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+        except FileNotFoundError:  # exited between ps and here (a worker being replaced)
+            continue
+        # the spawn context also starts a resource tracker; workers run idnode's code
+        if "resource_tracker" not in cmdline:
+            workers.append(pid)
+    return workers
 
 
 def test_idle_tcp_connections_are_closed(registry: str, tmp_path: Path) -> None:
