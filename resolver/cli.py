@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from registry.names import InvalidName
 from registry.store import StoreError
@@ -21,6 +22,7 @@ from .settings import FIELDS, ConfigError, Settings, load_settings
 EXIT_OK = 0
 EXIT_UNDECODABLE = 1
 EXIT_USAGE = 2
+EXIT_FAIL = 3  # the work itself failed (a load test whose node or generator died)
 
 
 def _is_file(arg: str) -> bool:
@@ -264,6 +266,89 @@ def _cmd_apikey(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _cpus(text: str) -> list[int]:
+    """ "0", "0,2", "2-5" → CPU numbers."""
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from loadtest.run import RunConfig
+
+    return RunConfig(
+        doors=[d for d in args.doors.split(",") if d],
+        mode=args.mode,
+        rates=[float(r) for r in args.rates.split(",") if r],
+        windows=[int(w) for w in args.windows.split(",") if w],
+        seconds=args.seconds,
+        warmup=args.warmup,
+        generators=args.generators,
+        distribution=args.distribution,
+        miss_share=args.miss_share,
+        mix=args.mix,
+        batch=args.batch,
+        registry_size=int(float(args.registry_size)),
+        database_url=args.database_url or "",
+        redis_url=args.redis_url or "",
+        l1_mb=args.l1_mb,
+        server_cpus=_cpus(args.server_cpus),
+        load_cpus=_cpus(args.load_cpus),
+        attach=args.attach or "",
+        ceilings=not args.no_ceilings,
+        results=args.results or "",
+        label=args.label,
+    )
+
+
+def _cmd_loadtest_run(args: argparse.Namespace) -> int:
+    from loadtest.run import run, save
+
+    try:
+        cfg = _run_config(args)
+        report = run(cfg)
+    except (ValueError, RuntimeError) as exc:
+        print(f"idnode loadtest run: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL
+    folder = save(report, cfg.results or None)
+    print(f"report: {folder / 'report.html'} and {folder / 'report.json'}")
+    return EXIT_OK
+
+
+def _cmd_loadtest_scale(args: argparse.Namespace) -> int:
+    from loadtest.run import save
+    from loadtest.scale import ensure_database, scale
+
+    try:
+        cfg = _run_config(args)
+        urls = list(args.database_url_list or [])
+        if args.sizes:
+            if not args.server_url:
+                raise ValueError("--sizes needs --server-url (where databases may be created)")
+            say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+            urls += [
+                asyncio.run(ensure_database(args.server_url, int(float(n)), say))
+                for n in args.sizes.split(",")
+                if n
+            ]
+        if not urls:
+            raise ValueError("give --database-url (repeatable) or --server-url with --sizes")
+        result = scale(urls, cfg)
+    except (ValueError, RuntimeError) as exc:
+        print(f"idnode loadtest scale: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL
+    report = result["runs"][-1] | {"scale": result["scale"], "doors": {}}
+    report["label"] = cfg.label or "scale"
+    folder = save(report | {"scale_runs": result["runs"]}, cfg.results or None)
+    fit = result["scale"].get("fit")
+    if fit:
+        print(fit["text"])
+    print(f"report: {folder / 'report.html'} and {folder / 'report.json'}")
+    return EXIT_OK
+
+
 def _cmd_loadtest(args: argparse.Namespace) -> int:
     if args.action == "plan":
         from loadtest.plan import Plan, render
@@ -448,6 +533,51 @@ def _add_settings(p: argparse.ArgumentParser, only: tuple[str, ...] | None = Non
             )
 
 
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--doors",
+        default="udp",
+        help="comma-separated: udp, tcp, http (Handle over HTTP), rest, grpc, grpc-batch, "
+        "grpc-stream",
+    )
+    p.add_argument("--mode", choices=("closed", "open"), default="closed")
+    p.add_argument(
+        "--rates", default="20000", help="open loop: offered requests/s, comma-separated points"
+    )
+    p.add_argument(
+        "--windows", default="64", help="closed loop: requests in flight per generator, points"
+    )
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per point")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up per point (not measured)")
+    p.add_argument("--generators", type=int, default=1, help="generator processes")
+    p.add_argument("--distribution", choices=("zipfian", "uniform", "hotset"), default="zipfian")
+    p.add_argument(
+        "--miss-share", type=float, default=0.0, help="share of lookups for unregistered ids"
+    )
+    p.add_argument(
+        "--mix", choices=("A", "B", "C"), default="C", help="YCSB: A 50%% updates, B 5%%, C reads"
+    )
+    p.add_argument("--batch", type=int, default=100, help="grpc-batch: identifiers per call")
+    p.add_argument(
+        "--registry-size",
+        default="0",
+        help="identifiers 0..N-1 to draw from (0: count the registry; 100000 for the "
+        "throwaway one)",
+    )
+    p.add_argument("--redis-url", help="give the node this Redis (L2); default: none")
+    p.add_argument("--l1-mb", type=int, default=64, help="the node's L1 per worker (0: off)")
+    p.add_argument("--server-cpus", default="0", help="CPUs for the node (one worker each)")
+    p.add_argument("--load-cpus", default="1", help="CPUs the generators are spread over")
+    p.add_argument(
+        "--attach",
+        metavar="HOST:HANDLE:HTTP:GRPC",
+        help="drive a running node instead of starting one (its ports)",
+    )
+    p.add_argument("--no-ceilings", action="store_true", help="skip the ceiling servers")
+    p.add_argument("--results", help="folder for report.json and report.html")
+    p.add_argument("--label", default="", help="a title for the report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idnode",
@@ -561,12 +691,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "loadtest",
-        help="load-test harness: populate the registry, plan capacity",
+        help="load-test harness: populate, run, scale, plan",
         description="The load-test harness. `populate` bulk-loads identifiers 0..N-1 of the "
         "deterministic key space (PostgreSQL binary COPY, or batched SQLite inserts) and "
         "reports rows/s and bytes per identifier. `plan` prints the hardware a node needs "
-        "for a number of registrations and a lookup rate, with its assumptions. The load "
-        "generators are python -m loadtest.udp_bench / grpc_bench / batch_bench.",
+        "for a number of registrations and a lookup rate, with its assumptions. `run` drives a "
+        "node through its front doors, beside each door's ceiling; `scale` measures the cost "
+        "of a lookup at several registry sizes.",
     )
     lsub = p.add_subparsers(dest="action", metavar="ACTION")
     lsub.required = True
@@ -582,6 +713,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings(lp, ("database_url",))
     lp.set_defaults(func=_cmd_loadtest)
+    lr = lsub.add_parser(
+        "run",
+        help="drive a node through its front doors; report beside each door's ceiling",
+        description="Start idnode serve (or --attach to one), drive it through each door in "
+        "--doors with generator processes, open loop at --rates or closed loop at --windows, "
+        "and measure each door's ceiling (the same protocol with nothing behind it) in the "
+        "same run. Writes report.json and report.html (charts) to --results "
+        "(default results/<time>). Servers listen on loopback; load goes to loopback.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_run_flags(lr)
+    lr.add_argument(
+        "--database-url",
+        help="a populated registry (idnode loadtest populate); default: a throwaway SQLite "
+        "registry of --registry-size identifiers",
+    )
+    lr.set_defaults(func=_cmd_loadtest_run)
+    ls = lsub.add_parser(
+        "scale",
+        help="the same lookups at several registry sizes, and a fit of the cost",
+        description="Lookups that all reach SQL (L1 and Redis off, uniform over the key space, "
+        "closed loop) against registries of several sizes, then a least-squares fit of "
+        "microseconds per lookup against log10(size), extrapolated to 1.5e9. Sizes come from "
+        "--database-url (repeat it) or --server-url with --sizes (databases idnode_lt_<N>, "
+        "populated when missing and kept).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_run_flags(ls)
+    ls.add_argument(
+        "--database-url", dest="database_url_list", action="append", help="a populated registry"
+    )
+    ls.add_argument("--server-url", help="a PostgreSQL server URL where databases may be created")
+    ls.add_argument("--sizes", help="registry sizes, e.g. 1e6,1e7,1e8")
+    ls.set_defaults(func=_cmd_loadtest_scale, database_url=None)
     lq = lsub.add_parser("plan", help="hardware for R registrations at Q lookups/s")
     lq.add_argument("--registrations", type=float, default=1.5e9)
     lq.add_argument("--qps", type=float, required=True, help="lookups per second to serve")

@@ -1,0 +1,600 @@
+"""`idnode loadtest run`: drive a node through its front doors and report each figure
+beside the ceiling of the same door measured in the same run.
+
+For every door and every load point (an offered rate in open loop, a window in closed
+loop) the run measures, with the same generator processes and the same identifiers:
+
+1. the door's ceiling: a server speaking the same protocol with nothing behind it
+   (``loadtest.ceilings``), pinned to the server cores;
+2. the node: `idnode serve` pinned to the server cores (or a node you already run,
+   ``--attach``), reading its /metrics before and after to get each cache tier's hits.
+
+Reads go through the door; with a YCSB A or B mix, updates go as REST PUTs from an
+extra generator at the mix's share. Results go to a folder as report.json and a
+report.html with charts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import multiprocessing as mp
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .ceilings import DESCRIPTIONS
+from .generators import DOORS, Job, merge, process_main
+from .keyspace import NODE_PREFIX
+from .workloads import YCSB_MIXES
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunConfig:
+    doors: list[str] = field(default_factory=lambda: ["udp"])
+    mode: str = "closed"  # closed | open
+    rates: list[float] = field(default_factory=lambda: [20_000.0])  # open loop, total
+    windows: list[int] = field(default_factory=lambda: [64])  # closed loop, per generator
+    seconds: float = 5.0
+    warmup: float = 1.0
+    generators: int = 1
+    distribution: str = "zipfian"
+    miss_share: float = 0.0
+    mix: str = "C"
+    batch: int = 100
+    registry_size: int = 0  # 0: count the registry (or populate the embedded one)
+    database_url: str = ""  # empty: a throwaway SQLite registry of --registry-size
+    redis_url: str = ""
+    l1_mb: int = 64
+    server_cpus: list[int] = field(default_factory=lambda: [0])
+    load_cpus: list[int] = field(default_factory=lambda: [1])
+    attach: str = ""  # HOST:HANDLE_PORT:HTTP_PORT:GRPC_PORT of a running node
+    ceilings: bool = True
+    results: str = ""
+    label: str = ""
+
+    def check(self) -> None:
+        for d in self.doors:
+            if d == "dns":
+                raise ValueError(
+                    "this node has no DNS front door yet; when it lands, the harness will "
+                    "drive it (with dnsperf when installed)"
+                )
+            if d not in DOORS:
+                raise ValueError(f"unknown door {d!r}; choose from {', '.join(DOORS)}")
+        if self.mode not in ("open", "closed"):
+            raise ValueError("mode is open or closed")
+        if self.mix not in YCSB_MIXES:
+            raise ValueError(f"unknown YCSB mix {self.mix!r} (A, B or C)")
+        if self.mode == "open" and not all(r > 0 for r in self.rates):
+            raise ValueError("open loop needs positive --rates")
+        if self.mode == "closed" and not all(w > 0 for w in self.windows):
+            raise ValueError("closed loop needs positive --windows")
+        if not 0 <= self.miss_share <= 1:
+            raise ValueError("--miss-share is a fraction between 0 and 1")
+        if self.generators < 1 or self.seconds <= 0:
+            raise ValueError("--generators and --seconds must be positive")
+
+
+# --- the node and the ceiling servers ----------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+        t.bind(("127.0.0.1", 0))
+        port = int(t.getsockname()[1])
+        u.bind(("127.0.0.1", port))
+        return port
+
+
+@dataclass
+class Target:
+    host: str
+    handle_port: int
+    http_port: int
+    grpc_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    namespace: str = ""
+
+    def port_for(self, door: str) -> int:
+        if door in ("udp", "tcp"):
+            return self.handle_port
+        if door in ("http", "rest", "update"):
+            return self.http_port
+        return self.grpc_port
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pinned(cpus: list[int]) -> Callable[[], None]:
+    return lambda: os.sched_setaffinity(0, set(cpus))
+
+
+def start_node(cfg: RunConfig, database_url: str, log: Path) -> Target:
+    t = Target("127.0.0.1", free_port(), free_port(), free_port())
+    args = [
+        str(Path(sys.executable).parent / "idnode"),
+        "serve",
+        "--database-url",
+        database_url,
+        "--listen",
+        "127.0.0.1",
+        "--handle-port",
+        str(t.handle_port),
+        "--http-port",
+        str(t.http_port),
+        "--grpc-port",
+        str(t.grpc_port),
+        "--workers",
+        str(len(cfg.server_cpus)),
+        "--l1-max-mb",
+        str(cfg.l1_mb),
+        "--log-level",
+        "warning",
+    ]
+    if cfg.redis_url:
+        t.namespace = f"idnode-lt-{secrets.token_hex(3)}"
+        args += ["--redis-url", cfg.redis_url, "--redis-namespace", t.namespace]
+    with log.open("ab") as out:
+        t.proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pinned(cfg.server_cpus)
+        )
+    wait_http(f"http://127.0.0.1:{t.http_port}/healthz", t.proc, log)
+    return t
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log else ""
+            raise RuntimeError(f"the node exited with {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within 60 s")
+
+
+def start_ceiling(door: str, cpus: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.ceilings", "--door", door, "--port", str(port)],
+        preexec_fn=_pinned(cpus),
+    )
+    _wait_port(door, port, proc)
+    return proc, port
+
+
+def _wait_port(door: str, port: int, proc: subprocess.Popen[bytes]) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the {door} ceiling server exited with {proc.returncode}")
+        if door == "udp":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(0.2)
+                try:
+                    s.sendto(b"ping", ("127.0.0.1", port))
+                    s.recv(16)
+                    return
+                except OSError:
+                    pass
+        else:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+    raise RuntimeError(f"the {door} ceiling server did not start")
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def scrape(http_port: int, host: str = "127.0.0.1") -> dict[tuple[str, str], float]:
+    """Cache lookups by (tier, result) from the node's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{host}:{http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[tuple[str, str], float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "idnode_cache_lookups":
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    key = (s.labels["tier"], s.labels["result"])
+                    out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def tier_report(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[str, Any]:
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}
+    out: dict[str, Any] = {"lookups": {f"{t}_{r}": int(v) for (t, r), v in sorted(d.items())}}
+    for tier in ("l1", "l2", "l3"):
+        hit, miss = d.get((tier, "hit"), 0.0), d.get((tier, "miss"), 0.0)
+        out[f"{tier}_hit_ratio"] = round(hit / (hit + miss), 4) if hit + miss else None
+    return out
+
+
+# --- one load point ---------------------------------------------------------------------
+
+
+def _jobs(
+    cfg: RunConfig, door: str, target: Target, point: float, ceiling: bool, api_key: str, size: int
+) -> list[Job]:
+    update_share = 0.0 if ceiling else YCSB_MIXES[cfg.mix]
+    jobs = []
+    g = cfg.generators
+    for k in range(g):
+        jobs.append(
+            Job(
+                door=door,
+                host=target.host,
+                port=target.port_for(door),
+                mode=cfg.mode,
+                seconds=cfg.seconds,
+                warmup=cfg.warmup,
+                rate=point * (1 - update_share) / g if cfg.mode == "open" else 0.0,
+                window=int(point) if cfg.mode == "closed" else 0,
+                batch=cfg.batch,
+                registry_size=size,
+                distribution=cfg.distribution,
+                miss_share=cfg.miss_share,
+                seed=1 + k,
+                cpu=cfg.load_cpus[k % len(cfg.load_cpus)],
+            )
+        )
+    if update_share:
+        jobs.append(
+            Job(
+                door="update",
+                host=target.host,
+                port=target.port_for("update"),
+                mode=cfg.mode,
+                seconds=cfg.seconds,
+                warmup=cfg.warmup,
+                rate=point * update_share if cfg.mode == "open" else 0.0,
+                window=max(1, math.ceil(point * g * update_share / (1 - update_share)))
+                if cfg.mode == "closed"
+                else 0,
+                registry_size=size,
+                distribution=cfg.distribution,
+                seed=1000,
+                api_key=api_key,
+                cpu=cfg.load_cpus[g % len(cfg.load_cpus)],
+            )
+        )
+    return jobs
+
+
+def run_point(jobs: list[Job], metrics_port: int | None, host: str = "127.0.0.1") -> dict[str, Any]:
+    """Run generator processes together; merge their results by door."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(len(jobs) + 1, timeout=900)
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=process_main, args=(j, barrier, queue)) for j in jobs]
+    for p in procs:
+        p.start()
+    before: dict[tuple[str, str], float] = {}
+    try:
+        barrier.wait()  # all prepared: warm-up starts
+        barrier.wait()  # warm-up over: measuring starts
+        if metrics_port is not None:
+            before = scrape(metrics_port, host)
+        results = [queue.get(timeout=900) for _ in jobs]
+    except Exception as exc:
+        errors = []
+        while not queue.empty():
+            errors.append(queue.get_nowait()[1].get("error", ""))
+        raise RuntimeError(
+            f"a generator failed: {'; '.join(e for e in errors if e) or exc}"
+        ) from exc
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    failed = [r.get("error") for _, r in results if "error" in r]
+    if failed:
+        raise RuntimeError(f"a generator failed: {failed[0]}")
+    by_seed = dict(results)
+    out: dict[str, Any] = {}
+    reads = [by_seed[j.seed] for j in jobs if j.door != "update"]
+    out["reads"] = merge(reads)
+    updates = [by_seed[j.seed] for j in jobs if j.door == "update"]
+    if updates:
+        out["updates"] = merge(updates)
+    if metrics_port is not None:
+        out["tiers"] = tier_report(before, scrape(metrics_port, host))
+    return out
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def prepare_registry(cfg: RunConfig, tmp: Path, say: Progress) -> tuple[str, int, dict[str, Any]]:
+    """The registry URL, its size, and facts about it (backend, bytes per identifier)."""
+    from registry.migrate import upgrade
+
+    from .populate import populate_sqlite
+
+    if not cfg.database_url:
+        size = cfg.registry_size or 100_000
+        url = f"sqlite:///{tmp}/registry.db"
+        upgrade(url)
+        say(f"populating a throwaway SQLite registry with {size:,} identifiers")
+        rep = populate_sqlite(str(tmp / "registry.db"), 0, size)
+        return (
+            url,
+            size,
+            {
+                "backend": "sqlite",
+                "identifiers": size,
+                "bytes_per_identifier": rep["bytes_per_identifier"],
+            },
+        )
+    url = cfg.database_url
+    upgrade(url)
+    facts = asyncio.run(registry_facts(url))
+    size = cfg.registry_size or facts["identifiers"]
+    if size <= 0:
+        raise ValueError(
+            f"{url} holds no identifiers: run idnode loadtest populate --count N first"
+        )
+    return url, size, facts
+
+
+async def registry_facts(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        path = url.split("///", 1)[1]
+        db = sqlite3.connect(path)
+        try:
+            (n,) = db.execute("SELECT count(*) FROM handles WHERE prefix <> '0.NA'").fetchone()
+        finally:
+            db.close()
+        size = os.path.getsize(path)
+        return {
+            "backend": "sqlite",
+            "identifiers": int(n),
+            "bytes_per_identifier": round(size / n, 1) if n else None,
+        }
+    import asyncpg
+
+    c = await asyncpg.connect(url)
+    try:
+        # counting a 100M-row table reads all of it: past a million rows, the planner's
+        # estimate (exact after populate's ANALYZE) is good enough
+        n = int(await c.fetchval("SELECT reltuples FROM pg_class WHERE relname = 'handles'"))
+        if n < 1_000_000:
+            n = int(await c.fetchval("SELECT count(*) FROM handles WHERE prefix <> '0.NA'"))
+        size = int(await c.fetchval("SELECT pg_total_relation_size('handles')"))
+    finally:
+        await c.close()
+    return {
+        "backend": "postgresql",
+        "identifiers": n,
+        "bytes_per_identifier": round(size / n, 1) if n else None,
+    }
+
+
+# The industry template the load test's identifiers name (TEMPLATE "tpl-v1" at 1001);
+# published on the node prefix, so every enterprise prefix below inherits it.
+LOADTEST_TEMPLATE = {
+    "prefix": NODE_PREFIX,
+    "version": "tpl-v1",
+    "industry": "C/34/344/3443",  # GB/T 4754: valve and cock manufacturing
+    "description": "load test: hydraulic valves",
+    "items": [
+        {
+            "key": "productName",
+            "index": 2001,
+            "name": "产品名称",
+            "required": True,
+            "max_length": 128,
+        }
+    ],
+}
+
+
+async def make_api_key(url: str) -> str:
+    """For updates: an admin of the load-test prefix, an API key acting as it, and the
+    template the identifiers name (without it every update is refused, as it should be)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from registry.bootstrap import KEY_INDEX, create_prefix_admin
+    from registry.names import NA_PREFIX
+    from registry.store import open_store
+    from registry.templates import parse_template
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    store = open_store(url)
+    await store.open()
+    try:
+        await create_prefix_admin(store, NODE_PREFIX, pubkey_pem=pem)
+        doc = parse_template(LOADTEST_TEMPLATE)
+        await store.put_template(NODE_PREFIX, doc.version, doc.to_json(), "loadtest")
+        key = "idn_" + secrets.token_urlsafe(32)
+        await store.add_api_key(
+            hashlib.sha256(key.encode()).hexdigest(), NA_PREFIX + NODE_PREFIX, KEY_INDEX, "loadtest"
+        )
+    finally:
+        await store.close()
+    return key
+
+
+def tier_ceilings(cfg: RunConfig, url: str, target: Target, size: int) -> dict[str, Any]:
+    """Redis MGET and asyncpg ANY batches of 100, from a load core, same keys."""
+    from .keyspace import handle
+    from .udp_bench import any_ceiling, mget_ceiling
+
+    os.sched_setaffinity(0, {cfg.load_cpus[0]})
+    import random
+
+    rng = random.Random(5)
+    keys = [handle(rng.randrange(size)).upper() for _ in range(10_000)]
+    out: dict[str, Any] = {}
+    secs = min(cfg.seconds, 3.0)
+    if cfg.redis_url and target.namespace:
+        out["redis_mget_100_keys_per_s"] = round(
+            asyncio.run(
+                mget_ceiling(cfg.redis_url, [f"{target.namespace}:h:{k}" for k in keys], secs)
+            )
+        )
+    if url.startswith("postgresql"):
+        out["postgres_any_100_keys_per_s"] = round(asyncio.run(any_ceiling(url, keys, secs)))
+    return out
+
+
+def run(cfg: RunConfig, say: Progress = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
+    cfg.check()
+    tmp = Path(tempfile.mkdtemp(prefix="idnode-loadtest-"))
+    started = dt.datetime.now(dt.UTC)
+    url, size, facts = prepare_registry(cfg, tmp, say)
+    api_key = asyncio.run(make_api_key(url)) if YCSB_MIXES[cfg.mix] else ""
+    log = tmp / "node.log"
+    if cfg.attach:
+        host, hp, wp, gp = cfg.attach.rsplit(":", 3)
+        target = Target(host, int(hp), int(wp), int(gp))
+    else:
+        say(
+            f"starting idnode serve on CPU {cfg.server_cpus} "
+            f"({facts['backend']}, {size:,} identifiers)"
+        )
+        target = start_node(cfg, url, log)
+    points = cfg.rates if cfg.mode == "open" else [float(w) for w in cfg.windows]
+    report: dict[str, Any] = {
+        "harness": "idnode loadtest run",
+        "label": cfg.label,
+        "started": started.isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "config": {k: v for k, v in asdict(cfg).items() if k != "attach"}
+        | {"attached": bool(cfg.attach)},
+        "registry": facts | {"identifiers_in_key_space": size},
+        "doors": {},
+    }
+    try:
+        for door in cfg.doors:
+            entry: dict[str, Any] = {
+                "ceiling": DESCRIPTIONS[door],
+                "unit": "identifiers/s" if door == "grpc-batch" else "requests/s",
+                "points": [],
+            }
+            report["doors"][door] = entry
+            for point in points:
+                row: dict[str, Any] = {"offered_per_s" if cfg.mode == "open" else "window": point}
+                if cfg.ceilings:
+                    say(f"{door}: ceiling at {_label(cfg, point)}")
+                    proc, port = start_ceiling(door, cfg.server_cpus)
+                    try:
+                        ct = Target("127.0.0.1", port, port, port)
+                        row["ceiling"] = run_point(
+                            _jobs(cfg, door, ct, point, True, "", size), None
+                        )["reads"]
+                    finally:
+                        stop(proc)
+                say(f"{door}: node at {_label(cfg, point)}")
+                got = run_point(
+                    _jobs(cfg, door, target, point, False, api_key, size),
+                    target.http_port,
+                    target.host,
+                )
+                row["node"] = got["reads"] | {"tiers": got.get("tiers")}
+                if "updates" in got:
+                    row["updates"] = got["updates"]
+                if "ceiling" in row:
+                    row["node"]["ratio_to_ceiling"] = _ratio(
+                        row["node"]["per_s"], row["ceiling"]["per_s"]
+                    )
+                entry["points"].append(row)
+                say(_summary(door, row))
+        if not cfg.attach:
+            report["tier_ceilings"] = tier_ceilings(cfg, url, target, size)
+    finally:
+        target.stop()
+    report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return report
+
+
+def _label(cfg: RunConfig, point: float) -> str:
+    return (
+        f"{point:,.0f}/s offered"
+        if cfg.mode == "open"
+        else f"window {point:.0f} x {cfg.generators}"
+    )
+
+
+def _summary(door: str, row: dict[str, Any]) -> str:
+    n = row["node"]
+    ratio = n.get("ratio_to_ceiling")
+    tiers = n.get("tiers") or {}
+    hit = tiers.get("l1_hit_ratio")
+    return (
+        f"  {door}: {n['per_s']:,}/s p50 {n['p50_us']} us p99 {n['p99_us']} us"
+        + (f" = {ratio} of ceiling" if ratio is not None else "")
+        + (f"; L1 hit {hit:.1%}" if hit is not None else "")
+        + (f"; codes {n['codes']}" if n["codes"] else "")
+    )
+
+
+def save(report: dict[str, Any], folder: str | None) -> Path:
+    """report.json and report.html in ``folder`` (default results/<time>)."""
+    import json
+
+    from .html import render
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    path = Path(folder or f"results/{stamp}")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (path / "report.html").write_text(render(report))
+    return path
