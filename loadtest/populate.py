@@ -24,35 +24,37 @@ _U = struct.Struct(">I")
 _TS = 1_700_000_000
 
 
-def _value(index: int, vtype: bytes, data: bytes, ts: int) -> bytes:
-    # index, timestamp, ttlType 0, ttl 86400, permissions 0x0E, type, data, no references
-    return b"".join(
-        (
-            _I.pack(index),
-            _U.pack(ts),
-            b"\x00\x00\x01\x51\x80\x0e",
-            _U.pack(len(vtype)),
-            vtype,
-            _U.pack(len(data)),
-            data,
-            b"\x00\x00\x00\x00",
-        )
-    )
-
-
+_AFTER_TS = b"\x00\x00\x01\x51\x80\x0e"  # ttlType 0, ttl 86400, permissions 0x0E
+_NO_REFS = b"\x00\x00\x00\x00"
+_URL_HEAD = b"\x00\x00\x00\x03" + _I.pack(1)  # 3 values; the first at index 1
+_URL_TYPE = _AFTER_TS + _U.pack(3) + b"URL"
+_TEMPLATE_HEAD = _NO_REFS + _I.pack(1001)
+_TEMPLATE_TAIL = _AFTER_TS + _U.pack(8) + b"TEMPLATE" + _U.pack(6) + b"tpl-v1" + _NO_REFS
+_NAME_HEAD = _I.pack(2001)
 _NAME = "液压阀 HV-".encode()
+_NAME_TYPE = _AFTER_TS + _U.pack(11) + b"productName" + _U.pack(len(_NAME) + 3) + _NAME
 
 
 def values_wire(i: int) -> bytes:
-    """The same values as keyspace.values(i), encoded without building HandleValues
-    (generating rows must not be what limits the load)."""
-    ts = _TS + (i % 86_400_000)
+    """The same values as keyspace.values(i) (a unit test holds them equal), encoded
+    from constant pieces: generating rows must not be what limits the load."""
+    ts = _U.pack(_TS + (i % 86_400_000))
+    url = b"https://pim.example.cn/%d" % i
     return b"".join(
         (
-            b"\x00\x00\x00\x03",
-            _value(1, b"URL", b"https://pim.example.cn/%d" % i, ts),
-            _value(1001, b"TEMPLATE", b"tpl-v1", ts),
-            _value(2001, b"productName", _NAME + b"%03d" % (i % 1000), ts),
+            _URL_HEAD,
+            ts,
+            _URL_TYPE,
+            _U.pack(len(url)),
+            url,
+            _TEMPLATE_HEAD,
+            ts,
+            _TEMPLATE_TAIL,
+            _NAME_HEAD,
+            ts,
+            _NAME_TYPE,
+            b"%03d" % (i % 1000),
+            _NO_REFS,
         )
     )
 
@@ -126,6 +128,7 @@ async def populate_postgres(
     chunk: int = 50_000,
     parallel: int = 2,
     defer_indexes: bool | None = None,
+    partitions: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """``parallel`` COPY streams, each its own connection (and server process).
@@ -148,8 +151,13 @@ async def populate_postgres(
             " ($1, $1, 'loadtest', 'homed', 0) ON CONFLICT (prefix) DO NOTHING",
             NODE_PREFIX,
         )
+        empty = await c.fetchval("SELECT NOT EXISTS (SELECT 1 FROM handles)")
+        if partitions:
+            if not empty:
+                raise ValueError("--partitions needs an empty handles table")
+            await partition_handles(c, partitions)
         if defer_indexes is None:
-            defer_indexes = await c.fetchval("SELECT NOT EXISTS (SELECT 1 FROM handles)")
+            defer_indexes = empty
         for conn in conns:  # a bulk load is re-runnable: no need to wait for each flush
             await conn.execute("SET synchronous_commit = off")
         if defer_indexes:
@@ -210,7 +218,32 @@ async def populate_postgres(
     out["index_build_seconds"] = round(index_seconds, 2)
     out["indexes_deferred"] = deferred
     out["parallel_streams"] = len(conns)
+    out["hash_partitions"] = partitions or None
     return out
+
+
+async def partition_handles(c: Any, partitions: int) -> None:
+    """Replace the (empty) handles table by one hash-partitioned on the handle key,
+    with the same columns, collation and defaults, in one transaction.
+
+    For registries of billions: each partition's table and index stay a size that
+    VACUUM, index rebuilds and backups handle; lookups by key still touch one partition
+    (the store's batched read is a join that prunes partitions per key).
+    """
+    if not 2 <= partitions <= 1024:
+        raise ValueError("--partitions is 2..1024")
+    async with c.transaction():
+        await c.execute(
+            "CREATE TABLE handles_p (LIKE handles INCLUDING DEFAULTS) PARTITION BY HASH (handle)"
+        )
+        for k in range(partitions):
+            await c.execute(
+                f"CREATE TABLE handles_p{k:04d} PARTITION OF handles_p"
+                f" FOR VALUES WITH (MODULUS {partitions}, REMAINDER {k})"
+            )
+        await c.execute("DROP TABLE handles")
+        await c.execute("ALTER TABLE handles_p RENAME TO handles")
+        await c.execute("ALTER TABLE handles ADD CONSTRAINT handles_pkey PRIMARY KEY (handle)")
 
 
 def populate_sqlite(

@@ -379,16 +379,30 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
             progress=progress,
         )
     else:
-        report = asyncio.run(
-            populate_postgres(
-                s.database_url,
-                args.start,
-                args.count,
-                chunk=args.chunk,
-                parallel=args.parallel,
-                progress=progress,
+        import asyncpg
+
+        try:
+            report = asyncio.run(
+                populate_postgres(
+                    s.database_url,
+                    args.start,
+                    args.count,
+                    chunk=args.chunk,
+                    parallel=args.parallel,
+                    partitions=args.partitions,
+                    progress=progress,
+                )
             )
-        )
+        except ValueError as exc:
+            print(f"idnode loadtest populate: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except asyncpg.UniqueViolationError as exc:
+            print(
+                f"idnode loadtest populate: {exc.detail or exc}: the slice overlaps identifiers "
+                "already loaded (use --start past them); chunks before the failing one stay",
+                file=sys.stderr,
+            )
+            return EXIT_FAIL
     print(json.dumps(report, indent=2))
     return EXIT_OK
 
@@ -710,6 +724,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         help="COPY streams into PostgreSQL (default 2: one per core here)",
+    )
+    lp.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="PostgreSQL: first make the (empty) handles table hash-partitioned into this "
+        "many partitions (for registries of hundreds of millions and more)",
     )
     _add_settings(lp, ("database_url",))
     lp.set_defaults(func=_cmd_loadtest)

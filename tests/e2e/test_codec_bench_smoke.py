@@ -117,29 +117,3 @@ def test_grpc_bench_smoke(tmp_path: Path) -> None:
     assert res["ceiling_grpc_aio_echo"]["calls"] > 0
     assert res["resolve_unary"]["ratio_to_ceiling"] > 0
     assert res["batch_resolve"]["handles_per_s"] > 0
-
-
-def test_openloop_bench_smoke(tmp_path: Path) -> None:
-    """Open-loop load at two offered rates against the echo ceiling and the node."""
-    out = tmp_path / "ol.json"
-    p = run_module(
-        "loadtest.openloop_bench",
-        "--rates",
-        "500,1000",
-        "--seconds",
-        "0.3",
-        "--handles",
-        "100",
-        "--server-cpu",
-        "0",
-        "--load-cpu",
-        "0",
-        "--json",
-        str(out),
-    )
-    assert p.returncode == 0, p.stderr
-    points = json.loads(out.read_text())["points"]
-    assert [pt["offered_per_s"] for pt in points] == [500, 1000]
-    for pt in points:
-        assert pt["node_l1"]["sent"] > 0 and pt["node_l1"]["p99_us"] > 0
-        assert pt["ceiling_udp_echo"]["answers_per_s"] > 0

@@ -11,7 +11,7 @@ import pytest
 
 from loadtest.keyspace import handle
 from resolver.client import exchange, resolution_request
-from tests.e2e.node_process import IDNODE, NodeProcess, run_module
+from tests.e2e.node_process import IDNODE, NodeProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -54,28 +54,82 @@ def test_plan() -> None:
     assert "assumptions:" in text
 
 
-def test_scale_bench_smoke(pg_url: str) -> None:
+def test_postgres_load_defers_the_key_index_and_refuses_overlaps(pg_url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
     assert (
         idnode("loadtest", "populate", "--count", "2000", "--database-url", pg_url).returncode == 0
     )
-
-    p = run_module(
-        "loadtest.scale_bench",
-        "--database-url",
-        pg_url,
-        "--count",
-        "2000",
-        "--keys",
-        "500",
-        "--seconds",
-        "0.3",
-        "--window",
-        "8",
-        "--server-cpu",
-        "0",
-        "--load-cpu",
-        "0",
+    # a second slice goes into a non-empty table: the index is kept up row by row
+    p = idnode(
+        "loadtest", "populate", "--start", "2000", "--count", "500", "--database-url", pg_url
     )
     assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout)
-    assert r["response_codes"] == {"1": r["answered"]} and r["ratio_to_ceiling"] > 0
+    second = json.loads(p.stdout)
+    assert second["indexes_deferred"] is False and second["registry_rows"] == 2500
+    p = idnode("loadtest", "populate", "--start", "100", "--count", "10", "--database-url", pg_url)
+    assert p.returncode == 3 and "overlaps identifiers already loaded" in p.stderr
+
+    async def facts() -> tuple[int, str]:
+        c = await asyncpg.connect(pg_url)
+        try:
+            n = await c.fetchval("SELECT count(*) FROM handles")
+            idx = await c.fetchval(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'handles_pkey'"
+            )
+        finally:
+            await c.close()
+        return int(n), str(idx)
+
+    n, idx = asyncio.run(facts())
+    assert n == 2500 and "UNIQUE INDEX" in idx and "(handle)" in idx
+
+
+def test_hash_partitioned_registry_resolves(pg_url: str, tmp_path: Path) -> None:
+    p = idnode(
+        "loadtest", "populate", "--count", "3000", "--partitions", "4", "--database-url", pg_url
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["hash_partitions"] == 4
+    p = idnode(
+        "loadtest", "populate", "--count", "1", "--partitions", "4", "--database-url", pg_url
+    )
+    assert p.returncode == 2 and "empty handles table" in p.stderr
+    n = NodeProcess(pg_url, log=tmp_path / "part.log")
+    try:
+        n.wait_ready()
+        for i in (0, 1500, 2999):
+            assert exchange(n.server, resolution_request(handle(i))).response_code == 1, i
+        assert exchange(n.server, resolution_request(handle(3000))).response_code == 100
+    finally:
+        assert n.stop() == 0, n.log_text()
+
+
+def test_scale_on_postgres_reports_the_any_ceiling(pg_url: str, tmp_path: Path) -> None:
+    assert (
+        idnode("loadtest", "populate", "--count", "2000", "--database-url", pg_url).returncode == 0
+    )
+    out = tmp_path / "scale"
+    p = idnode(
+        "loadtest",
+        "scale",
+        "--database-url",
+        pg_url,
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--server-cpus",
+        "0",
+        "--load-cpus",
+        "0",
+        "--results",
+        str(out),
+    )
+    assert p.returncode == 0, p.stderr
+    (point,) = json.loads((out / "report.json").read_text())["scale"]["points"]
+    assert point["registry_size"] == 2000 and point["codes"] == {"1": sum(point["codes"].values())}
+    assert point["ceiling_any_keys_per_s"] > 0 and point["ratio_to_ceiling"] > 0
+    assert point["bytes_per_identifier"] > 100
