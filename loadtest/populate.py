@@ -209,8 +209,7 @@ async def populate_postgres(
         elapsed = time.perf_counter() - t0
         await c.execute("ANALYZE handles")
         total = await c.fetchval("SELECT count(*) FROM handles")
-        size = await c.fetchval("SELECT pg_total_relation_size('handles')")
-        table = await c.fetchval("SELECT pg_relation_size('handles')")
+        size, table, _ = await handles_footprint(c)
     finally:
         await c.close()
     out = _report("postgresql", count, elapsed, int(total), int(size), int(table))
@@ -220,6 +219,25 @@ async def populate_postgres(
     out["parallel_streams"] = len(conns)
     out["hash_partitions"] = partitions or None
     return out
+
+
+# Over the tables that hold rows: a partitioned parent has no storage of its own (and
+# pg_partition_tree lists nothing for a plain table, which holds them itself).
+_FOOTPRINT = """
+SELECT sum(pg_total_relation_size(c.oid)), sum(pg_relation_size(c.oid)),
+       sum(GREATEST(c.reltuples, 0))
+FROM pg_class c
+WHERE c.relkind = 'r'
+  AND c.oid IN (SELECT relid FROM pg_partition_tree('handles')
+                UNION SELECT 'handles'::regclass)
+"""
+
+
+async def handles_footprint(c: Any) -> tuple[int, int, int]:
+    """(bytes with TOAST and indexes, table bytes, estimated rows) of the handles table,
+    partitioned or not."""
+    total, table, rows = await c.fetchrow(_FOOTPRINT)
+    return int(total or 0), int(table or 0), int(rows or 0)
 
 
 async def partition_handles(c: Any, partitions: int) -> None:

@@ -3,11 +3,11 @@ fit of how the cost per lookup grows with the size.
 
 Every lookup reaches SQL (L1 and Redis off, identifiers drawn uniformly from the whole
 key space, so the page cache helps only as much as it would in production), closed
-loop from the load cores, over Handle UDP by default. At each size the asyncpg ``ANY``
-ceiling is measured on the same database. The fit is least squares of the server-core
-microseconds per lookup (1e6 / lookups per second, with the node's cores saturated)
-against log10 of the size, the shape B-tree descents predict; it is extrapolated to the
-Chongqing target.
+loop from the load cores, over Handle UDP by default. At each size the ceiling is the
+store's SQL key batch run bare through asyncpg on the same database. The fit is least
+squares of the server-core microseconds per lookup (1e6 / lookups per second, with the
+node's cores saturated) against log10 of the size, the shape B-tree descents predict;
+it is extrapolated to the Chongqing target.
 
 Registries come from ``--database-url`` (each already populated), or from
 ``--server-url`` with ``--sizes``: a database ``idnode_lt_<N>`` per size, populated
@@ -87,7 +87,7 @@ def scale(
         size = rep["registry"]["identifiers_in_key_space"]
         door = c.doors[0]
         node = rep["doors"][door]["points"][-1]["node"]
-        ceiling = rep.get("tier_ceilings", {}).get("postgres_any_100_keys_per_s")
+        ceiling = rep.get("tier_ceilings", {}).get("postgres_batch_100_keys_per_s")
         points.append(
             {
                 "registry_size": size,
@@ -98,7 +98,7 @@ def scale(
                 "p99_us": node["p99_us"],
                 "p999_us": node["p999_us"],
                 "codes": node["codes"],
-                "ceiling_any_keys_per_s": ceiling,
+                "ceiling_sql_batch_keys_per_s": ceiling,
                 "ratio_to_ceiling": round(node["per_s"] / ceiling, 3) if ceiling else None,
                 "bytes_per_identifier": rep["registry"].get("bytes_per_identifier"),
                 "us_per_lookup": round(1e6 / node["per_s"], 2) if node["per_s"] else None,

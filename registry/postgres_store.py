@@ -2,8 +2,13 @@
 
 Hot reads skip SQLAlchemy: Core async measured at about half the throughput of
 raw asyncpg here. asyncpg prepares and caches each statement per connection, and
-a batch of misses is one ``WHERE handle = ANY($1)`` query (measured ~44-94k keys/s
-in batches of 100, against ~19k/s for point selects).
+a batch of misses is one query: the keys unnested and joined to handles (measured
+~44-94k keys/s in batches of 100, against ~19k/s for point selects).
+
+Why a join and not ``WHERE handle = ANY($1)``: both are equally fast on a plain table
+(86k keys/s at 10M here), but on a hash-partitioned table ``ANY`` probes every
+partition's index with every key (16 partitions: 14.8k keys/s), while the join's
+nested loop prunes to one partition per key (79k keys/s).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from .store import (
     sha256_hex,
 )
 
-GET_MANY = "SELECT handle, vals FROM handles WHERE handle = ANY($1::text[])"
+GET_MANY = (
+    "SELECT h.handle, h.vals FROM unnest($1::text[]) AS k(key) JOIN handles h ON h.handle = k.key"
+)
 PUT_MANY = """
 INSERT INTO handles (handle, display, prefix, vals, version, created_at, updated_at)
 SELECT h, d, p, v, 1, $5, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
@@ -175,7 +182,8 @@ class PostgresStore(Store):
         by_key = {r[0]: r for r in rows}
         async with self.pool.acquire() as c, c.transaction():
             found = await c.fetch(
-                "SELECT handle, vals FROM handles WHERE handle = ANY($1::text[]) FOR UPDATE",
+                "SELECT h.handle, h.vals FROM unnest($1::text[]) AS k(key)"
+                " JOIN handles h ON h.handle = k.key FOR UPDATE OF h",
                 list(by_key),
             )
             existing = {r[0]: bytes(r[1]) for r in found}

@@ -107,7 +107,7 @@ def test_hash_partitioned_registry_resolves(pg_url: str, tmp_path: Path) -> None
         assert n.stop() == 0, n.log_text()
 
 
-def test_scale_on_postgres_reports_the_any_ceiling(pg_url: str, tmp_path: Path) -> None:
+def test_scale_on_postgres_reports_the_sql_ceiling(pg_url: str, tmp_path: Path) -> None:
     assert (
         idnode("loadtest", "populate", "--count", "2000", "--database-url", pg_url).returncode == 0
     )
@@ -131,5 +131,5 @@ def test_scale_on_postgres_reports_the_any_ceiling(pg_url: str, tmp_path: Path) 
     assert p.returncode == 0, p.stderr
     (point,) = json.loads((out / "report.json").read_text())["scale"]["points"]
     assert point["registry_size"] == 2000 and point["codes"] == {"1": sum(point["codes"].values())}
-    assert point["ceiling_any_keys_per_s"] > 0 and point["ratio_to_ceiling"] > 0
+    assert point["ceiling_sql_batch_keys_per_s"] > 0 and point["ratio_to_ceiling"] > 0
     assert point["bytes_per_identifier"] > 100
