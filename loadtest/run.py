@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .ceilings import DESCRIPTIONS
 from .generators import DOORS, Job, merge, process_main
@@ -490,9 +490,52 @@ def tier_ceilings(cfg: RunConfig, url: str, target: Target, size: int) -> dict[s
                 mget_ceiling(cfg.redis_url, [f"{target.namespace}:h:{k}" for k in keys], secs)
             )
         )
+    if cfg.redis_url and target.namespace:
+        out["redis_cache"] = redis_footprint(cfg.redis_url, target.namespace)
     if url.startswith("postgresql"):
         out["postgres_batch_100_keys_per_s"] = round(asyncio.run(any_ceiling(url, keys, secs)))
     return out
+
+
+def redis_footprint(url: str, namespace: str, sample: int = 1000) -> dict[str, Any]:
+    """What a cached identifier costs in Redis (MEMORY USAGE of a sample of the node's
+    keys): the figure `idnode loadtest plan --redis-bytes-per-key` wants."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        keys = []
+        for k in r.scan_iter(match=f"{namespace}:h:*", count=1000):
+            keys.append(k)
+            if len(keys) >= sample:
+                break
+        sizes = [cast(int, r.memory_usage(k)) or 0 for k in keys]
+    finally:
+        r.close()
+    return {
+        "sampled_keys": len(sizes),
+        "bytes_per_key": round(sum(sizes) / len(sizes)) if sizes else None,
+    }
+
+
+def clear_namespace(url: str, namespace: str) -> int:
+    """Delete the run's Redis keys: a load test must not leave millions behind."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    n = 0
+    try:
+        batch = []
+        for k in r.scan_iter(match=f"{namespace}:*", count=5000):
+            batch.append(k)
+            if len(batch) >= 5000:
+                n += cast(int, r.unlink(*batch))
+                batch = []
+        if batch:
+            n += cast(int, r.unlink(*batch))
+    finally:
+        r.close()
+    return n
 
 
 def run(cfg: RunConfig, say: Progress = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
@@ -565,6 +608,8 @@ def run(cfg: RunConfig, say: Progress = lambda m: print(m, file=sys.stderr)) -> 
             report["tier_ceilings"] = tier_ceilings(cfg, url, target, size)
     finally:
         target.stop()
+        if cfg.redis_url and target.namespace:
+            clear_namespace(cfg.redis_url, target.namespace)
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return report
 

@@ -351,17 +351,11 @@ def _cmd_loadtest_scale(args: argparse.Namespace) -> int:
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
     if args.action == "plan":
+        from dataclasses import fields
+
         from loadtest.plan import Plan, render
 
-        plan = Plan(
-            registrations=args.registrations,
-            qps=args.qps,
-            bytes_per_identifier=args.bytes_per_identifier,
-            hot_fraction=args.hot_fraction,
-            l1_hit_ratio=args.l1_hit_ratio,
-            **({"hit_qps_per_core": args.hit_qps_per_core} if args.hit_qps_per_core else {}),
-            **({"miss_qps_per_core": args.miss_qps_per_core} if args.miss_qps_per_core else {}),
-        ).compute()
+        plan = Plan(**{f.name: getattr(args, f.name) for f in fields(Plan)}).compute()
         print(json.dumps(plan, indent=2) if args.json else render(plan))
         return EXIT_OK
     from loadtest.populate import bar, populate_postgres, populate_sqlite
@@ -768,19 +762,34 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--server-url", help="a PostgreSQL server URL where databases may be created")
     ls.add_argument("--sizes", help="registry sizes, e.g. 1e6,1e7,1e8")
     ls.set_defaults(func=_cmd_loadtest_scale, database_url=None)
-    lq = lsub.add_parser("plan", help="hardware for R registrations at Q lookups/s")
+    lq = lsub.add_parser(
+        "plan",
+        help="hardware for R registrations at Q lookups/s",
+        description="A capacity plan from measured figures. Cache sizes follow from Zipfian "
+        "popularity: the L1 hit ratio from how many entries fit a worker's L1, the Redis "
+        "memory from how many of the hottest identifiers answer --cache-hit-ratio of lookups. "
+        "Defaults are this project's measurements on its 2-core reference machine.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from loadtest.plan import Plan
+
+    d = Plan(registrations=1.5e9, qps=1)
     lq.add_argument("--registrations", type=float, default=1.5e9)
     lq.add_argument("--qps", type=float, required=True, help="lookups per second to serve")
-    lq.add_argument(
-        "--bytes-per-identifier",
-        type=float,
-        default=457.0,
-        help="measured by `idnode loadtest populate` (default: measured here at 10M)",
-    )
-    lq.add_argument("--hot-fraction", type=float, default=0.01)
-    lq.add_argument("--l1-hit-ratio", type=float, default=0.9)
-    lq.add_argument("--hit-qps-per-core", type=float, default=0)
-    lq.add_argument("--miss-qps-per-core", type=float, default=0)
+    for name, help_text in (
+        ("bytes_per_identifier", "SQL bytes per identifier (idnode loadtest populate)"),
+        ("cache_hit_ratio", "share of lookups L1 or Redis must answer (the rest reach SQL)"),
+        ("zipf_theta", "Zipfian popularity constant (YCSB: 0.99)"),
+        ("l1_mb_per_worker", "the node's --l1-max-mb"),
+        ("l1_bytes_per_entry", "bytes an L1 entry takes"),
+        ("hit_qps_per_core", "L1-hit lookups/s one core serves (idnode loadtest run)"),
+        ("miss_qps_per_core", "lookups/s past L1 one core serves (idnode loadtest run)"),
+        ("redis_bytes_per_key", "Redis bytes per cached identifier (reported by run)"),
+        ("headroom", "spare capacity added to every figure"),
+    ):
+        lq.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=getattr(d, name), help=help_text
+        )
     lq.add_argument("--json", action="store_true")
     lq.set_defaults(func=_cmd_loadtest)
 

@@ -95,6 +95,14 @@ def test_open_loop_with_misses_generators_and_redis(tmp_path: Path, redis_url: s
         assert abs(node["sent"] + node["dropped"] - 0.4 * p["offered_per_s"]) <= 4
         assert node["tiers"]["l2_hit_ratio"] is not None  # Redis was asked
     assert "redis_mget_100_keys_per_s" in report["tier_ceilings"]
+    cache = report["tier_ceilings"]["redis_cache"]
+    assert cache["sampled_keys"] > 0 and cache["bytes_per_key"] > 50
+    # the run's Redis keys are gone afterwards
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    assert not list(r.scan_iter(match="idnode-lt-*", count=1000))
+    r.close()
 
 
 def test_ycsb_b_updates_land_in_the_registry(tmp_path: Path) -> None:

@@ -87,5 +87,29 @@ def test_capacity_plan_states_its_assumptions() -> None:
 
     r = Plan(registrations=1.5e9, qps=200_000, bytes_per_identifier=400).compute()
     assert r["resolver_cores"] >= 2 and r["sql_storage_gib"] > 500
+    # Zipf 0.99 is heavy-tailed: a 64 MiB L1 cannot answer most lookups of 1.5e9 ids,
+    # and answering 95% without SQL takes a large share of them in Redis
+    assert 0.3 < r["l1_hit_ratio"] < 0.8 and 0.1 < r["redis_hot_share"] < 0.6
     text = render(r)
     assert "assumptions" in text and "1,500,000,000 registrations" in text
+    small = Plan(registrations=1e6, qps=200_000).compute()
+    assert small["l1_hit_ratio"] > r["l1_hit_ratio"]  # fewer ids: the same L1 covers more
+
+
+def test_zipf_model_matches_the_generator_the_load_uses() -> None:
+    import random
+
+    from loadtest.plan import harmonic, zipf_hot_set, zipf_share
+    from loadtest.workloads import Zipfian
+
+    assert abs(harmonic(200_000) - sum(i**-0.99 for i in range(1, 200_001))) < 1e-6
+    assert zipf_share(10**9, 10**9) == 1.0
+    n = 1_000_000
+    z = Zipfian(n, rng=random.Random(3))
+    ranks = [z() for _ in range(100_000)]
+    for k in (1, 1000, 100_000):
+        drawn = sum(1 for x in ranks if x < k) / len(ranks)
+        assert abs(drawn - zipf_share(k, n)) < 0.02, k
+    for target in (0.5, 0.9, 0.99):
+        hot = zipf_hot_set(target, 1.5e9)
+        assert zipf_share(hot, 1.5e9) >= target > zipf_share(hot - 1, 1.5e9)
