@@ -94,6 +94,7 @@ class Tally:
         self.ops = 0  # identifiers answered (a batch call answers many)
         self.dropped = 0  # open loop: not sent because too many were outstanding
         self.behind = 0.0  # worst lag of the generator behind its schedule, seconds
+        self.cpu = 0.0  # CPU seconds this generator process used while measuring
 
     def done(self, latency_s: float, codes: list[int | str] | int | str) -> None:
         self.hist.record_value(min(MAX_LATENCY_US, max(1, int(latency_s * 1e6))))
@@ -113,6 +114,7 @@ class Tally:
             "dropped": self.dropped,
             "codes": self.codes,
             "generator_behind_ms": round(self.behind * 1000, 1),
+            "generator_cpu": round(self.cpu / seconds, 3),
             "key_sequence_wrapped": wrapped,
             "histogram": self.hist.encode().decode("ascii"),
         }
@@ -219,6 +221,7 @@ def handle_phase(
     sequence wrapped around."""
     tally = Tally()
     clock = time.perf_counter
+    cpu0 = time.process_time()
     intended: dict[int, float] = {}
     n = len(frames)
     fd = link.sock.fileno()
@@ -290,6 +293,7 @@ def handle_phase(
         link.flush()
         select.select([fd], [], [], 0.01)
         drain()
+    tally.cpu = time.process_time() - cpu0
     return tally, tally.sent > n
 
 
@@ -320,15 +324,18 @@ Call = Callable[[int], Awaitable[Codes]]
 async def async_phase(call: Call, n: int, job: Job, seconds: float) -> tuple[Tally, bool]:
     tally = Tally()
     clock = time.perf_counter
+    cpu0 = time.process_time()
     start = clock()
     end = start + seconds
+    hard_end = end + 5.0  # answers later than this are counted lost, not by their code
 
     async def one(i: int, due: float) -> None:
         try:
             codes = await call(i)
         except Exception as exc:  # a transport failure is an outcome, counted by kind
             codes = f"error:{type(exc).__name__}"
-        tally.done(clock() - due, codes)
+        if clock() < hard_end:
+            tally.done(clock() - due, codes)
 
     if job.mode == "closed":
 
@@ -360,7 +367,10 @@ async def async_phase(call: Call, n: int, job: Job, seconds: float) -> tuple[Tal
                 due = start + (tally.sent + tally.dropped) * interval
             await asyncio.sleep(max(0.0, min(due - clock(), 0.001)))
         if pending:
-            await asyncio.wait(pending, timeout=5.0)
+            await asyncio.wait(pending, timeout=max(0.0, hard_end - clock()))
+            for t in pending:  # unanswered: lost (sent - answered), no code
+                t.cancel()
+    tally.cpu = time.process_time() - cpu0
     return tally, tally.sent > n
 
 
@@ -534,6 +544,12 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["calls_per_s"] = round(out["answered"] / seconds)
     out["codes"] = dict(sorted(codes.items(), key=lambda kv: -kv[1]))
     out["generator_behind_ms"] = max(r["generator_behind_ms"] for r in results)
+    out["generator_cpu"] = round(sum(r["generator_cpu"] for r in results), 3)
+    # a generator that used its whole core, or fell behind its schedule, measured itself:
+    # the figure is a floor for what is behind it, not that thing's capacity
+    out["generator_saturated"] = any(
+        r["generator_cpu"] >= 0.9 or r["generator_behind_ms"] > 50 for r in results
+    )
     out["key_sequence_wrapped"] = any(r["key_sequence_wrapped"] for r in results)
     for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9)):
         out[f"{name}_us"] = hist.get_value_at_percentile(q) if hist.get_total_count() else None

@@ -175,6 +175,14 @@ def _cell(c: Any) -> str:
     return str(c)
 
 
+def _gen(r: dict[str, Any]) -> str:
+    """The generator's CPU, and "saturated" when it (not the server) set the pace."""
+    cpu = r.get("generator_cpu")
+    if cpu is None:
+        return "–"
+    return f"{cpu:.2f}" + (" saturated" if r.get("generator_saturated") else "")
+
+
 def render(report: dict[str, Any]) -> str:
     cfg = report.get("config", {})
     mode = cfg.get("mode", "closed")
@@ -213,6 +221,11 @@ def render(report: dict[str, Any]) -> str:
             f"<p class='note'>ceiling: {html.escape(entry['ceiling'])}</p>"
         )
         parts.extend(_door_charts(door, entry, mode))
+        parts.append(
+            "<p class='note'>A saturated generator used its whole core or fell behind its "
+            "schedule: what it measured is a floor for the server behind it. A ceiling "
+            "measured by a saturated generator is the generator's limit, not the door's.</p>"
+        )
         key = "offered_per_s" if mode == "open" else "window"
         rows = []
         for p in entry["points"]:
@@ -234,6 +247,8 @@ def render(report: dict[str, Any]) -> str:
                     t.get("l1_hit_ratio"),
                     t.get("l2_hit_ratio"),
                     t.get("l3_hit_ratio"),
+                    _gen(n),
+                    _gen(c) if c else None,
                 ]
             )
         parts.append(
@@ -254,6 +269,8 @@ def render(report: dict[str, Any]) -> str:
                     "L1 hit",
                     "L2 hit",
                     "L3 found",
+                    "generator CPU (node run)",
+                    "generator CPU (ceiling run)",
                 ],
             )
         )

@@ -39,8 +39,10 @@ def fit_log(points: list[tuple[float, float]]) -> tuple[float, float, float]:
     return a, b, (1 - ss_res / ss_tot) if ss_tot else 1.0
 
 
-async def ensure_database(server_url: str, size: int, say: Progress) -> str:
+def ensure_database(server_url: str, size: int, say: Progress) -> str:
     """``idnode_lt_<size>`` on the server, populated with identifiers 0..size-1."""
+    import asyncio
+
     import asyncpg
 
     from registry.migrate import upgrade
@@ -48,18 +50,19 @@ async def ensure_database(server_url: str, size: int, say: Progress) -> str:
     from .populate import bar, populate_postgres
 
     name = f"idnode_lt_{size}"
-    base = server_url.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    c = await asyncpg.connect(server_url)
-    try:
-        exists = await c.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if not exists:
-            await c.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await c.close()
-    upgrade(url)
-    facts = await registry_facts(url)
-    have = facts["identifiers"]
+    url = f"{server_url.rsplit('/', 1)[0]}/{name}"
+
+    async def create() -> None:
+        c = await asyncpg.connect(server_url)
+        try:
+            if not await c.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await c.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await c.close()
+
+    asyncio.run(create())
+    upgrade(url)  # Alembic runs its own event loop: not from inside one
+    have = asyncio.run(registry_facts(url))["identifiers"]
     if abs(have - size) > size * 0.01:
         if have:
             raise ValueError(
@@ -67,7 +70,7 @@ async def ensure_database(server_url: str, size: int, say: Progress) -> str:
                 "with --database-url"
             )
         say(f"populating {name} with {size:,} identifiers")
-        rep = await populate_postgres(url, 0, size, chunk=100_000, progress=bar(name, size))
+        rep = asyncio.run(populate_postgres(url, 0, size, chunk=100_000, progress=bar(name, size)))
         say(f"  {rep['rows_per_s']:,} rows/s, {rep['bytes_per_identifier']} bytes per identifier")
     return url
 

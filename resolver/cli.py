@@ -329,7 +329,7 @@ def _cmd_loadtest_scale(args: argparse.Namespace) -> int:
                 raise ValueError("--sizes needs --server-url (where databases may be created)")
             say = lambda m: print(m, file=sys.stderr)  # noqa: E731
             urls += [
-                asyncio.run(ensure_database(args.server_url, int(float(n)), say))
+                ensure_database(args.server_url, int(float(n)), say)
                 for n in args.sizes.split(",")
                 if n
             ]

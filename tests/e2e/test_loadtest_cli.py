@@ -133,3 +133,56 @@ def test_scale_on_postgres_reports_the_sql_ceiling(pg_url: str, tmp_path: Path) 
     assert point["registry_size"] == 2000 and point["codes"] == {"1": sum(point["codes"].values())}
     assert point["ceiling_sql_batch_keys_per_s"] > 0 and point["ratio_to_ceiling"] > 0
     assert point["bytes_per_identifier"] > 100
+
+
+def test_scale_creates_and_populates_a_database_per_size(pg_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    import asyncpg
+
+    server = pg_url.rsplit("/", 1)[0] + "/postgres"
+    names = ["idnode_lt_1500", "idnode_lt_2500"]
+
+    async def drop() -> None:
+        c = await asyncpg.connect(server)
+        try:
+            for n in names:
+                await c.execute(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)")
+        finally:
+            await c.close()
+
+    asyncio.run(drop())
+    try:
+        out = tmp_path / "scale"
+        args = ["--seconds", "0.3", "--warmup", "0.1", "--server-cpus", "0", "--load-cpus", "0"]
+        p = idnode(
+            "loadtest",
+            "scale",
+            "--server-url",
+            server,
+            "--sizes",
+            "1500,2500",
+            *args,
+            "--results",
+            str(out),
+        )
+        assert p.returncode == 0, p.stderr
+        assert "populating idnode_lt_1500" in p.stderr and "populating idnode_lt_2500" in p.stderr
+        report = json.loads((out / "report.json").read_text())
+        assert [pt["registry_size"] for pt in report["scale"]["points"]] == [1500, 2500]
+        assert "fit" in report["scale"]
+        # a second run finds the databases populated and reuses them
+        p = idnode(
+            "loadtest",
+            "scale",
+            "--server-url",
+            server,
+            "--sizes",
+            "1500",
+            *args,
+            "--results",
+            str(tmp_path / "again"),
+        )
+        assert p.returncode == 0 and "populating" not in p.stderr, p.stderr
+    finally:
+        asyncio.run(drop())

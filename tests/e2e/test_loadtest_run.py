@@ -54,6 +54,7 @@ def test_every_door_closed_loop_beside_its_ceiling(tmp_path: Path) -> None:
         assert node["lost"] == 0 and node["answered"] == node["sent"], (door, node)
         assert ceiling["ops"] > 0 and node["ratio_to_ceiling"] > 0, door
         assert node["p50_us"] <= node["p99_us"] <= node["max_us"], door
+        assert node["generator_cpu"] > 0 and "generator_saturated" in node, door
         tiers = node["tiers"]
         # each answer came from L1 or, on a miss, from SQL (no Redis in this run)
         looked = tiers["lookups"]
