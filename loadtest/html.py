@@ -47,7 +47,7 @@ def chart(
     pts = [p for _, ps, _ in series for p in ps if p[1] is not None]
     if not pts:
         return ""
-    w, h, ml, mr, mt, mb = 620, 340, 70, 150, 30, 50
+    w, h, ml, mr, mt, mb = 660, 340, 70, 190, 30, 50
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts]
     x0, x1 = (min(xs), max(xs)) if not logx else (min(xs) / 1.5, max(xs) * 1.5)
@@ -116,7 +116,7 @@ def chart(
         dash = ' stroke-dasharray="6 4"' if dashed else ""
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in ps)
         out.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"{dash}/>')
-        for x, y in ps:
+        for x, y in ps if len(ps) <= 12 else ():  # a drawn curve needs no markers
             out.append(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}">'
                 f"<title>{html.escape(name)}: {_fmt(y)} at {_fmt(x)}</title></circle>"
@@ -173,6 +173,40 @@ def _cell(c: Any) -> str:
     if isinstance(c, dict):
         return ", ".join(f"{k}: {v:,}" for k, v in c.items())
     return str(c)
+
+
+def _fit_chart(pts: list[dict[str, Any]], fit: dict[str, Any]) -> str:
+    """Measured cost per lookup, and both fitted curves carried out to 1.5e9."""
+    lo = min(p["registry_size"] for p in pts)
+    xs = [lo * (1.5e9 / lo) ** (i / 24) for i in range(25)]
+    a, b = fit["log"]["a"], fit["log"]["b"]
+    c, k = fit["power"]["c"], fit["power"]["k"]
+    series: list[Series] = [
+        ("measured", [(p["registry_size"], p["us_per_lookup"]) for p in pts], False),
+        ("a + b·log10 N", [(x, a + b * math.log10(x)) for x in xs], True),
+        ("c·N^k", [(x, c * x**k) for x in xs], True),
+    ]
+    if "sql_ceiling_power" in fit:
+        sc, sk = fit["sql_ceiling_power"]["c"], fit["sql_ceiling_power"]["k"]
+        series.append(
+            (
+                "SQL ceiling, measured",
+                [
+                    (p["registry_size"], 1e6 / p["ceiling_sql_batch_keys_per_s"])
+                    for p in pts
+                    if p.get("ceiling_sql_batch_keys_per_s")
+                ],
+                False,
+            )
+        )
+        series.append(("SQL ceiling c·N^k", [(x, sc * x**sk) for x in xs], True))
+    return chart(
+        "cost per lookup, measured and extrapolated to 1.5e9",
+        "identifiers in the registry (log)",
+        "µs per lookup",
+        series,
+        logx=True,
+    )
 
 
 def _gen(r: dict[str, Any]) -> str:
@@ -312,7 +346,7 @@ def render(report: dict[str, Any]) -> str:
                 [
                     ("node", [(p["registry_size"], p["per_s"]) for p in pts], False),
                     (
-                        "asyncpg batch-of-100 ceiling",
+                        "SQL ceiling (bare asyncpg)",
                         [(p["registry_size"], p.get("ceiling_sql_batch_keys_per_s")) for p in pts],
                         True,
                     ),
@@ -349,8 +383,10 @@ def render(report: dict[str, Any]) -> str:
                 ],
             )
         )
-        if scale.get("fit"):
-            parts.append(f"<p>Fit: {html.escape(scale['fit']['text'])}</p>")
+        fit = scale.get("fit")
+        if fit:
+            parts.append(_fit_chart(pts, fit))
+            parts.append(f"<p>Fit: {html.escape(fit['text'])}</p>")
     parts.append("<details><summary>report.json</summary><pre>")
     parts.append(html.escape(json.dumps(report, indent=1, ensure_ascii=False)))
     parts.append("</pre></details></html>")

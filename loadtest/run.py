@@ -473,24 +473,26 @@ async def make_api_key(url: str) -> str:
 
 def tier_ceilings(cfg: RunConfig, url: str, target: Target, size: int) -> dict[str, Any]:
     """Redis MGET and the store's SQL key batch (asyncpg), batches of 100, from a load
-    core, same keys."""
-    from .keyspace import handle
+    core, with identifiers drawn as the run drew them.
+
+    No identifier is asked twice: cycling through a short list would keep its pages in
+    PostgreSQL's buffers and measure a ceiling no uniform load over a large registry
+    ever sees.
+    """
     from .udp_bench import any_ceiling, mget_ceiling
+    from .workloads import Workload
 
     os.sched_setaffinity(0, {cfg.load_cpus[0]})
-    import random
-
-    rng = random.Random(5)
-    keys = [handle(rng.randrange(size)).upper() for _ in range(10_000)]
-    out: dict[str, Any] = {}
     secs = min(cfg.seconds, 3.0)
+    w = Workload(size, cfg.distribution, 0.0, "C", seed=5)
+    keys = [w.next()[1].upper() for _ in range(int(secs * 250_000))]
+    out: dict[str, Any] = {"keys_drawn": len(keys), "distribution": cfg.distribution}
     if cfg.redis_url and target.namespace:
         out["redis_mget_100_keys_per_s"] = round(
             asyncio.run(
                 mget_ceiling(cfg.redis_url, [f"{target.namespace}:h:{k}" for k in keys], secs)
             )
         )
-    if cfg.redis_url and target.namespace:
         out["redis_cache"] = redis_footprint(cfg.redis_url, target.namespace)
     if url.startswith("postgresql"):
         out["postgres_batch_100_keys_per_s"] = round(asyncio.run(any_ceiling(url, keys, secs)))

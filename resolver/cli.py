@@ -335,7 +335,7 @@ def _cmd_loadtest_scale(args: argparse.Namespace) -> int:
             ]
         if not urls:
             raise ValueError("give --database-url (repeatable) or --server-url with --sizes")
-        result = scale(urls, cfg)
+        result = scale(urls, cfg, prewarm=not args.no_prewarm)
     except (ValueError, RuntimeError) as exc:
         print(f"idnode loadtest scale: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL
@@ -346,6 +346,20 @@ def _cmd_loadtest_scale(args: argparse.Namespace) -> int:
     if fit:
         print(fit["text"])
     print(f"report: {folder / 'report.html'} and {folder / 'report.json'}")
+    return EXIT_OK
+
+
+def _cmd_loadtest_report(args: argparse.Namespace) -> int:
+    from loadtest.html import render
+
+    try:
+        report = json.loads(Path(args.report).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"idnode loadtest report: cannot read {args.report}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.html or Path(args.report).with_suffix(".html"))
+    out.write_text(render(report))
+    print(out)
     return EXIT_OK
 
 
@@ -761,7 +775,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--server-url", help="a PostgreSQL server URL where databases may be created")
     ls.add_argument("--sizes", help="registry sizes, e.g. 1e6,1e7,1e8")
+    ls.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="do not read the primary key into the page cache first (pg_prewarm)",
+    )
     ls.set_defaults(func=_cmd_loadtest_scale, database_url=None)
+    lh = lsub.add_parser(
+        "report",
+        help="render report.html again from a report.json",
+        description="Render the HTML page of a load-test report from its JSON (after "
+        "editing it, or with a newer harness).",
+    )
+    lh.add_argument("report", help="a report.json written by run or scale")
+    lh.add_argument("--html", help="where to write (default: beside the JSON, .html)")
+    lh.set_defaults(func=_cmd_loadtest_report)
     lq = lsub.add_parser(
         "plan",
         help="hardware for R registrations at Q lookups/s",

@@ -113,3 +113,18 @@ def test_zipf_model_matches_the_generator_the_load_uses() -> None:
     for target in (0.5, 0.9, 0.99):
         hot = zipf_hot_set(target, 1.5e9)
         assert zipf_share(hot, 1.5e9) >= target > zipf_share(hot - 1, 1.5e9)
+
+
+def test_spliced_request_frames_are_what_the_codec_encodes() -> None:
+    from loadtest.generators import handle_frames
+    from loadtest.keyspace import handle
+    from resolver.codec import Message, ResolutionRequest, decode, encode
+    from resolver.codec.codes import OpFlag
+
+    names = [handle(i) for i in range(50)] + ["88.166.1001/液压阀-1", "x" * 2000, "a/b"]
+    flags = OpFlag.REC | OpFlag.CA | OpFlag.PO
+    for name, frame in zip(names, handle_frames(names), strict=True):
+        assert bytes(frame) == encode(
+            Message(op_code=1, body=ResolutionRequest(name), op_flags=flags)
+        ), name
+        assert decode(bytes(frame)).body == ResolutionRequest(name)
