@@ -129,8 +129,9 @@ async def prewarm_index(url: str) -> dict[str, Any]:
     try:
         await c.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
         blocks = await c.fetchval(
-            "SELECT sum(pg_prewarm(i.indexrelid::regclass, 'read')) FROM pg_index i"
-            " WHERE i.indisprimary AND i.indrelid IN"
+            "SELECT sum(pg_prewarm(i.indexrelid::regclass, 'read'))"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indisprimary AND c.relkind = 'i' AND i.indrelid IN"  # not the parent's
             " (SELECT relid FROM pg_partition_tree('handles') UNION SELECT 'handles'::regclass)"
         )
         size = await c.fetchval("SELECT current_setting('block_size')::int")

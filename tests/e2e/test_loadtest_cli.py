@@ -105,6 +105,28 @@ def test_hash_partitioned_registry_resolves(pg_url: str, tmp_path: Path) -> None
         assert exchange(n.server, resolution_request(handle(3000))).response_code == 100
     finally:
         assert n.stop() == 0, n.log_text()
+    out = tmp_path / "scale"
+    p = idnode(
+        "loadtest",
+        "scale",
+        "--database-url",
+        pg_url,
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--server-cpus",
+        "0",
+        "--load-cpus",
+        "0",
+        "--results",
+        str(out),
+    )
+    assert p.returncode == 0, p.stderr
+    (point,) = json.loads((out / "report.json").read_text())["scale"]["points"]
+    # sizes and prewarm count every partition: the parent holds nothing itself
+    assert point["registry_size"] == 3000 and point["prewarmed_index_bytes"] > 0, point
+    assert point["bytes_per_identifier"] > 100
 
 
 def test_scale_on_postgres_reports_the_sql_ceiling(pg_url: str, tmp_path: Path) -> None:
@@ -133,6 +155,7 @@ def test_scale_on_postgres_reports_the_sql_ceiling(pg_url: str, tmp_path: Path) 
     assert point["registry_size"] == 2000 and point["codes"] == {"1": sum(point["codes"].values())}
     assert point["ceiling_sql_batch_keys_per_s"] > 0 and point["ratio_to_ceiling"] > 0
     assert point["bytes_per_identifier"] > 100
+    assert point["prewarmed_index_bytes"] > 0, point  # pg_prewarm read the primary key
 
 
 def test_scale_creates_and_populates_a_database_per_size(pg_url: str, tmp_path: Path) -> None:
