@@ -57,8 +57,18 @@ def fit_cost(
     Neither is physics: the cost steps up as the index outgrows PostgreSQL's buffers,
     then the page cache, then memory. The two fits bracket the extrapolation.
     """
-    if len({x for x, _ in node}) < 2:
+    xs = [x for x, _ in node]
+    if len(xs) < 2 or max(xs) < 2 * min(xs):
+        return None  # sizes a factor of two apart at least, or a slope means nothing
+    try:
+        return _fit_cost(node, ceiling)
+    except (OverflowError, ZeroDivisionError, ValueError):
         return None
+
+
+def _fit_cost(
+    node: list[tuple[float, float]], ceiling: list[tuple[float, float]]
+) -> dict[str, Any]:
     a, b, r2_log = fit_log(node)
     c, k, r2_pow = fit_power(node)
     at_log = a + b * math.log10(TARGET)
@@ -69,7 +79,8 @@ def fit_cost(
         "power": {"c": round(c, 5), "k": round(k, 4), "r2": round(r2_pow, 3)},
         "us_per_lookup_at_1_5e9": {"log": round(at_log, 1), "power": round(at_pow, 1)},
     }
-    if len({x for x, _ in ceiling}) >= 2:
+    cx = [x for x, _ in ceiling]
+    if len(cx) >= 2 and max(cx) >= 2 * min(cx):
         cc, ck, cr2 = fit_power(ceiling)
         out["sql_ceiling_power"] = {"c": round(cc, 5), "k": round(ck, 4), "r2": round(cr2, 3)}
         out["sql_ceiling_us_per_key_at_1_5e9"] = round(cc * TARGET**ck, 1)

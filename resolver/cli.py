@@ -298,6 +298,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         load_cpus=_cpus(args.load_cpus),
         attach=args.attach or "",
         ceilings=not args.no_ceilings,
+        prefill=args.prefill,
         results=args.results or "",
         label=args.label,
     )
@@ -596,6 +597,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="drive a running node instead of starting one (its ports)",
     )
     p.add_argument("--no-ceilings", action="store_true", help="skip the ceiling servers")
+    p.add_argument(
+        "--prefill",
+        action="store_true",
+        help="resolve every identifier once (gRPC BatchResolve) before measuring each door, "
+        "so L1 and Redis start full (steady state) instead of cold",
+    )
     p.add_argument("--results", help="folder for report.json and report.html")
     p.add_argument("--label", default="", help="a title for the report")
 

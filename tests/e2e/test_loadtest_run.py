@@ -83,6 +83,7 @@ def test_open_loop_with_misses_generators_and_redis(tmp_path: Path, redis_url: s
         "2000",
         "--redis-url",
         redis_url,
+        "--prefill",
     )
     points = report["doors"]["udp"]["points"]
     assert [p["offered_per_s"] for p in points] == [500, 1500]
@@ -94,6 +95,9 @@ def test_open_loop_with_misses_generators_and_redis(tmp_path: Path, redis_url: s
         assert 0.3 < node["codes"]["100"] / node["ops"] < 0.7, node["codes"]
         # open loop: what was sent is what the schedule asked for (0.4 s at the rate)
         assert abs(node["sent"] + node["dropped"] - 0.4 * p["offered_per_s"]) <= 4
+        # prefilled: every registered identifier was in L1 before the clock started, so
+        # only the never-registered ones (about half) miss it
+        assert node["tiers"]["l1_hit_ratio"] > 0.35, node["tiers"]
         assert node["tiers"]["l2_hit_ratio"] is not None  # Redis was asked
     assert "redis_mget_100_keys_per_s" in report["tier_ceilings"]
     cache = report["tier_ceilings"]["redis_cache"]

@@ -128,3 +128,24 @@ def test_spliced_request_frames_are_what_the_codec_encodes() -> None:
             Message(op_code=1, body=ResolutionRequest(name), op_flags=flags)
         ), name
         assert decode(bytes(frame)).body == ResolutionRequest(name)
+
+
+def test_cost_fits_recover_known_curves_and_refuse_degenerate_sizes() -> None:
+    import math
+
+    from loadtest.scale import fit_cost
+
+    sizes = [1e6, 1e7, 1e8]
+    log_curve = [(n, 5 + 10 * math.log10(n)) for n in sizes]
+    fit = fit_cost(log_curve, [])
+    assert fit is not None
+    assert abs(fit["log"]["a"] - 5) < 1e-6 and abs(fit["log"]["b"] - 10) < 1e-6
+    assert fit["log"]["r2"] > 0.999
+    power = [(n, 0.5 * n**0.25) for n in sizes]
+    fit = fit_cost(power, power)
+    assert fit is not None
+    assert abs(fit["power"]["k"] - 0.25) < 1e-6 and abs(fit["power"]["c"] - 0.5) < 1e-6
+    assert abs(fit["us_per_lookup_at_1_5e9"]["power"] - 0.5 * 1.5e9**0.25) < 0.1
+    # the same size twice (a partitioned and a plain 10M registry): no slope to fit
+    assert fit_cost([(1e7, 70.0), (9_999_982, 30.0)], []) is None
+    assert fit_cost([(1e7, 70.0)], []) is None
