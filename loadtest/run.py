@@ -631,7 +631,9 @@ def measure_door(
         "points": [],
     }
     for point in points:
-        row: dict[str, Any] = {"offered_per_s" if cfg.mode == "open" else "window": point}
+        row: dict[str, Any] = (
+            {"offered_per_s": point} if cfg.mode == "open" else {"window": int(point)}
+        )
         if cfg.ceilings:
             say(f"{door}: ceiling at {_label(cfg, point)}")
             proc, port = start_ceiling(door, cfg.server_cpus)
