@@ -25,7 +25,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,19 @@ class Tally:
             "key_sequence_wrapped": wrapped,
             "histogram": self.hist.encode().decode("ascii"),
         }
+
+
+def due_times(
+    tally: Tally, start: float, interval: float, end: float, now: float
+) -> Iterator[float]:
+    """Open loop: the intended send times that have come by ``now``. Request k is due at
+    ``start + k * interval`` whether request k-1 was sent or dropped, so the caller must
+    count each time it is given in ``tally.sent`` or ``tally.dropped``."""
+    due = start + (tally.sent + tally.dropped) * interval
+    while due <= now and due < end:
+        tally.behind = max(tally.behind, now - due)
+        yield due
+        due = start + (tally.sent + tally.dropped) * interval
 
 
 # --- Handle over UDP and TCP: select loops ---------------------------------------------
@@ -293,14 +306,12 @@ def handle_phase(
             now = clock()
             if now >= end:
                 break
-            due = start + (tally.sent + tally.dropped) * interval
-            while due <= now and due < end:
+            for due in due_times(tally, start, interval, end, now):
                 if len(intended) >= cap:
                     tally.dropped += 1
                 else:
                     fire(due)
-                tally.behind = max(tally.behind, now - due)
-                due = start + (tally.sent + tally.dropped) * interval
+            due = start + (tally.sent + tally.dropped) * interval
             link.flush()
             drain()
             wait = due - clock()
@@ -372,8 +383,7 @@ async def async_phase(call: Call, n: int, job: Job, seconds: float) -> tuple[Tal
             now = clock()
             if now >= end:
                 break
-            due = start + (tally.sent + tally.dropped) * interval
-            while due <= now and due < end:
+            for due in due_times(tally, start, interval, end, now):
                 if len(pending) >= cap:
                     tally.dropped += 1
                 else:
@@ -381,8 +391,7 @@ async def async_phase(call: Call, n: int, job: Job, seconds: float) -> tuple[Tal
                     pending.add(t)
                     t.add_done_callback(pending.discard)
                     tally.sent += 1
-                tally.behind = max(tally.behind, now - due)
-                due = start + (tally.sent + tally.dropped) * interval
+            due = start + (tally.sent + tally.dropped) * interval
             await asyncio.sleep(max(0.0, min(due - clock(), 0.001)))
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, hard_end - clock()))

@@ -36,6 +36,7 @@ from typing import Any, cast
 from .ceilings import DESCRIPTIONS
 from .generators import DOORS, Job, merge, process_main
 from .keyspace import NODE_PREFIX
+from .udp_bench import free_port, stop
 from .workloads import YCSB_MIXES
 
 Progress = Callable[[str], None]
@@ -92,16 +93,6 @@ class RunConfig:
 # --- the node and the ceiling servers ----------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-        t.bind(("127.0.0.1", 0))
-        port = int(t.getsockname()[1])
-        u.bind(("127.0.0.1", port))
-        return port
-
-
 @dataclass
 class Target:
     host: str
@@ -121,15 +112,6 @@ class Target:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _pinned(cpus: list[int]) -> Callable[[], None]:

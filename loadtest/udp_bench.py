@@ -222,11 +222,13 @@ def start_node(db_url: str, cpu: int, extra: list[str]) -> tuple[subprocess.Pope
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a node drains and exits 0), then SIGKILL after 20 s."""
     proc.terminate()
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
 
 
 # --- ceilings of the lower tiers (measured from the load core) ---------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,30 @@ def test_populate_then_resolve(
         assert exchange(n.server, resolution_request(handle(3000))).response_code == 100
     finally:
         assert n.stop() == 0, n.log_text()
+
+
+def scale_point(url: str, tmp_path: Path) -> dict[str, Any]:
+    """`idnode loadtest scale` over one registry, briefly; its one point."""
+    out = tmp_path / "scale"
+    p = idnode(
+        "loadtest",
+        "scale",
+        "--database-url",
+        url,
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--server-cpus",
+        "0",
+        "--load-cpus",
+        "0",
+        "--results",
+        str(out),
+    )
+    assert p.returncode == 0, p.stderr
+    (point,) = json.loads((out / "report.json").read_text())["scale"]["points"]
+    return dict(point)
 
 
 def test_plan() -> None:
@@ -105,25 +130,7 @@ def test_hash_partitioned_registry_resolves(pg_url: str, tmp_path: Path) -> None
         assert exchange(n.server, resolution_request(handle(3000))).response_code == 100
     finally:
         assert n.stop() == 0, n.log_text()
-    out = tmp_path / "scale"
-    p = idnode(
-        "loadtest",
-        "scale",
-        "--database-url",
-        pg_url,
-        "--seconds",
-        "0.3",
-        "--warmup",
-        "0.1",
-        "--server-cpus",
-        "0",
-        "--load-cpus",
-        "0",
-        "--results",
-        str(out),
-    )
-    assert p.returncode == 0, p.stderr
-    (point,) = json.loads((out / "report.json").read_text())["scale"]["points"]
+    point = scale_point(pg_url, tmp_path)
     # sizes and prewarm count every partition: the parent holds nothing itself
     assert point["registry_size"] == 3000 and point["prewarmed_index_bytes"] > 0, point
     assert point["bytes_per_identifier"] > 100
@@ -133,25 +140,7 @@ def test_scale_on_postgres_reports_the_sql_ceiling(pg_url: str, tmp_path: Path) 
     assert (
         idnode("loadtest", "populate", "--count", "2000", "--database-url", pg_url).returncode == 0
     )
-    out = tmp_path / "scale"
-    p = idnode(
-        "loadtest",
-        "scale",
-        "--database-url",
-        pg_url,
-        "--seconds",
-        "0.3",
-        "--warmup",
-        "0.1",
-        "--server-cpus",
-        "0",
-        "--load-cpus",
-        "0",
-        "--results",
-        str(out),
-    )
-    assert p.returncode == 0, p.stderr
-    (point,) = json.loads((out / "report.json").read_text())["scale"]["points"]
+    point = scale_point(pg_url, tmp_path)
     assert point["registry_size"] == 2000 and point["codes"] == {"1": sum(point["codes"].values())}
     assert point["ceiling_sql_batch_keys_per_s"] > 0 and point["ratio_to_ceiling"] > 0
     assert point["bytes_per_identifier"] > 100
