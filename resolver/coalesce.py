@@ -1,9 +1,16 @@
 """Coalescing concurrent misses into one batched fetch.
 
 Keys asked for in one event-loop turn go out together when the turn ends (or as
-soon as ``max_batch`` are waiting): one Redis MGET, one SQL ``ANY`` query. A key
-already on its way is not asked twice. ``timeout`` bounds how long a miss waits
-for its batch; past it the waiters get TimeoutError and the caller moves on.
+soon as ``max_batch`` are waiting): one Redis MGET, one SQL query. A key already on
+its way is not asked twice. ``timeout`` bounds how long a miss waits for its batch;
+past it the waiters get TimeoutError and the caller moves on.
+
+``max_inflight`` bounds the fetches under way. While they run, new keys wait and go
+out together when one finishes (or when ``max_batch`` are waiting), so batches grow
+with the load instead of a fixed delay: under open-loop load each turn holds one
+request, and a fetch per key cost redis-py ~100 µs of CPU each, enough to saturate
+the node at 9k misses/s (p99 0.43 s at 20k lookups/s offered, against 7 ms without
+Redis; measured with idnode loadtest run).
 """
 
 from __future__ import annotations
@@ -23,10 +30,13 @@ class Coalescer(Generic[K, V]):
         *,
         max_batch: int = 256,
         timeout: float = 1.0,
+        max_inflight: int | None = None,
     ) -> None:
         self._fetch = fetch
         self.max_batch = max_batch
         self.timeout = timeout
+        self.max_inflight = max_inflight
+        self._running = 0
         self._pending: dict[K, asyncio.Future[V | None]] = {}
         self._scheduled = False
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
@@ -53,13 +63,29 @@ class Coalescer(Generic[K, V]):
         self._scheduled = False
         if not self._pending:
             return
+        if (
+            self.max_inflight is not None
+            and self._running >= self.max_inflight
+            and len(self._pending) < self.max_batch
+        ):
+            return  # a fetch under way flushes these when it finishes
         batch, self._pending = self._pending, {}
+        self._running += 1
         self._inflight.update(batch)
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: dict[K, asyncio.Future[V | None]]) -> None:
+        try:
+            await self._fetch_batch(batch)
+        finally:
+            self._running -= 1
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _fetch_batch(self, batch: dict[K, asyncio.Future[V | None]]) -> None:
         keys = list(batch)
         self.batches += 1
         self.keys_fetched += len(keys)

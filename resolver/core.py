@@ -38,6 +38,7 @@ NOT_HOMED = Resolution(ResponseCode.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, message=N
 NOT_FOUND = Resolution(ResponseCode.HANDLE_NOT_FOUND, message="Handle not found")
 NO_VALUES = Resolution(ResponseCode.VALUES_NOT_FOUND, message="No values match the request")
 STORE_DOWN = Resolution(ResponseCode.ERROR, message="The registry is unavailable; try again")
+MAX_QUEUED_FILLS = 10_000  # Redis fills waiting for the one under way; more are skipped
 
 
 class Resolver:
@@ -62,11 +63,17 @@ class Resolver:
         self.l1_ttl = l1_ttl
         self.negative_ttl = negative_ttl
         self.case_sensitive = store.case_sensitive
+        # As many SQL batches under way as the store has connections: more would only
+        # queue for one, and keys asked meanwhile go out together in the next batch.
         self.l3: Coalescer[str, bytes] = Coalescer(
-            store.get_many, max_batch=max_batch, timeout=store_timeout
+            store.get_many,
+            max_batch=max_batch,
+            timeout=store_timeout,
+            max_inflight=getattr(store, "pool_size", None),
         )
         self._l2_writes: list[tuple[str, bytes | None]] = []
         self._l2_flush_scheduled = False
+        self._l2_filling = False  # one fill under way at a time; the rest batch up
         self._tasks: set[asyncio.Task[None]] = set()
         # Bumped when a key is invalidated: a lookup that started before the
         # invalidation must not put what it read into L1 or Redis afterwards.
@@ -162,6 +169,8 @@ class Resolver:
         return Entry(values_wire, all_public, now + ttl)
 
     def _queue_l2_write(self, key: str, vals: bytes | None) -> None:
+        if len(self._l2_writes) >= MAX_QUEUED_FILLS:
+            return  # Redis is behind: a fill is an optimisation, skipping one loses nothing
         self._l2_writes.append((key, vals))
         if not self._l2_flush_scheduled:
             self._l2_flush_scheduled = True
@@ -169,11 +178,25 @@ class Resolver:
 
     def _flush_l2(self) -> None:
         self._l2_flush_scheduled = False
+        if self.l2 is None:
+            self._l2_writes = []
+            return
+        if self._l2_filling or not self._l2_writes:
+            return  # the fill under way flushes what queued meanwhile
         items, self._l2_writes = self._l2_writes, []
-        if self.l2 is not None and items:
-            t = asyncio.get_running_loop().create_task(self.l2.put_many(items))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
+        self._l2_filling = True
+        t = asyncio.get_running_loop().create_task(self._fill_l2(self.l2, items))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _fill_l2(self, l2: RedisTier, items: list[tuple[str, bytes | None]]) -> None:
+        try:
+            await l2.put_many(items)
+        finally:
+            self._l2_filling = False
+            if self._l2_writes and not self._l2_flush_scheduled:
+                self._l2_flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_l2)
 
     async def invalidate(self, handles: list[str]) -> None:
         """Forget handles everywhere: this worker's L1, Redis, and (by the channel) every

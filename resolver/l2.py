@@ -42,6 +42,7 @@ end
 return filled
 """
 FILL_BATCH = 128  # entries per script call: bounds how long one call holds Redis
+READS_IN_FLIGHT = 2  # MGETs under way at once; the keys asked meanwhile batch up
 
 
 class RedisTier:
@@ -65,7 +66,7 @@ class RedisTier:
         )
         self._fill = self.client.register_script(FILL_UNLESS_TOMBSTONED)
         self.reads: Coalescer[str, bytes] = Coalescer(
-            self._mget, max_batch=max_batch, timeout=timeout
+            self._mget, max_batch=max_batch, timeout=timeout, max_inflight=READS_IN_FLIGHT
         )
         self.errors = 0
 

@@ -469,7 +469,9 @@ def test_verify_response_for_another_server(secret_node: NodeProcess) -> None:
     good = encode_secret_key_mac(
         SecretKeyMac(MAC_SHA1, keyed_mac(MAC_SHA1, SECRET, nonce + digest))
     )
-    for signed, valid in ((good, True), (good[:-1] + b"\x00", False)):
+    # the last MAC byte flipped (overwriting it with 0 would be no change 1 time in 256)
+    bad = good[:-1] + bytes([good[-1] ^ 0xFF])
+    for signed, valid in ((good, True), (bad, False)):
         req = Message(
             op_code=OpCode.VERIFY_RESPONSE,
             request_id=77,

@@ -60,6 +60,67 @@ def test_coalescer_batches_a_loop_turn_and_shares_duplicates() -> None:
     asyncio.run(go())
 
 
+def test_coalescer_with_a_fetch_under_way_batches_what_arrives_meanwhile() -> None:
+    calls: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        calls.append(keys)
+        if len(calls) == 1:
+            await release.wait()  # the first fetch is slow
+        return {k: k.upper() for k in keys}
+
+    async def go() -> None:
+        c: Coalescer[str, str] = Coalescer(fetch, max_batch=100, max_inflight=1)
+        first = c.get("a")
+        await asyncio.sleep(0)  # the first batch goes out alone
+        # one key per loop turn, as open-loop requests arrive: they must wait, together
+        later = []
+        for k in "bcdef":
+            later.append(c.get(k))
+            await asyncio.sleep(0)
+        assert calls == [["a"]]
+        release.set()
+        assert await first == "A"
+        assert await asyncio.gather(*later) == ["B", "C", "D", "E", "F"]
+        assert calls == [["a"], ["b", "c", "d", "e", "f"]]
+        # unbounded (the default) sends one fetch per turn instead
+        calls.clear()
+        u: Coalescer[str, str] = Coalescer(fetch, max_batch=100)
+        got = []
+        for k in "xyz":
+            got.append(u.get(k))
+            await asyncio.sleep(0)
+        assert await asyncio.gather(*got) == ["X", "Y", "Z"]
+        assert calls == [["x"], ["y"], ["z"]]
+
+    asyncio.run(go())
+
+
+def test_coalescer_in_flight_bound_yields_to_a_full_batch() -> None:
+    calls: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        calls.append(keys)
+        await release.wait()
+        return {k: k for k in keys}
+
+    async def go() -> None:
+        c: Coalescer[str, str] = Coalescer(fetch, max_batch=2, max_inflight=1)
+        futs = [c.get("a")]
+        for _ in range(5):  # let the first fetch start (wait_for runs it as a task)
+            await asyncio.sleep(0)
+        futs += [c.get("b"), c.get("c")]  # a full batch goes out despite the bound
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert calls == [["a"], ["b", "c"]]
+        release.set()
+        assert await asyncio.gather(*futs) == ["a", "b", "c"]
+
+    asyncio.run(go())
+
+
 def test_coalescer_bounds_the_wait() -> None:
     async def slow(keys: list[str]) -> dict[str, str]:
         await asyncio.sleep(10)
