@@ -35,7 +35,6 @@ from .workloads import Workload
 
 DOORS = ("udp", "tcp", "http", "rest", "grpc", "grpc-batch", "grpc-stream")
 _U32 = struct.Struct(">I")
-_ENVELOPE = 20
 MAX_LATENCY_US = 60_000_000
 
 
@@ -204,10 +203,12 @@ class TcpLink:
     """One persistent connection; requests are pipelined and answers matched by id."""
 
     def __init__(self, host: str, port: int) -> None:
+        from resolver.codec import FrameBuffer
+
         self.sock = socket.create_connection((host, port), timeout=5)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
-        self.inbox = bytearray()
+        self.inbox = FrameBuffer()
         self.outbox = bytearray()
 
     def send(self, frame: bytes | bytearray) -> bool:
@@ -221,25 +222,17 @@ class TcpLink:
                 del self.outbox[:n]
 
     def answers(self) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        unpack = _U32.unpack_from
         while True:
             try:
                 chunk = self.sock.recv(1 << 20)
             except BlockingIOError:
-                break
+                return out
             if not chunk:
                 raise ConnectionError("the node closed the connection")
-            self.inbox += chunk
-        out = []
-        buf, pos, unpack = self.inbox, 0, _U32.unpack_from
-        while len(buf) - pos >= _ENVELOPE:
-            total = _ENVELOPE + unpack(buf, pos + 16)[0]
-            if len(buf) - pos < total:
-                break
-            rc = unpack(buf, pos + 24)[0] if total >= 28 else -1
-            out.append((unpack(buf, pos + 8)[0], rc))
-            pos += total
-        del buf[:pos]
-        return out
+            for m in self.inbox.feed(chunk):
+                out.append((unpack(m, 8)[0], unpack(m, 24)[0] if len(m) >= 28 else -1))
 
     def close(self) -> None:
         self.sock.close()

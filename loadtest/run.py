@@ -36,7 +36,7 @@ from typing import Any, cast
 from .ceilings import DESCRIPTIONS
 from .generators import DOORS, Job, merge, process_main
 from .keyspace import NODE_PREFIX
-from .udp_bench import free_port, stop
+from .udp_bench import free_port, stop, wait_udp
 from .workloads import YCSB_MIXES
 
 Progress = Callable[[str], None]
@@ -180,25 +180,18 @@ def start_ceiling(door: str, cpus: list[int]) -> tuple[subprocess.Popen[bytes], 
 def _wait_port(door: str, port: int, proc: subprocess.Popen[bytes]) -> None:
     import socket
 
+    if door == "udp":
+        wait_udp(port, b"ping")
+        return
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the {door} ceiling server exited with {proc.returncode}")
-        if door == "udp":
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(0.2)
-                try:
-                    s.sendto(b"ping", ("127.0.0.1", port))
-                    s.recv(16)
-                    return
-                except OSError:
-                    pass
-        else:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.1)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
     raise RuntimeError(f"the {door} ceiling server did not start")
 
 

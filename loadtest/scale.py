@@ -20,6 +20,7 @@ when missing (and kept for the next run).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from typing import Any
@@ -167,10 +168,18 @@ def scale(
         warm = asyncio.run(prewarm_index(url)) if url.startswith("postgresql") and prewarm else {}
         if warm:
             say(f"prewarmed {warm['prewarmed_index_bytes'] / 2**20:,.0f} MiB of index")
-        c = RunConfig(**{**cfg.__dict__})
-        c.database_url, c.registry_size, c.l1_mb, c.redis_url = url, 0, 0, ""
-        c.distribution, c.miss_share, c.mix, c.mode = "uniform", 0.0, "C", "closed"
-        c.ceilings = False
+        c = dataclasses.replace(
+            cfg,
+            database_url=url,
+            registry_size=0,
+            l1_mb=0,
+            redis_url="",
+            distribution="uniform",
+            miss_share=0.0,
+            mix="C",
+            mode="closed",
+            ceilings=False,
+        )
         rep = run(c, say)
         reports.append(rep)
         size = rep["registry"]["identifiers_in_key_space"]

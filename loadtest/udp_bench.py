@@ -2,7 +2,7 @@
 
 Server and load run on different cores (``--server-cpu``, ``--load-cpu``). In one run:
 
-1. ceiling: a bare uvloop UDP echo server answering the same packets;
+1. ceiling: a bare uvloop UDP echo (``loadtest.ceilings``) answering the same packets;
 2. ``l1``: `idnode serve` (one worker, embedded registry) with every hot handle in L1;
 3. ``redis``: L1 off, every lookup answered from Redis (ceiling: MGET batches of 100);
 4. ``postgres``: L1 and Redis off, every lookup a PostgreSQL read (ceiling: asyncpg
@@ -149,24 +149,6 @@ def udp_load(port: int, pkts: list[bytes], seconds: float, window: int) -> dict[
 
 
 # --- the servers -------------------------------------------------------------------
-
-
-def echo_server(port: int) -> None:
-    import uvloop
-
-    class Echo(asyncio.DatagramProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.t: asyncio.DatagramTransport = transport  # type: ignore[assignment]
-
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            self.t.sendto(data, addr)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", port))
-        await asyncio.Event().wait()
-
-    uvloop.run(main())
 
 
 def free_port() -> int:
@@ -337,7 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     port = free_port()
     echo = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.udp_bench", "--echo", str(port)],
+        [sys.executable, "-m", "loadtest.ceilings", "--door", "udp", "--port", str(port)],
         preexec_fn=pinned(args.server_cpu),
     )
     try:
@@ -445,11 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL server URL where a scratch database may be created ('' to skip)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    p.add_argument("--echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.echo:
-        echo_server(args.echo)
-        return 0
     args.modes = set(args.modes.split(","))
     report = run(args)
     emit(report, args.json)

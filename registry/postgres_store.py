@@ -78,6 +78,10 @@ class PostgresStore(Store):
             ) from exc
 
     @property
+    def read_concurrency(self) -> int:
+        return self.pool_size  # one query per pooled connection
+
+    @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreError("store is not open")

@@ -78,6 +78,12 @@ class Store(ABC):
         self.url = url
         self.case_sensitive = case_sensitive
 
+    @property
+    def read_concurrency(self) -> int | None:
+        """How many ``get_many`` calls can make progress at once (None: no limit worth
+        keeping). The resolver batches further misses while that many are under way."""
+        return None
+
     def key(self, handle: str) -> str:
         return normalize(handle, self.case_sensitive)
 

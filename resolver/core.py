@@ -69,7 +69,7 @@ class Resolver:
             store.get_many,
             max_batch=max_batch,
             timeout=store_timeout,
-            max_inflight=getattr(store, "pool_size", None),
+            max_inflight=store.read_concurrency,
         )
         self._l2_writes: list[tuple[str, bytes | None]] = []
         self._l2_flush_scheduled = False

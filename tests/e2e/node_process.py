@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -138,6 +139,24 @@ def init_registry(
     )
     assert p.returncode == 0, p.stderr
     return Registry(url, key, p.stdout)
+
+
+def admin_node(
+    tmp_path: Path, name: str, secret: str, redis_url: str, namespace: str
+) -> Iterator[NodeProcess]:
+    """For a fixture: a registry with the prefix admin ``300:0.NA/88.166`` (secret key
+    ``secret``), and a node serving it with Redis; stopped cleanly afterwards."""
+    db, key, _ = init_registry(tmp_path, name, "--admin-secret", secret)
+    n = NodeProcess(
+        db,
+        redis_url=redis_url,
+        namespace=namespace,
+        log=tmp_path / f"{name}.log",
+        extra=("--secret-key-file", key),
+    )
+    n.wait_ready()
+    yield n
+    assert n.stop() == 0, n.log_text()
 
 
 def run_module(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from resolver.grpc_protos import load
-from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
+from tests.e2e.node_process import IDNODE, NodeProcess, admin_node
 from tests.unit.test_templates import DOC
 
 pytestmark = pytest.mark.e2e
@@ -24,17 +24,7 @@ pb2, pb2_grpc = load()
 
 @pytest.fixture
 def node(tmp_path: Path, redis_url: str, redis_namespace: str) -> Iterator[NodeProcess]:
-    db, key, _ = init_registry(tmp_path, "g", "--admin-secret", "s")
-    n = NodeProcess(
-        db,
-        redis_url=redis_url,
-        namespace=redis_namespace,
-        log=tmp_path / "g.log",
-        extra=("--secret-key-file", key),
-    )
-    n.wait_ready()
-    yield n
-    assert n.stop() == 0, n.log_text()
+    yield from admin_node(tmp_path, "g", "s", redis_url, redis_namespace)
 
 
 def channel(node: NodeProcess) -> grpc.Channel:

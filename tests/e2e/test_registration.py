@@ -257,6 +257,33 @@ def test_rsa_key_admin(tmp_path: Path) -> None:
         assert n.stop() == 0, n.log_text()
 
 
+def create_then_follow_writes(
+    n: NodeProcess, admin: AdminClient, h: str, versions: tuple[bytes, ...]
+) -> None:
+    """Create ``h``, read it through every worker (each new UDP socket may land on either
+    one, so 40 reads warm them all), then after each MODIFY no worker serves an older
+    value."""
+    (r,) = admin.request(
+        Message(
+            op_code=OpCode.CREATE_HANDLE,
+            body=CreateHandleRequest(h, (HandleValue(1, "URL", b"old"),)),
+        )
+    )
+    assert r.response_code == RC.SUCCESS
+    for _ in range(40):
+        assert first_data(n.handle_port, h) == b"old"
+    for version in versions:
+        (r,) = admin.request(
+            Message(
+                op_code=OpCode.MODIFY_VALUE,
+                body=ModifyValueRequest(h, (HandleValue(1, "URL", version),)),
+            )
+        )
+        assert r.response_code == RC.SUCCESS
+        seen = {first_data(n.handle_port, h) for _ in range(40)}
+        assert seen == {version}, f"a worker served {seen - {version}}"
+
+
 def test_no_worker_serves_the_old_value_after_a_write(
     tmp_path: Path, redis_url: str, redis_namespace: str
 ) -> None:
@@ -273,26 +300,7 @@ def test_no_worker_serves_the_old_value_after_a_write(
     try:
         n.wait_ready()
         with AdminClient(n.server, "0.NA/88.166", 300, secret=b"s") as admin:
-            (r,) = admin.request(
-                Message(
-                    op_code=OpCode.CREATE_HANDLE,
-                    body=CreateHandleRequest(h, (HandleValue(1, "URL", b"old"),)),
-                )
-            )
-            assert r.response_code == RC.SUCCESS
-            # warm every worker's L1: each new UDP socket may land on either worker
-            for _ in range(40):
-                assert first_data(n.handle_port, h) == b"old"
-            for version in (b"new-1", b"new-2", b"new-3"):
-                (r,) = admin.request(
-                    Message(
-                        op_code=OpCode.MODIFY_VALUE,
-                        body=ModifyValueRequest(h, (HandleValue(1, "URL", version),)),
-                    )
-                )
-                assert r.response_code == RC.SUCCESS
-                seen = {first_data(n.handle_port, h) for _ in range(40)}
-                assert seen == {version}, f"a worker served {seen - {version}}"
+            create_then_follow_writes(n, admin, h, (b"new-1", b"new-2", b"new-3"))
     finally:
         assert n.stop() == 0, n.log_text()
 
@@ -413,25 +421,7 @@ def test_workers_stay_coherent_without_redis(tmp_path: Path) -> None:
                 exchange_udp("127.0.0.1", n.handle_port, resolution_request(h)).response_code
                 == RC.HANDLE_NOT_FOUND
             )
-            (r,) = admin.request(
-                Message(
-                    op_code=OpCode.CREATE_HANDLE,
-                    body=CreateHandleRequest(h, (HandleValue(1, "URL", b"old"),)),
-                )
-            )
-            assert r.response_code == RC.SUCCESS
-            for _ in range(40):
-                assert first_data(n.handle_port, h) == b"old"
-            for version in (b"new-1", b"new-2"):
-                (r,) = admin.request(
-                    Message(
-                        op_code=OpCode.MODIFY_VALUE,
-                        body=ModifyValueRequest(h, (HandleValue(1, "URL", version),)),
-                    )
-                )
-                assert r.response_code == RC.SUCCESS
-                seen = {first_data(n.handle_port, h) for _ in range(40)}
-                assert seen == {version}, f"a worker served {seen - {version}}"
+            create_then_follow_writes(n, admin, h, (b"new-1", b"new-2"))
     finally:
         assert n.stop() == 0, n.log_text()
 

@@ -16,7 +16,7 @@ import pytest
 from pyhandle.handleclient import RESTHandleClient
 from pyhandle.handleexceptions import HandleAlreadyExistsException, HandleAuthenticationError
 
-from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
+from tests.e2e.node_process import IDNODE, NodeProcess, admin_node
 
 pytestmark = pytest.mark.e2e
 SECRET = "S3cret-for-rest"
@@ -25,17 +25,7 @@ ADMIN = "300:0.NA/88.166"
 
 @pytest.fixture
 def node(tmp_path: Path, redis_url: str, redis_namespace: str) -> Iterator[NodeProcess]:
-    db, key, _ = init_registry(tmp_path, "rest", "--admin-secret", SECRET)
-    n = NodeProcess(
-        db,
-        redis_url=redis_url,
-        namespace=redis_namespace,
-        log=tmp_path / "rest.log",
-        extra=("--secret-key-file", key),
-    )
-    n.wait_ready()
-    yield n
-    assert n.stop() == 0, n.log_text()
+    yield from admin_node(tmp_path, "rest", SECRET, redis_url, redis_namespace)
 
 
 def client(node: NodeProcess, password: str = SECRET) -> Any:
