@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis
 
 from registry.names import PrefixAuthority
@@ -225,6 +226,49 @@ def test_invalidation_reaches_other_workers_l1(
             listener.cancel()
             await a_l2.close()
             await b_l2.close()
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_redis_fills_run_one_at_a_time_batch_meanwhile_and_are_capped(
+    pg_url: str, redis_url: str, redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one fill is under way the next ones queue and go as one batch; past
+    MAX_QUEUED_FILLS they are skipped (a fill is an optimisation, not data)."""
+    import resolver.core as core_module
+
+    monkeypatch.setattr(core_module, "MAX_QUEUED_FILLS", 5)
+    calls: list[int] = []
+    gate = asyncio.Event()
+
+    class HeldFirstFill(RedisTier):  # real Redis; only the first fill is held back
+        async def put_many(self, items: list[tuple[str, bytes | None]]) -> None:  # type: ignore[override]
+            calls.append(len(items))
+            if len(calls) == 1:
+                await gate.wait()
+            await super().put_many(items)
+
+    async def go() -> None:
+        store = await _store(pg_url, _records(20))
+        l2 = HeldFirstFill(redis_url, namespace=redis_namespace)
+        core = Resolver(store, PrefixAuthority(["88.166"]), l2=l2)
+        try:
+            await core.resolve("88.166.1/h0")
+            await asyncio.sleep(0.05)
+            assert calls == [1]
+            for i in range(1, 20):
+                assert (await core.resolve(f"88.166.1/h{i}")).response_code == 1
+            await asyncio.sleep(0.05)
+            assert calls == [1]  # nothing else started while the first fill is held
+            gate.set()
+            await asyncio.sleep(0.2)
+            assert calls == [1, 5]  # the queued fills as one batch, cut at the cap
+            r = redis.Redis.from_url(redis_url)
+            cached = [i for i in range(20) if r.exists(f"{redis_namespace}:h:{{88.166.1/H{i}}}")]
+            assert cached == [0, 1, 2, 3, 4, 5]
+        finally:
+            await l2.close()
             await store.close()
 
     asyncio.run(go())

@@ -78,3 +78,78 @@ def test_a_missing_schema_says_run_init(tmp_path: object) -> None:
             raise AssertionError("opened a registry without a schema")
 
     asyncio.run(go())
+
+
+def test_a_prefix_lists_and_counts_exactly_its_own_handles(store_url: str) -> None:
+    """Listing walks the primary-key range [P/, P0) (migration 0007): a derived prefix
+    ("88.166.1001.5", "." sorts before "/") and a longer one ("88.166.10010") are not
+    the prefix's identifiers, and the listing comes back in key order."""
+
+    async def go() -> None:
+        s = open_store(store_url)
+        await s.open()
+        try:
+            names = [
+                "88.166.1001/B",
+                "88.166.1001/A",
+                "88.166.1001.5/C",
+                "88.166.10010/D",
+                "88.166.100/E",
+                "88.166.1001/0",
+            ]
+            await s.put_many([HandleRecord(n, vals(b"x")) for n in names])
+            assert await s.list_handles("88.166.1001") == [
+                "88.166.1001/0",
+                "88.166.1001/A",
+                "88.166.1001/B",
+            ]
+            assert await s.count_prefix("88.166.1001") == 3
+            assert await s.list_handles("88.166.1001.5") == ["88.166.1001.5/C"]
+            assert await s.count_prefix("88.166.10010") == 1
+        finally:
+            await s.close()
+
+    asyncio.run(go())
+
+
+def test_postgres_handle_keys_compare_byte_for_byte(pg_url: str) -> None:
+    """Migration 0007: the key column uses the "C" collation, whatever the database's
+    locale, so the primary key's order is the byte order key_range relies on."""
+    import asyncpg
+
+    async def go() -> None:
+        c = await asyncpg.connect(pg_url)
+        try:
+            collation = await c.fetchval(
+                "SELECT collation_name FROM information_schema.columns"
+                " WHERE table_name = 'handles' AND column_name = 'handle'"
+            )
+            index = await c.fetchval(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'handles_prefix_handle'"
+            )
+        finally:
+            await c.close()
+        assert collation == "C" and index == 0
+
+    asyncio.run(go())
+
+
+def test_a_connection_left_in_a_transaction_comes_back_clean(pg_url: str) -> None:
+    """The pool runs no reset query on release (the store keeps no session state); a
+    transaction left open is still rolled back before the connection is reused."""
+    from registry.postgres_store import PostgresStore
+
+    async def go() -> None:
+        s = PostgresStore(pg_url, pool_size=1)
+        await s.open()
+        try:
+            async with s.pool.acquire() as c:
+                await c.execute("BEGIN")
+                await c.execute("INSERT INTO prefixes VALUES ('9.9', '9.9', 'x', 'homed', 0)")
+            async with s.pool.acquire() as c:
+                assert not c.is_in_transaction()
+                assert await c.fetchval("SELECT count(*) FROM prefixes WHERE prefix = '9.9'") == 0
+        finally:
+            await s.close()
+
+    asyncio.run(go())
