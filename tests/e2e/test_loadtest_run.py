@@ -149,6 +149,24 @@ def test_dns_and_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
     p = idnode("loadtest", "run", "--miss-share", "2")
     assert p.returncode == 2 and "--miss-share" in p.stderr
     assert not (tmp_path / "r").exists()
+    p = idnode("loadtest", "scale", "--sizes", "1e6")
+    assert p.returncode == 2 and "--sizes needs --server-url" in p.stderr
+    p = idnode("loadtest", "report", str(tmp_path / "missing.json"))
+    assert p.returncode == 2 and "cannot read" in p.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    p = idnode("loadtest", "report", str(tmp_path / "bad.json"))
+    assert p.returncode == 2 and "cannot read" in p.stderr
+    assert not (tmp_path / "bad.html").exists()
+
+
+def test_report_renders_the_html_again(tmp_path: Path) -> None:
+    report = run_report(tmp_path, "--doors", "udp", "--registry-size", "500", "--no-ceilings")
+    source = tmp_path / "results" / "report.json"
+    p = idnode("loadtest", "report", str(source), "--html", str(tmp_path / "again.html"))
+    assert p.returncode == 0, p.stderr
+    again = (tmp_path / "again.html").read_text()
+    assert "udp: throughput against load" in again
+    assert f"{report['doors']['udp']['points'][0]['node']['per_s']:,}" in again
 
 
 def test_scale_fits_cost_against_registry_size(tmp_path: Path) -> None:
