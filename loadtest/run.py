@@ -197,6 +197,8 @@ def _wait_port(door: str, port: int, proc: subprocess.Popen[bytes]) -> None:
 
 # --- metrics ---------------------------------------------------------------------------
 
+METRICS_FLUSH_SECONDS = 1.0  # how often a worker flushes its counts (resolver/node.py)
+
 
 def scrape(http_port: int, host: str = "127.0.0.1") -> dict[tuple[str, str], float]:
     """Cache lookups by (tier, result) from the node's /metrics."""
@@ -314,6 +316,11 @@ def run_point(jobs: list[Job], metrics_port: int | None, host: str = "127.0.0.1"
     if updates:
         out["updates"] = merge(updates)
     if metrics_port is not None:
+        # Each worker flushes its counts into /metrics once a second, and a scrape
+        # flushes only the worker that answers it: wait out one flush so the counts
+        # of every worker are in (without it the last second of another worker's
+        # lookups went missing and the tier totals fell short of the answers).
+        time.sleep(METRICS_FLUSH_SECONDS + 0.25)
         out["tiers"] = tier_report(before, scrape(metrics_port, host))
     return out
 
