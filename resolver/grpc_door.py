@@ -1,5 +1,5 @@
 """The gRPC front door: services Resolver and Registry (protos/idnode/v1/handles.proto),
-the standard health service and server reflection.
+the standard health service and server reflection (both grpc.reflection.v1 and v1alpha).
 
 It only translates: reads go through the resolver core, writes through the registry
 service. A Handle response code becomes a gRPC status (NOT_FOUND, ALREADY_EXISTS,
@@ -18,8 +18,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
 
 from registry.auth import Identity
 
@@ -311,6 +313,71 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
 
 RESOLVER = pb2.DESCRIPTOR.services_by_name["Resolver"].full_name
 REGISTRY = pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+REFLECTION_V1ALPHA = str(reflection.SERVICE_NAME)
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def reflection_v1_descriptor() -> Any:
+    """The FileDescriptor of grpc/reflection/v1/reflection.proto, added to the default pool
+    on first use.
+
+    grpcio-reflection ships only v1alpha (every release up to 1.85.1 at least), yet current
+    grpcurl and Postman speak only v1. Upstream's v1 file is v1alpha's under another package:
+    the same messages, field names, numbers and types. So it is derived from the v1alpha
+    descriptor grpcio-reflection ships rather than written out by hand, and it has to be in
+    the pool because clients describe every listed service (grpcurl describe, Postman)."""
+    pool = descriptor_pool.Default()
+    try:
+        return pool.FindFileByName(REFLECTION_V1_FILE)
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_alpha_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = f".{proto.package}.", ".grpc.reflection.v1."
+
+    def moved(type_name: str) -> str:
+        return new + type_name[len(old) :] if type_name.startswith(old) else type_name
+
+    proto.name, proto.package = REFLECTION_V1_FILE, new.strip(".")
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):  # even an empty one set on a scalar is rejected
+                field.type_name = moved(field.type_name)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type, method.output_type = (
+                moved(method.input_type),
+                moved(method.output_type),
+            )
+    # The options upstream's v1 file declares (it drops v1alpha's cc_enable_arenas).
+    proto.options.Clear()
+    proto.options.go_package = "google.golang.org/grpc/reflection/grpc_reflection_v1"
+    proto.options.java_multiple_files = True
+    proto.options.java_package = "io.grpc.reflection.v1"
+    proto.options.java_outer_classname = "ServerReflectionProto"
+    pool.AddSerializedFile(proto.SerializeToString())
+    return pool.FindFileByName(REFLECTION_V1_FILE)
+
+
+def add_reflection(server: grpc.aio.Server, services: tuple[str, ...]) -> None:
+    """Serves reflection as both grpc.reflection.v1 and v1alpha, listing both.
+
+    One servicer answers both: v1 messages are wire-identical to v1alpha ones (the same
+    fields under the same numbers), so v1alpha's serializers read and write v1 bytes."""
+    reflection_v1_descriptor()
+    servicer = reflection.aio.ReflectionServicer((*services, REFLECTION_V1, REFLECTION_V1ALPHA))
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_alpha_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_alpha_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": info})
+            for name in (REFLECTION_V1, REFLECTION_V1ALPHA)
+        )
+    )
 
 
 async def start_grpc(
@@ -366,14 +433,7 @@ async def start_grpc(
         res = checker.set(name, health_pb2.HealthCheckResponse.SERVING)
         if asyncio.iscoroutine(res):
             await res
-    reflection.enable_server_reflection(
-        (
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    add_reflection(server, (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if cert and key:
         with open(cert, "rb") as c, open(key, "rb") as k:

@@ -1,5 +1,5 @@
 """The gRPC API against a real `idnode serve`: a client generated from protos/ calls every
-RPC; health and reflection answer; Handle codes map to gRPC status codes."""
+RPC; health and reflection (v1 and v1alpha) answer; Handle codes map to gRPC status codes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -20,6 +21,9 @@ from tests.unit.test_templates import DOC
 
 pytestmark = pytest.mark.e2e
 pb2, pb2_grpc = load()
+RESOLVER, REGISTRY, HEALTH = "idnode.v1.Resolver", "idnode.v1.Registry", "grpc.health.v1.Health"
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 
 
 @pytest.fixture
@@ -162,7 +166,89 @@ def test_health_and_reflection(node: NodeProcess) -> None:
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
         names = {s.name for a in answers for s in a.list_services_response.service}
-        assert {"idnode.v1.Resolver", "idnode.v1.Registry", "grpc.health.v1.Health"} <= names
+        assert {RESOLVER, REGISTRY, HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA} <= names
+
+
+def reflect_v1(ch: grpc.Channel, *requests: Any) -> list[Any]:
+    """One grpc.reflection.v1 ServerReflectionInfo stream, as grpcurl and Postman open it.
+
+    grpcio-reflection ships no v1 module, only the v1alpha one, whose messages are v1's under
+    another package name (same fields and numbers): its generated classes write the bytes a
+    v1 client sends and read the v1 answers. test_reflection_v1 checks that equivalence."""
+    info = ch.stream_stream(
+        f"/{REFLECTION_V1}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return list(info(iter(requests), timeout=30))
+
+
+def files_for(answer: Any) -> list[descriptor_pb2.FileDescriptorProto]:
+    assert answer.WhichOneof("message_response") == "file_descriptor_response", answer
+    return [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in answer.file_descriptor_response.file_descriptor_proto
+    ]
+
+
+def shape(f: descriptor_pb2.FileDescriptorProto) -> list[tuple[Any, ...]]:
+    """What decides the wire format of a file's messages and methods, package left out."""
+
+    def local(type_name: str) -> str:
+        return type_name.removeprefix(f".{f.package}.")
+
+    out: list[tuple[Any, ...]] = []
+    for m in f.message_type:
+        out.append((m.name, [o.name for o in m.oneof_decl]))
+        out += [
+            (m.name, x.name, x.number, x.label, x.type, local(x.type_name), x.oneof_index)
+            for x in m.field
+        ]
+    for s in f.service:
+        for x in s.method:
+            streaming = (x.client_streaming, x.server_streaming)
+            out.append((s.name, x.name, local(x.input_type), local(x.output_type), *streaming))
+    return out
+
+
+def test_reflection_v1(node: NodeProcess) -> None:
+    request = reflection_pb2.ServerReflectionRequest
+    with channel(node) as ch:
+        listed = reflect_v1(ch, request(list_services=""))
+        names = {s.name for a in listed for s in a.list_services_response.service}
+        assert {RESOLVER, REGISTRY, HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA} <= names
+
+        # The handles file first, then its dependencies (none today).
+        (answer,) = reflect_v1(ch, request(file_containing_symbol=RESOLVER))
+        handles = files_for(answer)[0]
+        assert handles.name == "idnode/v1/handles.proto" and handles.package == "idnode.v1"
+        assert {"Resolver", "Registry"} <= {s.name for s in handles.service}
+
+        # grpcurl describe and Postman fetch the file of every listed service: none may fail.
+        answers = reflect_v1(ch, *(request(file_containing_symbol=n) for n in sorted(names)))
+        for name, answer in zip(sorted(names), answers, strict=True):
+            package, service = name.rsplit(".", 1)
+            assert any(
+                f.package == package and service in {s.name for s in f.service}
+                for f in files_for(answer)
+            ), name
+
+        # The v1 file served is v1alpha's under another package, as upstream's is: the same
+        # wire format, so clients building v1 classes from it and reflect_v1 agree.
+        (answer,) = reflect_v1(ch, request(file_containing_symbol=REFLECTION_V1))
+        v1 = files_for(answer)[0]
+        alpha = descriptor_pb2.FileDescriptorProto()
+        reflection_pb2.DESCRIPTOR.CopyToProto(alpha)
+        assert (v1.name, v1.package) == (
+            "grpc/reflection/v1/reflection.proto",
+            "grpc.reflection.v1",
+        )
+        assert v1.options.java_package == "io.grpc.reflection.v1"
+        assert shape(v1) == shape(alpha) and len(shape(v1)) > 8
+
+        (missing,) = reflect_v1(ch, request(file_containing_symbol="idnode.v1.Nowhere"))
+        assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert missing.original_request.file_containing_symbol == "idnode.v1.Nowhere"
 
 
 def test_grpc_over_tls(tmp_path: Path) -> None:
