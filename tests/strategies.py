@@ -156,10 +156,50 @@ SHAPES: list[tuple[st.SearchStrategy[Any], st.SearchStrategy[Any], st.SearchStra
     (st.builds(b.Challenge, small_bytes), st.sampled_from(list(OpCode)), st.just(402)),
     (
         st.builds(b.Opaque, st.binary(min_size=1, max_size=64)),
-        st.sampled_from([OpCode.SESSION_SETUP, 4242, OpCode.DUMP_HANDLES]),
+        st.sampled_from([4242, OpCode.DUMP_HANDLES]),
         st.just(0),
     ),
-    (st.just(b.Empty()), st.sampled_from([OpCode.SESSION_TERMINATE, 7777]), st.just(0)),
+    (st.just(b.Empty()), st.sampled_from([7777]), st.just(0)),
+    (st.builds(b.HandleOnlyRequest, handles), st.just(OpCode.SESSION_TERMINATE), st.just(0)),
+    (
+        st.one_of(
+            st.builds(
+                b.SessionSetupRequest,
+                st.sampled_from([1, 4]),
+                i32,
+                handles,
+                i32,
+                public_key=small_bytes,
+            ),
+            st.builds(
+                b.SessionSetupRequest,
+                st.just(3),
+                i32,
+                handles,
+                i32,
+                exchange_key_handle=handles,
+                exchange_key_index=i32,
+            ),
+            st.builds(b.SessionSetupRequest, st.just(2), i32, handles, i32),
+        ),
+        st.just(OpCode.SESSION_SETUP),
+        st.just(0),
+    ),
+    (
+        st.builds(b.SessionSetupResponse, st.sampled_from([1, 2, 3, 4]), small_bytes),
+        st.just(OpCode.SESSION_SETUP),
+        st.just(1),
+    ),
+    (
+        st.builds(b.SessionExchangeKeyRequest, small_bytes),
+        st.just(OpCode.SESSION_EXCHANGEKEY),
+        st.just(0),
+    ),
+    (
+        st.builds(b.LoginRequest, handles, st.text(max_size=20)),
+        st.just(OpCode.LOGIN),
+        st.just(0),
+    ),
 ]
 
 

@@ -115,6 +115,41 @@ class LoginIdSystemRequest:
     index: int
 
 
+@dataclass(frozen=True, slots=True)
+class LoginRequest:
+    """IDIS LOGIN (2000): a user name and password, laid out as a resolution request (the
+    name where the handle goes, the password as the one requested type)."""
+
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSetupRequest:
+    """SESSION_SETUP (400): open a session, agreeing a session key one of four ways.
+
+    ``mode`` (KeyExchange): the client's public key (CIPHER_CLIENT) or Diffie-Hellman
+    public value (DH) travels in ``public_key``; CIPHER_HDL names a handle value with
+    the client's public key; CIPHER_SERVER asks for the server's key. ``identity`` is
+    who the client will authenticate as (empty handle and -1: anonymous).
+    """
+
+    mode: int
+    timeout: int
+    identity_handle: str
+    identity_index: int
+    public_key: bytes = b""
+    exchange_key_handle: str = ""
+    exchange_key_index: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExchangeKeyRequest:
+    """SESSION_EXCHANGEKEY (402): the session key, encrypted with the server's public key."""
+
+    encrypted_key: bytes
+
+
 # --- responses ----------------------------------------------------------------
 
 
@@ -157,6 +192,15 @@ class Challenge:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSetupResponse:
+    """Success of SESSION_SETUP: the mode, and the encrypted session key, the server's
+    public key (CIPHER_SERVER) or algorithm + the server's DH public value (DH)."""
+
+    mode: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyAuthResponse:
     valid: bool
 
@@ -194,6 +238,9 @@ Body = (
     | ChallengeAnswer
     | VerifyAuthRequest
     | LoginIdSystemRequest
+    | LoginRequest
+    | SessionSetupRequest
+    | SessionExchangeKeyRequest
     | ResolutionResponse
     | ErrorResponse
     | SiteInfoResponse
@@ -201,6 +248,7 @@ Body = (
     | ListResponse
     | Challenge
     | VerifyAuthResponse
+    | SessionSetupResponse
     | CreateHandleResponse
     | Empty
     | Opaque

@@ -92,6 +92,24 @@ class OpFlag(IntFlag):
     DNRF = 0x00100000  # do not refer
 
 
+class KeyExchange(IntEnum):
+    """How SESSION_SETUP agrees a session key (the reference's KEY_EXCHANGE_*)."""
+
+    NONE = 0
+    CIPHER_CLIENT = 1  # the server encrypts a new key with the client's public key
+    CIPHER_SERVER = 2  # the client encrypts a new key with the server's public key
+    CIPHER_HDL = 3  # as CIPHER_CLIENT, the client's key read from a handle value
+    DH = 4  # Diffie-Hellman
+
+
+class SessionCipher(IntEnum):
+    """Session key algorithms (the reference's HdlSecurityProvider.ENCRYPT_ALG_*)."""
+
+    DES = 1
+    DESEDE = 2
+    AES = 3
+
+
 class EnvelopeFlag(IntFlag):
     COMPRESSED = 0x80
     ENCRYPTED = 0x40

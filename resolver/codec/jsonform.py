@@ -173,7 +173,8 @@ def key_to_json(data: bytes) -> Json:
             "g": _b64url(key.g),
             "y": _b64url(key.y),
         }
-    raise ProtocolError(f"no JSON form for key type {key.key_type}")
+    kind = key.key_type if isinstance(key, OtherPublicKey) else "DH_PUB_KEY"
+    raise ProtocolError(f"no JSON form for key type {kind}")
 
 
 def key_from_json(j: Json) -> bytes:

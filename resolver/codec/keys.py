@@ -34,6 +34,16 @@ class DsaPublicKey:
 
 
 @dataclass(frozen=True, slots=True)
+class DhPublicKey:
+    """A Diffie-Hellman public value with its group, as SESSION_SETUP carries it."""
+
+    y: int
+    p: int
+    g: int
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class OtherPublicKey:
     """A key type this node does not interpret (DH, or future ones): kept as bytes."""
 
@@ -42,7 +52,7 @@ class OtherPublicKey:
     rest: bytes
 
 
-PublicKey = RsaPublicKey | DsaPublicKey | OtherPublicKey
+PublicKey = RsaPublicKey | DsaPublicKey | DhPublicKey | OtherPublicKey
 
 
 def _int_bytes(n: int) -> bytes:
@@ -79,6 +89,14 @@ def encode_public_key(key: PublicKey) -> bytes:
             + U16.pack(key.flags)
             + b"".join(_put_int(x) for x in (key.q, key.p, key.g, key.y))
         )
+    if isinstance(key, DhPublicKey):
+        t = DH_PUB_KEY.encode()
+        return (
+            U32.pack(len(t))
+            + t
+            + U16.pack(key.flags)
+            + b"".join(_put_int(x) for x in (key.y, key.p, key.g))
+        )
     t = key.key_type.encode("utf-8")
     return U32.pack(len(t)) + t + U16.pack(key.flags) + key.rest
 
@@ -97,4 +115,9 @@ def decode_public_key(data: bytes) -> PublicKey:
     if key_type == DSA_PUB_KEY:
         q, p, g, y = (int.from_bytes(r.blob(f"DSA {x}"), "big") for x in "qpgy")
         return DsaPublicKey(q, p, g, y, flags)
+    if key_type == DH_PUB_KEY:
+        y, p, g = (int.from_bytes(r.blob(f"DH {x}"), "big") for x in "ypg")
+        if p < 3 or not 1 < g < p or not 1 < y < p - 1:
+            raise ProtocolError("HS_PUBKEY: DH group or public value out of range")
+        return DhPublicKey(y, p, g, flags)
     return OtherPublicKey(key_type, flags, r.raw(r.remaining(), "key"))

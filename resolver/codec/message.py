@@ -226,6 +226,60 @@ def encode(m: Message) -> bytes:
         raise ProtocolError(f"cannot encode message: {exc}") from None
 
 
+# --- the parts of an encoded message ----------------------------------------------------
+#
+# Signing, MACs and session encryption work on a message's bytes as they travel, so
+# these take and give encoded messages (one message: envelope + header + body +
+# credential) rather than Message objects.
+
+
+def header_and_body(wire: bytes) -> bytes:
+    """The bytes a request digest, a signature or a MAC covers (no envelope, no credential)."""
+    if len(wire) < PREAMBLE_SIZE:
+        raise ProtocolError(f"message of {len(wire)} bytes has no header")
+    (body_len,) = U32.unpack_from(wire, ENVELOPE_SIZE + 20)
+    end = PREAMBLE_SIZE + body_len
+    if end > len(wire):
+        raise ProtocolError("body length runs past the end of the message")
+    return bytes(wire[ENVELOPE_SIZE:end])
+
+
+def with_credential(wire: bytes, credential: bytes) -> bytes:
+    """``wire`` (one encoded message) with its credential section replaced."""
+    core = header_and_body(wire)
+    message = core + U32.pack(len(credential)) + credential
+    if len(message) > MAX_MESSAGE_LENGTH:
+        raise ProtocolError(f"message of {len(message)} bytes is over the limit")
+    return wire[:16] + U32.pack(len(message)) + message
+
+
+def reseal(wire: bytes, payload: bytes, *, encrypted: bool) -> bytes:
+    """A message with ``wire``'s envelope around ``payload`` (the message bytes, encrypted
+    or plain), the ENCRYPTED flag and the length set to match."""
+    flags = wire[2] | EnvelopeFlag.ENCRYPTED if encrypted else wire[2] & ~EnvelopeFlag.ENCRYPTED
+    return bytes((wire[0], wire[1], flags, wire[3])) + wire[4:16] + U32.pack(len(payload)) + payload
+
+
+def is_encrypted(wire: bytes) -> bool:
+    return len(wire) >= ENVELOPE_SIZE and bool(wire[2] & EnvelopeFlag.ENCRYPTED)
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """Encoded messages laid end to end (a streamed answer) back into single messages."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < ENVELOPE_SIZE:
+            raise ProtocolError("a partial envelope at the end of a message stream")
+        (mlen,) = U32.unpack_from(data, pos + 16)
+        end = pos + ENVELOPE_SIZE + mlen
+        if end > len(data):
+            raise ProtocolError("a message runs past the end of the stream")
+        out.append(bytes(data[pos:end]))
+        pos = end
+    return out
+
+
 def response_to(
     request: Message,
     response_code: int,
@@ -453,7 +507,12 @@ __all__ = [
     "encode",
     "encode_envelope",
     "encode_resolution_answer",
+    "header_and_body",
+    "is_encrypted",
     "list_responses",
     "put_text",
+    "reseal",
     "response_to",
+    "split_messages",
+    "with_credential",
 ]

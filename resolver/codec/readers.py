@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import bodies as b
-from .codes import MAX_HANDLE_LENGTH, OpCode, OpFlag, ResponseCode
+from .codes import MAX_HANDLE_LENGTH, KeyExchange, OpCode, OpFlag, ResponseCode
 from .digest import RequestDigest, read_digest
+from .errors import ProtocolError
 from .site import read_site
 from .values import read_values
 from .wire import Reader
@@ -81,6 +82,43 @@ def _login_id_system(r: Reader) -> b.Body:
     return b.LoginIdSystemRequest(_handle(r, "user handle"), r.i32("user index"))
 
 
+def _login(r: Reader) -> b.Body:
+    req = read_resolution_request(r)
+    if len(req.types) != 1:
+        raise ProtocolError("LOGIN carries the password as its one requested type")
+    return b.LoginRequest(req.handle, req.types[0])
+
+
+MAX_KEY_LENGTH = 16 * 1024  # far above any RSA, DSA or DH public value clients send
+
+
+def _session_setup(r: Reader) -> b.Body:
+    mode = r.u16("key exchange mode")
+    timeout = r.i32("session timeout")
+    handle = r.text("identity handle", MAX_HANDLE_LENGTH)
+    index = r.i32("identity index")
+    key, kh, ki = b"", "", -1
+    if mode in (KeyExchange.CIPHER_CLIENT, KeyExchange.DH):
+        key = r.blob("exchange public key", MAX_KEY_LENGTH)
+    elif mode == KeyExchange.CIPHER_HDL:
+        kh = _handle(r, "exchange key handle")
+        ki = r.i32("exchange key index")
+    # The reference writer sizes the mode as 4 bytes but writes 2: two zero bytes
+    # trail every SESSION_SETUP body. Tolerate them (and nothing else).
+    if r.remaining() == 2 and r.buf[r.pos : r.pos + 2] == b"\x00\x00":
+        r.pos += 2
+    return b.SessionSetupRequest(mode, timeout, handle, index, key, kh, ki)
+
+
+def _terminate(r: Reader) -> b.Body:
+    # The reference sends "/" (its blank handle); tolerate no body at all, as for site info.
+    return b.HandleOnlyRequest(_handle(r) if r.remaining() else "")
+
+
+def _session_exchange_key(r: Reader) -> b.Body:
+    return b.SessionExchangeKeyRequest(r.blob("encrypted session key", MAX_KEY_LENGTH))
+
+
 REQUEST_READERS: dict[int, Callable[[Reader], b.Body]] = {
     OpCode.RESOLUTION: read_resolution_request,
     OpCode.GET_SITE_INFO: _get_site_info,
@@ -97,6 +135,10 @@ REQUEST_READERS: dict[int, Callable[[Reader], b.Body]] = {
     OpCode.UNHOME_NA: _handle_only(b.UnhomeNaRequest),
     OpCode.LIST_HOMED_NAS: _handle_only(b.ListHomedNasRequest),
     OpCode.LOGIN_ID_SYSTEM: _login_id_system,
+    OpCode.LOGIN: _login,
+    OpCode.SESSION_SETUP: _session_setup,
+    OpCode.SESSION_EXCHANGEKEY: _session_exchange_key,
+    OpCode.SESSION_TERMINATE: _terminate,
 }
 
 
@@ -115,6 +157,14 @@ def _empty(r: Reader) -> b.Body:
     return b.Empty()
 
 
+def _session_setup_response(r: Reader) -> b.Body:
+    mode = r.u16("key exchange mode")
+    data = r.blob("session setup data", MAX_KEY_LENGTH)
+    if r.remaining() == 2 and r.buf[r.pos : r.pos + 2] == b"\x00\x00":
+        r.pos += 2  # the reference writer's two trailing bytes, as in the request
+    return b.SessionSetupResponse(mode, data)
+
+
 SUCCESS_READERS: dict[int, Callable[[Reader], b.Body]] = {
     OpCode.RESOLUTION: lambda r: b.ResolutionResponse(_handle(r), read_values(r)),
     OpCode.GET_SITE_INFO: lambda r: b.SiteInfoResponse(read_site(r)),
@@ -131,6 +181,10 @@ SUCCESS_READERS: dict[int, Callable[[Reader], b.Body]] = {
     OpCode.HOME_NA: _empty,
     OpCode.UNHOME_NA: _empty,
     OpCode.SESSION_TERMINATE: _empty,
+    OpCode.SESSION_EXCHANGEKEY: _empty,
+    OpCode.SESSION_SETUP: _session_setup_response,
+    OpCode.LOGIN: lambda r: b.ResolutionResponse(_handle(r), read_values(r)),
+    OpCode.LOGIN_ID_SYSTEM: _empty,
 }
 
 

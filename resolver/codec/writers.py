@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import bodies as b
+from .codes import KeyExchange
 from .digest import encode_digest
 from .errors import ProtocolError
 from .site import encode_site
 from .values import encode_values
-from .wire import I32, U32, put_blob, put_text
+from .wire import I32, U16, U32, put_blob, put_text
 
 
 def _ints(xs: tuple[int, ...]) -> bytes:
@@ -63,6 +64,20 @@ def _referral(x: b.ReferralResponse) -> bytes:
     return out
 
 
+def _session_setup(x: b.SessionSetupRequest) -> bytes:
+    out = U16.pack(x.mode) + I32.pack(x.timeout) + put_text(x.identity_handle)
+    out += I32.pack(x.identity_index)
+    if x.mode in (KeyExchange.CIPHER_CLIENT, KeyExchange.DH):
+        out += put_blob(x.public_key)
+    elif x.mode == KeyExchange.CIPHER_HDL:
+        out += put_text(x.exchange_key_handle) + I32.pack(x.exchange_key_index)
+    return out + b"\x00\x00"  # as the reference writes it (see readers._session_setup)
+
+
+def _session_setup_response(x: b.SessionSetupResponse) -> bytes:
+    return U16.pack(x.mode) + put_blob(x.data) + b"\x00\x00"
+
+
 WRITERS: dict[type, Callable[[Any], bytes]] = {
     b.ResolutionRequest: _resolution_request,
     b.GetSiteInfoRequest: _handle_only,
@@ -79,6 +94,7 @@ WRITERS: dict[type, Callable[[Any], bytes]] = {
     b.ChallengeAnswer: _challenge_answer,
     b.VerifyAuthRequest: _verify_auth_request,
     b.LoginIdSystemRequest: lambda x: put_text(x.user_handle) + I32.pack(x.index),
+    b.LoginRequest: lambda x: put_text(x.username) + _ints(()) + _texts((x.password,)),
     b.ResolutionResponse: lambda x: put_text(x.handle) + encode_values(x.values),
     b.ErrorResponse: lambda x: put_text(x.message),
     b.SiteInfoResponse: lambda x: encode_site(x.site),
@@ -87,6 +103,9 @@ WRITERS: dict[type, Callable[[Any], bytes]] = {
     b.Challenge: lambda x: put_blob(x.nonce),
     b.VerifyAuthResponse: lambda x: b"\x01" if x.valid else b"\x00",
     b.CreateHandleResponse: lambda x: put_text(x.handle),
+    b.SessionSetupRequest: _session_setup,
+    b.SessionExchangeKeyRequest: lambda x: put_blob(x.encrypted_key),
+    b.SessionSetupResponse: _session_setup_response,
     b.Empty: lambda x: b"",
     b.Opaque: lambda x: x.raw,
 }
