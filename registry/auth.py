@@ -93,7 +93,7 @@ def verify_public_key(key_data: bytes, signed_response: bytes, data: bytes) -> N
             params = dsa.DSAParameterNumbers(key.p, key.q, key.g)
             dsa.DSAPublicNumbers(key.y, params).public_key().verify(sig.signature, data, alg())
         else:
-            raise AuthError(f"unsupported key type {key.key_type}")
+            raise AuthError(f"unsupported key type {type(key).__name__}")
     except InvalidSignature:
         raise AuthError("signature does not verify") from None
     except ValueError as exc:  # a malformed key or signature

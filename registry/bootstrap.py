@@ -16,7 +16,9 @@ from resolver.codec import (
     AdminRecord,
     DsaPublicKey,
     HandleValue,
+    ProtocolError,
     RsaPublicKey,
+    decode_public_key,
     decode_values,
     encode_admin,
     encode_public_key,
@@ -36,7 +38,16 @@ KEY_INDEX = 300
 
 
 def public_key_data(pem: bytes) -> bytes:
-    """HS_PUBKEY data from a PEM public key (RSA or DSA)."""
+    """HS_PUBKEY data from a PEM public key (RSA or DSA), or from a key already in the
+    reference's encoding (the admpub.bin its setup writes)."""
+    if not pem.lstrip().startswith(b"-----BEGIN"):
+        try:
+            key_data = decode_public_key(pem)
+        except ProtocolError as exc:
+            raise ValueError(f"neither PEM nor a reference public key: {exc}") from None
+        if not isinstance(key_data, RsaPublicKey | DsaPublicKey):
+            raise ValueError("the admin public key must be RSA or DSA")
+        return encode_public_key(key_data)
     key = load_pem_public_key(pem)
     if isinstance(key, rsa.RSAPublicKey):
         n = key.public_numbers()

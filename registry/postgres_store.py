@@ -21,15 +21,19 @@ import asyncpg
 from .names import key_range, storage_prefix
 from .store import (
     AuditEntry,
+    CounterCheck,
     HandleRecord,
     Keep,
     Mutator,
+    NewSession,
     Outcome,
     Refusal,
+    SessionRow,
     Store,
     StoreError,
     now,
     redact_url,
+    session_row,
     sha256_hex,
 )
 
@@ -278,18 +282,21 @@ class PostgresStore(Store):
         expires: float,
         *,
         new: bool,
+        client: str = "",
     ) -> bool:
         async with self.pool.acquire() as c:
             if new:
                 done = await c.fetchval(
-                    "INSERT INTO sessions (id, nonce, digest, request, challenge_expires, expires)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING 1",
+                    "INSERT INTO sessions (id, nonce, digest, request, challenge_expires, expires,"
+                    " client) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+                    " RETURNING 1",
                     sid,
                     nonce,
                     digest,
                     request,
                     challenge_expires,
                     expires,
+                    client,
                 )
             else:
                 done = await c.fetchval(
@@ -309,43 +316,166 @@ class PostgresStore(Store):
         async with self.pool.acquire() as c, c.transaction():
             # The row lock makes a take single-use even when two workers race for it.
             row = await c.fetchrow(
-                "SELECT nonce, digest, request, challenge_expires FROM sessions"
+                "SELECT nonce, digest, request, challenge_expires, mode FROM sessions"
                 " WHERE id = $1 AND nonce IS NOT NULL FOR UPDATE",
                 sid,
             )
             if row is None:
                 return None
-            await c.execute(
-                "UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL WHERE id = $1",
-                sid,
-            )
+            if row[4] == 0:
+                await c.execute("DELETE FROM sessions WHERE id = $1", sid)
+            else:
+                await c.execute(
+                    "UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL WHERE id = $1",
+                    sid,
+                )
         if row[3] < now:
             return None
         return bytes(row[0]), bytes(row[1]), bytes(row[2])
 
-    async def session_authenticate(self, sid: int, handle: str, index: int, expires: float) -> None:
+    async def session_pending(self, sid: int, now: float) -> bool:
+        async with self.pool.acquire() as c:
+            found = await c.fetchval(
+                "SELECT 1 FROM sessions WHERE id = $1 AND nonce IS NOT NULL"
+                " AND challenge_expires >= $2",
+                sid,
+                now,
+            )
+        return found is not None
+
+    async def session_open(self, sid: int, s: NewSession, expires: float) -> bool:
+        claimed = s.claimed or (None, None)
+        async with self.pool.acquire() as c:
+            done = await c.fetchval(
+                "INSERT INTO sessions (id, mode, cipher, key_sealed, claimed_handle,"
+                " claimed_index, major, minor, idle_timeout, expires, client)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                " ON CONFLICT (id) DO NOTHING RETURNING 1",
+                sid,
+                s.mode,
+                s.cipher,
+                s.key_sealed,
+                claimed[0],
+                claimed[1],
+                s.major,
+                s.minor,
+                s.idle_timeout,
+                expires,
+                s.client,
+            )
+        return done is not None
+
+    async def session_get(self, sid: int, now: float) -> SessionRow | None:
+        async with self.pool.acquire() as c:
+            row = await c.fetchrow(
+                "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index,"
+                " identity_handle, identity_index, major, minor, idle_timeout, expires, client"
+                " FROM sessions WHERE id = $1 AND mode <> 0 AND expires >= $2",
+                sid,
+                now,
+            )
+        return None if row is None else session_row(tuple(row))
+
+    async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool:
+        async with self.pool.acquire() as c:
+            done = await c.fetchval(
+                "UPDATE sessions SET cipher = $2, key_sealed = $3 WHERE id = $1 AND mode <> 0"
+                " RETURNING 1",
+                sid,
+                cipher,
+                key_sealed,
+            )
+        return done is not None
+
+    async def session_authenticate(self, sid: int, handle: str, index: int) -> None:
         async with self.pool.acquire() as c:
             await c.execute(
-                "UPDATE sessions SET identity_handle = $1, identity_index = $2, expires = $3"
-                " WHERE id = $4",
+                "UPDATE sessions SET identity_handle = $1, identity_index = $2 WHERE id = $3",
                 handle,
                 index,
-                expires,
                 sid,
             )
 
-    async def session_identity(
-        self, sid: int, now: float, extend_to: float
-    ) -> tuple[str, int] | None:
-        async with self.pool.acquire() as c:
-            row = await c.fetchrow(
-                "UPDATE sessions SET expires = $3 WHERE id = $1 AND identity_handle IS NOT NULL"
-                " AND expires >= $2 RETURNING identity_handle, identity_index",
+    async def session_use(
+        self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
+    ) -> CounterCheck:
+        async with self.pool.acquire() as c, c.transaction():
+            live = await c.fetchval(
+                "SELECT 1 FROM sessions WHERE id = $1 AND mode <> 0 AND expires >= $2 FOR UPDATE",
                 sid,
                 now,
-                extend_to,
             )
-        return None if row is None else (row[0], int(row[1]))
+            if live is None:
+                return CounterCheck(False, gone=True)
+            fresh = await c.fetchval(
+                "INSERT INTO session_replays (session_id, mac, expires) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                sid,
+                mac,
+                mac_expires,
+            )
+            if fresh is None:
+                return CounterCheck(False)
+            await c.execute("UPDATE sessions SET expires = $2 WHERE id = $1", sid, expires)
+        return CounterCheck(True)
+
+    async def session_next_counter(self, sid: int) -> int | None:
+        async with self.pool.acquire() as c:
+            n = await c.fetchval(
+                "UPDATE sessions SET server_counter = server_counter + 1 WHERE id = $1"
+                " RETURNING server_counter",
+                sid,
+            )
+        return None if n is None else int(n)
+
+    async def session_close(self, sid: int) -> bool:
+        async with self.pool.acquire() as c, c.transaction():
+            done = await c.fetchval("DELETE FROM sessions WHERE id = $1 RETURNING 1", sid)
+            await c.execute("DELETE FROM session_replays WHERE session_id = $1", sid)
+        return done is not None
+
+    async def sessions_reap(self, now: float) -> int:
+        async with self.pool.acquire() as c, c.transaction():
+            gone = await c.fetchval(
+                "WITH d AS (DELETE FROM sessions WHERE expires < $1 RETURNING id)"
+                " SELECT count(*) FROM d",
+                now,
+            )
+            await c.execute(
+                "DELETE FROM session_replays r WHERE r.expires < $1 OR NOT EXISTS"
+                " (SELECT 1 FROM sessions s WHERE s.id = r.session_id)",
+                now,
+            )
+        return int(gone or 0)
+
+    async def sessions_open_by(self, client: str, now: float) -> int:
+        async with self.pool.acquire() as c:
+            n = await c.fetchval(
+                "SELECT count(*) FROM sessions WHERE client = $1 AND expires >= $2",
+                client,
+                now,
+            )
+        return int(n or 0)
+
+    async def server_key(self) -> tuple[str, bytes, bytes] | None:
+        async with self.pool.acquire() as c:
+            row = await c.fetchrow(
+                "SELECT algorithm, private_sealed, public_key FROM server_keys WHERE active"
+                " ORDER BY id DESC LIMIT 1"
+            )
+        return None if row is None else (row[0], bytes(row[1]), bytes(row[2]))
+
+    async def put_server_key(self, algorithm: str, private_sealed: bytes, public: bytes) -> None:
+        async with self.pool.acquire() as c, c.transaction():
+            await c.execute("UPDATE server_keys SET active = false")
+            await c.execute(
+                "INSERT INTO server_keys (algorithm, private_sealed, public_key, created_at,"
+                " active) VALUES ($1, $2, $3, $4, true)",
+                algorithm,
+                private_sealed,
+                public,
+                now(),
+            )
 
     async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None:
         async with self.pool.acquire() as c:

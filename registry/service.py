@@ -121,6 +121,10 @@ class RegistryService:
     def _ident_key(self, i: Identity) -> tuple[str, int]:
         return normalize(i.handle, self.case_sensitive), i.index
 
+    def same_identity(self, a: Identity, b: Identity) -> bool:
+        """Do two keys name the same value (handles compared as the registry does)?"""
+        return self._ident_key(a) == self._ident_key(b)
+
     def is_server_admin(self, who: Identity) -> bool:
         return self._ident_key(who) in self.server_admins
 

@@ -1,12 +1,20 @@
-"""Authentication sessions, kept in the registry so every worker shares them.
+"""Challenges and sessions, kept in the registry so every worker and node shares them.
 
-A 402 challenge opens (or reuses) a session: a session id, a single-use 16-byte nonce
-that expires after ``challenge_ttl``, and the request waiting for it. The answer may
-reach any worker of any node on the same registry: the reference Java client opens a
-new UDP socket per request, and SO_REUSEPORT may hand that socket to another worker. A correct
-answer authenticates the session for ``session_ttl`` seconds (sliding), so a client
-authenticates once per session. Authenticated identities are cached per worker for a
-few seconds, so a busy session does not cost a database query per request.
+A 402 challenge opens (or, inside a keyed session, reuses) an id: a single-use 16-byte
+nonce that expires after ``challenge_ttl``, and the request waiting for it. The answer
+may reach any worker of any node on the same registry: the reference Java client
+opens a new UDP socket per request, and SO_REUSEPORT may hand that socket to another
+worker. Answering a bare challenge authorises that one request and nothing after it.
+
+A keyed session is opened by SESSION_SETUP: the client and the node agree a session
+key (registry/session_crypto.py), stored sealed under the node key. The session is
+anonymous until a challenge inside it proves the identity the client claimed; from
+then on a request that carries a valid MAC made with the session key, with a counter
+never seen before, acts as that identity. The session id alone authorises nothing:
+without the key no MAC can be made, and a captured request's counter is spent.
+
+Idle sessions expire (the client's timeout, capped at ``session_ttl``); a session that
+never authenticated lives only ``challenge_ttl``. ``reap`` deletes what expired.
 """
 
 from __future__ import annotations
@@ -16,67 +24,188 @@ import time
 from dataclasses import dataclass
 
 from .auth import Identity
-from .store import Store
+from .secrets import Sealer, SecretError
+from .store import CounterCheck, NewSession, SessionRow, Store
+
+MAX_MESSAGE_LIFE = 86_400.0  # a MAC is remembered at most this long (see ``use``)
 
 
-@dataclass(frozen=True)
+class SessionLimit(Exception):
+    """Too many sessions or challenges pending from one client, or in all."""
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     request: bytes  # the request waiting for authentication, as it came (wire form)
     nonce: bytes
     digest: bytes  # the request digest the answer must cover
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A keyed session as a worker uses it: the key unsealed."""
+
+    id: int
+    mode: int
+    cipher: int
+    key: bytes | None  # None while a CIPHER_SERVER exchange waits for the client's key
+    claimed: Identity | None
+    identity: Identity | None  # set once a challenge in the session proved ``claimed``
+    major: int
+    minor: int
+    idle_timeout: float
+
+
 class SessionStore:
     def __init__(
         self,
         store: Store,
+        sealer: Sealer | None = None,
         *,
         challenge_ttl: float = 60.0,
         session_ttl: float = 600.0,
-        cache_seconds: float = 5.0,
+        per_client: int = 64,
     ) -> None:
         self.store = store
+        self.sealer = sealer
         self.challenge_ttl = challenge_ttl
         self.session_ttl = session_ttl
-        self.cache_seconds = cache_seconds
-        self._cache: dict[int, tuple[float, Identity]] = {}
+        self.per_client = per_client
+
+    async def _room(self, client: str) -> None:
+        if client and await self.store.sessions_open_by(client, time.time()) >= self.per_client:
+            raise SessionLimit(
+                f"{self.per_client} sessions and challenges are already open from {client}"
+            )
+
+    # --- challenges ----------------------------------------------------------------------
 
     async def challenge(
-        self, request: bytes, digest: bytes, session_id: int = 0
+        self, request: bytes, digest: bytes, session_id: int = 0, client: str = ""
     ) -> tuple[int, bytes]:
+        """A 402 challenge for ``request``: (id to answer under, nonce). Inside a keyed
+        session the session's own id is used, as the reference server does."""
         nonce = secrets.token_bytes(16)
         now = time.time()
-        args = (nonce, digest, request, now + self.challenge_ttl, now + self.challenge_ttl)
-        if session_id and await self.store.session_challenge(session_id, *args, new=False):
+        until = now + self.challenge_ttl
+        if session_id and await self.store.session_challenge(
+            session_id, nonce, digest, request, until, until, new=False
+        ):
             return session_id, nonce
+        await self._room(client)
         for _ in range(8):
             sid = secrets.randbelow(0x7FFFFFFE) + 1
-            if await self.store.session_challenge(sid, *args, new=True):
+            if await self.store.session_challenge(
+                sid, nonce, digest, request, until, until, new=True, client=client
+            ):
                 return sid, nonce
         raise RuntimeError("no free session id after 8 tries")
 
     async def take(self, session_id: int) -> Pending | None:
-        """The pending challenge of a session, once: a nonce is never accepted twice."""
+        """The pending challenge under an id, once: a nonce is never accepted twice."""
         row = await self.store.session_take(session_id, time.time())
         return None if row is None else Pending(row[2], row[0], row[1])
 
-    async def authenticate(self, session_id: int, identity: Identity) -> None:
-        await self.store.session_authenticate(
-            session_id, identity.handle, identity.index, time.time() + self.session_ttl
-        )
-        self._cache[session_id] = (time.monotonic() + self.cache_seconds, identity)
+    async def pending(self, session_id: int) -> bool:
+        return await self.store.session_pending(session_id, time.time())
 
-    async def identity(self, session_id: int) -> Identity | None:
-        cached = self._cache.get(session_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        now = time.time()
-        row = await self.store.session_identity(session_id, now, now + self.session_ttl)
-        if row is None:
-            self._cache.pop(session_id, None)
+    # --- keyed sessions ------------------------------------------------------------------
+
+    def _seal(self, key: bytes | None) -> bytes | None:
+        if key is None:
             return None
-        who = Identity(row[0], row[1])
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[session_id] = (time.monotonic() + self.cache_seconds, who)
-        return who
+        if self.sealer is None:
+            raise SecretError("sessions need the node key (idnode init creates it)")
+        return self.sealer.seal(key)
+
+    def _session(self, row: SessionRow) -> Session:
+        key = None
+        if row.key_sealed is not None:
+            if self.sealer is None:
+                raise SecretError("sessions need the node key (idnode init creates it)")
+            key = self.sealer.unseal(row.key_sealed)
+        return Session(
+            row.id,
+            row.mode,
+            row.cipher,
+            key,
+            None if row.claimed is None else Identity(*row.claimed),
+            None if row.identity is None else Identity(*row.identity),
+            row.major,
+            row.minor,
+            row.idle_timeout,
+        )
+
+    def idle_timeout(self, requested: int) -> float:
+        """The client's idle timeout, within (0, session_ttl]."""
+        return float(min(requested, self.session_ttl)) if requested > 0 else self.session_ttl
+
+    async def open(
+        self,
+        *,
+        mode: int,
+        cipher: int,
+        key: bytes | None,
+        claimed: Identity | None,
+        major: int,
+        minor: int,
+        timeout: int,
+        client: str = "",
+    ) -> Session:
+        await self._room(client)
+        row = NewSession(
+            mode,
+            cipher,
+            self._seal(key),
+            None if claimed is None else (claimed.handle, claimed.index),
+            major,
+            minor,
+            self.idle_timeout(timeout),
+            client,
+        )
+        # Until a challenge proves its identity the session lives only as long as a
+        # challenge would: an unauthenticated client cannot keep rows alive.
+        expires = time.time() + self.challenge_ttl
+        for _ in range(8):
+            sid = secrets.randbelow(0x7FFFFFFE) + 1
+            if await self.store.session_open(sid, row, expires):
+                return Session(
+                    sid, mode, cipher, key, claimed, None, major, minor, row.idle_timeout
+                )
+        raise RuntimeError("no free session id after 8 tries")
+
+    async def get(self, session_id: int) -> Session | None:
+        row = await self.store.session_get(session_id, time.time())
+        return None if row is None else self._session(row)
+
+    async def set_key(self, session_id: int, cipher: int, key: bytes) -> bool:
+        sealed = self._seal(key)
+        assert sealed is not None
+        return await self.store.session_set_key(session_id, cipher, sealed)
+
+    async def authenticate(self, session: Session, who: Identity) -> None:
+        await self.store.session_authenticate(session.id, who.handle, who.index)
+
+    async def use(self, session: Session, mac: bytes, expiration: int) -> CounterCheck:
+        """Spend a request's MAC; extends an authenticated session's idle timeout.
+
+        The replay record is the MAC itself, not the counter the credential names: the
+        2.5 clients' MACs do not cover that counter (codec.credential._broken_25), so a
+        captured request replayed with a new counter still carries the same MAC. The
+        MAC covers the header and its expiration time, so a request is refused once it
+        has expired and its record need not outlive it."""
+        now = time.time()
+        if expiration and expiration < now:
+            return CounterCheck(False)
+        keep = min(float(expiration or now + MAX_MESSAGE_LIFE), now + MAX_MESSAGE_LIFE)
+        life = session.idle_timeout if session.identity is not None else self.challenge_ttl
+        return await self.store.session_use(session.id, mac, keep, now, now + life)
+
+    async def next_counter(self, session: Session) -> int | None:
+        return await self.store.session_next_counter(session.id)
+
+    async def close(self, session_id: int) -> bool:
+        return await self.store.session_close(session_id)
+
+    async def reap(self) -> int:
+        return await self.store.sessions_reap(time.time())

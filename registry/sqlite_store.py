@@ -15,18 +15,36 @@ from dataclasses import astuple
 from .names import key_range, storage_prefix
 from .store import (
     AuditEntry,
+    CounterCheck,
     HandleRecord,
     Keep,
     Mutator,
+    NewSession,
     Outcome,
     Refusal,
+    SessionRow,
     Store,
     StoreError,
     now,
+    session_row,
     sha256_hex,
 )
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
+
+
+class _Immediate:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception): one writer transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
 
 
 class SqliteStore(Store):
@@ -281,12 +299,13 @@ class SqliteStore(Store):
         expires: float,
         *,
         new: bool,
+        client: str = "",
     ) -> bool:
         if new:
             cur = self.db.execute(
-                "INSERT INTO sessions (id, nonce, digest, request, challenge_expires, expires)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (sid, nonce, digest, request, challenge_expires, expires),
+                "INSERT INTO sessions (id, nonce, digest, request, challenge_expires, expires,"
+                " client) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (sid, nonce, digest, request, challenge_expires, expires, client),
             )
         else:
             cur = self.db.execute(
@@ -296,43 +315,142 @@ class SqliteStore(Store):
             )
         return cur.rowcount == 1
 
+    def _transaction(self) -> _Immediate:
+        return _Immediate(self.db)
+
     async def session_take(self, sid: int, now: float) -> tuple[bytes, bytes, bytes] | None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             row = db.execute(
-                "SELECT nonce, digest, request, challenge_expires FROM sessions WHERE id = ?",
+                "SELECT nonce, digest, request, challenge_expires, mode FROM sessions WHERE id = ?",
                 (sid,),
             ).fetchone()
-            db.execute(
-                "UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL WHERE id = ?",
-                (sid,),
-            )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            if row is not None and row[4] == 0:
+                db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+            else:
+                db.execute(
+                    "UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL WHERE id = ?",
+                    (sid,),
+                )
         if row is None or row[0] is None or row[3] < now:
             return None
         return bytes(row[0]), bytes(row[1]), bytes(row[2])
 
-    async def session_authenticate(self, sid: int, handle: str, index: int, expires: float) -> None:
+    async def session_pending(self, sid: int, now: float) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM sessions WHERE id = ? AND nonce IS NOT NULL AND challenge_expires >= ?",
+            (sid, now),
+        ).fetchone()
+        return row is not None
+
+    async def session_open(self, sid: int, s: NewSession, expires: float) -> bool:
+        claimed = s.claimed or (None, None)
+        cur = self.db.execute(
+            "INSERT INTO sessions (id, mode, cipher, key_sealed, claimed_handle, claimed_index,"
+            " major, minor, idle_timeout, expires, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                sid,
+                s.mode,
+                s.cipher,
+                s.key_sealed,
+                claimed[0],
+                claimed[1],
+                s.major,
+                s.minor,
+                s.idle_timeout,
+                expires,
+                s.client,
+            ),
+        )
+        return cur.rowcount == 1
+
+    async def session_get(self, sid: int, now: float) -> SessionRow | None:
+        row = self.db.execute(
+            "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index, identity_handle,"
+            " identity_index, major, minor, idle_timeout, expires, client FROM sessions"
+            " WHERE id = ? AND mode <> 0 AND expires >= ?",
+            (sid, now),
+        ).fetchone()
+        return None if row is None else session_row(tuple(row))
+
+    async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool:
+        cur = self.db.execute(
+            "UPDATE sessions SET cipher = ?, key_sealed = ? WHERE id = ? AND mode <> 0",
+            (cipher, key_sealed, sid),
+        )
+        return cur.rowcount == 1
+
+    async def session_authenticate(self, sid: int, handle: str, index: int) -> None:
         self.db.execute(
-            "UPDATE sessions SET identity_handle = ?, identity_index = ?, expires = ? WHERE id = ?",
-            (handle, index, expires, sid),
+            "UPDATE sessions SET identity_handle = ?, identity_index = ? WHERE id = ?",
+            (handle, index, sid),
         )
 
-    async def session_identity(
-        self, sid: int, now: float, extend_to: float
-    ) -> tuple[str, int] | None:
+    async def session_use(
+        self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
+    ) -> CounterCheck:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT 1 FROM sessions WHERE id = ? AND mode <> 0 AND expires >= ?", (sid, now)
+            ).fetchone()
+            if row is None:
+                return CounterCheck(False, gone=True)
+            cur = db.execute(
+                "INSERT INTO session_replays (session_id, mac, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (sid, mac, mac_expires),
+            )
+            if cur.rowcount != 1:
+                return CounterCheck(False)
+            db.execute("UPDATE sessions SET expires = ? WHERE id = ?", (expires, sid))
+        return CounterCheck(True)
+
+    async def session_next_counter(self, sid: int) -> int | None:
         row = self.db.execute(
-            "SELECT identity_handle, identity_index, expires FROM sessions WHERE id = ?", (sid,)
+            "UPDATE sessions SET server_counter = server_counter + 1 WHERE id = ?"
+            " RETURNING server_counter",
+            (sid,),
         ).fetchone()
-        if row is None or row[0] is None or row[2] < now:
-            return None
-        self.db.execute("DELETE FROM sessions WHERE expires < ?", (now - 3600,))
-        self.db.execute("UPDATE sessions SET expires = ? WHERE id = ?", (extend_to, sid))
-        return row[0], int(row[1])
+        return None if row is None else int(row[0])
+
+    async def session_close(self, sid: int) -> bool:
+        with self._transaction() as db:
+            cur = db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+            db.execute("DELETE FROM session_replays WHERE session_id = ?", (sid,))
+        return cur.rowcount == 1
+
+    async def sessions_reap(self, now: float) -> int:
+        with self._transaction() as db:
+            cur = db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+            db.execute(
+                "DELETE FROM session_replays WHERE expires < ?"
+                " OR session_id NOT IN (SELECT id FROM sessions)",
+                (now,),
+            )
+        return int(cur.rowcount)
+
+    async def sessions_open_by(self, client: str, now: float) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM sessions WHERE client = ? AND expires >= ?", (client, now)
+        ).fetchone()
+        return int(row[0])
+
+    async def server_key(self) -> tuple[str, bytes, bytes] | None:
+        row = self.db.execute(
+            "SELECT algorithm, private_sealed, public_key FROM server_keys WHERE active"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (row[0], bytes(row[1]), bytes(row[2]))
+
+    async def put_server_key(self, algorithm: str, private_sealed: bytes, public: bytes) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE server_keys SET active = 0")
+            db.execute(
+                "INSERT INTO server_keys (algorithm, private_sealed, public_key, created_at,"
+                " active)"
+                " VALUES (?, ?, ?, ?, 1)",
+                (algorithm, private_sealed, public, now()),
+            )
 
     async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None:
         self.db.execute(

@@ -67,6 +67,61 @@ class AuditEntry:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A session opened by SESSION_SETUP (not a bare 402 challenge)."""
+
+    id: int
+    mode: int
+    cipher: int
+    key_sealed: bytes | None  # None until SESSION_EXCHANGEKEY delivers it (CIPHER_SERVER)
+    claimed: tuple[str, int] | None  # who the client said it would authenticate as
+    identity: tuple[str, int] | None  # who it proved to be (a challenge in the session)
+    major: int
+    minor: int
+    idle_timeout: float
+    expires: float
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    mode: int
+    cipher: int
+    key_sealed: bytes | None
+    claimed: tuple[str, int] | None
+    major: int
+    minor: int
+    idle_timeout: float
+    client: str
+
+
+def session_row(r: tuple[Any, ...]) -> SessionRow:
+    """A SessionRow from the columns id, mode, cipher, key_sealed, claimed_handle,
+    claimed_index, identity_handle, identity_index, major, minor, idle_timeout, expires,
+    client (in that order), as both stores select them."""
+    return SessionRow(
+        int(r[0]),
+        int(r[1]),
+        int(r[2]),
+        None if r[3] is None else bytes(r[3]),
+        None if r[4] is None else (r[4], int(r[5])),
+        None if r[6] is None else (r[6], int(r[7])),
+        int(r[8]),
+        int(r[9]),
+        float(r[10]),
+        float(r[11]),
+        r[12],
+    )
+
+
+class CounterCheck(NamedTuple):
+    """What recording a request's MAC found."""
+
+    ok: bool  # never seen in this session: the request may proceed
+    gone: bool = False  # the session no longer exists (expired or terminated)
+
+
 def sha256_hex(data: bytes | None) -> str:
     return hashlib.sha256(data).hexdigest() if data is not None else ""
 
@@ -184,7 +239,8 @@ class Store(ABC):
     @abstractmethod
     async def invalidations_since(self, after: int) -> list[tuple[int, str]]: ...
 
-    # Sessions: one row per session id, shared by every worker of every node.
+    # Sessions: one row per session id, shared by every worker of every node. A row is
+    # a pending 402 challenge, a keyed session (SESSION_SETUP), or both at once.
 
     @abstractmethod
     async def session_challenge(
@@ -197,23 +253,67 @@ class Store(ABC):
         expires: float,
         *,
         new: bool,
+        client: str = "",
     ) -> bool:
         """Set a session's pending challenge. ``new``: create session ``sid`` (False if the
         id is taken: pick another); else update it (False if it does not exist)."""
 
     @abstractmethod
     async def session_take(self, sid: int, now: float) -> tuple[bytes, bytes, bytes] | None:
-        """(nonce, digest, request) of the pending challenge, removed atomically: once."""
+        """(nonce, digest, request) of the pending challenge, removed atomically: once. A
+        row that was only a challenge is deleted with it."""
 
     @abstractmethod
-    async def session_authenticate(
-        self, sid: int, handle: str, index: int, expires: float
-    ) -> None: ...
+    async def session_pending(self, sid: int, now: float) -> bool:
+        """Is a challenge pending under this id?"""
 
     @abstractmethod
-    async def session_identity(
-        self, sid: int, now: float, extend_to: float
-    ) -> tuple[str, int] | None: ...
+    async def session_open(self, sid: int, s: NewSession, expires: float) -> bool:
+        """Create keyed session ``sid`` (False if the id is taken)."""
+
+    @abstractmethod
+    async def session_get(self, sid: int, now: float) -> SessionRow | None:
+        """The keyed session ``sid`` unless it expired."""
+
+    @abstractmethod
+    async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool: ...
+
+    @abstractmethod
+    async def session_authenticate(self, sid: int, handle: str, index: int) -> None: ...
+
+    @abstractmethod
+    async def session_use(
+        self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
+    ) -> CounterCheck:
+        """Record the MAC of a request in session ``sid``: a MAC seen before in the session
+        is a replay. It is remembered until ``mac_expires`` (the request's own expiry;
+        later it is refused as expired anyway). Extends the session to ``expires``."""
+
+    @abstractmethod
+    async def session_next_counter(self, sid: int) -> int | None:
+        """The next counter for a MAC the server puts on an answer (1, 2, ...)."""
+
+    @abstractmethod
+    async def session_close(self, sid: int) -> bool: ...
+
+    @abstractmethod
+    async def sessions_reap(self, now: float) -> int:
+        """Delete expired sessions, their replay records and stale challenges; how many
+        sessions and challenges went."""
+
+    @abstractmethod
+    async def sessions_open_by(self, client: str, now: float) -> int:
+        """Live sessions and pending challenges opened from ``client``."""
+
+    # The server key pair, sealed under the node key.
+
+    @abstractmethod
+    async def server_key(self) -> tuple[str, bytes, bytes] | None:
+        """(algorithm, sealed private key, public key data) of the active key."""
+
+    @abstractmethod
+    async def put_server_key(self, algorithm: str, private_sealed: bytes, public: bytes) -> None:
+        """Make this the active server key (the previous one stays, inactive)."""
 
     @abstractmethod
     async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None: ...

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,22 +78,44 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return supervise(s)
 
 
+@dataclass(frozen=True)
+class ServerKeyChoice:
+    """What `idnode init` does about the server key pair."""
+
+    algorithm: str = "rsa"
+    import_file: str | None = None
+    passphrase: str | None = None
+    rotate: bool = False
+
+
 def _init(
     s: Settings,
     prefixes: list[str],
     owner: str,
     admin_secret: str | None = None,
     admin_pubkey: str | None = None,
+    server_key: ServerKeyChoice | None = None,
 ) -> int:
     from registry.migrate import upgrade
     from registry.names import check_prefix
+    from registry.server_key import ServerKey, ServerKeyError
 
     for p in prefixes:
         check_prefix(p)
+    choice = server_key or ServerKeyChoice()
+    imported = None
+    if choice.import_file:
+        try:
+            data = Path(choice.import_file).read_bytes()
+            passphrase = choice.passphrase.encode() if choice.passphrase else None
+            imported = ServerKey.from_file(data, passphrase)
+        except (OSError, ServerKeyError) as exc:
+            print(f"idnode init: cannot use {choice.import_file}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     # Alembic runs its own event loop (asyncpg); it must not run inside ours.
     upgrade(s.database_url)
     pem = Path(admin_pubkey).read_bytes() if admin_pubkey else None
-    return asyncio.run(_home(s, prefixes, owner, admin_secret, pem))
+    return asyncio.run(_home(s, prefixes, owner, admin_secret, pem, choice, imported))
 
 
 async def _home(
@@ -101,16 +124,29 @@ async def _home(
     owner: str,
     admin_secret: str | None = None,
     admin_pubkey: bytes | None = None,
+    choice: ServerKeyChoice | None = None,
+    imported: Any = None,
 ) -> int:
     from registry.bootstrap import create_prefix_admin
     from registry.secrets import Sealer
+    from registry.server_key import ServerKeyError, ensure_server_key
     from registry.store import open_store
 
+    choice = choice or ServerKeyChoice()
     sealer = Sealer.from_file(s.secret_key_file, create=True)
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
     admins = []
     try:
+        try:
+            key, done = await ensure_server_key(
+                store, sealer, algorithm=choice.algorithm, imported=imported, rotate=choice.rotate
+            )
+        except ServerKeyError as exc:
+            print(f"idnode init: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        bits = key.private.key_size
+        print(f"server key: {key.algorithm}-{bits} ({done}); HS_SITE publishes its public key")
         for p in prefixes:
             await store.home_prefix(p, owner)
             if admin_secret is not None or admin_pubkey is not None:
@@ -136,7 +172,15 @@ async def _home(
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    return _init(_settings(args), args.prefix, args.owner, args.admin_secret, args.admin_pubkey)
+    choice = ServerKeyChoice(
+        args.server_key_algorithm,
+        args.server_key_file,
+        args.server_key_passphrase,
+        args.new_server_key,
+    )
+    return _init(
+        _settings(args), args.prefix, args.owner, args.admin_secret, args.admin_pubkey, choice
+    )
 
 
 async def _audit(s: Settings, handle: str, limit: int, as_json: bool) -> int:
@@ -672,6 +716,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-pubkey",
         metavar="PEM_FILE",
         help="create the prefix admin 300:0.NA/PREFIX with this RSA or DSA public key",
+    )
+    p.add_argument(
+        "--server-key-algorithm",
+        choices=("rsa", "dsa"),
+        default="rsa",
+        help="the server key pair init makes when the registry has none (or with "
+        "--new-server-key): RSA-2048, or DSA-1024 as the reference server's setup makes "
+        "(default: rsa). Certified answers are signed with it; session keys (CIPHER_SERVER) "
+        "need RSA",
+    )
+    p.add_argument(
+        "--server-key-file",
+        metavar="FILE",
+        help="use this private key as the server key instead: PEM, or the reference "
+        "server's privkey.bin",
+    )
+    p.add_argument(
+        "--server-key-passphrase",
+        metavar="TEXT",
+        help="the passphrase of an encrypted --server-key-file",
+    )
+    p.add_argument(
+        "--new-server-key",
+        action="store_true",
+        help="replace the server key with a new one (clients holding the old HS_SITE then "
+        "fail to verify certified answers until they fetch the new one)",
     )
     _add_settings(p, ("database_url", "case_sensitive", "secret_key_file"))
     p.set_defaults(func=_cmd_init)

@@ -14,10 +14,13 @@ import urllib.request
 from dataclasses import replace
 from typing import Any
 
+from registry import session_crypto
+
 from .codec import (
     Challenge,
     ChallengeAnswer,
     FrameBuffer,
+    KeyExchange,
     LoginIdSystemRequest,
     Message,
     OpCode,
@@ -26,6 +29,8 @@ from .codec import (
     Reassembler,
     ResolutionRequest,
     ResponseCode,
+    SessionSetupRequest,
+    SessionSetupResponse,
     decode,
     digest_request,
     encode,
@@ -44,6 +49,8 @@ from .codec.auth import (
     pbkdf2_mac,
     signed_data,
 )
+from .codec.credential import encode_credential, session_mac
+from .codec.message import header_and_body, is_encrypted, reseal, with_credential
 
 _ids = itertools.count(int.from_bytes(os.urandom(3), "big") + 1)
 
@@ -156,8 +163,11 @@ def exchange(
 class AdminClient:
     """An administrator's connection: answers 402 challenges with a secret or private key.
 
-    The session the server opens with the first challenge is kept, so later requests
-    on this client are not challenged again while the session lives.
+    With ``session=True`` (the default) it opens a keyed session first (SESSION_SETUP,
+    Diffie-Hellman), as the reference library does: the first write's challenge proves
+    the identity for the session, and every later request carries a MAC made with the
+    session key instead of being challenged again. With ``session=False`` every write
+    is challenged and answered on its own.
     """
 
     def __init__(
@@ -172,6 +182,10 @@ class AdminClient:
         mac_algorithm: int = MAC_HMAC_SHA256,
         timeout: float = 5.0,
         socket_per_request: bool = False,
+        session: bool = True,
+        version: tuple[int, int] = (2, 5),
+        encrypt: bool = False,
+        certify: bool = False,
     ) -> None:
         # The reference Java client sends each UDP request from a new socket; with
         # several workers, its challenge answer may then reach another worker.
@@ -184,7 +198,15 @@ class AdminClient:
         self.mac_algorithm = mac_algorithm
         self.transport = transport
         self.timeout = timeout
+        self.use_session = session
+        self.version = version
+        self.encrypt = encrypt
+        self.certify = certify
         self.session_id = 0
+        self.session_key: bytes | None = None
+        self.session_cipher = 0
+        self.counter = itertools.count(1)
+        self.sent: list[bytes] = []  # every request as it went out (tests replay them)
         self._sock: socket.socket | None = None
         self._frames = FrameBuffer()
         self._reassembler = Reassembler()
@@ -221,16 +243,29 @@ class AdminClient:
         if self.transport == "tcp":
             if not data:
                 raise ClientError("the server closed the connection")
-            return [decode(f) for f in self._frames.feed(data)]
-        whole = self._reassembler.feed("server", data, time.monotonic())
-        return [] if whole is None else [decode(whole)]
+            frames = self._frames.feed(data)
+        else:
+            whole = self._reassembler.feed("server", data, time.monotonic())
+            frames = [] if whole is None else [whole]
+        return [decode(self._decrypt(f)) for f in frames]
 
-    def _exchange(self, m: Message) -> list[Message]:
-        if self.socket_per_request and self.transport == "udp":
+    def _decrypt(self, frame: bytes) -> bytes:
+        if not is_encrypted(frame):
+            return frame
+        if self.session_key is None:
+            raise ClientError("an encrypted answer outside a session")
+        plain = session_crypto.decrypt(self.session_cipher, self.session_key, frame[20:])
+        return reseal(frame, plain, encrypted=False)
+
+    def send_raw(self, wire: bytes, request_id: int) -> list[Message]:
+        """Send bytes as they are; the answers to ``request_id``."""
+        if self.socket_per_request:
+            # as the reference Java client does over UDP; over TCP this also suits a
+            # server that closes each connection after its answer (the reference's)
             self.close()
             self._reassembler = Reassembler()
+            self._frames = FrameBuffer()
         s = self._socket()
-        wire = encode(m)
         if self.transport == "tcp":
             s.sendall(wire)
         else:
@@ -239,11 +274,35 @@ class AdminClient:
         out: list[Message] = []
         while True:
             for r in self._messages():
-                if r.request_id != m.request_id:
+                if r.request_id != request_id:
                     continue
                 out.append(r)
                 if not r.has(OpFlag.CN):
                     return out
+
+    def _wire(self, m: Message) -> bytes:
+        """``m`` encoded as it goes out: MAC'd and encrypted inside a session."""
+        wire = encode(m)
+        if self.session_key is not None and m.session_id == self.session_id:
+            cred = session_mac(
+                self.session_key,
+                header_and_body(wire),
+                version=(m.major_version, m.minor_version),
+                suggested=(m.major_version, m.minor_version),
+                session_id=m.session_id,
+                request_id=m.request_id,
+                session_counter=next(self.counter),
+            )
+            wire = with_credential(wire, encode_credential(cred))
+            if self.encrypt:
+                sealed = session_crypto.encrypt(self.session_cipher, self.session_key, wire[20:])
+                wire = reseal(wire, sealed, encrypted=True)
+        return wire
+
+    def _exchange(self, m: Message) -> list[Message]:
+        wire = self._wire(m)
+        self.sent.append(wire)
+        return self.send_raw(wire, m.request_id)
 
     def _answer(self, nonce: bytes, digest: bytes) -> ChallengeAnswer:
         data = signed_data(nonce, digest)
@@ -272,35 +331,76 @@ class AdminClient:
             encode_signature(PublicKeySignature("SHA-256", sig)),
         )
 
+    def _message(self, m: Message) -> Message:
+        flags = (
+            m.op_flags | (OpFlag.ENC if self.encrypt else 0) | (OpFlag.CT if self.certify else 0)
+        )
+        return replace(
+            m,
+            session_id=self.session_id,
+            request_id=next(_ids) & 0x7FFFFFFF,
+            major_version=self.version[0],
+            minor_version=self.version[1],
+            op_flags=flags,
+            expiration=m.expiration or int(time.time()) + 3600,
+        )
+
+    def open_session(self) -> Message:
+        """SESSION_SETUP (Diffie-Hellman), claiming this client's key as its identity."""
+        x, public = session_crypto.dh_keypair()
+        body = SessionSetupRequest(
+            KeyExchange.DH, 3600, self.key_handle, self.key_index, public_key=public
+        )
+        m = replace(self._message(Message(op_code=OpCode.SESSION_SETUP, body=body)), session_id=0)
+        m = replace(m, op_flags=(m.op_flags | OpFlag.CT | OpFlag.RD) & ~OpFlag.ENC)
+        (r,) = self.send_raw(encode(m), m.request_id)
+        if r.response_code != ResponseCode.SUCCESS or not isinstance(r.body, SessionSetupResponse):
+            raise ClientError(f"session setup refused: {r.response_code} {r.body}")
+        self.session_cipher, self.session_key = session_crypto.dh_client_key(r.body.data, x)
+        self.session_id = r.session_id
+        return r
+
     def resolve(self, handle: str, *, public_only: bool = False) -> Message:
         """Resolve in this client's session: an authorised admin sees non-public values."""
         flags = OpFlag.REC | OpFlag.CA | (OpFlag.PO if public_only else 0)
-        m = replace(resolution_request(handle, flags=flags), session_id=self.session_id)
+        if self.use_session and not self.session_id:
+            self.open_session()
+        m = self._message(replace(resolution_request(handle, flags=flags)))
         return self._exchange(m)[-1]
 
     def login(self) -> Message:
-        """Authenticate the session without writing anything (IDIS LOGIN_ID_SYSTEM)."""
+        """Authenticate without writing anything (IDIS LOGIN_ID_SYSTEM)."""
         body = LoginIdSystemRequest(self.key_handle, self.key_index)
         return self.request(Message(op_code=OpCode.LOGIN_ID_SYSTEM, body=body))[-1]
 
     def request(self, m: Message) -> list[Message]:
         """Send an admin request; answer a challenge if one comes; return the answer(s)."""
-        m = replace(m, session_id=self.session_id, request_id=next(_ids) & 0x7FFFFFFF)
+        if self.use_session and not self.session_id:
+            self.open_session()
+        m = self._message(m)
         replies = self._exchange(m)
         first = replies[0]
         if first.response_code == ResponseCode.AUTHENTICATION_NEEDED:
             if not isinstance(first.body, Challenge) or first.request_digest is None:
                 raise ClientError("the challenge carries no nonce or request digest")
-            if first.request_digest.digest != digest_request(encode(m)).digest:
+            if first.request_digest.digest != digest_request(self.sent[-1]).digest:
                 raise ClientError("the challenge is for a different request")
-            self.session_id = first.session_id
             answer = Message(
                 op_code=OpCode.CHALLENGE_RESPONSE,
                 body=self._answer(first.body.nonce, first.request_digest.digest),
-                session_id=self.session_id,
+                session_id=first.session_id,
                 request_id=next(_ids) & 0x7FFFFFFF,
                 major_version=m.major_version,
                 minor_version=m.minor_version,
+                op_flags=m.op_flags & (OpFlag.ENC | OpFlag.CT),
+                expiration=int(time.time()) + 3600,
             )
-            replies = self._exchange(answer)
+            # The answer itself carries no MAC (as the reference library sends it); it
+            # is encrypted like the rest of the session when asked.
+            wire = encode(answer)
+            if self.encrypt and self.session_key is not None:
+                sealed = session_crypto.encrypt(self.session_cipher, self.session_key, wire[20:])
+                wire = reseal(wire, sealed, encrypted=True)
+            self.sent.append(wire)
+            replies = self.send_raw(wire, answer.request_id)
         return replies

@@ -5,6 +5,13 @@ in, bytes of one response out.
 task, no await), a coroutine when it must wait for a lower tier, or None when
 there is nothing to send (bytes too broken to address a reply, or a response
 message sent to us). It never raises on bad input.
+
+Who a request acts as is decided here, and nothing else grants it:
+* a challenge (402) answered with the key, for that one request;
+* a keyed session (SESSION_SETUP) whose identity a challenge proved, for requests that
+  carry a fresh MAC made with the session key (resolver/handle_sessions.py);
+* an IDIS login (LOGIN_ID_SYSTEM, or LOGIN with a password) on a TCP connection, for
+  requests on that connection until it closes. A session id alone authorises nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from .codec import (
     OpFlag,
     ProtocolError,
     ResolutionQuery,
+    ResolutionRequest,
     ResponseCode,
     SiteInfo,
     SiteInfoResponse,
@@ -41,16 +49,25 @@ from .codec import (
     put_text,
     response_to,
 )
+from .codec.bodies import LoginRequest, ResolutionResponse
 from .codec.codes import ENVELOPE_SIZE, UNKNOWN_SITE_SERIAL
 from .codec.digest import digest_request
-from .codec.message import ENVELOPE, PREAMBLE_SIZE
+from .codec.message import ENVELOPE, PREAMBLE_SIZE, is_encrypted
 from .codec.wire import U32
 from .core import Resolution, Resolver, answer
+from .handle_sessions import (
+    MSG_NO_SESSION,
+    Secured,
+    SessionDoor,
+    SessionRefusal,
+    advertised_version,
+)
 from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
+    from registry.auth import Identity
     from registry.service import RegistryService
-    from registry.sessions import SessionStore
+    from registry.sessions import Session, SessionStore
 
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
@@ -58,6 +75,7 @@ _AT = int(OpFlag.AT)
 _PO = int(OpFlag.PO)
 _RD = int(OpFlag.RD)
 _NOT_RD = 0xFFFFFFFF & ~_RD
+_SECURE = int(OpFlag.CT | OpFlag.ENC)  # answers that must be signed or encrypted
 _MAX_REASON = 120  # keeps error answers to junk small (no amplification worth having)
 
 log = logging.getLogger("idnode.handle")
@@ -96,7 +114,17 @@ REPLICATION_OPS = frozenset(
         OpCode.BACKUP_SERVER,
     }
 )
-NOT_YET = "Registration over the Handle protocol is not available on this node yet"
+NO_REGISTRY = "Registration over the Handle protocol is off on this node (it has no registry)"
+LOGINS = (OpCode.LOGIN_ID_SYSTEM, OpCode.LOGIN)
+
+
+class Connection:
+    """What one TCP connection remembers: who logged in on it (IDIS login)."""
+
+    __slots__ = ("identity",)
+
+    def __init__(self) -> None:
+        self.identity: Identity | None = None
 
 
 class HandleService:
@@ -107,21 +135,29 @@ class HandleService:
         registry: RegistryService | None = None,
         sessions: SessionStore | None = None,
         limiter: RateLimiter | None = None,
+        door: SessionDoor | None = None,
     ) -> None:
         self.limiter = limiter
         self.core = core
         self.site = site
         self.registry = registry
         self.sessions = sessions
+        self.door = door
+        if door is None and sessions is not None:
+            self.door = SessionDoor(sessions, registry, None)
         self.site_serial = site.serial
         self._latency = {d: metrics.LATENCY.labels(d) for d in ("udp", "tcp", "http")}
         self._tally = metrics.TALLY
         self._sample = 0
 
-    def respond(self, wire: bytes, door: str, client: str = "") -> Reply:
+    def respond(
+        self, wire: bytes, door: str, client: str = "", conn: Connection | None = None
+    ) -> Reply:
         t0 = time.perf_counter()
         if self.limiter is not None and client and not self.limiter.allow(client):
             return self._limited(wire, door, t0)
+        if is_encrypted(wire):
+            return self._encrypted(wire, door, client, conn)
         n = len(wire)
         is_resolution = (
             n >= PREAMBLE_SIZE
@@ -133,11 +169,11 @@ class HandleService:
                 q = decode_resolution(wire)
             except ProtocolError as exc:
                 return self.malformed(wire, exc, door)
-            if q is not None:
-                if q.session_id and self.sessions is not None and not q.op_flags & _PO:
-                    # A session without PO: if it is authenticated, values that are not
-                    # public may go to an administrator holding AUTHORIZED_READ.
-                    return self._resolve_authorized(q, wire, door, t0)
+            if q is not None and not (
+                q.session_id
+                or q.op_flags & _SECURE
+                or (conn is not None and conn.identity is not None and not q.op_flags & _PO)
+            ):
                 e = self.core.cached(q.handle)
                 if e is not None:
                     self._sample += 1
@@ -150,7 +186,22 @@ class HandleService:
             m = decode(wire)
         except ProtocolError as exc:
             return self.malformed(wire, exc, door)
-        return self._other(m, wire, door, t0)
+        return self._other(m, wire, door, t0, client, conn)
+
+    async def _encrypted(
+        self, wire: bytes, door: str, client: str, conn: Connection | None
+    ) -> bytes | None:
+        """An encrypted request: decrypt it with its session's key, then answer it."""
+        if self.door is None:
+            return self._envelope_error(wire, ResponseCode.SESSION_FAILED, "no sessions here", door)
+        try:
+            plain, _session = await self.door.decrypt_request(wire)
+        except SessionRefusal as exc:
+            return self._envelope_error(wire, exc.rc, exc.message, door)
+        r = self.respond(plain, door, client, conn)
+        if r is None or isinstance(r, bytes):
+            return r
+        return await r
 
     # --- resolution ------------------------------------------------------------------
 
@@ -158,22 +209,53 @@ class HandleService:
         res = await self.core.resolve(q.handle, q.indexes, q.types, l1_checked=True)
         return self._resolution(q, wire, res, door, t0)
 
-    async def _resolve_authorized(
-        self, q: ResolutionQuery, wire: bytes, door: str, t0: float
+    async def _resolve_as(
+        self,
+        m: Message,
+        wire: bytes,
+        door: str,
+        t0: float,
+        conn: Connection | None,
+        session: Session | None,
     ) -> bytes | None:
-        assert self.registry is not None and self.sessions is not None
-        who = await self.sessions.identity(q.session_id)
+        """A resolution that may act as someone (a session, a login) or must be secured."""
+        body = m.body
+        assert isinstance(body, ResolutionRequest)
+        q = ResolutionQuery(
+            m.request_id,
+            m.session_id,
+            m.major_version,
+            m.minor_version,
+            m.op_flags,
+            m.expiration,
+            body.handle,
+            body.indexes,
+            body.types,
+        )
+        who: Identity | None = None
+        if not m.op_flags & _PO:
+            if session is not None and session.identity is not None and m.credential:
+                assert self.door is not None
+                try:
+                    await self.door.check_mac(session, m, wire)
+                except SessionRefusal as exc:
+                    return await self._send(m, wire, exc.rc, ErrorResponse(exc.message), door, t0)
+                who = session.identity
+            elif not m.session_id and conn is not None:
+                who = conn.identity
         e = await self.core.entry(q.handle)
         if isinstance(e, Resolution):
-            return self._resolution(q, wire, e, door, t0)
-        allowed = (
-            who is not None
-            and e.values_wire is not None
-            and await self.registry.may_read_restricted(q.handle, e.values_wire, who)
-        )
-        return self._resolution(
-            q, wire, answer(e, q.indexes, q.types, authorized=allowed), door, t0
-        )
+            res = e
+        else:
+            allowed = (
+                who is not None
+                and self.registry is not None
+                and e.values_wire is not None
+                and await self.registry.may_read_restricted(q.handle, e.values_wire, who)
+            )
+            res = answer(e, q.indexes, q.types, authorized=allowed)
+        out = self._resolution(q, wire, res, door, t0)
+        return await self._secure(m, wire, out, session)
 
     def _resolution(
         self, q: ResolutionQuery, wire: bytes, res: Resolution, door: str, t0: float
@@ -211,66 +293,206 @@ class HandleService:
 
     # --- everything else -------------------------------------------------------------------
 
-    def _other(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
+    def _other(
+        self,
+        m: Message,
+        wire: bytes,
+        door: str,
+        t0: float,
+        client: str = "",
+        conn: Connection | None = None,
+    ) -> Reply:
         if not m.is_request:
             self._tally.request(door, m.op_code, -1)
             return None  # a response sent to a server: nothing to answer
         op = m.op_code
-        if op == OpCode.GET_SITE_INFO:
-            return self._reply(m, wire, ResponseCode.SUCCESS, SiteInfoResponse(self.site), door, t0)
+        if op == OpCode.GET_SITE_INFO and not m.session_id:
+            return self._send(m, wire, ResponseCode.SUCCESS, SiteInfoResponse(self.site), door, t0)
         if self.registry is not None and self.sessions is not None:
-            if op in AUTHENTICATED_OPS:
-                return self._authenticated(m, wire, door, t0)  # type: ignore[return-value]
-            if op == OpCode.CHALLENGE_RESPONSE:
-                return self._answer(m, wire, door, t0)  # type: ignore[return-value]
-            if op == OpCode.VERIFY_RESPONSE:
-                return self._verify(m, wire, door, t0)  # type: ignore[return-value]
+            return self._dispatch(m, wire, door, t0, client, conn)
         if op in ADMIN_OPS:
-            rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, NOT_YET
+            rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, NO_REGISTRY
         elif op in REPLICATION_OPS:
+            rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, "Replication is not supported"
+        elif op == OpCode.RESOLUTION:
+            return self._resolve_as(m, wire, door, t0, conn, None)
+        else:
+            rc, msg = ResponseCode.ERROR, f"Unknown opCode {op}"
+        return self._send(m, wire, rc, ErrorResponse(msg), door, t0)
+
+    async def _dispatch(
+        self,
+        m: Message,
+        wire: bytes,
+        door: str,
+        t0: float,
+        client: str,
+        conn: Connection | None,
+    ) -> bytes | None:
+        assert self.sessions is not None and self.door is not None
+        op = m.op_code
+        session: Session | None = None
+        if m.session_id and op != OpCode.SESSION_SETUP:
+            # A session id must name a live session or a pending challenge (an answer
+            # to a challenge that never was, or expired, is a session that timed out).
+            session = await self.sessions.get(m.session_id)
+            if session is None and not await self.sessions.pending(m.session_id):
+                return await self._send(
+                    m, wire, ResponseCode.SESSION_TIMEOUT, ErrorResponse(MSG_NO_SESSION), door, t0
+                )
+        if op == OpCode.RESOLUTION:
+            return await self._resolve_as(m, wire, door, t0, conn, session)
+        if op == OpCode.GET_SITE_INFO:
+            return await self._send(
+                m, wire, ResponseCode.SUCCESS, SiteInfoResponse(self.site), door, t0, session
+            )
+        if op in AUTHENTICATED_OPS:
+            return await self._authenticated(m, wire, door, t0, client, conn, session)
+        if op == OpCode.CHALLENGE_RESPONSE:
+            return await self._answer(m, wire, door, t0, conn)
+        if op == OpCode.VERIFY_RESPONSE:
+            return await self._verify(m, wire, door, t0)
+        if op == OpCode.LOGIN:
+            return await self._password_login(m, wire, door, t0, conn)
+        if op == OpCode.SESSION_SETUP:
+            rc, body, opened = await self.door.setup(m, client)
+            return await self._send(m, wire, rc, body, door, t0, opened, opened=opened is not None)
+        if op == OpCode.SESSION_EXCHANGEKEY:
+            rc, body = await self.door.exchange_key(m)
+            return await self._send(m, wire, rc, body, door, t0, session)
+        if op == OpCode.SESSION_TERMINATE:
+            rc, body = await self.door.terminate(m, wire)
+            return await self._send(m, wire, rc, body, door, t0, None)
+        if op in REPLICATION_OPS:
             rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, "Replication is not supported"
         else:
             rc, msg = ResponseCode.ERROR, f"Unknown opCode {op}"
-        return self._reply(m, wire, rc, ErrorResponse(msg), door, t0)
+        return await self._send(m, wire, rc, ErrorResponse(msg), door, t0, session)
 
-    def _reply(self, m: Message, wire: bytes, rc: int, body: Any, door: str, t0: float) -> bytes:
+    async def _send(
+        self,
+        m: Message,
+        wire: bytes,
+        rc: int,
+        body: Any,
+        door: str,
+        t0: float,
+        session: Session | None = None,
+        *,
+        opened: bool = False,
+    ) -> bytes | None:
+        """Encode an answer to ``m``; sign, MAC or encrypt it as the request asked.
+        ``opened``: the answer opens ``session`` (it carries the new session's id)."""
+        out = self._reply(m, wire, rc, body, door, t0, session if opened else None)
+        return await self._secure(m, wire, out, session)
+
+    def _reply(
+        self,
+        m: Message,
+        wire: bytes,
+        rc: int,
+        body: Any,
+        door: str,
+        t0: float,
+        opened: Session | None = None,
+    ) -> bytes:
         digest = digest_request(wire) if m.op_flags & _RD else None
-        out = encode(
-            response_to(m, rc, body, site_info_serial=self.site_serial, request_digest=digest)
-        )
+        res = response_to(m, rc, body, site_info_serial=self.site_serial, request_digest=digest)
+        if opened is not None:
+            res = dataclasses.replace(res, session_id=opened.id)
+        out = encode(res)
         self._tally.request(door, m.op_code, rc)
         self._latency[door].observe(time.perf_counter() - t0)
         return out
 
+    async def _secure(
+        self, m: Message, wire: bytes, out: bytes | None, session: Session | None
+    ) -> bytes | None:
+        if out is None or not m.op_flags & _SECURE or self.door is None:
+            return out
+        how = Secured(
+            certify=bool(m.op_flags & OpFlag.CT),
+            encrypt=bool(m.op_flags & OpFlag.ENC),
+            session=session,
+            advertised=advertised_version(wire),
+        )
+        return await self.door.secure(out, how)
+
     # --- authenticated operations ------------------------------------------------------
 
-    async def _authenticated(self, m: Message, wire: bytes, door: str, t0: float) -> bytes:
-        assert self.registry is not None and self.sessions is not None
-        who = await self.sessions.identity(m.session_id) if m.session_id else None
+    async def _authenticated(
+        self,
+        m: Message,
+        wire: bytes,
+        door: str,
+        t0: float,
+        client: str,
+        conn: Connection | None,
+        session: Session | None,
+    ) -> bytes | None:
+        assert self.registry is not None and self.sessions is not None and self.door is not None
+        who: Identity | None = None
+        if session is not None and session.identity is not None:
+            try:
+                await self.door.check_mac(session, m, wire)
+            except SessionRefusal as exc:
+                log.info("session %d: request refused: %s", session.id, exc.message)
+                return await self._send(m, wire, exc.rc, ErrorResponse(exc.message), door, t0)
+            who = session.identity
+        elif not m.session_id and conn is not None and conn.identity is not None:
+            who = conn.identity
         if who is None:
-            digest = digest_request(wire)
-            sid, nonce = await self.sessions.challenge(wire, digest.digest, m.session_id)
-            res = response_to(
-                m,
-                ResponseCode.AUTHENTICATION_NEEDED,
-                Challenge(nonce),
-                site_info_serial=self.site_serial,
-                request_digest=digest,
-            )
-            self._tally.request(door, m.op_code, ResponseCode.AUTHENTICATION_NEEDED)
-            return encode(dataclasses.replace(res, session_id=sid))
+            return await self._challenge(m, wire, door, t0, client, session)
+        if m.op_code == OpCode.LOGIN_ID_SYSTEM and conn is not None:
+            conn.identity = who
         rc, body = await self._execute(m, who)
-        return self._result(m, m, rc, body, door, t0)
+        return await self._result(m, m, wire, rc, body, door, t0, session)
 
-    async def _answer(self, m: Message, wire: bytes, door: str, t0: float) -> bytes:
+    async def _challenge(
+        self,
+        m: Message,
+        wire: bytes,
+        door: str,
+        t0: float,
+        client: str,
+        session: Session | None,
+    ) -> bytes | None:
+        from registry.sessions import SessionLimit
+
+        assert self.sessions is not None
+        digest = digest_request(wire)
+        try:
+            sid, nonce = await self.sessions.challenge(
+                wire, digest.digest, session.id if session is not None else 0, client
+            )
+        except SessionLimit as exc:
+            return await self._send(
+                m, wire, ResponseCode.SERVER_TOO_BUSY, ErrorResponse(str(exc)), door, t0
+            )
+        res = response_to(
+            m,
+            ResponseCode.AUTHENTICATION_NEEDED,
+            Challenge(nonce),
+            site_info_serial=self.site_serial,
+            request_digest=digest,
+        )
+        self._tally.request(door, m.op_code, ResponseCode.AUTHENTICATION_NEEDED)
+        out = encode(dataclasses.replace(res, session_id=sid))
+        return await self._secure(m, wire, out, session)
+
+    async def _answer(
+        self, m: Message, wire: bytes, door: str, t0: float, conn: Connection | None
+    ) -> bytes | None:
         from registry.auth import AuthError, Identity, verify_answer
 
-        assert self.registry is not None and self.sessions is not None
+        assert self.registry is not None and self.sessions is not None and self.door is not None
         if not isinstance(m.body, ChallengeAnswer):  # pragma: no cover - by dispatch
-            return self._reply(m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0)
+            return await self._send(
+                m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
+            )
         pending = await self.sessions.take(m.session_id) if m.session_id else None
         if pending is None:
-            return self._reply(
+            return await self._send(
                 m,
                 wire,
                 ResponseCode.AUTHEN_TIMEOUT,
@@ -288,7 +510,7 @@ class HandleService:
         except AuthError as exc:
             log.info("authentication of %s failed: %s", who, exc)
             await self.registry.audit_failed_login(who, request, str(exc))
-            return self._reply(
+            return await self._send(
                 m,
                 wire,
                 ResponseCode.AUTHENTICATION_FAILED,
@@ -296,13 +518,82 @@ class HandleService:
                 door,
                 t0,
             )
-        await self.sessions.authenticate(m.session_id, who)
+        session = await self.sessions.get(m.session_id)
+        if session is not None:
+            # A challenge inside a keyed session: it proves the identity the client
+            # claimed at setup, and the waiting request must carry the session's MAC.
+            if session.claimed is not None and self.registry.same_identity(session.claimed, who):
+                await self.sessions.authenticate(session, who)
+                session = dataclasses.replace(session, identity=who)
+            try:
+                await self.door.check_mac(session, request, pending.request)
+            except SessionRefusal as exc:
+                log.info("session %d: challenged request refused: %s", session.id, exc.message)
+                return await self._send(m, wire, exc.rc, ErrorResponse(exc.message), door, t0)
+        if request.op_code in LOGINS and conn is not None:
+            conn.identity = who
         rc, body = await self._execute(request, who)
-        # The answer's request id (the client waits on it) with the original operation.
-        original = dataclasses.replace(request, request_id=m.request_id, session_id=m.session_id)
-        return self._result(original, m, rc, body, door, t0)
+        # The answer's request id (the client waits on it) with the original operation;
+        # flags (certify, encrypt, digest) as the answer asked, as the client checks them.
+        original = dataclasses.replace(
+            request,
+            request_id=m.request_id,
+            session_id=m.session_id,
+            op_flags=m.op_flags,
+            major_version=m.major_version,
+            minor_version=m.minor_version,
+        )
+        return await self._result(original, m, wire, rc, body, door, t0, session)
 
-    async def _verify(self, m: Message, wire: bytes, door: str, t0: float) -> bytes:
+    async def _password_login(
+        self, m: Message, wire: bytes, door: str, t0: float, conn: Connection | None
+    ) -> bytes | None:
+        """IDIS LOGIN (2000): a user name and password, for the TCP connection."""
+        from registry.auth import Identity
+
+        assert self.registry is not None
+        body = m.body
+        if conn is None:
+            return await self._send(
+                m,
+                wire,
+                ResponseCode.OPERATION_NOT_SUPPORTED,
+                ErrorResponse("log in over TCP: a login authorises the connection it is made on"),
+                door,
+                t0,
+            )
+        if not isinstance(body, LoginRequest):
+            return await self._send(
+                m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
+            )
+        try:
+            who = (
+                Identity.parse(body.username)
+                if ":" in body.username
+                else Identity(body.username, 300)
+            )
+        except ValueError as exc:
+            return await self._send(
+                m, wire, ResponseCode.AUTHENTICATION_FAILED, ErrorResponse(str(exc)), door, t0
+            )
+        if not await self.registry.check_password(who, body.password.encode()):
+            log.info("password login of %s failed", who)
+            await self.registry.audit_failed_login(who, m, "wrong password (LOGIN)")
+            return await self._send(
+                m,
+                wire,
+                ResponseCode.AUTHENTICATION_FAILED,
+                ErrorResponse("wrong username or password"),
+                door,
+                t0,
+            )
+        conn.identity = who
+        log.info("%s logged in with a password", who)
+        return await self._send(
+            m, wire, ResponseCode.SUCCESS, ResolutionResponse(body.username, ()), door, t0
+        )
+
+    async def _verify(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
         """VERIFY_RESPONSE (201): does this HS_SECKEY answer prove the key stored here?"""
         from registry.auth import AuthError, Identity, verify_secret_key
         from resolver.codec.auth import signed_data
@@ -310,7 +601,9 @@ class HandleService:
         assert self.registry is not None
         body = m.body
         if not isinstance(body, VerifyAuthRequest):  # pragma: no cover - by dispatch
-            return self._reply(m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0)
+            return await self._send(
+                m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
+            )
         try:
             secret = await self.registry.key_for(Identity(body.handle, body.index), "HS_SECKEY")
             verify_secret_key(
@@ -319,7 +612,7 @@ class HandleService:
             valid = True
         except AuthError:
             valid = False
-        return self._reply(m, wire, ResponseCode.SUCCESS, VerifyAuthResponse(valid), door, t0)
+        return await self._send(m, wire, ResponseCode.SUCCESS, VerifyAuthResponse(valid), door, t0)
 
     async def _execute(self, m: Message, who: Any) -> tuple[int, Any]:
         assert self.registry is not None
@@ -331,16 +624,29 @@ class HandleService:
             log.exception("registry operation failed")
             return ResponseCode.ERROR, ErrorResponse("the registry could not complete the write")
 
-    def _result(
-        self, m: Message, request: Message, rc: int, body: Any, door: str, t0: float
-    ) -> bytes:
+    async def _result(
+        self,
+        m: Message,
+        request: Message,
+        wire: bytes,
+        rc: int,
+        body: Any,
+        door: str,
+        t0: float,
+        session: Session | None,
+    ) -> bytes | None:
         """Encode a result; a successful list streams in several messages (CN)."""
         self._tally.request(door, m.op_code, rc)
         self._latency[door].observe(time.perf_counter() - t0)
+        digest = digest_request(wire) if m.op_flags & _RD else None
         if rc == ResponseCode.SUCCESS and isinstance(body, ListResponse):
             msgs = list_responses(m, list(body.handles), site_info_serial=self.site_serial)
-            return b"".join(encode(x) for x in msgs)
-        return encode(response_to(m, rc, body, site_info_serial=self.site_serial))
+            out = b"".join(encode(x) for x in msgs)
+        else:
+            out = encode(
+                response_to(m, rc, body, site_info_serial=self.site_serial, request_digest=digest)
+            )
+        return await self._secure(m, wire, out, session)
 
     def _limited(self, wire: bytes, door: str, t0: float) -> bytes | None:
         try:
@@ -358,20 +664,47 @@ class HandleService:
             t0,
         )
 
+    def _envelope_error(self, wire: bytes, rc: int, reason: str, door: str) -> bytes | None:
+        """An error answer addressed from the envelope alone (the message is unreadable)."""
+        if len(wire) < ENVELOPE_SIZE:
+            return None
+        major, minor, _f, _sm, session, rid, _seq, _len = ENVELOPE.unpack_from(wire)
+        self._tally.request(door, 0, rc)
+        return encode(
+            Message(
+                op_code=0,
+                body=ErrorResponse(reason[:_MAX_REASON]),
+                response_code=rc,
+                op_flags=_AT,
+                request_id=rid,
+                session_id=session,
+                major_version=major,
+                minor_version=minor,
+                site_info_serial=UNKNOWN_SITE_SERIAL,
+            )
+        )
+
     def malformed(self, wire: bytes, exc: ProtocolError, door: str) -> bytes | None:
-        """RC 4 when the envelope can be read (so the reply can be addressed), else nothing."""
+        """RC 4 (501 for SESSION_SETUP) when the envelope can be read (so the reply can
+        be addressed), else nothing."""
         metrics.MALFORMED.labels(door).inc()
         if len(wire) < ENVELOPE_SIZE:
             return None
         major, minor, _f, _sm, session, rid, _seq, _len = ENVELOPE.unpack_from(wire)
         op = U32.unpack_from(wire, ENVELOPE_SIZE)[0] if len(wire) >= ENVELOPE_SIZE + 4 else 0
         reason = exc.reason[:_MAX_REASON]
-        self._tally.request(door, op, ResponseCode.PROTOCOL_ERROR)
+        # The reference answers a SESSION_SETUP it cannot read with SESSION_FAILED.
+        rc = (
+            ResponseCode.SESSION_FAILED
+            if op == OpCode.SESSION_SETUP
+            else ResponseCode.PROTOCOL_ERROR
+        )
+        self._tally.request(door, op, rc)
         return encode(
             Message(
                 op_code=op,
                 body=ErrorResponse(reason),
-                response_code=ResponseCode.PROTOCOL_ERROR,
+                response_code=rc,
                 op_flags=_AT,
                 request_id=rid,
                 session_id=session,

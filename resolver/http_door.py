@@ -1,5 +1,10 @@
-"""HTTP front door: the native Handle tunnel (POST /), the REST API (rest_door.py),
-/healthz and /metrics."""
+"""HTTP front door: the native Handle tunnel, the REST API (rest_door.py), /healthz and
+/metrics.
+
+The tunnel takes a Handle message POSTed with Content-Type application/x-hdl-message
+to any path the other routes do not claim: the reference Java library posts to the
+handle's own path (``POST /20.500.12345%2Fabc``, ``POST /%2F`` for site info).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ def build_app(service: HandleService, health: HealthCheck) -> web.Application:
 
     async def tunnel(request: web.Request) -> web.StreamResponse:
         if request.content_type != HDL_MESSAGE:
+            if request.path != "/":
+                return _json_error(404, f"no such resource: POST {request.path}")
             return _json_error(415, f"POST / takes Content-Type: {HDL_MESSAGE}")
         body = await request.read()
         r = service.respond(body, "http", request.remote or "")
@@ -52,9 +59,10 @@ def build_app(service: HandleService, health: HealthCheck) -> web.Application:
     async def metrics_page(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
-    app.router.add_post("/", tunnel)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
+    # Last: every other POST may be a tunnelled Handle message (routes match in order).
+    app.router.add_post("/{path:.*}", tunnel)
     return app
 
 

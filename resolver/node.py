@@ -21,15 +21,24 @@ from aiohttp import web
 from registry.auth import Identity
 from registry.names import PrefixAuthority
 from registry.quotas import Quotas
-from registry.secrets import Sealer
+from registry.secrets import Sealer, SecretError
+from registry.server_key import ServerKey, ServerKeyError
 from registry.service import RegistryService
 from registry.sessions import SessionStore
 from registry.store import Store, open_store, redact_url
 
 from .changefeed import LocalChangeFeed
-from .codec import Interface, InterfaceProtocol, InterfaceType, ServerInfo, SiteInfo
+from .codec import (
+    Interface,
+    InterfaceProtocol,
+    InterfaceType,
+    ServerInfo,
+    SessionCipher,
+    SiteInfo,
+)
 from .core import Resolver
 from .handle_service import HandleService
+from .handle_sessions import SessionDoor
 from .http_door import HealthCheck, build_app
 from .l2 import RedisTier
 from .ratelimit import RateLimiter
@@ -40,15 +49,18 @@ from .udp_door import UdpDoor
 log = logging.getLogger("idnode.node")
 
 PREFIX_REFRESH_SECONDS = 30.0
+SESSION_REAP_SECONDS = 30.0
 
 
-def site_info(s: Settings) -> SiteInfo:
-    """This node's HS_SITE: one server with Handle TCP/UDP and HTTP interfaces."""
+def site_info(s: Settings, public_key: bytes = b"") -> SiteInfo:
+    """This node's HS_SITE: one server with Handle TCP/UDP and HTTP interfaces, and the
+    public key clients check certified answers against."""
     return SiteInfo(
         servers=(
             ServerInfo.at(
                 s.site_address,
                 server_id=1,
+                public_key=public_key,
                 interfaces=(
                     Interface(InterfaceType.ADMIN_AND_QUERY, InterfaceProtocol.TCP, s.handle_port),
                     Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, s.handle_port),
@@ -94,6 +106,7 @@ class Node:
         self._refresh: asyncio.Task[None] | None = None
         self._flush: asyncio.Task[None] | None = None
         self._listen: asyncio.Task[None] | None = None
+        self._reap: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -133,8 +146,13 @@ class Node:
             feed=feed,
         )
         registry, sessions = self._registry(authority)
+        server_key = await self._server_key(registry.sealer)
         limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None
-        service = HandleService(self.core, site_info(s), registry, sessions, limiter)
+        door = SessionDoor(
+            sessions, registry, server_key, cipher=SessionCipher[s.session_cipher.upper()]
+        )
+        site = site_info(s, server_key.public_data if server_key is not None else b"")
+        service = HandleService(self.core, site, registry, sessions, limiter, door)
         loop = asyncio.get_running_loop()
         udp = self.udp = UdpDoor(service)
         await loop.create_datagram_endpoint(lambda: udp, sock=_udp_socket(s.listen, s.handle_port))
@@ -155,6 +173,7 @@ class Node:
             self.core, registry, s.listen, s.grpc_port, cert=s.grpc_tls_cert, key=s.grpc_tls_key
         )
         self._refresh = loop.create_task(self._refresh_prefixes())
+        self._reap = loop.create_task(self._reap_sessions(sessions))
         self._flush = loop.create_task(self._flush_metrics())
         if self.l2 is not None:
             self._listen = loop.create_task(self.l2.listen(self.core.forget))
@@ -192,8 +211,46 @@ class Node:
             quotas=Quotas.parse(s.quota_per_prefix, s.quota_overrides),
         )
         return registry, SessionStore(
-            self.store, challenge_ttl=s.challenge_ttl, session_ttl=s.session_ttl
+            self.store,
+            sealer,
+            challenge_ttl=s.challenge_ttl,
+            session_ttl=s.session_ttl,
+            per_client=s.sessions_per_client,
         )
+
+    async def _server_key(self, sealer: Sealer | None) -> ServerKey | None:
+        """The key pair certified answers are signed with (made by idnode init)."""
+        assert self.store is not None
+        try:
+            row = await self.store.server_key()
+        except Exception as exc:  # a registry from before the server key table
+            log.warning("cannot read the server key (%s): run idnode init to upgrade", exc)
+            return None
+        if row is None or sealer is None:
+            log.warning(
+                "no server key%s: certified answers go out unsigned and HS_SITE publishes "
+                "no public key (idnode init makes one)",
+                "" if row is None else " readable without the node key",
+            )
+            return None
+        try:
+            key = ServerKey.unseal(sealer, row[1])
+        except (SecretError, ServerKeyError) as exc:
+            log.error("cannot open the server key: %s (is this the node key file of init?)", exc)
+            return None
+        log.info("server key: %s (certified answers are signed with it)", key.algorithm)
+        return key
+
+    async def _reap_sessions(self, sessions: SessionStore) -> None:
+        """Expired sessions and challenges leave the registry within a minute."""
+        while True:
+            await asyncio.sleep(SESSION_REAP_SECONDS)
+            try:
+                gone = await sessions.reap()
+                if gone:
+                    log.debug("removed %d expired sessions and challenges", gone)
+            except Exception as exc:
+                log.warning("cannot remove expired sessions: %s", exc)
 
     async def _refresh_prefixes(self) -> None:
         """Pick up prefixes homed (idnode init) while the node runs."""
@@ -217,7 +274,7 @@ class Node:
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace
         log.info("shutting down: finishing requests in flight (up to %.0fs)", grace)
-        for task in (self._refresh, self._flush, self._listen):
+        for task in (self._refresh, self._flush, self._listen, self._reap):
             if task is not None:
                 task.cancel()
         if self.udp is not None:

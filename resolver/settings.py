@@ -94,10 +94,22 @@ class Settings:
         metadata={"help": "node key that seals HS_SECKEY values (created by idnode init)"},
     )
     session_ttl: float = field(
-        default=600.0, metadata={"help": "an authenticated session lives this long idle, s"}
+        default=600.0,
+        metadata={"help": "longest a session lives idle, seconds (clients may ask for less)"},
     )
     challenge_ttl: float = field(
         default=60.0, metadata={"help": "a 402 challenge must be answered within, seconds"}
+    )
+    session_cipher: str = field(
+        default="aes",
+        metadata={
+            "help": "cipher of the session keys this node issues: aes, desede or des "
+            "(des only for clients that know nothing else)"
+        },
+    )
+    sessions_per_client: int = field(
+        default=64,
+        metadata={"help": "open sessions and pending challenges allowed per client address"},
     )
 
     @property
@@ -163,6 +175,8 @@ def load_settings(
     s = Settings(**values)
     if s.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if s.session_cipher.lower() not in ("aes", "desede", "des"):
+        raise ConfigError("session_cipher must be aes, desede or des")
     for port_name in ("handle_port", "http_port", "grpc_port"):
         if not 0 <= getattr(s, port_name) <= 65535:
             raise ConfigError(f"{port_name} must be a port number")

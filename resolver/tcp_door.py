@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from .codec import FrameBuffer, ProtocolError
-from .handle_service import HandleService
+from .handle_service import Connection, HandleService
 
 log = logging.getLogger("idnode.tcp")
 
@@ -27,6 +27,7 @@ class TcpConnection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_active = time.monotonic()
         self.client = ""
+        self.state = Connection()  # an IDIS login authorises this connection until it closes
         self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,7 +67,7 @@ class TcpConnection(asyncio.Protocol):
                 self.transport.close()
             return
         for frame in frames:
-            r = self.door.service.respond(frame, "tcp", self.client)
+            r = self.door.service.respond(frame, "tcp", self.client, self.state)
             if r is None:
                 continue
             if isinstance(r, bytes):

@@ -130,8 +130,11 @@ def test_unknown_and_unsupported_opcodes_get_clear_answers(node: NodeProcess) ->
     )
     m = exchange_udp("127.0.0.1", node.handle_port, create)
     assert m.response_code == ResponseCode.AUTHENTICATION_NEEDED  # a write needs an admin
+    # a SESSION_SETUP with no body cannot be read: SESSION_FAILED, as the reference answers
     setup = Message(op_code=OpCode.SESSION_SETUP, request_id=7)
     m = exchange_udp("127.0.0.1", node.handle_port, setup)
+    assert m.response_code == ResponseCode.SESSION_FAILED
+    m = exchange_udp("127.0.0.1", node.handle_port, Message(op_code=OpCode.DUMP_HANDLES))
     assert m.response_code == ResponseCode.OPERATION_NOT_SUPPORTED
 
 

@@ -396,11 +396,19 @@ def test_authorized_reads_of_non_public_values(secret_node: NodeProcess) -> None
         assert [v.index for v in m.body.values] == [1, 2]
         m = admin.resolve(h, public_only=True)  # PO set: never
         assert [v.index for v in m.body.values] == [1]  # type: ignore[union-attr]
+        # The session's id without its key's MAC: a stranger, who sees the public value.
+        m = exchange(
+            secret_node.server,
+            replace_session(resolution_request(h, flags=0), admin.session_id),
+            "tcp",
+        )
+        assert [v.index for v in m.body.values] == [1]  # type: ignore[union-attr]
     # anyone else: only the public value
     m = exchange(secret_node.server, resolution_request(h, flags=0))
     assert [v.index for v in m.body.values] == [1]  # type: ignore[union-attr]
+    # a session id that names no session is refused, as the reference server does
     m = exchange(secret_node.server, replace_session(resolution_request(h, flags=0), 12345))
-    assert [v.index for v in m.body.values] == [1]  # type: ignore[union-attr]
+    assert m.response_code == RC.SESSION_TIMEOUT
 
 
 def replace_session(m: Message, session_id: int) -> Message:

@@ -1,15 +1,23 @@
-"""Sessions in the registry: shared by workers, single-use nonces, expiry (both backends)."""
+"""Challenges and keyed sessions in the registry (both backends): shared by workers,
+single-use nonces, MACs spent once, expiry, per-client caps, reaping."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
+from cryptography.fernet import Fernet
 
 from registry.auth import Identity
-from registry.sessions import SessionStore
+from registry.secrets import Sealer
+from registry.sessions import SessionLimit, SessionStore
 from registry.store import open_store
 
+WHO = Identity("0.NA/88.166", 300)
 
-def test_sessions(store_url: str) -> None:
+
+def test_challenges(store_url: str) -> None:
     async def go() -> None:
         store = open_store(store_url)
         await store.open()
@@ -18,6 +26,7 @@ def test_sessions(store_url: str) -> None:
             worker_b = SessionStore(store, challenge_ttl=60, session_ttl=600)  # another worker
             sid, nonce = await worker_a.challenge(b"request-1", b"digest-1")
             assert sid > 0 and len(nonce) == 16
+            assert await worker_b.pending(sid)
             pending = await worker_b.take(sid)  # the answer reached the other worker
             assert pending is not None
             assert (pending.request, pending.nonce, pending.digest) == (
@@ -26,20 +35,94 @@ def test_sessions(store_url: str) -> None:
                 b"digest-1",
             )
             assert await worker_a.take(sid) is None  # a nonce answers once
-            who = Identity("0.NA/88.166", 300)
-            await worker_b.authenticate(sid, who)
-            assert await worker_a.identity(sid) == who
-            # a new challenge on the same session keeps it; the old nonce is gone
-            sid2, nonce2 = await worker_a.challenge(b"request-2", b"digest-2", sid)
-            assert sid2 == sid and nonce2 != nonce
-            assert (await worker_b.take(sid)).nonce == nonce2  # type: ignore[union-attr]
-            assert await worker_a.identity(987654) is None
-            # expiry
-            short = SessionStore(store, challenge_ttl=-1, session_ttl=-1, cache_seconds=0)
+            assert not await worker_a.pending(sid)
+            # a bare challenge leaves no session behind: its id authorises nothing later
+            assert await worker_a.get(sid) is None
+            short = SessionStore(store, challenge_ttl=-1, session_ttl=-1)
             sid3, _ = await short.challenge(b"r", b"d")
             assert await short.take(sid3) is None  # the challenge expired
-            await short.authenticate(sid3, who)
-            assert await short.identity(sid3) is None  # the session expired
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_keyed_sessions(store_url: str) -> None:
+    async def go() -> None:
+        store = open_store(store_url)
+        await store.open()
+        sealer = Sealer(Fernet.generate_key())
+        try:
+            a = SessionStore(store, sealer, challenge_ttl=60, session_ttl=600)
+            b = SessionStore(store, sealer, challenge_ttl=60, session_ttl=600)  # another worker
+            s = await a.open(
+                mode=4, cipher=3, key=b"k" * 32, claimed=WHO, major=2, minor=5, timeout=60
+            )
+            got = await b.get(s.id)
+            assert got is not None and got.key == b"k" * 32 and got.claimed == WHO
+            assert got.identity is None and got.idle_timeout == 60
+            # the key is stored sealed: the registry never holds it in the clear
+            row = await store.session_get(s.id, time.time())
+            assert row is not None and row.key_sealed is not None
+            assert b"k" * 32 not in row.key_sealed
+            # a challenge inside the session keeps the session's id
+            sid, _ = await a.challenge(b"req", b"dig", s.id)
+            assert sid == s.id and (await b.take(sid)) is not None
+            assert await b.get(s.id) is not None  # taking the challenge kept the session
+            await b.authenticate(s, WHO)
+            authed = await a.get(s.id)
+            assert authed is not None and authed.identity == WHO
+            # a MAC is spent once, whichever worker sees it; an expired request is refused
+            future = int(time.time()) + 3600
+            assert (await a.use(authed, b"mac-1", future)).ok
+            assert not (await b.use(authed, b"mac-1", future)).ok
+            assert (await b.use(authed, b"mac-2", future)).ok
+            assert not (await a.use(authed, b"mac-3", int(time.time()) - 5)).ok
+            # the server's own counter for its MACs: 1, 2, 3 across workers
+            assert [await x.next_counter(authed) for x in (a, b, a)] == [1, 2, 3]
+            # terminate: gone for every worker, and its MACs no longer count
+            assert await b.close(s.id)
+            assert await a.get(s.id) is None
+            assert (await a.use(authed, b"mac-4", future)).gone
+            # the client's timeout is capped by session_ttl
+            assert a.idle_timeout(10**9) == 600 and a.idle_timeout(0) == 600
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_limits_expiry_and_reaping(store_url: str) -> None:
+    async def go() -> None:
+        store = open_store(store_url)
+        await store.open()
+        sealer = Sealer(Fernet.generate_key())
+        try:
+            capped = SessionStore(store, sealer, per_client=3)
+            for _ in range(3):
+                await capped.challenge(b"r", b"d", client="198.51.100.7")
+            with pytest.raises(SessionLimit):
+                await capped.challenge(b"r", b"d", client="198.51.100.7")
+            with pytest.raises(SessionLimit):
+                await capped.open(
+                    mode=4,
+                    cipher=3,
+                    key=b"k" * 32,
+                    claimed=None,
+                    major=2,
+                    minor=5,
+                    timeout=60,
+                    client="198.51.100.7",
+                )
+            await capped.challenge(b"r", b"d", client="198.51.100.8")  # others are not held up
+            # an unauthenticated session lives only as long as a challenge would
+            brief = SessionStore(store, sealer, challenge_ttl=-1)
+            s = await brief.open(
+                mode=4, cipher=3, key=b"k" * 32, claimed=WHO, major=2, minor=5, timeout=600
+            )
+            assert await brief.get(s.id) is None
+            assert await brief.reap() >= 1
+            assert await store.session_get(s.id, 0) is None  # the row is gone, not just stale
         finally:
             await store.close()
 
@@ -56,6 +139,26 @@ def test_concurrent_takes_get_the_nonce_once(pg_url: str) -> None:
                 sid, _ = await s.challenge(b"r", b"d")
                 got = await asyncio.gather(*(s.take(sid) for _ in range(4)))
                 assert sum(g is not None for g in got) == 1
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_concurrent_uses_spend_a_mac_once(pg_url: str) -> None:
+    async def go() -> None:
+        store = open_store(pg_url)
+        await store.open()
+        sealer = Sealer(Fernet.generate_key())
+        try:
+            st = SessionStore(store, sealer)
+            s = await st.open(
+                mode=4, cipher=3, key=b"k" * 32, claimed=WHO, major=2, minor=5, timeout=60
+            )
+            future = int(time.time()) + 600
+            for i in range(20):
+                got = await asyncio.gather(*(st.use(s, b"m%d" % i, future) for _ in range(4)))
+                assert sum(g.ok for g in got) == 1
         finally:
             await store.close()
 
