@@ -553,6 +553,73 @@ class PostgresStore(Store):
             )
         return bool(r.endswith(" 1"))
 
+    async def rest_session_create(
+        self, id_sha256: str, nonce: bytes, expires: float, now: float
+    ) -> None:
+        async with self.pool.acquire() as c:
+            await c.execute("DELETE FROM rest_sessions WHERE expires < $1", now)
+            await c.execute(
+                "INSERT INTO rest_sessions (id_sha256, nonce, expires) VALUES ($1, $2, $3)",
+                id_sha256,
+                nonce,
+                expires,
+            )
+
+    async def rest_session_get(
+        self, id_sha256: str, now: float, extend_to: float
+    ) -> tuple[bytes, str | None, int | None] | None:
+        async with self.pool.acquire() as c:
+            row = await c.fetchrow(
+                "UPDATE rest_sessions SET expires = $3 WHERE id_sha256 = $1 AND expires >= $2"
+                " RETURNING nonce, identity_handle, identity_index",
+                id_sha256,
+                now,
+                extend_to,
+            )
+        if row is None:
+            return None
+        index = row[2]
+        return bytes(row[0]), row[1], None if index is None else int(index)
+
+    async def rest_session_swap_nonce(
+        self, id_sha256: str, nonce: bytes, now: float, extend_to: float
+    ) -> bytes | None:
+        async with self.pool.acquire() as c, c.transaction():
+            # The row lock makes the swap single-use even when two workers race for it.
+            old = await c.fetchval(
+                "SELECT nonce FROM rest_sessions WHERE id_sha256 = $1 AND expires >= $2 FOR UPDATE",
+                id_sha256,
+                now,
+            )
+            if old is None:
+                return None
+            await c.execute(
+                "UPDATE rest_sessions SET nonce = $2, expires = $3 WHERE id_sha256 = $1",
+                id_sha256,
+                nonce,
+                extend_to,
+            )
+        return bytes(old)
+
+    async def rest_session_authenticate(self, id_sha256: str, handle: str, index: int) -> None:
+        async with self.pool.acquire() as c:
+            await c.execute(
+                "UPDATE rest_sessions SET identity_handle = $2, identity_index = $3"
+                " WHERE id_sha256 = $1",
+                id_sha256,
+                handle,
+                index,
+            )
+
+    async def rest_session_delete(self, id_sha256: str, now: float) -> bool:
+        async with self.pool.acquire() as c:
+            r = await c.execute(
+                "DELETE FROM rest_sessions WHERE id_sha256 = $1 AND expires >= $2",
+                id_sha256,
+                now,
+            )
+        return bool(r.endswith(" 1"))
+
 
 _AUDIT = (
     "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256, detail)"

@@ -9,6 +9,7 @@ Refusals leave nothing but their audit row.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import uuid
@@ -75,6 +76,7 @@ Groups = dict[tuple[str, int], list[tuple[str, int]]]
 
 Result = tuple[int, b.Body]
 P = ParamSpec("P")
+MINT_ATTEMPTS = 4
 
 
 def answers_refusals(
@@ -96,6 +98,57 @@ OnChange = Callable[[list[str]], Awaitable[None]]
 
 RC = ResponseCode
 AP = AdminPermission
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Created:
+    """What a create did: its result, the handle (as minted), whether it replaced one."""
+
+    rc: int
+    body: b.Body
+    handle: str
+    replaced: bool = False
+
+
+def mint_handle(stem: str) -> str:
+    """The reference's minted handle (HandleSuffixMinter): the stem as given, then a random
+    version-4 UUID in lower case, e.g. 88.166/DOC-1b4e28ba-2fa1-41d2-883f-0016d3cca427.
+    A bare prefix ("88.166") gets its "/" first rather than becoming part of the suffix."""
+    if "/" not in stem:
+        stem += "/"
+    return stem + str(uuid.uuid4())
+
+
+def same_value(a: HandleValue, b: HandleValue) -> bool:
+    return dataclasses.replace(a, timestamp=0) == dataclasses.replace(b, timestamp=0)
+
+
+def replace_permissions(current: Iterable[HandleValue], new: Iterable[HandleValue]) -> int:
+    """The HS_ADMIN permissions that replacing ``current`` by ``new`` needs, value by value
+    (the reference's HandleServer.getPermsAndSetTimestampsForCreationWithOverwrite)."""
+    old = {v.index: v for v in current}
+    fresh = {v.index: v for v in new}
+    needed = 0
+    for index, was in old.items():
+        if index not in fresh:
+            needed |= AP.REMOVE_ADMIN if was.type == TYPE_ADMIN else AP.REMOVE_VALUE
+    for index, v in fresh.items():
+        before = old.get(index)
+        if before is None:
+            needed |= AP.ADD_ADMIN if v.type == TYPE_ADMIN else AP.ADD_VALUE
+        elif not same_value(before, v):
+            needed |= _change_permissions(before, v)
+    return needed
+
+
+def _change_permissions(was: HandleValue, now: HandleValue) -> int:
+    if was.type == TYPE_ADMIN:
+        return AP.MODIFY_ADMIN if now.type == TYPE_ADMIN else AP.REMOVE_ADMIN | AP.MODIFY_VALUE
+    if now.type == TYPE_ADMIN:
+        return AP.MODIFY_VALUE | AP.ADD_ADMIN
+    if was.permissions & Permission.PUBLIC_WRITE:
+        return 0  # anyone may write it
+    return AP.MODIFY_VALUE
 
 
 class RegistryService:
@@ -213,7 +266,6 @@ class RegistryService:
 
     # --- writes ------------------------------------------------------------------------
 
-    @answers_refusals
     async def create(
         self,
         handle: str,
@@ -223,11 +275,48 @@ class RegistryService:
         overwrite: bool = False,
         mint: bool = False,
     ) -> Result:
-        if mint:
-            prefix = handle.rstrip("/") if "/" not in handle.rstrip("/") else prefix_of(handle)
-            handle = f"{prefix}/{uuid.uuid4().hex}"
-        await self._check_target(handle, who, "CREATE")
-        new = self._prepare(values)
+        c = await self.create_handle(handle, values, who, overwrite=overwrite, mint=mint)
+        return c.rc, c.body
+
+    async def create_handle(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        *,
+        overwrite: bool = False,
+        mint: bool = False,
+    ) -> Created:
+        """Create ``handle``, or replace it when ``overwrite``; say which happened.
+
+        With ``mint``, ``handle`` is a stem ("88.166/" or "88.166/DOC-") and the handle
+        is the stem followed by a random UUID, as the reference server's
+        HandleSuffixMinter does. A minted handle is always new: it never overwrites.
+        """
+        if not mint:
+            return await self._create_one(handle, values, who, overwrite=overwrite, minted=False)
+        created = Created(RC.ERROR, b.ErrorResponse("no handle minted"), handle)
+        for _ in range(MINT_ATTEMPTS):  # a UUID collision is a retry, never a failure
+            minted = mint_handle(handle)
+            created = await self._create_one(minted, values, who, overwrite=False, minted=True)
+            if created.rc != RC.HANDLE_ALREADY_EXISTS:
+                break
+        return created
+
+    async def _create_one(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        *,
+        overwrite: bool,
+        minted: bool,
+    ) -> Created:
+        try:
+            await self._check_target(handle, who, "CREATE")
+            new = self._prepare(values)
+        except Refusal as exc:
+            return Created(exc.rc, b.ErrorResponse(exc.message), handle)
         templates = await self.templates_for(handle)
         is_prefix_handle = handle[:5].upper() == NA_PREFIX.upper()
         room = await self._room(handle)
@@ -238,25 +327,108 @@ class RegistryService:
         else:
             admins = await self._prefix_admins(handle)
             needed = AP.ADD_HANDLE
-        groups = await self._load_groups(admins)
+        if overwrite:  # the handle's own HS_ADMIN may name groups too
+            groups = await self._groups_for(handle, admins)
+        else:
+            groups = await self._load_groups(admins)
+        replaced = False
 
         def fn(before: bytes | None) -> Outcome:
+            nonlocal replaced
             if before is not None and not overwrite:
                 raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{handle} already exists")
-            self._require(who, admins, needed, "create handles here", groups)
+            written = new
+            if before is None:
+                self._require(who, admins, needed, "create handles here", groups)
+            else:
+                written = self._keep_unchanged_timestamps(decode_values(before), new)
+                self._may_replace(who, decode_values(before), written, admins, needed, groups)
             self._check_template(values, templates)
             if before is None and room is not None and room < 1:
                 raise Refusal(
                     RC.REGISTER_COUNT_LIMIT,
                     f"prefix {prefix_of(handle)} has reached its registration quota",
                 )
-            body: b.Body = CreateHandleResponse(handle) if mint else Empty()
-            return Outcome(new, RC.SUCCESS, body, f"{len(values)} values")
+            replaced = before is not None
+            body: b.Body = CreateHandleResponse(handle) if minted else Empty()
+            detail = f"{len(values)} values" + (", replacing the handle" if replaced else "")
+            return Outcome(written, RC.SUCCESS, body, detail)
 
-        result = await self._write(handle, fn, who, "CREATE")
-        if result[0] == RC.SUCCESS and self.quotas is not None:
+        try:
+            rc, body = await self._write(handle, fn, who, "CREATE")
+        except Refusal as exc:
+            return Created(exc.rc, b.ErrorResponse(exc.message), handle)
+        if rc == RC.SUCCESS and not replaced and self.quotas is not None:
             self.quotas.used(storage_prefix(handle), 1)
-        return result
+        return Created(rc, body, handle, replaced)
+
+    def _may_replace(
+        self,
+        who: Identity,
+        current: tuple[HandleValue, ...],
+        new: bytes,
+        prefix_admins: list[AdminRecord],
+        create_permission: int,
+        groups: Groups,
+    ) -> None:
+        """May ``who`` replace an existing handle's values with ``new``? As the reference
+        server decides (HandleServer.doCreateHandle): one admin record of the handle granting
+        every permission the change needs (unless it adds an HS_ADMIN), or ADD_ADMIN, or else
+        DELETE_HANDLE on the handle together with the right to create it afresh."""
+        admins = self._admins_in(current) or prefix_admins
+        needed = replace_permissions(current, decode_values(new))
+        if not needed:
+            return
+        if not needed & AP.ADD_ADMIN and self._granted(who, admins, needed, groups):
+            return
+        if self._granted(who, admins, AP.ADD_ADMIN, groups):
+            return
+        self._require_all(who, admins, AP.DELETE_HANDLE, "replace this handle", groups)
+        self._require(who, prefix_admins, create_permission, "create handles here", groups)
+
+    def _granted(
+        self, who: Identity, admins: list[AdminRecord], permissions: int, groups: Groups
+    ) -> bool:
+        try:
+            self._require_all(who, admins, permissions, "", groups)
+        except Refusal:
+            return False
+        return True
+
+    def _require_all(
+        self,
+        who: Identity,
+        admins: list[AdminRecord],
+        permissions: int,
+        what: str,
+        groups: Groups,
+    ) -> None:
+        """Like _require, but one admin record must grant every bit of ``permissions``
+        (the reference's adminHasPermission with several operations)."""
+        if self.is_server_admin(who):
+            return
+        me = self._ident_key(who)
+        for a in admins:
+            if a.permissions & permissions != permissions:
+                continue
+            target = (normalize(a.admin_handle, self.case_sensitive), a.admin_index)
+            if target[0] == me[0] and target[1] in (0, me[1]):
+                return
+            if self._in_group(me, target, groups):
+                return
+        names = ", ".join(p.name or "" for p in AdminPermission(permissions))
+        raise Refusal(RC.INSUFFICIENT_PERMISSIONS, f"{who} may not {what} ({names} is needed)")
+
+    def _keep_unchanged_timestamps(self, current: tuple[HandleValue, ...], new: bytes) -> bytes:
+        """A replaced handle's unchanged values keep their timestamps, as in the reference."""
+        old = {v.index: v for v in current}
+        kept = []
+        for v in decode_values(new):
+            was = old.get(v.index)
+            if was is not None and same_value(was, v):
+                v = dataclasses.replace(v, timestamp=was.timestamp)
+            kept.append(v)
+        return self._encode(kept)
 
     @answers_refusals
     async def delete(self, handle: str, who: Identity) -> Result:

@@ -465,3 +465,58 @@ class SqliteStore(Store):
             (key_sha256,),
         ).fetchone()
         return None if row is None else (row[0], int(row[1]))
+
+    async def rest_session_create(
+        self, id_sha256: str, nonce: bytes, expires: float, now: float
+    ) -> None:
+        self.db.execute("DELETE FROM rest_sessions WHERE expires < ?", (now,))
+        self.db.execute(
+            "INSERT INTO rest_sessions (id_sha256, nonce, expires) VALUES (?, ?, ?)",
+            (id_sha256, nonce, expires),
+        )
+
+    async def rest_session_get(
+        self, id_sha256: str, now: float, extend_to: float
+    ) -> tuple[bytes, str | None, int | None] | None:
+        rows = self.db.execute(
+            "UPDATE rest_sessions SET expires = ? WHERE id_sha256 = ? AND expires >= ?"
+            " RETURNING nonce, identity_handle, identity_index",
+            (extend_to, id_sha256, now),
+        ).fetchall()  # fetch all: an unfinished statement would keep the write lock
+        if not rows:
+            return None
+        nonce, handle, index = rows[0]
+        return bytes(nonce), handle, None if index is None else int(index)
+
+    async def rest_session_swap_nonce(
+        self, id_sha256: str, nonce: bytes, now: float, extend_to: float
+    ) -> bytes | None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")  # the write lock first: one swap per nonce
+        try:
+            row = db.execute(
+                "SELECT nonce FROM rest_sessions WHERE id_sha256 = ? AND expires >= ?",
+                (id_sha256, now),
+            ).fetchone()
+            if row is not None:
+                db.execute(
+                    "UPDATE rest_sessions SET nonce = ?, expires = ? WHERE id_sha256 = ?",
+                    (nonce, extend_to, id_sha256),
+                )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return None if row is None else bytes(row[0])
+
+    async def rest_session_authenticate(self, id_sha256: str, handle: str, index: int) -> None:
+        self.db.execute(
+            "UPDATE rest_sessions SET identity_handle = ?, identity_index = ? WHERE id_sha256 = ?",
+            (handle, index, id_sha256),
+        )
+
+    async def rest_session_delete(self, id_sha256: str, now: float) -> bool:
+        cur = self.db.execute(
+            "DELETE FROM rest_sessions WHERE id_sha256 = ? AND expires >= ?", (id_sha256, now)
+        )
+        return cur.rowcount == 1

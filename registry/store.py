@@ -369,6 +369,37 @@ class Store(ABC):
             rows[k] = (k, r.handle, self.key(storage_prefix(r.handle)), r.values_wire)
         return list(rows.values())
 
+    # REST sessions (/api/sessions), keyed by the SHA-256 of the session id: a copy of
+    # the table holds no id anyone could present. Every worker of every node shares them.
+
+    @abstractmethod
+    async def rest_session_create(
+        self, id_sha256: str, nonce: bytes, expires: float, now: float
+    ) -> None:
+        """Store a new, unauthenticated session; drop the sessions idle past expiry."""
+
+    @abstractmethod
+    async def rest_session_get(
+        self, id_sha256: str, now: float, extend_to: float
+    ) -> tuple[bytes, str | None, int | None] | None:
+        """(nonce, identity handle, identity index) of a live session, whose idle expiry
+        moves to ``extend_to``; None when it is unknown or expired."""
+
+    @abstractmethod
+    async def rest_session_swap_nonce(
+        self, id_sha256: str, nonce: bytes, now: float, extend_to: float
+    ) -> bytes | None:
+        """Give a live session a new nonce and return the old one, atomically: of two
+        answers to one nonce, only the first gets it. None when unknown or expired."""
+
+    @abstractmethod
+    async def rest_session_authenticate(self, id_sha256: str, handle: str, index: int) -> None:
+        """Record the identity a session's holder proved."""
+
+    @abstractmethod
+    async def rest_session_delete(self, id_sha256: str, now: float) -> bool:
+        """End a session; False when it was unknown or expired already."""
+
 
 def now() -> int:
     return int(time.time())

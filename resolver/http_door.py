@@ -17,7 +17,7 @@ from . import metrics
 from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
 from .handle_service import HandleService
 from .idis_door import IdisApi
-from .rest_door import MAX_BODY, RestApi
+from .rest_door import MAX_BODY, REST_SESSION_TTL, RestApi
 
 HDL_MESSAGE = "application/x-hdl-message"
 
@@ -31,7 +31,8 @@ def _json_error(status: int, message: str) -> web.Response:
 def build_app(service: HandleService, health: HealthCheck) -> web.Application:
     # The larger of a Handle message and a REST body (the REST door checks its own limit).
     app = web.Application(client_max_size=max(MAX_MESSAGE_LENGTH + ENVELOPE_SIZE, MAX_BODY))
-    RestApi(service.core, service.registry).add_routes(app)
+    ttl = service.sessions.session_ttl if service.sessions is not None else REST_SESSION_TTL
+    RestApi(service.core, service.registry, ttl).add_routes(app)
     sealer = service.registry.sealer if service.registry is not None else None
     IdisApi(service.core, service.registry, sealer).add_routes(app)
 

@@ -1,12 +1,15 @@
 """The Handle.Net-compatible REST API on the HTTP port (handle-protocol.md §7).
 
-``/api/handles/{handle}`` (GET, PUT, DELETE), ``/api/handles?prefix=`` and
-``/api/prefixes``, in the reference server's JSON and with its response-code → HTTP
+``/api/handles/{handle}`` (GET, PUT, DELETE), ``/api/handles?prefix=``, ``/api/prefixes``
+and ``/api/sessions``, in the reference server's JSON and with its response-code → HTTP
 status mapping, so clients such as pyhandle work unmodified. It only translates:
 reads go through the resolver core, writes through the registry service.
 
 Authentication: ``Authorization: Basic base64("{index}%3A{handle}:{secret}")`` for an
-HS_SECKEY admin. Bad input gets a 4xx with a JSON body, never a 500.
+HS_SECKEY admin, ``Bearer`` with an API key or IDIS token, or ``Handle sessionId="..."``
+for a REST session whose holder proved a key (HS_SECKEY or HS_PUBKEY) by signing the
+session's nonce, as the reference server's SessionsServlet does. Bad input gets a 4xx
+with a JSON body, never a 500.
 """
 
 from __future__ import annotations
@@ -15,19 +18,41 @@ import base64
 import binascii
 import hashlib
 import json
+import re
+import secrets
 import time
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
 
-from registry.auth import Identity
-from registry.names import InvalidName, check_handle, prefix_of
+from registry.auth import AuthError, Identity, verify_public_key, verify_secret_key
+from registry.names import InvalidName, check_handle, normalize, prefix_of
+from registry.service import mint_handle
 
 from . import metrics
 from .codec import ProtocolError, ResponseCode, decode_values
+from .codec.auth import (
+    AUTH_PUBKEY,
+    AUTH_SECKEY,
+    MAC_HMAC_SHA1,
+    MAC_HMAC_SHA256,
+    MAC_MD5,
+    MAC_PBKDF2_HMAC_SHA1,
+    MAC_SHA1,
+    MAC_SHA256,
+    PBKDF2_MAX_ITERATIONS,
+    PublicKeySignature,
+    SecretKeyMac,
+    encode_secret_key_mac,
+    encode_signature,
+    signed_data,
+)
+from .codec.codes import TYPE_PUBKEY, TYPE_SECKEY
 from .codec.jsonform import value_to_json, values_from_json
 from .core import Resolution, answer
+from .settings import Settings
 
 if TYPE_CHECKING:
     from registry.service import RegistryService
@@ -37,6 +62,9 @@ if TYPE_CHECKING:
 RC = ResponseCode
 MAX_BODY = 1024 * 1024
 API = "/api/handles"
+SESSIONS = "/api/sessions"
+# The node's session_ttl: a REST session lives this long idle.
+REST_SESSION_TTL: float = Settings.session_ttl
 
 
 def http_status(rc: int, *, resolution: bool = False, created: bool = False) -> int:
@@ -84,10 +112,281 @@ def reply(
     )
 
 
+# --- REST sessions (the reference's SessionsServlet) -------------------------------------
+#
+# POST /api/sessions opens a session: {sessionId, nonce}. The client proves a key with
+#   Authorization: Handle sessionId="...", id="300:0.NA/88.166", type="HS_SECKEY",
+#                  cnonce="<base64>", alg="SHA256", signature="<base64>"
+# where the signature covers nonce ‖ cnonce (both raw bytes): for HS_SECKEY a MAC of the
+# secret (alg MD5, SHA1, SHA256: hash of secret ‖ data ‖ secret; HMAC-SHA1, HMAC-SHA256;
+# PBKDF2-HMAC-SHA1 with salt, iterations and length), for HS_PUBKEY a signature of the
+# private key (alg SHA1 or SHA256). Later requests carrying Authorization: Handle
+# sessionId="..." act as that identity. Unlike the reference, a nonce is answered once:
+# every answer, right or wrong, replaces it with a fresh one.
+
+_TOKEN = r"[-A-Za-z0-9!#$%&'*+.`^_|~]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_HANDLE_SCHEME = re.compile(r"\s*Handle\s+(.*)", re.IGNORECASE | re.DOTALL)
+_PARAM = re.compile(rf"\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})\s*((?:,\s*)*)", re.DOTALL)
+_FIELDS = (
+    "version",
+    "sessionid",
+    "id",
+    "cnonce",
+    "type",
+    "alg",
+    "signature",
+    "salt",
+    "iterations",
+    "length",
+)
+# alg → (HS_SECKEY MAC code, HS_PUBKEY hash name); names compare without case or
+# punctuation, as the reference's Util.equalsIgnoreCaseAndPunctuation does.
+_ALGS: dict[str, tuple[int, str]] = {
+    "MD5": (MAC_MD5, "MD5"),
+    "SHA": (MAC_SHA1, "SHA1"),
+    "SHA1": (MAC_SHA1, "SHA1"),
+    "SHA2": (MAC_SHA256, "SHA-256"),
+    "SHA256": (MAC_SHA256, "SHA-256"),
+    "HMACSHA1": (MAC_HMAC_SHA1, "HMAC-SHA1"),
+    "HMACSHA256": (MAC_HMAC_SHA256, "HMAC-SHA256"),
+    "PBKDF2HMACSHA1": (MAC_PBKDF2_HMAC_SHA1, "PBKDF2-HMAC-SHA1"),
+    "PBKDF2WITHHMACSHA1": (MAC_PBKDF2_HMAC_SHA1, "PBKDF2-HMAC-SHA1"),
+}
+NOT_VERIFIED = "Identity not verified"
+BAD_HEADER = "Error parsing Authorization: Handle"
+
+
+def parse_handle_authorization(header: str) -> dict[str, str] | None:
+    """The fields of ``Authorization: Handle k="v", k=v, ...`` (names lower-cased), or
+    None when the header is not of that scheme or is malformed. ``id`` is
+    percent-decoded, as in the reference's HandleAuthorizationHeader."""
+    m = _HANDLE_SCHEME.fullmatch(header)
+    if m is None or not m.group(1):
+        return None
+    text, pos, fields, separated = m.group(1), 0, {}, True
+    while pos < len(text):
+        p = _PARAM.match(text, pos)
+        if p is None or not separated:
+            return None
+        name, value = p.group(1).lower(), _unquote(p.group(2))
+        fields[name] = unquote(value) if name == "id" else value
+        separated, pos = bool(p.group(3)), p.end()
+    return fields
+
+
+def _unquote(value: str) -> str:
+    if len(value) < 2 or not (value.startswith('"') and value.endswith('"')):
+        return value
+    return re.sub(r"\\(.)", r"\1", value[1:-1], flags=re.DOTALL)
+
+
+def b64decode_lenient(text: str) -> bytes:
+    """Base64 as the reference reads it (commons-codec): either alphabet, padding
+    optional, whitespace ignored. Raises binascii.Error on anything else."""
+    s = "".join(text.split()).replace("-", "+").replace("_", "/").rstrip("=")
+    return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+_PBKDF2_FIELDS = ("salt", "iterations", "length")
+
+
+def _bounded(text: str, high: int) -> int:
+    """A positive count no larger than ``high``; ValueError otherwise (never a huge int
+    that would break the encoding or burn the CPU)."""
+    n = int(text)
+    if not 0 < n <= high:
+        raise ValueError(f"{n} is out of range")
+    return n
+
+
+def signed_response(fields: dict[str, str]) -> bytes:
+    """The answer as the Handle protocol carries it (the reference's
+    StandardHandleAuthenticator.constructSignedResponse). Raises ValueError."""
+    alg = _ALGS.get(re.sub(r"[^A-Z0-9]", "", fields["alg"].upper()))
+    if alg is None:
+        raise ValueError(f"unknown alg {fields['alg']!r}")
+    signature = b64decode_lenient(fields["signature"])
+    if fields["type"] == AUTH_SECKEY:
+        if alg[0] == MAC_PBKDF2_HMAC_SHA1 and all(k in fields for k in _PBKDF2_FIELDS):
+            mac = SecretKeyMac(
+                alg[0],
+                signature,
+                b64decode_lenient(fields["salt"]),
+                _bounded(fields["iterations"], PBKDF2_MAX_ITERATIONS),
+                _bounded(fields["length"], 4096),
+            )
+            return encode_secret_key_mac(mac)
+        return bytes((alg[0],)) + signature
+    if fields["type"] == AUTH_PUBKEY:
+        return encode_signature(PublicKeySignature(alg[1], signature))
+    raise ValueError(f"unknown type {fields['type']!r}")
+
+
+def is_answer(fields: dict[str, str]) -> bool:
+    """Does the client try to authenticate (the reference's isAuthenticating)?"""
+    return any(k in fields for k in ("id", "type", "alg", "signature"))
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A REST session as a response shows it."""
+
+    session_id: str
+    nonce: bytes
+    identity: Identity | None = None
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"sessionId": self.session_id, "nonce": b64encode(self.nonce)}
+        if self.identity is not None and not self.error:
+            body["authenticated"] = True
+            body["id"] = str(self.identity)
+        if self.error:
+            body["error"] = self.error
+        return body
+
+    def challenge(self) -> str:
+        """The WWW-Authenticate value that tells a client how to answer."""
+        text = f'Handle sessionId="{self.session_id}", nonce="{b64encode(self.nonce)}"'
+        if self.error:
+            text += ', error="' + self.error.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return text
+
+
+class RestSessions:
+    """REST sessions kept in the registry, so every worker of every node shares them.
+
+    Only the SHA-256 of a session id is stored. A session expires after ``ttl`` seconds
+    without use. Nothing is cached per worker: DELETE ends a session everywhere at once.
+    """
+
+    def __init__(self, registry: RegistryService, ttl: float) -> None:
+        self.registry = registry
+        self.store = registry.store
+        self.ttl = ttl
+
+    @staticmethod
+    def _key(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+    async def open(self) -> SessionView:
+        session_id = secrets.token_urlsafe(32)  # 256 random bits
+        nonce = secrets.token_bytes(16)
+        now = time.time()
+        await self.store.rest_session_create(self._key(session_id), nonce, now + self.ttl, now)
+        return SessionView(session_id, nonce)
+
+    async def find(self, session_id: str) -> SessionView | None:
+        """The live session, its idle timer restarted; None when unknown or expired."""
+        now = time.time()
+        row = await self.store.rest_session_get(self._key(session_id), now, now + self.ttl)
+        if row is None:
+            return None
+        nonce, handle, index = row
+        who = Identity(handle, index) if handle is not None and index is not None else None
+        return SessionView(session_id, nonce, who)
+
+    async def end(self, session_id: str) -> bool:
+        return await self.store.rest_session_delete(self._key(session_id), time.time())
+
+    async def prove(self, session: SessionView, who: Identity) -> SessionView:
+        """Record an identity proved some other way (Basic credentials)."""
+        await self.store.rest_session_authenticate(
+            self._key(session.session_id), who.handle, who.index
+        )
+        return replace(session, identity=who)
+
+    async def answer(self, session: SessionView, fields: dict[str, str]) -> SessionView | None:
+        """Check an answer to the session's nonce; the nonce is used up either way.
+
+        The view returned carries the fresh nonce, and either the identity proved or an
+        error (the session keeps any identity proved before). None: the session is gone.
+        """
+        problem = _answer_problem(fields)
+        fresh = secrets.token_bytes(16)
+        now = time.time()
+        key = self._key(session.session_id)
+        nonce = await self.store.rest_session_swap_nonce(key, fresh, now, now + self.ttl)
+        if nonce is None:
+            return None
+        after = replace(session, nonce=fresh, error="")
+        if problem:
+            return replace(after, error=problem)
+        try:
+            signed = signed_response(fields)
+            claimed = _claimed_identity(fields["id"])
+            cnonce = b64decode_lenient(fields["cnonce"])
+        except (ValueError, binascii.Error):
+            return replace(after, error=BAD_HEADER)
+        who = await self._verify(claimed, fields["type"], signed, signed_data(nonce, cnonce))
+        if who is None:
+            return replace(after, error=NOT_VERIFIED)
+        await self.store.rest_session_authenticate(key, who.handle, who.index)
+        return replace(after, identity=who)
+
+    async def _verify(
+        self, claimed: Identity, auth_type: str, signed: bytes, data: bytes
+    ) -> Identity | None:
+        """The key that verifies the answer: the one named, or with index 0 the first of
+        the handle's keys of that type, in index order (as the reference tries them)."""
+        for who in await self._candidates(claimed, auth_type):
+            try:
+                key = await self.registry.key_for(who, auth_type)
+                if auth_type == AUTH_SECKEY:
+                    verify_secret_key(key, signed, data)
+                else:
+                    verify_public_key(key, signed, data)
+            except AuthError:
+                continue
+            return who
+        return None
+
+    async def _candidates(self, claimed: Identity, auth_type: str) -> list[Identity]:
+        if claimed.index > 0:
+            return [claimed]
+        key = normalize(claimed.handle, self.registry.case_sensitive)
+        raw = (await self.store.get_many([key])).get(key)
+        if raw is None:
+            return []
+        wanted = TYPE_SECKEY if auth_type == AUTH_SECKEY else TYPE_PUBKEY
+        indexes = sorted(v.index for v in decode_values(raw) if v.type == wanted)
+        return [Identity(claimed.handle, i) for i in indexes]
+
+
+def _answer_problem(fields: dict[str, str]) -> str:
+    """Why an answer cannot be checked at all, in the reference's words; "" if it can."""
+    if fields.get("version", "0") != "0":
+        return "Unknown version in Authorization: Handle"
+    if any(k not in fields for k in ("id", "cnonce", "type", "alg", "signature")):
+        return "Missing fields in authentication data"
+    return ""
+
+
+def _claimed_identity(text: str) -> Identity:
+    """``300:0.NA/88.166``, or a bare handle meaning "any of its keys" (index 0)."""
+    index, sep, handle = text.partition(":")
+    if sep and index.isdigit() and handle:
+        return Identity(handle, int(index))
+    if not text:
+        raise ValueError("empty id")
+    return Identity(text, 0)
+
+
 class RestApi:
-    def __init__(self, core: Resolver, registry: RegistryService | None) -> None:
+    def __init__(
+        self,
+        core: Resolver,
+        registry: RegistryService | None,
+        session_ttl: float = REST_SESSION_TTL,
+    ) -> None:
         self.core = core
         self.registry = registry
+        self.sessions = RestSessions(registry, session_ttl) if registry is not None else None
         self._auth_cache: dict[str, tuple[float, Identity]] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -96,20 +395,26 @@ class RestApi:
         app.router.add_route("GET", API + "/{tail:.+}", self.get)
         app.router.add_route("PUT", API + "/{tail:.+}", self.put)
         app.router.add_route("DELETE", API + "/{tail:.+}", self.delete)
+        app.router.add_route("*", SESSIONS, self.session_route)
+        app.router.add_route("*", SESSIONS + "/{tail:.*}", self.session_route)
         app.router.add_get("/openapi.json", self.openapi)
 
     # --- request parsing -------------------------------------------------------------
 
     @staticmethod
-    def _handle(request: web.Request) -> str:
-        """The handle from the raw path; path tricks are refused, not normalised."""
+    def _handle(request: web.Request, *, stem: bool = False) -> str:
+        """The handle from the raw path; path tricks are refused, not normalised.
+
+        ``stem``: the path is what a minted handle starts with ("88.166/" or
+        "88.166/DOC-"), so an empty suffix is allowed.
+        """
         raw = request.raw_path.split("?", 1)[0][len(API) + 1 :]
         if "%2f" in raw.lower():
             raise InvalidName("an encoded '/' (%2F) is not allowed in a handle path")
         handle = unquote(raw)
         if any(part in (".", "..") for part in handle.split("/")):
             raise InvalidName("'.' and '..' are not handle parts")
-        check_handle(handle)
+        check_handle(mint_handle(handle) if stem else handle)
         return handle
 
     @staticmethod
@@ -120,26 +425,42 @@ class RestApi:
     def _flag(q: dict[str, list[str]], name: str) -> bool:
         return q.get(name, ["false"])[-1].lower() in ("true", "1", "yes", "")
 
+    @staticmethod
+    def _java_flag(q: dict[str, list[str]], name: str, default: bool) -> bool:
+        """A flag read as the reference reads overwrite and mintNewSuffix (Java's
+        Boolean.parseBoolean of the first value): only "true", in any case, is true."""
+        if name not in q:
+            return default
+        return q[name][0].lower() == "true"
+
     async def _identity(self, request: web.Request) -> Identity | None:
-        """The admin named by Basic credentials; None when there are none.
+        """The admin the credentials name; None when there are none.
 
         Raises web.HTTPException (as JSON) when credentials are given but wrong.
         """
         header = request.headers.get("Authorization", "")
         if not header:
             return None
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = header.strip().partition(" ")
+        if self.sessions is not None and scheme.lower() == "handle":
+            return await self._session_identity(header)
         if self.registry is None or scheme.lower() not in ("basic", "bearer"):
             raise _JsonError(
                 401,
                 RC.INVALID_CREDENTIAL,
-                "use Basic index%3Ahandle:secret, or Bearer <API key or token>",
+                "use Basic index%3Ahandle:secret, Bearer <API key or token>,"
+                ' or Handle sessionId="..." (POST /api/sessions)',
             )
         cached = self._auth_cache.get(token)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         if scheme.lower() == "bearer":
             return await self._bearer(token.strip())
+        return await self._basic(token)
+
+    async def _basic(self, token: str) -> Identity:
+        """The admin whose HS_SECKEY secret Basic credentials give; 401 unless it is right."""
+        assert self.registry is not None
         try:
             user, _, secret = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
             who = Identity.parse(unquote(user))
@@ -155,6 +476,34 @@ class RestApi:
             self._auth_cache.clear()
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
         return who
+
+    async def _session_identity(self, header: str) -> Identity | None:
+        """Who a ``Handle`` authorization names: the identity its session proved, after
+        checking the answer it may carry. Like the reference's authentication filter, an
+        unknown or expired session, or a wrong answer, is a 401."""
+        assert self.sessions is not None
+        fields = parse_handle_authorization(header)
+        if fields is None:
+            raise _JsonError(401, RC.INVALID_CREDENTIAL, BAD_HEADER)
+        session_id = fields.get("sessionid")
+        if session_id is None:
+            if is_answer(fields):
+                raise _JsonError(
+                    401,
+                    RC.AUTHENTICATION_FAILED,
+                    "an answer needs the sessionId whose nonce it signs (POST /api/sessions)",
+                )
+            return None
+        session = await self.sessions.find(session_id)
+        if session is not None and is_answer(fields):
+            session = await self.sessions.answer(session, fields)
+        if session is None:
+            raise _JsonError(401, RC.AUTHENTICATION_NEEDED, "unknown or expired session")
+        if session.error:
+            raise _JsonError(
+                401, RC.AUTHENTICATION_FAILED, session.error, challenge=session.challenge()
+            )
+        return session.identity
 
     async def _bearer(self, token: str) -> Identity:
         """An API key (idnode apikey create) or an IDIS login token (POST /identity/token)."""
@@ -220,8 +569,10 @@ class RestApi:
         return reply(res.response_code, handle, message=res.message)
 
     async def put(self, request: web.Request) -> web.Response:
+        q = self._query(request)
+        mint = self._java_flag(q, "mintNewSuffix", False)
         try:
-            handle = self._handle(request)
+            handle = self._handle(request, stem=mint)
         except InvalidName as exc:
             return reply(RC.INVALID_HANDLE, message=str(exc))
         registry = self.registry
@@ -244,18 +595,18 @@ class RestApi:
             return reply(RC.INVALID_VALUE, handle, status=400, message=f"body is not JSON: {exc}")
         except ProtocolError as exc:
             return reply(RC.INVALID_VALUE, handle, status=400, message=exc.reason)
-        q = self._query(request)
         if q.get("index"):
             wanted = {int(i) for i in q["index"] if i.lstrip("-").isdigit()}
             chosen = tuple(v for v in values if v.index in wanted) or values
             rc, out = await registry.put_values(handle, chosen, who)
             return reply(rc, handle, message=getattr(out, "message", ""))
-        mint = self._flag(q, "mintNewSuffix") if "mintNewSuffix" in q else False
-        overwrite = self._flag(q, "overwrite") if "overwrite" in q else False
-        rc, out = await registry.create(handle, values, who, overwrite=overwrite, mint=mint)
-        if rc == RC.SUCCESS:
-            return reply(RC.SUCCESS, getattr(out, "handle", handle), status=201)
-        return reply(rc, handle, message=getattr(out, "message", ""))
+        # As HandleJsonRestApiServlet: a PUT replaces an existing handle unless
+        # ?overwrite=false; 201 when it created one, 200 when it replaced one.
+        overwrite = self._java_flag(q, "overwrite", True)
+        c = await registry.create_handle(handle, values, who, overwrite=overwrite, mint=mint)
+        if c.rc == RC.SUCCESS:
+            return reply(RC.SUCCESS, c.handle, status=200 if c.replaced else 201)
+        return reply(c.rc, handle, message=getattr(c.body, "message", ""))
 
     async def delete(self, request: web.Request) -> web.Response:
         try:
@@ -275,6 +626,113 @@ class RestApi:
         else:
             rc, out = await self.registry.delete(handle, who)
         return reply(rc, handle, message=getattr(out, "message", ""))
+
+    # --- /api/sessions (the reference's SessionsServlet) -------------------------------
+
+    async def session_route(self, request: web.Request) -> web.StreamResponse:
+        """POST /api/sessions opens a session; GET, PUT or POST /api/sessions/this shows it
+        and checks an answer; DELETE /api/sessions/this ends it. Other paths: 403."""
+        if self.sessions is None:
+            return _session_error(403, "this node has no registry, so no sessions")
+        path = request.match_info.get("tail", "")
+        path = path[:-1] if path.endswith("/") else path
+        if not path:
+            allow = "POST, TRACE, OPTIONS"
+            if request.method == "OPTIONS":
+                return web.Response(headers={"Allow": allow})
+            if request.method != "POST":
+                return _session_error(405, "POST /api/sessions opens a session", allow=allow)
+        elif request.method == "OPTIONS":
+            return web.Response(headers={"Allow": "GET, HEAD, POST, PUT, DELETE, TRACE, OPTIONS"})
+        elif path != "this":
+            return _session_error(403, "the only session you can name is /api/sessions/this")
+        try:
+            fields = await self._session_fields(request)
+        except ValueError as exc:
+            return _session_error(400, str(exc))
+        if not path:
+            return await self._session_open(request, fields)
+        if request.method == "DELETE":
+            return await self._session_end(fields)
+        if request.method in ("GET", "HEAD", "PUT", "POST"):
+            return await self._session_this(request, fields)
+        return _session_error(405, f"{request.method} is not a session operation")
+
+    async def _session_fields(self, request: web.Request) -> dict[str, str]:
+        """The answer's fields: from the Authorization header, else the query, else a JSON
+        object body, as the reference's HandleAuthorizationHeader.fromHeaderAndParameters.
+        Raises ValueError (a 400) on a malformed header or body."""
+        header = request.headers.get("Authorization", "")
+        fields: dict[str, str] = {}
+        if header.strip().lower().startswith("handle"):
+            parsed = parse_handle_authorization(header)
+            if parsed is None:
+                raise ValueError(BAD_HEADER)
+            fields = parsed
+        for name, values in self._query(request).items():
+            if name.lower() in _FIELDS:
+                fields.setdefault(name.lower(), values[0])
+        for name, value in (await _json_object(request)).items():
+            if name.lower() in _FIELDS:
+                fields.setdefault(name.lower(), value)
+        return fields
+
+    async def _session_open(self, request: web.Request, fields: dict[str, str]) -> web.Response:
+        assert self.sessions is not None
+        if "sessionid" in fields:
+            return _session_error(400, "POST /api/sessions opens a new session: no sessionId")
+        session = await self.sessions.open()
+        checked = await self._check_session_answer(request, session, fields)
+        return _session_reply(201, checked or session, Location=SESSIONS + "/this")
+
+    async def _session_this(self, request: web.Request, fields: dict[str, str]) -> web.Response:
+        assert self.sessions is not None
+        session_id = fields.get("sessionid")
+        if session_id is None:
+            if is_answer(fields) or "cnonce" in fields:
+                return _session_error(403, "an answer needs a sessionId (POST /api/sessions)")
+            return await self._sessionless(request)
+        session = await self.sessions.find(session_id)
+        if session is not None:
+            session = await self._check_session_answer(request, session, fields)
+        if session is None:
+            return _session_error(403, "unknown or expired session")
+        return _session_reply(401 if session.error else 200, session)
+
+    async def _sessionless(self, request: web.Request) -> web.Response:
+        """GET /api/sessions/this without a session: who Basic credentials name, if any."""
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return web.json_response({"authenticated": False})
+        try:
+            who = await self._basic(token)
+        except _JsonError:
+            return web.json_response({"error": NOT_VERIFIED}, status=401)
+        return web.json_response({"authenticated": True, "id": str(who)})
+
+    async def _check_session_answer(
+        self, request: web.Request, session: SessionView, fields: dict[str, str]
+    ) -> SessionView | None:
+        """The session after the answer or Basic credentials the request carries (the
+        reference accepts both); None when the session vanished meanwhile."""
+        assert self.sessions is not None
+        if is_answer(fields):
+            return await self.sessions.answer(session, fields)
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return session
+        try:
+            who = await self._basic(token)
+        except _JsonError:
+            return replace(session, error=NOT_VERIFIED)
+        return await self.sessions.prove(session, who)
+
+    async def _session_end(self, fields: dict[str, str]) -> web.Response:
+        assert self.sessions is not None
+        session_id = fields.get("sessionid")
+        if session_id is None or not await self.sessions.end(session_id):
+            return _session_error(403, "unknown or expired session")
+        return web.Response(status=204)
 
     async def list_handles(self, request: web.Request) -> web.Response:
         q = self._query(request)
@@ -309,13 +767,53 @@ class RestApi:
         return web.json_response(OPENAPI)
 
 
+def _session_error(status: int, message: str, *, allow: str = "") -> web.Response:
+    """A refusal of the sessions API: the reference's status, with a JSON reason."""
+    headers = {"Allow": allow} if allow else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _session_reply(status: int, session: SessionView, **headers: str) -> web.Response:
+    if status == 401:
+        headers["WWW-Authenticate"] = session.challenge()
+    return web.json_response(session.to_json(), status=status, headers=headers)
+
+
+async def _json_object(request: web.Request) -> dict[str, str]:
+    """The string fields of a JSON object body (application/json), as the reference's
+    JsonParameterServletReq reads them: an array gives its first element."""
+    if request.content_type != "application/json":
+        return {}
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ValueError("body over 1 MiB")
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("the body must be a JSON object")
+    out: dict[str, str] = {}
+    for name, value in doc.items():
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            out[name] = str(value)
+    return out
+
+
 class _JsonError(web.HTTPException):
-    def __init__(self, status: int, rc: int, message: str) -> None:
+    def __init__(self, status: int, rc: int, message: str, *, challenge: str = "") -> None:
         self.status_code = status
+        headers = None
+        if status == 401:
+            headers = {"WWW-Authenticate": challenge or 'Basic realm="idnode"'}
         super().__init__(
             text=json.dumps({"responseCode": rc, "message": message}),
             content_type="application/json",
-            headers={"WWW-Authenticate": 'Basic realm="idnode"'} if status == 401 else None,
+            headers=headers,
         )
 
 
@@ -401,6 +899,40 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Prefixes homed here",
                 "responses": {"200": {"description": "prefixes", "content": _JSON}},
             }
+        },
+        "/api/sessions": {
+            "post": {
+                "summary": "Open a session: its sessionId and the nonce to sign",
+                "responses": {"201": {"description": "sessionId, nonce", "content": _JSON}},
+            }
+        },
+        "/api/sessions/this": {
+            "description": 'Name the session with Authorization: Handle sessionId="..."; '
+            "prove a key by adding id, type (HS_SECKEY or HS_PUBKEY), cnonce, alg and "
+            "signature (over nonce + cnonce, base64).",
+            "get": {
+                "summary": "The session; checks an answer it carries",
+                "responses": {
+                    "200": {"description": "the session", "content": _JSON},
+                    "401": {"description": "the answer is wrong", "content": _JSON},
+                    "403": {"description": "unknown or expired session", "content": _JSON},
+                },
+            },
+            "put": {
+                "summary": "Answer the session's nonce",
+                "responses": {
+                    "200": {"description": "authenticated", "content": _JSON},
+                    "401": {"description": "the answer is wrong", "content": _JSON},
+                    "403": {"description": "unknown or expired session", "content": _JSON},
+                },
+            },
+            "delete": {
+                "summary": "End the session",
+                "responses": {
+                    "204": {"description": "ended"},
+                    "403": {"description": "unknown or expired session", "content": _JSON},
+                },
+            },
         },
     },
 }
