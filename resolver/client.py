@@ -5,6 +5,7 @@ Blocking sockets with timeouts: for the CLI, tests and tools, not the server.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import socket
@@ -53,6 +54,7 @@ from .codec.credential import encode_credential, session_mac
 from .codec.message import header_and_body, is_encrypted, reseal, with_credential
 
 _ids = itertools.count(int.from_bytes(os.urandom(3), "big") + 1)
+SENT_KEPT = 64  # requests an AdminClient remembers (AdminClient.sent)
 
 
 class ClientError(RuntimeError):
@@ -206,7 +208,10 @@ class AdminClient:
         self.session_key: bytes | None = None
         self.session_cipher = 0
         self.counter = itertools.count(1)
-        self.sent: list[bytes] = []  # every request as it went out (tests replay them)
+        # The last requests as they went out (tests replay them); bounded, as the client
+        # may run a long batch.
+        self.sent: collections.deque[bytes] = collections.deque(maxlen=SENT_KEPT)
+        self._plain = b""  # the last request before encryption (what its digest covers)
         self._sock: socket.socket | None = None
         self._frames = FrameBuffer()
         self._reassembler = Reassembler()
@@ -282,7 +287,7 @@ class AdminClient:
 
     def _wire(self, m: Message) -> bytes:
         """``m`` encoded as it goes out: MAC'd and encrypted inside a session."""
-        wire = encode(m)
+        wire = self._plain = encode(m)
         if self.session_key is not None and m.session_id == self.session_id:
             cred = session_mac(
                 self.session_key,
@@ -294,6 +299,7 @@ class AdminClient:
                 session_counter=next(self.counter),
             )
             wire = with_credential(wire, encode_credential(cred))
+            self._plain = wire
             if self.encrypt:
                 sealed = session_crypto.encrypt(self.session_cipher, self.session_key, wire[20:])
                 wire = reseal(wire, sealed, encrypted=True)
@@ -383,7 +389,7 @@ class AdminClient:
         if first.response_code == ResponseCode.AUTHENTICATION_NEEDED:
             if not isinstance(first.body, Challenge) or first.request_digest is None:
                 raise ClientError("the challenge carries no nonce or request digest")
-            if first.request_digest.digest != digest_request(self.sent[-1]).digest:
+            if first.request_digest.digest != digest_request(self._plain).digest:
                 raise ClientError("the challenge is for a different request")
             answer = Message(
                 op_code=OpCode.CHALLENGE_RESPONSE,
