@@ -137,7 +137,11 @@ def test_mint_keeps_the_stem_and_retries_a_collision(
             monkeypatch.setattr("registry.service.uuid.uuid4", lambda: queue.pop(0))
             again = await svc.create_handle(stem, (EMAIL,), ALICE, mint=True, overwrite=True)
             assert again.rc == RC.SUCCESS and again.handle == shape + str(fresh)
-            assert (await values(store, c.handle)) == {1: (await values(store, c.handle))[1]}
+            # the collision left the first handle as it was; the new one holds the email
+            kept = await values(store, c.handle)
+            assert set(kept) == {1} and kept[1].data == URL.data
+            minted = await values(store, again.handle)
+            assert minted[2].data == EMAIL.data and 1 not in minted
         finally:
             await store.close()
 

@@ -5,6 +5,8 @@ tests/interop/java/MakeSessionVectors.java), and the session cryptography on its
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import struct
 from typing import Any
 
@@ -146,18 +148,27 @@ def test_signed_prefix_by_version() -> None:
 
 
 def test_macs_from_2_7_cover_the_counter() -> None:
+    """From 2.7 the MAC is HMAC-SHA256 over version, suggested version (2.8+), session id,
+    request id and counter, then header+body (HSJ 9 AbstractMessage.signMessage): spelled
+    out here byte by byte, not through the codec."""
     key, hb = b"k" * 32, b"h" * 40
     args: dict[str, Any] = {
         "version": (2, 10),
-        "suggested": (2, 10),
+        "suggested": (2, 11),
         "session_id": 5,
         "request_id": 6,
     }
     cred = session_mac(key, hb, session_counter=7, **args)
-    assert cred.hash_algorithm == b"HMAC-SHA256"
+    assert cred.hash_algorithm == b"HMAC-SHA256" and cred.signer_index == 7
+    by_hand = bytes((2, 10, 2, 11)) + struct.pack(">iii", 5, 6, 7) + hb
+    assert cred.signature == hmac.new(key, by_hand, hashlib.sha256).digest()
+    at_2_7 = session_mac(key, hb, session_counter=7, **(args | {"version": (2, 7)}))
+    no_suggested = bytes((2, 7)) + struct.pack(">iii", 5, 6, 7) + hb
+    assert at_2_7.signature == hmac.new(key, no_suggested, hashlib.sha256).digest()
     assert check_session_mac(key, hb, cred, **args)
+    # another counter under the same MAC is refused: the counter is covered
     assert not check_session_mac(key, hb, dataclasses.replace(cred, signer_index=8), **args)
-    assert mac_value(b"HMAC-SHA256", key, hb, session_counter=7, **args) == cred.signature
+    assert mac_value(b"HMAC-SHA256", key, hb, session_counter=8, **args) != cred.signature
 
 
 def test_credentials_round_trip_and_refuse_junk() -> None:
