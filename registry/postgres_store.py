@@ -21,13 +21,13 @@ import asyncpg
 from .names import key_range, storage_prefix
 from .store import (
     AuditEntry,
-    CounterCheck,
     HandleRecord,
     Keep,
     Mutator,
     NewSession,
     Outcome,
     Refusal,
+    ReplayCheck,
     SessionRow,
     Store,
     StoreError,
@@ -333,15 +333,20 @@ class PostgresStore(Store):
             return None
         return bytes(row[0]), bytes(row[1]), bytes(row[2])
 
-    async def session_pending(self, sid: int, now: float) -> bool:
+    async def session_lookup(self, sid: int, now: float) -> tuple[SessionRow | None, bool]:
         async with self.pool.acquire() as c:
-            found = await c.fetchval(
-                "SELECT 1 FROM sessions WHERE id = $1 AND nonce IS NOT NULL"
-                " AND challenge_expires >= $2",
+            row = await c.fetchrow(
+                "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index,"
+                " identity_handle, identity_index, major, minor, idle_timeout, expires, client,"
+                " nonce IS NOT NULL AND challenge_expires >= $2"
+                " FROM sessions WHERE id = $1",
                 sid,
                 now,
             )
-        return found is not None
+        if row is None:
+            return None, False
+        keyed = row[1] != 0 and row[11] >= now
+        return (session_row(tuple(row)) if keyed else None), bool(row[13])
 
     async def session_open(self, sid: int, s: NewSession, expires: float) -> bool:
         claimed = s.claimed or (None, None)
@@ -380,25 +385,27 @@ class PostgresStore(Store):
         async with self.pool.acquire() as c:
             done = await c.fetchval(
                 "UPDATE sessions SET cipher = $2, key_sealed = $3 WHERE id = $1 AND mode <> 0"
-                " RETURNING 1",
+                " AND key_sealed IS NULL RETURNING 1",
                 sid,
                 cipher,
                 key_sealed,
             )
         return done is not None
 
-    async def session_authenticate(self, sid: int, handle: str, index: int) -> None:
+    async def session_authenticate(self, sid: int, handle: str, index: int, expires: float) -> None:
         async with self.pool.acquire() as c:
             await c.execute(
-                "UPDATE sessions SET identity_handle = $1, identity_index = $2 WHERE id = $3",
+                "UPDATE sessions SET identity_handle = $1, identity_index = $2, expires = $4"
+                " WHERE id = $3",
                 handle,
                 index,
                 sid,
+                expires,
             )
 
     async def session_use(
         self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
-    ) -> CounterCheck:
+    ) -> ReplayCheck:
         async with self.pool.acquire() as c, c.transaction():
             live = await c.fetchval(
                 "SELECT 1 FROM sessions WHERE id = $1 AND mode <> 0 AND expires >= $2 FOR UPDATE",
@@ -406,7 +413,7 @@ class PostgresStore(Store):
                 now,
             )
             if live is None:
-                return CounterCheck(False, gone=True)
+                return ReplayCheck(False, gone=True)
             fresh = await c.fetchval(
                 "INSERT INTO session_replays (session_id, mac, expires) VALUES ($1, $2, $3)"
                 " ON CONFLICT DO NOTHING RETURNING 1",
@@ -415,9 +422,9 @@ class PostgresStore(Store):
                 mac_expires,
             )
             if fresh is None:
-                return CounterCheck(False)
+                return ReplayCheck(False)
             await c.execute("UPDATE sessions SET expires = $2 WHERE id = $1", sid, expires)
-        return CounterCheck(True)
+        return ReplayCheck(True)
 
     async def session_next_counter(self, sid: int) -> int | None:
         async with self.pool.acquire() as c:
@@ -454,6 +461,15 @@ class PostgresStore(Store):
                 "SELECT count(*) FROM sessions WHERE client = $1 AND expires >= $2",
                 client,
                 now,
+            )
+        return int(n or 0)
+
+    async def sessions_count(self, now: float, limit: int) -> int:
+        async with self.pool.acquire() as c:
+            n = await c.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE expires >= $1 LIMIT $2) s",
+                now,
+                limit,
             )
         return int(n or 0)
 
@@ -570,7 +586,8 @@ class PostgresStore(Store):
     ) -> tuple[bytes, str | None, int | None] | None:
         async with self.pool.acquire() as c:
             row = await c.fetchrow(
-                "UPDATE rest_sessions SET expires = $3 WHERE id_sha256 = $1 AND expires >= $2"
+                "UPDATE rest_sessions SET expires = CASE WHEN identity_handle IS NULL"
+                " THEN expires ELSE $3 END WHERE id_sha256 = $1 AND expires >= $2"
                 " RETURNING nonce, identity_handle, identity_index",
                 id_sha256,
                 now,
@@ -594,22 +611,35 @@ class PostgresStore(Store):
             if old is None:
                 return None
             await c.execute(
-                "UPDATE rest_sessions SET nonce = $2, expires = $3 WHERE id_sha256 = $1",
+                "UPDATE rest_sessions SET nonce = $2, expires = CASE WHEN identity_handle IS NULL"
+                " THEN expires ELSE $3 END WHERE id_sha256 = $1",
                 id_sha256,
                 nonce,
                 extend_to,
             )
         return bytes(old)
 
-    async def rest_session_authenticate(self, id_sha256: str, handle: str, index: int) -> None:
+    async def rest_session_authenticate(
+        self, id_sha256: str, handle: str, index: int, expires: float
+    ) -> None:
         async with self.pool.acquire() as c:
             await c.execute(
-                "UPDATE rest_sessions SET identity_handle = $2, identity_index = $3"
-                " WHERE id_sha256 = $1",
+                "UPDATE rest_sessions SET identity_handle = $2, identity_index = $3,"
+                " expires = $4 WHERE id_sha256 = $1",
                 id_sha256,
                 handle,
                 index,
+                expires,
             )
+
+    async def rest_sessions_count(self, now: float, limit: int) -> int:
+        async with self.pool.acquire() as c:
+            n = await c.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM rest_sessions WHERE expires >= $1 LIMIT $2) s",
+                now,
+                limit,
+            )
+        return int(n or 0)
 
     async def rest_session_delete(self, id_sha256: str, now: float) -> bool:
         async with self.pool.acquire() as c:

@@ -35,7 +35,12 @@ KEY_SIZES = {SessionCipher.DES: 8, SessionCipher.DESEDE: 24, SessionCipher.AES: 
 _BLOCK = {SessionCipher.DES: 8, SessionCipher.DESEDE: 8, SessionCipher.AES: 16}
 _ALG = struct.Struct(">i")
 MIN_DH_BITS = 1024  # the reference client's group; smaller groups are refused
-MAX_DH_BITS = 4096  # bounds the CPU one SESSION_SETUP may cost
+MAX_DH_BITS = 2048  # bounds the CPU one SESSION_SETUP may cost (clients use 1024)
+# An RSA key the client sends (or names) costs the node one public-key operation per
+# setup: bounded by the modulus and the exponent's size (keys use 65537).
+MIN_RSA_BITS = 1024
+MAX_RSA_BITS = 4096
+MAX_RSA_EXPONENT_BITS = 64
 EXPONENT_BITS = 320
 
 
@@ -134,9 +139,17 @@ def rsa_public_key(data: bytes) -> rsa.RSAPublicKey:
         raise SessionCryptoError(f"cannot read the public key: {exc}") from None
     if not isinstance(key, RsaPublicKey):
         raise SessionCryptoError("key transport needs an RSA public key")
-    if not 1024 <= key.modulus.bit_length() <= 16384:
-        raise SessionCryptoError("the RSA key size is out of range")
-    return rsa.RSAPublicNumbers(key.exponent, key.modulus).public_key()
+    bits = key.modulus.bit_length()
+    if not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
+        raise SessionCryptoError(
+            f"a {bits}-bit RSA key is outside {MIN_RSA_BITS}-{MAX_RSA_BITS} bits"
+        )
+    if key.exponent.bit_length() > MAX_RSA_EXPONENT_BITS:
+        raise SessionCryptoError(f"an RSA exponent over {MAX_RSA_EXPONENT_BITS} bits")
+    try:
+        return rsa.RSAPublicNumbers(key.exponent, key.modulus).public_key()
+    except ValueError as exc:  # an even or too-small exponent, say
+        raise SessionCryptoError(f"not a usable RSA key: {exc}") from None
 
 
 def rsa_send_key(public_key: bytes, cipher: int) -> Agreed:

@@ -14,24 +14,51 @@ never seen before, acts as that identity. The session id alone authorises nothin
 without the key no MAC can be made, and a captured request's counter is spent.
 
 Idle sessions expire (the client's timeout, capped at ``session_ttl``); a session that
-never authenticated lives only ``challenge_ttl``. ``reap`` deletes what expired.
+never authenticated lives only ``challenge_ttl``. ``reap`` deletes what expired. What
+one client may hold open is capped (``per_client``), and so is what all clients hold
+(``total``): UDP source addresses can be forged, so the per-client cap alone does not
+bound the table. The request waiting for a challenge is stored sealed under the node
+key (it may carry secret values being written).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .auth import Identity
 from .secrets import Sealer, SecretError
-from .store import CounterCheck, NewSession, SessionRow, Store
+from .store import NewSession, ReplayCheck, SessionRow, Store
 
 MAX_MESSAGE_LIFE = 86_400.0  # a MAC is remembered at most this long (see ``use``)
 
 
 class SessionLimit(Exception):
     """Too many sessions or challenges pending from one client, or in all."""
+
+
+class Headroom:
+    """Is a shared table under its cap? Counted at most once a ``period`` per worker: a
+    count per request would cost more than the rows it guards. Between counts a worker
+    may overshoot by what it admits in one period, a bounded amount."""
+
+    def __init__(
+        self, count: Callable[[float, int], Awaitable[int]], limit: int, period: float = 1.0
+    ) -> None:
+        self.count = count
+        self.limit = limit
+        self.period = period
+        self._counted_at = float("-inf")
+        self._full = False
+
+    async def full(self) -> bool:
+        now = time.monotonic()
+        if now - self._counted_at >= self.period:
+            self._counted_at = now
+            self._full = await self.count(time.time(), self.limit) >= self.limit
+        return self._full
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +81,7 @@ class Session:
     major: int
     minor: int
     idle_timeout: float
+    client: str = ""  # the address that opened it
 
 
 class SessionStore:
@@ -65,17 +93,24 @@ class SessionStore:
         challenge_ttl: float = 60.0,
         session_ttl: float = 600.0,
         per_client: int = 64,
+        total: int = 100_000,
     ) -> None:
         self.store = store
         self.sealer = sealer
         self.challenge_ttl = challenge_ttl
         self.session_ttl = session_ttl
         self.per_client = per_client
+        self.headroom = Headroom(store.sessions_count, total)
 
-    async def _room(self, client: str) -> None:
+    async def room(self, client: str) -> None:
+        """Raise SessionLimit unless ``client`` (and the node) may open one more."""
         if client and await self.store.sessions_open_by(client, time.time()) >= self.per_client:
             raise SessionLimit(
                 f"{self.per_client} sessions and challenges are already open from {client}"
+            )
+        if await self.headroom.full():
+            raise SessionLimit(
+                f"the node holds {self.headroom.limit} sessions and challenges; try later"
             )
 
     # --- challenges ----------------------------------------------------------------------
@@ -88,15 +123,16 @@ class SessionStore:
         nonce = secrets.token_bytes(16)
         now = time.time()
         until = now + self.challenge_ttl
+        kept = self.sealer.seal(request) if self.sealer is not None else request
         if session_id and await self.store.session_challenge(
-            session_id, nonce, digest, request, until, until, new=False
+            session_id, nonce, digest, kept, until, until, new=False
         ):
             return session_id, nonce
-        await self._room(client)
+        await self.room(client)
         for _ in range(8):
             sid = secrets.randbelow(0x7FFFFFFE) + 1
             if await self.store.session_challenge(
-                sid, nonce, digest, request, until, until, new=True, client=client
+                sid, nonce, digest, kept, until, until, new=True, client=client
             ):
                 return sid, nonce
         raise RuntimeError("no free session id after 8 tries")
@@ -104,10 +140,15 @@ class SessionStore:
     async def take(self, session_id: int) -> Pending | None:
         """The pending challenge under an id, once: a nonce is never accepted twice."""
         row = await self.store.session_take(session_id, time.time())
-        return None if row is None else Pending(row[2], row[0], row[1])
+        if row is None:
+            return None
+        request = self.sealer.unseal(row[2]) if self.sealer is not None else row[2]
+        return Pending(request, row[0], row[1])
 
-    async def pending(self, session_id: int) -> bool:
-        return await self.store.session_pending(session_id, time.time())
+    async def lookup(self, session_id: int) -> tuple[Session | None, bool]:
+        """The live keyed session under an id, and whether a challenge is pending there."""
+        row, pending = await self.store.session_lookup(session_id, time.time())
+        return (None if row is None else self._session(row)), pending
 
     # --- keyed sessions ------------------------------------------------------------------
 
@@ -134,6 +175,7 @@ class SessionStore:
             row.major,
             row.minor,
             row.idle_timeout,
+            row.client,
         )
 
     def idle_timeout(self, requested: int) -> float:
@@ -152,7 +194,7 @@ class SessionStore:
         timeout: int,
         client: str = "",
     ) -> Session:
-        await self._room(client)
+        await self.room(client)
         row = NewSession(
             mode,
             cipher,
@@ -170,7 +212,7 @@ class SessionStore:
             sid = secrets.randbelow(0x7FFFFFFE) + 1
             if await self.store.session_open(sid, row, expires):
                 return Session(
-                    sid, mode, cipher, key, claimed, None, major, minor, row.idle_timeout
+                    sid, mode, cipher, key, claimed, None, major, minor, row.idle_timeout, client
                 )
         raise RuntimeError("no free session id after 8 tries")
 
@@ -179,14 +221,17 @@ class SessionStore:
         return None if row is None else self._session(row)
 
     async def set_key(self, session_id: int, cipher: int, key: bytes) -> bool:
+        """Set the key of a session that has none; False if it is gone or has one."""
         sealed = self._seal(key)
         assert sealed is not None
         return await self.store.session_set_key(session_id, cipher, sealed)
 
     async def authenticate(self, session: Session, who: Identity) -> None:
-        await self.store.session_authenticate(session.id, who.handle, who.index)
+        """The session proved ``who``: it acts as ``who`` and lives its idle timeout."""
+        expires = time.time() + session.idle_timeout
+        await self.store.session_authenticate(session.id, who.handle, who.index, expires)
 
-    async def use(self, session: Session, mac: bytes, expiration: int) -> CounterCheck:
+    async def use(self, session: Session, mac: bytes, expiration: int) -> ReplayCheck:
         """Spend a request's MAC; extends an authenticated session's idle timeout.
 
         The replay record is the MAC itself, not the counter the credential names: the
@@ -196,7 +241,7 @@ class SessionStore:
         has expired and its record need not outlive it."""
         now = time.time()
         if expiration and expiration < now:
-            return CounterCheck(False)
+            return ReplayCheck(False)
         keep = min(float(expiration or now + MAX_MESSAGE_LIFE), now + MAX_MESSAGE_LIFE)
         life = session.idle_timeout if session.identity is not None else self.challenge_ttl
         return await self.store.session_use(session.id, mac, keep, now, now + life)

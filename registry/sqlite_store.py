@@ -15,13 +15,13 @@ from dataclasses import astuple
 from .names import key_range, storage_prefix
 from .store import (
     AuditEntry,
-    CounterCheck,
     HandleRecord,
     Keep,
     Mutator,
     NewSession,
     Outcome,
     Refusal,
+    ReplayCheck,
     SessionRow,
     Store,
     StoreError,
@@ -335,12 +335,17 @@ class SqliteStore(Store):
             return None
         return bytes(row[0]), bytes(row[1]), bytes(row[2])
 
-    async def session_pending(self, sid: int, now: float) -> bool:
+    async def session_lookup(self, sid: int, now: float) -> tuple[SessionRow | None, bool]:
         row = self.db.execute(
-            "SELECT 1 FROM sessions WHERE id = ? AND nonce IS NOT NULL AND challenge_expires >= ?",
-            (sid, now),
+            "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index, identity_handle,"
+            " identity_index, major, minor, idle_timeout, expires, client,"
+            " nonce IS NOT NULL AND challenge_expires >= ? FROM sessions WHERE id = ?",
+            (now, sid),
         ).fetchone()
-        return row is not None
+        if row is None:
+            return None, False
+        keyed = row[1] != 0 and row[11] >= now
+        return (session_row(tuple(row)) if keyed else None), bool(row[13])
 
     async def session_open(self, sid: int, s: NewSession, expires: float) -> bool:
         claimed = s.claimed or (None, None)
@@ -375,35 +380,36 @@ class SqliteStore(Store):
 
     async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool:
         cur = self.db.execute(
-            "UPDATE sessions SET cipher = ?, key_sealed = ? WHERE id = ? AND mode <> 0",
+            "UPDATE sessions SET cipher = ?, key_sealed = ? WHERE id = ? AND mode <> 0"
+            " AND key_sealed IS NULL",
             (cipher, key_sealed, sid),
         )
         return cur.rowcount == 1
 
-    async def session_authenticate(self, sid: int, handle: str, index: int) -> None:
+    async def session_authenticate(self, sid: int, handle: str, index: int, expires: float) -> None:
         self.db.execute(
-            "UPDATE sessions SET identity_handle = ?, identity_index = ? WHERE id = ?",
-            (handle, index, sid),
+            "UPDATE sessions SET identity_handle = ?, identity_index = ?, expires = ? WHERE id = ?",
+            (handle, index, expires, sid),
         )
 
     async def session_use(
         self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
-    ) -> CounterCheck:
+    ) -> ReplayCheck:
         with self._transaction() as db:
             row = db.execute(
                 "SELECT 1 FROM sessions WHERE id = ? AND mode <> 0 AND expires >= ?", (sid, now)
             ).fetchone()
             if row is None:
-                return CounterCheck(False, gone=True)
+                return ReplayCheck(False, gone=True)
             cur = db.execute(
                 "INSERT INTO session_replays (session_id, mac, expires) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
                 (sid, mac, mac_expires),
             )
             if cur.rowcount != 1:
-                return CounterCheck(False)
+                return ReplayCheck(False)
             db.execute("UPDATE sessions SET expires = ? WHERE id = ?", (expires, sid))
-        return CounterCheck(True)
+        return ReplayCheck(True)
 
     async def session_next_counter(self, sid: int) -> int | None:
         row = self.db.execute(
@@ -432,6 +438,13 @@ class SqliteStore(Store):
     async def sessions_open_by(self, client: str, now: float) -> int:
         row = self.db.execute(
             "SELECT count(*) FROM sessions WHERE client = ? AND expires >= ?", (client, now)
+        ).fetchone()
+        return int(row[0])
+
+    async def sessions_count(self, now: float, limit: int) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE expires >= ? LIMIT ?)",
+            (now, limit),
         ).fetchone()
         return int(row[0])
 
@@ -479,7 +492,8 @@ class SqliteStore(Store):
         self, id_sha256: str, now: float, extend_to: float
     ) -> tuple[bytes, str | None, int | None] | None:
         rows = self.db.execute(
-            "UPDATE rest_sessions SET expires = ? WHERE id_sha256 = ? AND expires >= ?"
+            "UPDATE rest_sessions SET expires = CASE WHEN identity_handle IS NULL THEN expires"
+            " ELSE ? END WHERE id_sha256 = ? AND expires >= ?"
             " RETURNING nonce, identity_handle, identity_index",
             (extend_to, id_sha256, now),
         ).fetchall()  # fetch all: an unfinished statement would keep the write lock
@@ -500,7 +514,8 @@ class SqliteStore(Store):
             ).fetchone()
             if row is not None:
                 db.execute(
-                    "UPDATE rest_sessions SET nonce = ?, expires = ? WHERE id_sha256 = ?",
+                    "UPDATE rest_sessions SET nonce = ?, expires = CASE WHEN identity_handle"
+                    " IS NULL THEN expires ELSE ? END WHERE id_sha256 = ?",
                     (nonce, extend_to, id_sha256),
                 )
         except BaseException:
@@ -509,11 +524,21 @@ class SqliteStore(Store):
         db.execute("COMMIT")
         return None if row is None else bytes(row[0])
 
-    async def rest_session_authenticate(self, id_sha256: str, handle: str, index: int) -> None:
+    async def rest_session_authenticate(
+        self, id_sha256: str, handle: str, index: int, expires: float
+    ) -> None:
         self.db.execute(
-            "UPDATE rest_sessions SET identity_handle = ?, identity_index = ? WHERE id_sha256 = ?",
-            (handle, index, id_sha256),
+            "UPDATE rest_sessions SET identity_handle = ?, identity_index = ?, expires = ?"
+            " WHERE id_sha256 = ?",
+            (handle, index, expires, id_sha256),
         )
+
+    async def rest_sessions_count(self, now: float, limit: int) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM rest_sessions WHERE expires >= ? LIMIT ?)",
+            (now, limit),
+        ).fetchone()
+        return int(row[0])
 
     async def rest_session_delete(self, id_sha256: str, now: float) -> bool:
         cur = self.db.execute(

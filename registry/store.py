@@ -115,7 +115,7 @@ def session_row(r: tuple[Any, ...]) -> SessionRow:
     )
 
 
-class CounterCheck(NamedTuple):
+class ReplayCheck(NamedTuple):
     """What recording a request's MAC found."""
 
     ok: bool  # never seen in this session: the request may proceed
@@ -264,8 +264,9 @@ class Store(ABC):
         row that was only a challenge is deleted with it."""
 
     @abstractmethod
-    async def session_pending(self, sid: int, now: float) -> bool:
-        """Is a challenge pending under this id?"""
+    async def session_lookup(self, sid: int, now: float) -> tuple[SessionRow | None, bool]:
+        """In one query: the keyed session ``sid`` unless it expired, and whether a
+        challenge is pending under the id."""
 
     @abstractmethod
     async def session_open(self, sid: int, s: NewSession, expires: float) -> bool:
@@ -276,15 +277,18 @@ class Store(ABC):
         """The keyed session ``sid`` unless it expired."""
 
     @abstractmethod
-    async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool: ...
+    async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool:
+        """Give a keyed session that has none its key (SESSION_EXCHANGEKEY); False when
+        the session is gone or has a key already: a key is set once."""
 
     @abstractmethod
-    async def session_authenticate(self, sid: int, handle: str, index: int) -> None: ...
+    async def session_authenticate(self, sid: int, handle: str, index: int, expires: float) -> None:
+        """Record the identity a session proved; it now lives to ``expires``."""
 
     @abstractmethod
     async def session_use(
         self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
-    ) -> CounterCheck:
+    ) -> ReplayCheck:
         """Record the MAC of a request in session ``sid``: a MAC seen before in the session
         is a replay. It is remembered until ``mac_expires`` (the request's own expiry;
         later it is refused as expired anyway). Extends the session to ``expires``."""
@@ -304,6 +308,10 @@ class Store(ABC):
     @abstractmethod
     async def sessions_open_by(self, client: str, now: float) -> int:
         """Live sessions and pending challenges opened from ``client``."""
+
+    @abstractmethod
+    async def sessions_count(self, now: float, limit: int) -> int:
+        """Live sessions and pending challenges of every client, counted up to ``limit``."""
 
     # The server key pair, sealed under the node key.
 
@@ -382,19 +390,27 @@ class Store(ABC):
     async def rest_session_get(
         self, id_sha256: str, now: float, extend_to: float
     ) -> tuple[bytes, str | None, int | None] | None:
-        """(nonce, identity handle, identity index) of a live session, whose idle expiry
-        moves to ``extend_to``; None when it is unknown or expired."""
+        """(nonce, identity handle, identity index) of a live session; an authenticated
+        session's idle expiry moves to ``extend_to`` (an anonymous one's never moves).
+        None when it is unknown or expired."""
 
     @abstractmethod
     async def rest_session_swap_nonce(
         self, id_sha256: str, nonce: bytes, now: float, extend_to: float
     ) -> bytes | None:
         """Give a live session a new nonce and return the old one, atomically: of two
-        answers to one nonce, only the first gets it. None when unknown or expired."""
+        answers to one nonce, only the first gets it. An authenticated session's expiry
+        moves to ``extend_to``. None when unknown or expired."""
 
     @abstractmethod
-    async def rest_session_authenticate(self, id_sha256: str, handle: str, index: int) -> None:
-        """Record the identity a session's holder proved."""
+    async def rest_session_authenticate(
+        self, id_sha256: str, handle: str, index: int, expires: float
+    ) -> None:
+        """Record the identity a session's holder proved; it now lives to ``expires``."""
+
+    @abstractmethod
+    async def rest_sessions_count(self, now: float, limit: int) -> int:
+        """Live REST sessions, counted up to ``limit``."""
 
     @abstractmethod
     async def rest_session_delete(self, id_sha256: str, now: float) -> bool:

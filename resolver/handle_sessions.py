@@ -51,7 +51,6 @@ from .codec.credential import (
     signed_prefix,
 )
 from .codec.message import header_and_body, reseal, split_messages, with_credential
-from .codec.wire import U32
 
 if TYPE_CHECKING:
     from registry.server_key import ServerKey
@@ -60,7 +59,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("idnode.sessions")
 
 RC = ResponseCode
-MIN_SESSION_VERSION = (2, 5)  # the first version whose MACs cover a counter
+# Sessions from 2.5 on: their MACs carry a counter field (2.5 and 2.6 compute the MAC
+# without really covering it, see codec.credential), and the replay defence keys on the
+# MAC itself. Older setups are refused rather than run without any replay defence.
+MIN_SESSION_VERSION = (2, 5)
 MSG_NO_SESSION = "Invalid session id or session time out. Please try again."
 _NO_MAC_OPS = (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGEKEY)
 
@@ -178,6 +180,11 @@ class SessionDoor:
             mode = KeyExchange(body.mode)
         except ValueError:
             return _error(RC.SESSION_FAILED, "Unrecognized key exchange mode")
+        try:
+            # Before any key agreement: a client over its cap costs no public-key work.
+            await self.sessions.room(client)
+        except SessionLimit as exc:
+            return _error(RC.SERVER_TOO_BUSY, str(exc))
         claimed = None
         if body.identity_handle and body.identity_index >= 0:
             claimed = Identity(body.identity_handle, body.identity_index)
@@ -231,22 +238,35 @@ class SessionDoor:
         who = Identity(body.exchange_key_handle, body.exchange_key_index)
         return await self.registry.key_for(who, "HS_PUBKEY")
 
-    async def exchange_key(self, m: Message) -> tuple[int, Body]:
-        """SESSION_EXCHANGEKEY: the client's session key, under our RSA key."""
+    async def exchange_key(self, m: Message, client: str) -> tuple[int, Body]:
+        """SESSION_EXCHANGEKEY: the client's session key, under our RSA key.
+
+        One attempt per session, from the address that set it up: whoever else learns
+        the session id cannot plant a key of their own, and a key that does not decrypt
+        ends the session (an RSA decryption oracle gets one query per setup)."""
         body = m.body
         session = await self.sessions.get(m.session_id) if m.session_id else None
         if session is None:
             return _error(RC.SESSION_TIMEOUT, MSG_NO_SESSION)[:2]
         if session.mode != KeyExchange.CIPHER_SERVER or session.key is not None:
             return _error(RC.SESSION_FAILED, "Invalid session id. Session failed.")[:2]
-        if not isinstance(body, SessionExchangeKeyRequest) or self.server_key is None:
-            return _error(RC.SESSION_FAILED, "Can't decrypt client session key.")[:2]
+        if session.client and client and session.client != client:
+            log.info(
+                "session %d: key exchange from %s refused (set up by another address)",
+                session.id,
+                client,
+            )
+            return _error(RC.SESSION_FAILED, "Invalid session id. Session failed.")[:2]
         try:
+            if not isinstance(body, SessionExchangeKeyRequest) or self.server_key is None:
+                raise SessionCryptoError("no key to decrypt")
             cipher, key = rsa_receive_key(self.server_key.rsa(), body.encrypted_key)
         except (SessionCryptoError, ServerKeyError) as exc:
-            log.info("session %d: key exchange failed: %s", session.id, exc)
+            log.info("session %d: key exchange failed, session closed: %s", session.id, exc)
+            await self.sessions.close(session.id)
             return _error(RC.SESSION_FAILED, "Can't decrypt client session key.")[:2]
-        await self.sessions.set_key(session.id, cipher, key)
+        if not await self.sessions.set_key(session.id, cipher, key):
+            return _error(RC.SESSION_FAILED, "Invalid session id. Session failed.")[:2]
         return RC.SUCCESS, Empty()
 
     async def terminate(self, m: Message, wire: bytes) -> tuple[int, Body]:
@@ -297,7 +317,13 @@ class SessionDoor:
                     wire = self._sign(wire, how)
             else:
                 wire = self._sign(wire, how)
-        if how.encrypt and session is not None and session.key is not None:
+        # A setup's answer is never encrypted: the client needs it to learn the key.
+        if (
+            how.encrypt
+            and session is not None
+            and session.key is not None
+            and op not in _NO_MAC_OPS
+        ):
             wire = reseal(wire, encrypt(session.cipher, session.key, wire[20:]), encrypted=True)
         return wire
 
@@ -321,7 +347,3 @@ class SessionDoor:
 
 def _error(rc: int, message: str) -> tuple[int, Body, None]:
     return rc, ErrorResponse(message), None
-
-
-def session_id_of(wire: bytes) -> int:
-    return int(U32.unpack_from(wire, 4)[0])

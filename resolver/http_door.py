@@ -31,8 +31,18 @@ def _json_error(status: int, message: str) -> web.Response:
 def build_app(service: HandleService, health: HealthCheck) -> web.Application:
     # The larger of a Handle message and a REST body (the REST door checks its own limit).
     app = web.Application(client_max_size=max(MAX_MESSAGE_LENGTH + ENVELOPE_SIZE, MAX_BODY))
-    ttl = service.sessions.session_ttl if service.sessions is not None else REST_SESSION_TTL
-    RestApi(service.core, service.registry, ttl).add_routes(app)
+    rest = (
+        RestApi(
+            service.core,
+            service.registry,
+            service.sessions.session_ttl,
+            anonymous_ttl=service.sessions.challenge_ttl,
+            sessions_max=service.sessions.headroom.limit,
+        )
+        if service.sessions is not None
+        else RestApi(service.core, service.registry, REST_SESSION_TTL)
+    )
+    rest.add_routes(app)
     sealer = service.registry.sealer if service.registry is not None else None
     IdisApi(service.core, service.registry, sealer).add_routes(app)
 

@@ -216,6 +216,7 @@ class Node:
             challenge_ttl=s.challenge_ttl,
             session_ttl=s.session_ttl,
             per_client=s.sessions_per_client,
+            total=s.sessions_max,
         )
 
     async def _server_key(self, sealer: Sealer | None) -> ServerKey | None:

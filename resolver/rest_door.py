@@ -30,6 +30,7 @@ from aiohttp import web
 from registry.auth import AuthError, Identity, verify_public_key, verify_secret_key
 from registry.names import InvalidName, check_handle, normalize, prefix_of
 from registry.service import mint_handle
+from registry.sessions import Headroom, SessionLimit
 
 from . import metrics
 from .codec import ProtocolError, ResponseCode, decode_values
@@ -43,6 +44,7 @@ from .codec.auth import (
     MAC_SHA1,
     MAC_SHA256,
     PBKDF2_MAX_ITERATIONS,
+    PBKDF2_MAX_KEY_BITS,
     PublicKeySignature,
     SecretKeyMac,
     encode_secret_key_mac,
@@ -218,7 +220,7 @@ def signed_response(fields: dict[str, str]) -> bytes:
                 signature,
                 b64decode_lenient(fields["salt"]),
                 _bounded(fields["iterations"], PBKDF2_MAX_ITERATIONS),
-                _bounded(fields["length"], 4096),
+                _bounded(fields["length"], PBKDF2_MAX_KEY_BITS),
             )
             return encode_secret_key_mac(mac)
         return bytes((alg[0],)) + signature
@@ -261,24 +263,39 @@ class SessionView:
 class RestSessions:
     """REST sessions kept in the registry, so every worker of every node shares them.
 
-    Only the SHA-256 of a session id is stored. A session expires after ``ttl`` seconds
-    without use. Nothing is cached per worker: DELETE ends a session everywhere at once.
+    Only the SHA-256 of a session id is stored. An authenticated session expires after
+    ``ttl`` seconds without use; an anonymous one (anyone may open one) lives only
+    ``anonymous_ttl`` from its opening, however it is used, and all the live ones
+    together are capped at ``total``. Nothing is cached per worker: DELETE ends a
+    session everywhere at once.
     """
 
-    def __init__(self, registry: RegistryService, ttl: float) -> None:
+    def __init__(
+        self,
+        registry: RegistryService,
+        ttl: float,
+        anonymous_ttl: float = 60.0,
+        total: int = 100_000,
+    ) -> None:
         self.registry = registry
         self.store = registry.store
         self.ttl = ttl
+        self.anonymous_ttl = anonymous_ttl
+        self.headroom = Headroom(self.store.rest_sessions_count, total)
 
     @staticmethod
     def _key(session_id: str) -> str:
         return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
 
     async def open(self) -> SessionView:
+        """A new anonymous session; SessionLimit when the node holds too many."""
+        if await self.headroom.full():
+            raise SessionLimit(f"the node holds {self.headroom.limit} sessions; try later")
         session_id = secrets.token_urlsafe(32)  # 256 random bits
         nonce = secrets.token_bytes(16)
         now = time.time()
-        await self.store.rest_session_create(self._key(session_id), nonce, now + self.ttl, now)
+        expires = now + self.anonymous_ttl
+        await self.store.rest_session_create(self._key(session_id), nonce, expires, now)
         return SessionView(session_id, nonce)
 
     async def find(self, session_id: str) -> SessionView | None:
@@ -297,7 +314,7 @@ class RestSessions:
     async def prove(self, session: SessionView, who: Identity) -> SessionView:
         """Record an identity proved some other way (Basic credentials)."""
         await self.store.rest_session_authenticate(
-            self._key(session.session_id), who.handle, who.index
+            self._key(session.session_id), who.handle, who.index, time.time() + self.ttl
         )
         return replace(session, identity=who)
 
@@ -326,7 +343,7 @@ class RestSessions:
         who = await self._verify(claimed, fields["type"], signed, signed_data(nonce, cnonce))
         if who is None:
             return replace(after, error=NOT_VERIFIED)
-        await self.store.rest_session_authenticate(key, who.handle, who.index)
+        await self.store.rest_session_authenticate(key, who.handle, who.index, now + self.ttl)
         return replace(after, identity=who)
 
     async def _verify(
@@ -383,10 +400,17 @@ class RestApi:
         core: Resolver,
         registry: RegistryService | None,
         session_ttl: float = REST_SESSION_TTL,
+        *,
+        anonymous_ttl: float = Settings.challenge_ttl,
+        sessions_max: int = Settings.sessions_max,
     ) -> None:
         self.core = core
         self.registry = registry
-        self.sessions = RestSessions(registry, session_ttl) if registry is not None else None
+        self.sessions = (
+            RestSessions(registry, session_ttl, anonymous_ttl, sessions_max)
+            if registry is not None
+            else None
+        )
         self._auth_cache: dict[str, tuple[float, Identity]] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -681,7 +705,10 @@ class RestApi:
         assert self.sessions is not None
         if "sessionid" in fields:
             return _session_error(400, "POST /api/sessions opens a new session: no sessionId")
-        session = await self.sessions.open()
+        try:
+            session = await self.sessions.open()
+        except SessionLimit as exc:
+            return _session_error(503, str(exc))
         checked = await self._check_session_answer(request, session, fields)
         return _session_reply(201, checked or session, Location=SESSIONS + "/this")
 

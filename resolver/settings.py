@@ -111,6 +111,14 @@ class Settings:
         default=64,
         metadata={"help": "open sessions and pending challenges allowed per client address"},
     )
+    sessions_max: int = field(
+        default=100_000,
+        metadata={
+            "help": "open Handle sessions and pending challenges allowed in all, from every "
+            "client (and, separately, anonymous REST sessions); past it setups are refused "
+            "with RC 3 (REST: 503) until some expire"
+        },
+    )
 
     @property
     def site_address(self) -> str:

@@ -320,12 +320,15 @@ def list_responses(
     *,
     max_body: int = 16 * 1024,
     site_info_serial: int = UNKNOWN_SITE_SERIAL,
+    request_digest: RequestDigest | None = None,
 ) -> list[Message]:
     """Answer LIST_HANDLES or LIST_HOMED_NAS as a stream of messages.
 
     Each message carries at most ``max_body`` bytes of handles; every message but
     the last has CN (continuous) set, as the reference server streams long lists.
-    An empty list is one message with no handles.
+    An empty list is one message with no handles. Every message carries
+    ``request_digest`` when given (the reference makes each one a response to the
+    request, and each takes the request's digest when it asked for one).
     """
     chunks: list[list[str]] = [[]]
     size = 4
@@ -345,6 +348,7 @@ def list_responses(
             ListResponse(tuple(chunk)),
             site_info_serial=site_info_serial,
             extra_flags=more,
+            request_digest=request_digest,
         )
         if not more:
             m = replace(m, op_flags=m.op_flags & ~OpFlag.CN)

@@ -10,10 +10,15 @@ import hmac
 import os
 from pathlib import Path
 
+import pytest
+
 from registry.auth import Identity
 from registry.names import PrefixAuthority
+from registry.postgres_store import PostgresStore
 from registry.secrets import Sealer
 from registry.service import RegistryService
+from registry.sessions import SessionLimit
+from registry.sqlite_store import SqliteStore
 from registry.store import Store, open_store
 from resolver.codec import HandleValue
 from resolver.codec.auth import pbkdf2_mac
@@ -150,15 +155,67 @@ def test_answers_the_reference_accepts_and_refuses(sqlite_url: str, tmp_path: Pa
     asyncio.run(go())
 
 
-def test_sessions_expire_when_idle(sqlite_url: str, tmp_path: Path) -> None:
+async def expires_of(store: Store, session: SessionView) -> float | None:
+    """The stored expiry of a REST session, read with SQL beside the store."""
+    key = hashlib.sha256(session.session_id.encode()).hexdigest()
+    sql = "SELECT expires FROM rest_sessions WHERE id_sha256 = "
+    if isinstance(store, PostgresStore):
+        async with store.pool.acquire() as c:
+            return await c.fetchval(sql + "$1", key)  # type: ignore[no-any-return]
+    assert isinstance(store, SqliteStore)
+    row = store.db.execute(sql + "?", (key,)).fetchone()
+    return None if row is None else float(row[0])
+
+
+def test_anonymous_sessions_live_briefly_and_never_slide(store_url: str, tmp_path: Path) -> None:
+    """Anyone may open a session: until it proves an identity it lives only
+    ``anonymous_ttl`` from its opening, however often it is used; once proved, it lives
+    ``ttl`` idle."""
+
+    async def go() -> None:
+        store, svc = await registry(store_url, tmp_path)
+        try:
+            gone = RestSessions(svc, ttl=600, anonymous_ttl=-1)
+            s = await gone.open()
+            assert await gone.find(s.session_id) is None
+            assert await gone.answer(s, answer(s)) is None
+            assert not await gone.end(s.session_id)
+
+            sessions = RestSessions(svc, ttl=600, anonymous_ttl=60)
+            s = await sessions.open()
+            opened_until = await expires_of(store, s)
+            assert opened_until is not None
+            found = await sessions.find(s.session_id)
+            assert found is not None
+            refused = await sessions.answer(found, answer(found, secret=b"wrong"))
+            assert refused is not None and refused.error == NOT_VERIFIED
+            assert await expires_of(store, s) == opened_until  # used twice, not extended
+            proved = await sessions.answer(refused, answer(refused))
+            assert proved is not None and proved.identity == ADMIN
+            until = await expires_of(store, s)
+            assert until is not None and until >= opened_until + 500  # now the full ttl
+
+            idle = RestSessions(svc, ttl=-1, anonymous_ttl=60)
+            s = await idle.open()
+            assert await idle.find(s.session_id) is not None
+            assert (await idle.answer(s, answer(s))) is not None  # proved: lives ttl (-1)
+            assert await idle.find(s.session_id) is None
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_anonymous_sessions_are_capped_in_all(sqlite_url: str, tmp_path: Path) -> None:
     async def go() -> None:
         store, svc = await registry(sqlite_url, tmp_path)
         try:
-            short = RestSessions(svc, ttl=-1)
-            s = await short.open()
-            assert await short.find(s.session_id) is None
-            assert await short.answer(s, answer(s)) is None
-            assert not await short.end(s.session_id)
+            sessions = RestSessions(svc, ttl=600, total=3)
+            for _ in range(3):
+                await sessions.open()
+            sessions.headroom.period = 0  # count afresh (a node counts once a second)
+            with pytest.raises(SessionLimit):
+                await sessions.open()
         finally:
             await store.close()
 

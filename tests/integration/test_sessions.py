@@ -26,7 +26,7 @@ def test_challenges(store_url: str) -> None:
             worker_b = SessionStore(store, challenge_ttl=60, session_ttl=600)  # another worker
             sid, nonce = await worker_a.challenge(b"request-1", b"digest-1")
             assert sid > 0 and len(nonce) == 16
-            assert await worker_b.pending(sid)
+            assert await worker_b.lookup(sid) == (None, True)  # pending, no keyed session
             pending = await worker_b.take(sid)  # the answer reached the other worker
             assert pending is not None
             assert (pending.request, pending.nonce, pending.digest) == (
@@ -35,12 +35,20 @@ def test_challenges(store_url: str) -> None:
                 b"digest-1",
             )
             assert await worker_a.take(sid) is None  # a nonce answers once
-            assert not await worker_a.pending(sid)
+            assert await worker_a.lookup(sid) == (None, False)
             # a bare challenge leaves no session behind: its id authorises nothing later
             assert await worker_a.get(sid) is None
             short = SessionStore(store, challenge_ttl=-1, session_ttl=-1)
             sid3, _ = await short.challenge(b"r", b"d")
             assert await short.take(sid3) is None  # the challenge expired
+            # with the node key, the waiting request is stored sealed (it may carry secrets)
+            sealed = SessionStore(store, Sealer(Fernet.generate_key()))
+            sid4, _ = await sealed.challenge(b"HS_SECKEY=hunter2", b"d")
+            row = await store.session_take(sid4, time.time())
+            assert row is not None and b"hunter2" not in row[2]
+            sid5, _ = await sealed.challenge(b"HS_SECKEY=hunter2", b"d")
+            again = await sealed.take(sid5)
+            assert again is not None and again.request == b"HS_SECKEY=hunter2"
         finally:
             await store.close()
 
@@ -69,9 +77,14 @@ def test_keyed_sessions(store_url: str) -> None:
             sid, _ = await a.challenge(b"req", b"dig", s.id)
             assert sid == s.id and (await b.take(sid)) is not None
             assert await b.get(s.id) is not None  # taking the challenge kept the session
+            before = await store.session_get(s.id, time.time())
             await b.authenticate(s, WHO)
             authed = await a.get(s.id)
             assert authed is not None and authed.identity == WHO
+            # proved: from a challenge's life to the session's idle timeout (60 s here)
+            after = await store.session_get(s.id, time.time())
+            assert before is not None and after is not None
+            assert after.expires >= time.time() + 55 >= before.expires - 5
             # a MAC is spent once, whichever worker sees it; an expired request is refused
             future = int(time.time()) + 3600
             assert (await a.use(authed, b"mac-1", future)).ok
@@ -86,6 +99,16 @@ def test_keyed_sessions(store_url: str) -> None:
             assert (await a.use(authed, b"mac-4", future)).gone
             # the client's timeout is capped by session_ttl
             assert a.idle_timeout(10**9) == 600 and a.idle_timeout(0) == 600
+            # a CIPHER_SERVER session gets its key once: a second SESSION_EXCHANGEKEY
+            # cannot replace it
+            waiting = await a.open(
+                mode=3, cipher=0, key=None, claimed=None, major=2, minor=5, timeout=60
+            )
+            assert (await b.get(waiting.id)) is not None
+            assert await b.set_key(waiting.id, 3, b"1" * 32)
+            assert not await a.set_key(waiting.id, 3, b"2" * 32)
+            keyed = await a.get(waiting.id)
+            assert keyed is not None and keyed.key == b"1" * 32
         finally:
             await store.close()
 
@@ -115,6 +138,11 @@ def test_limits_expiry_and_reaping(store_url: str) -> None:
                     client="198.51.100.7",
                 )
             await capped.challenge(b"r", b"d", client="198.51.100.8")  # others are not held up
+            # all clients together are capped too (forged UDP addresses are many)
+            full = SessionStore(store, sealer, total=1)
+            full.headroom.period = 0  # count afresh every time (a node counts once a second)
+            with pytest.raises(SessionLimit, match="node holds"):
+                await full.challenge(b"r", b"d", client="198.51.100.9")
             # an unauthenticated session lives only as long as a challenge would
             brief = SessionStore(store, sealer, challenge_ttl=-1)
             s = await brief.open(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from resolver.codec import (
     encode,
     list_responses,
 )
+from resolver.codec.digest import digest_request
 
 REQUEST = Message(
     op_code=OpCode.LIST_HANDLES,
@@ -43,3 +46,15 @@ def test_stream_carries_every_handle_in_order(handles: list[str], max_body: int)
 def test_an_empty_list_is_one_message() -> None:
     (m,) = list_responses(REQUEST, [])
     assert m.body == ListResponse(()) and not m.has(OpFlag.CN)
+
+
+def test_every_message_of_a_stream_carries_the_request_digest() -> None:
+    """A client that asked for the digest (RD) checks it on each message it reads."""
+    request = replace(REQUEST, op_flags=OpFlag.REC | OpFlag.RD)
+    digest = digest_request(encode(request))
+    msgs = list_responses(
+        request, [f"88.166.1001/{i:04}" for i in range(200)], max_body=512, request_digest=digest
+    )
+    decoded = [decode(encode(m)) for m in msgs]
+    assert len(decoded) > 1
+    assert all(m.request_digest == digest and m.has(OpFlag.RD) for m in decoded)

@@ -81,10 +81,24 @@ def test_pbkdf2_answer() -> None:
         verify_answer(answer, b"s3creT", NONCE, DIGEST)
 
 
-def test_pbkdf2_refuses_absurd_iteration_counts() -> None:
-    signed = encode_secret_key_mac(SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, b"x" * 20, b"s", 10**9, 160))
-    with pytest.raises(AuthError, match="iterations"):
+@pytest.mark.parametrize(
+    ("iterations", "bits", "named"),
+    [(10**9, 160, "iterations"), (100_001, 160, "iterations"), (10_000, 328, "length")],
+)
+def test_pbkdf2_refuses_costs_beyond_the_caps(iterations: int, bits: int, named: str) -> None:
+    """The answer names its own cost: above 100,000 iterations or 320 bits it is refused
+    before any PBKDF2 runs."""
+    mac = SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, b"x" * 20, b"s", iterations, bits)
+    signed = encode_secret_key_mac(mac)
+    with pytest.raises(AuthError, match=named):
         verify_answer(ChallengeAnswer("HS_SECKEY", "h", 1, signed), b"k", NONCE, DIGEST)
+
+
+def test_pbkdf2_at_the_caps_is_checked() -> None:
+    salt = os.urandom(8)
+    mac = pbkdf2_mac(b"s3cret", DATA, salt, 100_000, 320)
+    signed = encode_secret_key_mac(SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, mac, salt, 100_000, 320))
+    verify_answer(ChallengeAnswer("HS_SECKEY", "h", 1, signed), b"s3cret", NONCE, DIGEST)
 
 
 @pytest.mark.parametrize(("name", "alg"), [("SHA-256", hashes.SHA256()), ("SHA1", hashes.SHA1())])
