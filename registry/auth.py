@@ -11,7 +11,10 @@ The client proves it holds a key over ``nonce ‖ request digest`` (raw bytes):
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -62,6 +65,10 @@ class AuthError(Exception):
     """The answer does not prove the key (the reason is for logs and the audit row)."""
 
 
+class AuthBusy(AuthError):
+    """Too many costly answers are being checked already: try again (not a failed login)."""
+
+
 def verify_secret_key(secret: bytes, signed_response: bytes, data: bytes) -> None:
     try:
         mac = decode_secret_key_mac(signed_response)
@@ -109,3 +116,52 @@ def verify_answer(answer: ChallengeAnswer, key_data: bytes, nonce: bytes, digest
         verify_public_key(key_data, answer.signed_response, data)
     else:
         raise AuthError(f"unknown authentication type {answer.auth_type!r}")
+
+
+class _OffLoop:
+    """Runs costly checks on threads of their own, at most ``queue`` waiting at once.
+
+    A PBKDF2 answer names its own cost (up to codec.auth's caps: ~45 ms of one core),
+    and a VERIFY_RESPONSE needs no challenge first. Checked inline, one such packet
+    would stall every client of the worker; here hashlib derives with the GIL released
+    while the event loop answers the others, and a flood is refused as busy instead of
+    queueing without end. Made lazily, so a forked worker gets its own threads."""
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self.threads = threads
+        self.queue = queue
+        self.waiting = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., None], *args: bytes) -> None:
+        if self.waiting >= self.queue:
+            raise AuthBusy(f"{self.queue} costly answers are being checked; try again")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="idnode-pbkdf2")
+        self.waiting += 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self.waiting -= 1
+
+
+PBKDF2_CHECKS = _OffLoop(threads=2, queue=16)
+
+
+async def check_secret_key(secret: bytes, signed_response: bytes, data: bytes) -> None:
+    """verify_secret_key, with PBKDF2 answers checked off the event loop (AuthBusy when
+    too many wait)."""
+    if signed_response[:1] == bytes((MAC_PBKDF2_HMAC_SHA1,)):
+        await PBKDF2_CHECKS.run(verify_secret_key, secret, signed_response, data)
+    else:
+        verify_secret_key(secret, signed_response, data)
+
+
+async def check_answer(
+    answer: ChallengeAnswer, key_data: bytes, nonce: bytes, digest: bytes
+) -> None:
+    """verify_answer for the event loop: PBKDF2 answers are checked off it."""
+    if answer.auth_type == AUTH_SECKEY:
+        await check_secret_key(key_data, answer.signed_response, signed_data(nonce, digest))
+    else:
+        verify_answer(answer, key_data, nonce, digest)

@@ -523,7 +523,7 @@ class HandleService:
     async def _answer(
         self, m: Message, wire: bytes, door: str, t0: float, conn: Connection | None
     ) -> bytes | None:
-        from registry.auth import AuthError, Identity, verify_answer
+        from registry.auth import AuthBusy, AuthError, Identity, check_answer
 
         assert self.registry is not None and self.sessions is not None and self.door is not None
         if not isinstance(m.body, ChallengeAnswer):  # pragma: no cover - by dispatch
@@ -546,7 +546,11 @@ class HandleService:
         request = decode(pending.request)
         try:
             key = await self.registry.key_for(who, m.body.auth_type)
-            verify_answer(m.body, key, pending.nonce, pending.digest)
+            await check_answer(m.body, key, pending.nonce, pending.digest)
+        except AuthBusy as exc:
+            return await self._send(
+                m, wire, ResponseCode.SERVER_TOO_BUSY, ErrorResponse(str(exc)), door, t0
+            )
         except AuthError as exc:
             log.info("authentication of %s failed: %s", who, exc)
             await self.registry.audit_failed_login(who, request, str(exc))
@@ -639,7 +643,7 @@ class HandleService:
 
     async def _verify(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
         """VERIFY_RESPONSE (201): does this HS_SECKEY answer prove the key stored here?"""
-        from registry.auth import AuthError, Identity, verify_secret_key
+        from registry.auth import AuthBusy, AuthError, Identity, check_secret_key
         from resolver.codec.auth import signed_data
 
         assert self.registry is not None
@@ -650,10 +654,14 @@ class HandleService:
             )
         try:
             secret = await self.registry.key_for(Identity(body.handle, body.index), "HS_SECKEY")
-            verify_secret_key(
+            await check_secret_key(
                 secret, body.signed_response, signed_data(body.nonce, body.digest.digest)
             )
             valid = True
+        except AuthBusy as exc:
+            return await self._send(
+                m, wire, ResponseCode.SERVER_TOO_BUSY, ErrorResponse(str(exc)), door, t0
+            )
         except AuthError:
             valid = False
         return await self._send(m, wire, ResponseCode.SUCCESS, VerifyAuthResponse(valid), door, t0)

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
 
-from registry.auth import AuthError, Identity, verify_public_key, verify_secret_key
+from registry.auth import AuthBusy, AuthError, Identity, check_secret_key, verify_public_key
 from registry.names import InvalidName, check_handle, normalize, prefix_of
 from registry.service import mint_handle
 from registry.sessions import Headroom, SessionLimit
@@ -340,7 +340,10 @@ class RestSessions:
             cnonce = b64decode_lenient(fields["cnonce"])
         except (ValueError, binascii.Error):
             return replace(after, error=BAD_HEADER)
-        who = await self._verify(claimed, fields["type"], signed, signed_data(nonce, cnonce))
+        try:
+            who = await self._verify(claimed, fields["type"], signed, signed_data(nonce, cnonce))
+        except AuthBusy as exc:
+            return replace(after, error=str(exc))
         if who is None:
             return replace(after, error=NOT_VERIFIED)
         await self.store.rest_session_authenticate(key, who.handle, who.index, now + self.ttl)
@@ -355,9 +358,11 @@ class RestSessions:
             try:
                 key = await self.registry.key_for(who, auth_type)
                 if auth_type == AUTH_SECKEY:
-                    verify_secret_key(key, signed, data)
+                    await check_secret_key(key, signed, data)
                 else:
                     verify_public_key(key, signed, data)
+            except AuthBusy:
+                raise
             except AuthError:
                 continue
             return who

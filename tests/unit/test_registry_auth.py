@@ -3,6 +3,7 @@ MAC and signature algorithm a client may use."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -11,7 +12,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from registry.auth import AuthError, Identity, verify_answer
+from registry.auth import (
+    PBKDF2_CHECKS,
+    AuthBusy,
+    AuthError,
+    Identity,
+    check_secret_key,
+    verify_answer,
+)
 from resolver.codec import ChallengeAnswer, decode
 from resolver.codec.auth import (
     MAC_HMAC_SHA1,
@@ -83,10 +91,10 @@ def test_pbkdf2_answer() -> None:
 
 @pytest.mark.parametrize(
     ("iterations", "bits", "named"),
-    [(10**9, 160, "iterations"), (100_001, 160, "iterations"), (10_000, 328, "length")],
+    [(10**9, 160, "iterations"), (100_001, 160, "iterations"), (10_000, 168, "length")],
 )
 def test_pbkdf2_refuses_costs_beyond_the_caps(iterations: int, bits: int, named: str) -> None:
-    """The answer names its own cost: above 100,000 iterations or 320 bits it is refused
+    """The answer names its own cost: above 100,000 iterations or 160 bits it is refused
     before any PBKDF2 runs."""
     mac = SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, b"x" * 20, b"s", iterations, bits)
     signed = encode_secret_key_mac(mac)
@@ -96,8 +104,8 @@ def test_pbkdf2_refuses_costs_beyond_the_caps(iterations: int, bits: int, named:
 
 def test_pbkdf2_at_the_caps_is_checked() -> None:
     salt = os.urandom(8)
-    mac = pbkdf2_mac(b"s3cret", DATA, salt, 100_000, 320)
-    signed = encode_secret_key_mac(SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, mac, salt, 100_000, 320))
+    mac = pbkdf2_mac(b"s3cret", DATA, salt, 100_000, 160)
+    signed = encode_secret_key_mac(SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, mac, salt, 100_000, 160))
     verify_answer(ChallengeAnswer("HS_SECKEY", "h", 1, signed), b"s3cret", NONCE, DIGEST)
 
 
@@ -146,3 +154,38 @@ def test_identity_text() -> None:
     assert (i.handle, i.index, str(i)) == ("0.NA/88.166", 300, "300:0.NA/88.166")
     with pytest.raises(ValueError):
         Identity.parse("0.NA/88.166")
+
+
+def test_pbkdf2_answers_are_checked_off_the_event_loop() -> None:
+    """A PBKDF2 answer at the caps costs tens of milliseconds: the loop keeps turning
+    while it is checked, and beyond the queue answers are refused as busy."""
+    salt = os.urandom(8)
+    mac = pbkdf2_mac(b"s3cret", DATA, salt, 100_000, 160)
+    signed = encode_secret_key_mac(SecretKeyMac(MAC_PBKDF2_HMAC_SHA1, mac, salt, 100_000, 160))
+
+    async def go() -> None:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(ticker())
+        await check_secret_key(b"s3cret", signed, DATA)
+        done.set()
+        await t
+        assert ticks > 1  # inline, the ticker would not have run until the check ended
+        with pytest.raises(AuthError):
+            await check_secret_key(b"wrong", signed, DATA)
+        checks = [check_secret_key(b"s3cret", signed, DATA) for _ in range(PBKDF2_CHECKS.queue)]
+        running = [asyncio.create_task(c) for c in checks]
+        await asyncio.sleep(0)  # let them all take their places in the queue
+        with pytest.raises(AuthBusy):
+            await check_secret_key(b"s3cret", signed, DATA)
+        await asyncio.gather(*running)
+        assert PBKDF2_CHECKS.waiting == 0
+
+    asyncio.run(go())

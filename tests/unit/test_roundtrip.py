@@ -97,7 +97,7 @@ def test_hmac_answer_round_trip(mac: bytes) -> None:
 @given(
     st.binary(max_size=32),
     st.integers(1, 100_000),
-    st.sampled_from([128, 160, 256]),
+    st.sampled_from([8, 128, 160]),
     st.binary(max_size=32),
 )
 def test_pbkdf2_answer_round_trip(salt: bytes, iterations: int, bits: int, mac: bytes) -> None:
