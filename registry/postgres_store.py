@@ -20,6 +20,7 @@ import asyncpg
 
 from .names import key_range, storage_prefix
 from .store import (
+    SESSION_COLUMNS,
     AuditEntry,
     HandleRecord,
     Keep,
@@ -336,9 +337,7 @@ class PostgresStore(Store):
     async def session_lookup(self, sid: int, now: float) -> tuple[SessionRow | None, bool]:
         async with self.pool.acquire() as c:
             row = await c.fetchrow(
-                "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index,"
-                " identity_handle, identity_index, major, minor, idle_timeout, expires, client,"
-                " nonce IS NOT NULL AND challenge_expires >= $2"
+                f"SELECT {SESSION_COLUMNS}, nonce IS NOT NULL AND challenge_expires >= $2"
                 " FROM sessions WHERE id = $1",
                 sid,
                 now,
@@ -369,17 +368,6 @@ class PostgresStore(Store):
                 s.client,
             )
         return done is not None
-
-    async def session_get(self, sid: int, now: float) -> SessionRow | None:
-        async with self.pool.acquire() as c:
-            row = await c.fetchrow(
-                "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index,"
-                " identity_handle, identity_index, major, minor, idle_timeout, expires, client"
-                " FROM sessions WHERE id = $1 AND mode <> 0 AND expires >= $2",
-                sid,
-                now,
-            )
-        return None if row is None else session_row(tuple(row))
 
     async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool:
         async with self.pool.acquire() as c:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from resolver.codec.auth import PublicKeySignature, encode_signature
 from resolver.codec.credential import HS_SIGNED, Credential
-from resolver.codec.keys import DsaPublicKey, RsaPublicKey, decode_public_key, encode_public_key
+from resolver.codec.keys import DsaPublicKey, RsaPublicKey, encode_public_key
 from resolver.codec.wire import Reader
 
+from .auth import AuthError, verify_public_key
 from .secrets import Sealer, SecretError
 from .store import Store
 
@@ -120,18 +121,12 @@ class ServerKey:
 
 
 def verify(public_data: bytes, data: bytes, signature: bytes) -> bool:
-    """Check an HS_SIGNED signature (SHA-1) against HS_PUBKEY data."""
-    key = decode_public_key(public_data)
+    """Check an HS_SIGNED signature (SHA-1) against HS_PUBKEY data, as a client does."""
     try:
-        if isinstance(key, RsaPublicKey):
-            pub = rsa.RSAPublicNumbers(key.exponent, key.modulus).public_key()
-            pub.verify(signature, data, padding.PKCS1v15(), hashes.SHA1())
-        elif isinstance(key, DsaPublicKey):
-            params = dsa.DSAParameterNumbers(key.p, key.q, key.g)
-            dsa.DSAPublicNumbers(key.y, params).public_key().verify(signature, data, hashes.SHA1())
-        else:
-            return False
-    except (InvalidSignature, ValueError):
+        verify_public_key(
+            public_data, encode_signature(PublicKeySignature("SHA1", signature)), data
+        )
+    except AuthError:
         return False
     return True
 

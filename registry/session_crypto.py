@@ -95,6 +95,14 @@ def unpack_key(packed: bytes) -> tuple[int, bytes]:
 # --- key agreement ------------------------------------------------------------------
 
 
+def _read_key(data: bytes, what: str) -> object:
+    """A public key from the wire; SessionCryptoError naming ``what`` if unreadable."""
+    try:
+        return decode_public_key(data)
+    except Exception as exc:
+        raise SessionCryptoError(f"cannot read {what}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Agreed:
     cipher: int
@@ -112,10 +120,7 @@ def dh_agree(client_key: bytes, cipher: int) -> Agreed:
     server's exponent is fresh per session (EXPONENT_BITS, well above the group's
     ~80-bit strength), so nothing long-lived is exposed.
     """
-    try:
-        peer = decode_public_key(client_key)
-    except Exception as exc:
-        raise SessionCryptoError(f"cannot read the client's DH key: {exc}") from None
+    peer = _read_key(client_key, "the client's DH key")
     if not isinstance(peer, DhPublicKey):
         raise SessionCryptoError("a Diffie-Hellman setup needs a DH_PUB_KEY")
     bits = peer.p.bit_length()
@@ -133,10 +138,7 @@ def dh_agree(client_key: bytes, cipher: int) -> Agreed:
 
 
 def rsa_public_key(data: bytes) -> rsa.RSAPublicKey:
-    try:
-        key = decode_public_key(data)
-    except Exception as exc:
-        raise SessionCryptoError(f"cannot read the public key: {exc}") from None
+    key = _read_key(data, "the public key")
     if not isinstance(key, RsaPublicKey):
         raise SessionCryptoError("key transport needs an RSA public key")
     bits = key.modulus.bit_length()
@@ -215,10 +217,7 @@ def dh_client_key(reply: bytes, x: int) -> tuple[int, bytes]:
     if len(reply) < 5:
         raise SessionCryptoError("the DH answer is too short")
     cipher = _ALG.unpack_from(reply)[0]
-    try:
-        peer = decode_public_key(reply[4:])
-    except Exception as exc:
-        raise SessionCryptoError(f"cannot read the server's DH key: {exc}") from None
+    peer = _read_key(reply[4:], "the server's DH key")
     if not isinstance(peer, DhPublicKey):
         raise SessionCryptoError("the server answered with no DH key")
     secret = pow(peer.y, x, peer.p).to_bytes((peer.p.bit_length() + 7) // 8, "big")

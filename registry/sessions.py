@@ -193,8 +193,13 @@ class SessionStore:
         minor: int,
         timeout: int,
         client: str = "",
+        room_checked: bool = False,
     ) -> Session:
-        await self.room(client)
+        """A new keyed session; SessionLimit when ``client`` or the node has too many
+        (not checked again with ``room_checked``: the caller asked ``room`` before its key
+        agreement)."""
+        if not room_checked:
+            await self.room(client)
         row = NewSession(
             mode,
             cipher,

@@ -14,6 +14,7 @@ from dataclasses import astuple
 
 from .names import key_range, storage_prefix
 from .store import (
+    SESSION_COLUMNS,
     AuditEntry,
     HandleRecord,
     Keep,
@@ -337,9 +338,8 @@ class SqliteStore(Store):
 
     async def session_lookup(self, sid: int, now: float) -> tuple[SessionRow | None, bool]:
         row = self.db.execute(
-            "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index, identity_handle,"
-            " identity_index, major, minor, idle_timeout, expires, client,"
-            " nonce IS NOT NULL AND challenge_expires >= ? FROM sessions WHERE id = ?",
+            f"SELECT {SESSION_COLUMNS}, nonce IS NOT NULL AND challenge_expires >= ?"
+            " FROM sessions WHERE id = ?",
             (now, sid),
         ).fetchone()
         if row is None:
@@ -368,15 +368,6 @@ class SqliteStore(Store):
             ),
         )
         return cur.rowcount == 1
-
-    async def session_get(self, sid: int, now: float) -> SessionRow | None:
-        row = self.db.execute(
-            "SELECT id, mode, cipher, key_sealed, claimed_handle, claimed_index, identity_handle,"
-            " identity_index, major, minor, idle_timeout, expires, client FROM sessions"
-            " WHERE id = ? AND mode <> 0 AND expires >= ?",
-            (sid, now),
-        ).fetchone()
-        return None if row is None else session_row(tuple(row))
 
     async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool:
         cur = self.db.execute(

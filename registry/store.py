@@ -96,10 +96,15 @@ class NewSession:
     client: str
 
 
+# The columns of a SessionRow, in its order: both stores select them so.
+SESSION_COLUMNS = (
+    "id, mode, cipher, key_sealed, claimed_handle, claimed_index, identity_handle,"
+    " identity_index, major, minor, idle_timeout, expires, client"
+)
+
+
 def session_row(r: tuple[Any, ...]) -> SessionRow:
-    """A SessionRow from the columns id, mode, cipher, key_sealed, claimed_handle,
-    claimed_index, identity_handle, identity_index, major, minor, idle_timeout, expires,
-    client (in that order), as both stores select them."""
+    """A SessionRow from the SESSION_COLUMNS of a row (further columns are ignored)."""
     return SessionRow(
         int(r[0]),
         int(r[1]),
@@ -272,9 +277,9 @@ class Store(ABC):
     async def session_open(self, sid: int, s: NewSession, expires: float) -> bool:
         """Create keyed session ``sid`` (False if the id is taken)."""
 
-    @abstractmethod
     async def session_get(self, sid: int, now: float) -> SessionRow | None:
         """The keyed session ``sid`` unless it expired."""
+        return (await self.session_lookup(sid, now))[0]
 
     @abstractmethod
     async def session_set_key(self, sid: int, cipher: int, key_sealed: bytes) -> bool:

@@ -52,7 +52,7 @@ from .codec import (
 from .codec.bodies import LoginRequest, ResolutionResponse
 from .codec.codes import ENVELOPE_SIZE, UNKNOWN_SITE_SERIAL
 from .codec.digest import digest_request
-from .codec.message import ENVELOPE, PREAMBLE_SIZE, is_encrypted
+from .codec.message import ENVELOPE, PREAMBLE_SIZE, decode_envelope, is_encrypted
 from .codec.wire import U32
 from .core import Resolution, Resolver, answer
 from .handle_sessions import (
@@ -60,7 +60,6 @@ from .handle_sessions import (
     Secured,
     SessionDoor,
     SessionRefusal,
-    advertised_version,
 )
 from .ratelimit import RateLimiter
 
@@ -384,7 +383,7 @@ class HandleService:
         if op in AUTHENTICATED_OPS:
             return await self._authenticated(m, wire, door, t0, client, conn, session)
         if op == OpCode.CHALLENGE_RESPONSE:
-            return await self._answer(m, wire, door, t0, conn)
+            return await self._answer(m, wire, door, t0, conn, session)
         if op == OpCode.VERIFY_RESPONSE:
             return await self._verify(m, wire, door, t0)
         if op == OpCode.LOGIN:
@@ -393,10 +392,10 @@ class HandleService:
             rc, body, opened = await self.door.setup(m, client)
             return await self._send(m, wire, rc, body, door, t0, opened, opened=opened is not None)
         if op == OpCode.SESSION_EXCHANGEKEY:
-            rc, body = await self.door.exchange_key(m, client)
+            rc, body = await self.door.exchange_key(m, session, client)
             return await self._send(m, wire, rc, body, door, t0, session)
         if op == OpCode.SESSION_TERMINATE:
-            rc, body = await self.door.terminate(m, wire)
+            rc, body = await self.door.terminate(m, wire, session)
             return await self._send(m, wire, rc, body, door, t0, None)
         if op in REPLICATION_OPS:
             rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, "Replication is not supported"
@@ -449,7 +448,7 @@ class HandleService:
             certify=bool(m.op_flags & OpFlag.CT),
             encrypt=bool(m.op_flags & OpFlag.ENC),
             session=session,
-            advertised=advertised_version(wire),
+            advertised=decode_envelope(wire).advertised_version,
         )
         return await self.door.secure(out, how)
 
@@ -521,8 +520,16 @@ class HandleService:
         return await self._secure(m, wire, out, session)
 
     async def _answer(
-        self, m: Message, wire: bytes, door: str, t0: float, conn: Connection | None
+        self,
+        m: Message,
+        wire: bytes,
+        door: str,
+        t0: float,
+        conn: Connection | None,
+        session: Session | None,
     ) -> bytes | None:
+        """CHALLENGE_RESPONSE. ``session``: the keyed session under the answer's id, as
+        the dispatch found it (None for a bare challenge)."""
         from registry.auth import AuthBusy, AuthError, Identity, check_answer
 
         assert self.registry is not None and self.sessions is not None and self.door is not None
@@ -562,7 +569,6 @@ class HandleService:
                 door,
                 t0,
             )
-        session = await self.sessions.get(m.session_id)
         if session is not None:
             # A challenge inside a keyed session. The waiting request must carry the
             # session's MAC, checked first: only a request made with the session key

@@ -50,7 +50,13 @@ from .codec.credential import (
     session_mac,
     signed_prefix,
 )
-from .codec.message import header_and_body, reseal, split_messages, with_credential
+from .codec.message import (
+    decode_envelope,
+    header_and_body,
+    reseal,
+    split_messages,
+    with_credential,
+)
 
 if TYPE_CHECKING:
     from registry.server_key import ServerKey
@@ -86,19 +92,6 @@ class Secured:
     # The version the request advertised: clients of 2.8 and later (the ID-SDK among
     # them) check signatures over the envelope fields as well.
     advertised: tuple[int, int] = (2, 1)
-
-
-def suggested_version(wire: bytes) -> tuple[int, int]:
-    """The version a message's envelope suggests, as readers take it (its own when none)."""
-    return (wire[2] & 0x03, wire[3]) if wire[2] & 0x03 else (wire[0], wire[1])
-
-
-def advertised_version(wire: bytes) -> tuple[int, int]:
-    """The higher of a request's version and the version it suggests (envelope byte 2's
-    low bits and byte 3)."""
-    own = (wire[0], wire[1])
-    suggested = (wire[2] & 0x03, wire[3])
-    return max(own, suggested) if suggested[0] else own
 
 
 class SessionDoor:
@@ -149,7 +142,7 @@ class SessionDoor:
             header_and_body(wire),
             cred,
             version=(m.major_version, m.minor_version),
-            suggested=suggested_version(wire),
+            suggested=decode_envelope(wire).suggested_version,
             session_id=m.session_id,
             request_id=m.request_id,
         )
@@ -217,9 +210,8 @@ class SessionDoor:
                 minor=m.minor_version,
                 timeout=body.timeout,
                 client=client,
+                room_checked=True,
             )
-        except SessionLimit as exc:
-            return _error(RC.SERVER_TOO_BUSY, str(exc))
         except SecretError as exc:
             return _error(RC.SESSION_FAILED, str(exc))
         if agreed is not None:
@@ -238,14 +230,15 @@ class SessionDoor:
         who = Identity(body.exchange_key_handle, body.exchange_key_index)
         return await self.registry.key_for(who, "HS_PUBKEY")
 
-    async def exchange_key(self, m: Message, client: str) -> tuple[int, Body]:
+    async def exchange_key(
+        self, m: Message, session: Session | None, client: str
+    ) -> tuple[int, Body]:
         """SESSION_EXCHANGEKEY: the client's session key, under our RSA key.
 
         One attempt per session, from the address that set it up: whoever else learns
         the session id cannot plant a key of their own, and a key that does not decrypt
         ends the session (an RSA decryption oracle gets one query per setup)."""
         body = m.body
-        session = await self.sessions.get(m.session_id) if m.session_id else None
         if session is None:
             return _error(RC.SESSION_TIMEOUT, MSG_NO_SESSION)[:2]
         if session.mode != KeyExchange.CIPHER_SERVER or session.key is not None:
@@ -269,9 +262,8 @@ class SessionDoor:
             return _error(RC.SESSION_FAILED, "Invalid session id. Session failed.")[:2]
         return RC.SUCCESS, Empty()
 
-    async def terminate(self, m: Message, wire: bytes) -> tuple[int, Body]:
+    async def terminate(self, m: Message, wire: bytes, session: Session | None) -> tuple[int, Body]:
         """SESSION_TERMINATE: only the holder of the key may end a session."""
-        session = await self.sessions.get(m.session_id) if m.session_id else None
         if session is None:
             return _error(RC.SESSION_TIMEOUT, "Can not get session info.")[:2]
         try:
@@ -307,7 +299,7 @@ class SessionDoor:
                         session.key,
                         header_and_body(wire),
                         version=(wire[0], wire[1]),
-                        suggested=suggested_version(wire),
+                        suggested=decode_envelope(wire).suggested_version,
                         session_id=sid,
                         request_id=int.from_bytes(wire[8:12], "big"),
                         session_counter=counter,

@@ -17,7 +17,7 @@ from . import metrics
 from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
 from .handle_service import HandleService
 from .idis_door import IdisApi
-from .rest_door import MAX_BODY, REST_SESSION_TTL, RestApi
+from .rest_door import MAX_BODY, RestApi
 
 HDL_MESSAGE = "application/x-hdl-message"
 
@@ -31,17 +31,17 @@ def _json_error(status: int, message: str) -> web.Response:
 def build_app(service: HandleService, health: HealthCheck) -> web.Application:
     # The larger of a Handle message and a REST body (the REST door checks its own limit).
     app = web.Application(client_max_size=max(MAX_MESSAGE_LENGTH + ENVELOPE_SIZE, MAX_BODY))
-    rest = (
-        RestApi(
+    # REST sessions follow the Handle sessions' lifetimes and cap (no registry: none).
+    s = service.sessions
+    rest = RestApi(service.core, service.registry)
+    if s is not None:
+        rest = RestApi(
             service.core,
             service.registry,
-            service.sessions.session_ttl,
-            anonymous_ttl=service.sessions.challenge_ttl,
-            sessions_max=service.sessions.headroom.limit,
+            s.session_ttl,
+            anonymous_ttl=s.challenge_ttl,
+            sessions_max=s.headroom.limit,
         )
-        if service.sessions is not None
-        else RestApi(service.core, service.registry, REST_SESSION_TTL)
-    )
     rest.add_routes(app)
     sealer = service.registry.sealer if service.registry is not None else None
     IdisApi(service.core, service.registry, sealer).add_routes(app)

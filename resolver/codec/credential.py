@@ -201,9 +201,9 @@ def mac_value(
             alg,
             _broken_25(key, header_and_body, version, session_id, request_id, session_counter),
         )
-    prefix = bytes(version) + (bytes(suggested) if version >= (2, 8) else b"")
-    ints = _INT.pack(session_id) + _INT.pack(request_id) + _INT.pack(session_counter)
-    return _mac(alg, key, prefix + ints + header_and_body)
+    # From 2.7 the MAC covers the same prefix a signature does.
+    prefix = signed_prefix(version, version, suggested, session_id, request_id, session_counter)
+    return _mac(alg, key, prefix + header_and_body)
 
 
 def session_mac(

@@ -55,6 +55,19 @@ class Envelope:
     def suggested_major_version(self) -> int:
         return self.flags & 0x03
 
+    @property
+    def suggested_version(self) -> tuple[int, int]:
+        """The version the envelope suggests, as readers take it (its own when none)."""
+        if self.suggested_major_version:
+            return self.suggested_major_version, self.suggested_minor_version
+        return self.major_version, self.minor_version
+
+    @property
+    def advertised_version(self) -> tuple[int, int]:
+        """The higher of the message's version and the one it suggests: clients of 2.8
+        and later (the ID-SDK among them) check signatures in the form of that version."""
+        return max((self.major_version, self.minor_version), self.suggested_version)
+
 
 def decode_envelope(data: bytes) -> Envelope:
     if len(data) < ENVELOPE_SIZE:

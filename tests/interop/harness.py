@@ -64,6 +64,102 @@ def sdk_classpath(build: Path) -> str:
     return f"{SDK}/*:{CNRI}/bcprov-ext-jdk15on-147.jar:{build}"
 
 
+def cnri_java(build: Path, home: Path, *args: str) -> list[str]:
+    """A command line running the 7.3.1 library (a tool or a driver) with ``home`` as
+    the user's home (its .handle folder is the library's configuration)."""
+    return ["java", *JAVA_FLAGS, f"-Duser.home={home}", "-cp", cnri_classpath(build), *args]
+
+
+def hdl_interop(
+    build: Path, home: Path, command: str, port: int, http: int, *args: str
+) -> list[str]:
+    """The HdlInterop driver's ``command`` against the server at 127.0.0.1:port."""
+    return cnri_java(
+        build,
+        home,
+        "HdlInterop",
+        command,
+        "host=127.0.0.1",
+        f"port={port}",
+        f"http={http}",
+        *args,
+    )
+
+
+def local_home(home: Path) -> Path:
+    """A home whose library sends every prefix to the local server (local_nas: *)."""
+    (home / ".handle").mkdir(parents=True, exist_ok=True)
+    (home / ".handle" / "local_nas").write_text("*\n")
+    return home
+
+
+def copy_admin_keys(dest: Path) -> None:
+    """The reference template's DSA admin key pair (admpriv.bin, admpub.bin) into dest."""
+    for f in ("admpriv.bin", "admpub.bin"):
+        shutil.copy(TEMPLATE / f, dest / f)
+
+
+def idnode_init(db: str, key: str, prefix: str, *args: str) -> list[str]:
+    return [
+        IDNODE,
+        "init",
+        "--prefix",
+        prefix,
+        *args,
+        "--database-url",
+        db,
+        "--secret-key-file",
+        key,
+    ]
+
+
+def library_setup(
+    build: Path, home: Path, port: int, http: int, prefix: str, keys: Path
+) -> list[list[str]]:
+    """After idnode starts: point the library in ``home`` at it (its site info as the
+    home's resolver_site), and add the driver's secret and RSA keys to 0.NA/prefix."""
+    na = f"0.NA/{prefix}"
+    return [
+        hdl_interop(build, home, "siteinfo-file", port, http, f"out={home}/.handle/resolver_site"),
+        hdl_interop(
+            build,
+            home,
+            "addkeys",
+            port,
+            http,
+            f"prefix={prefix}",
+            f"pubkey=300:{na}:{keys}/admpriv.bin",
+            "secret=s3cret",
+            f"rsapub={keys}/rsa_admin_pub.bin",
+        ),
+    ]
+
+
+def idnode_serve(
+    db: str, key: str, *, handle: int, http: int, grpc: int, args: Sequence[str] = ()
+) -> list[str]:
+    """`idnode serve` on loopback with two workers."""
+    return [
+        IDNODE,
+        "serve",
+        "--database-url",
+        db,
+        "--secret-key-file",
+        key,
+        "--listen",
+        "127.0.0.1",
+        "--handle-port",
+        str(handle),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--workers",
+        "2",
+        *args,
+    ]
+
+
 def compile_drivers(build: Path) -> None:
     build.mkdir(parents=True, exist_ok=True)
     for source, cp in (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 
 def java(build: Path, home: Path, *args: str) -> list[str]:
-    return ["java", *h.JAVA_FLAGS, f"-Duser.home={home}", "-cp", h.cnri_classpath(build), *args]
+    return h.cnri_java(build, home, *args)
 
 
 def reference_dir(work: Path) -> Path:
@@ -57,12 +58,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     build, keys = work / "build", work / "keys"
     h.compile_drivers(build)
     keys.mkdir()
-    for f in ("admpriv.bin", "admpub.bin"):
-        shutil.copy(h.TEMPLATE / f, keys / f)
-    homes = {name: work / f"home-{name}" for name in ("ref", "idnode")}
-    for home in homes.values():
-        (home / ".handle").mkdir(parents=True)
-        (home / ".handle" / "local_nas").write_text("*\n")
+    h.copy_admin_keys(keys)
+    homes = {name: h.local_home(work / f"home-{name}") for name in ("ref", "idnode")}
     subprocess.run(java(build, work, "HdlInterop", "keygen", str(keys)), check=True, timeout=120)
     ref = reference_dir(work)
     ref_cmd = [
@@ -78,14 +75,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ref_cmd,
         port=2641,
         after=[
-            java(
+            h.hdl_interop(
                 build,
                 work,
-                "HdlInterop",
                 "boot",
-                "host=127.0.0.1",
-                "port=2641",
-                "http=18000",
+                2641,
+                18000,
                 f"prefix={PREFIX}",
                 f"pubfile={keys}/admpub.bin",
                 f"privfile={keys}/admpriv.bin",
@@ -102,82 +97,25 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         port=2641,
         before=[["cp", str(ref / "config.closed"), str(ref / "config.dct")]],
         after=[
-            java(
+            h.hdl_interop(
                 build,
                 homes["ref"],
-                "HdlInterop",
                 "siteinfo-file",
-                "host=127.0.0.1",
-                "port=2641",
-                "http=18000",
+                2641,
+                18000,
                 f"out={homes['ref']}/.handle/resolver_site",
             )
         ],
         settle=2.0,
     )
     db, key = f"sqlite:///{work}/registry.db", str(work / "node.key")
+    admins = ("--server-admins", f"300:{NA},301:{NA}")
     node = h.Server(
         "idnode",
-        [
-            h.IDNODE,
-            "serve",
-            "--database-url",
-            db,
-            "--secret-key-file",
-            key,
-            "--listen",
-            "127.0.0.1",
-            "--handle-port",
-            "2651",
-            "--http-port",
-            "8001",
-            "--grpc-port",
-            "50052",
-            "--workers",
-            "2",
-            "--server-admins",
-            f"300:{NA},301:{NA}",
-        ],
+        h.idnode_serve(db, key, handle=2651, http=8001, grpc=50052, args=admins),
         port=8001,
-        before=[
-            [
-                h.IDNODE,
-                "init",
-                "--prefix",
-                PREFIX,
-                "--admin-pubkey",
-                str(keys / "admpub.bin"),
-                "--database-url",
-                db,
-                "--secret-key-file",
-                key,
-            ]
-        ],
-        after=[
-            java(
-                build,
-                homes["idnode"],
-                "HdlInterop",
-                "siteinfo-file",
-                "host=127.0.0.1",
-                "port=2651",
-                "http=8001",
-                f"out={homes['idnode']}/.handle/resolver_site",
-            ),
-            java(
-                build,
-                homes["idnode"],
-                "HdlInterop",
-                "addkeys",
-                "host=127.0.0.1",
-                "port=2651",
-                "http=8001",
-                f"prefix={PREFIX}",
-                f"pubkey=300:{NA}:{keys}/admpriv.bin",
-                "secret=s3cret",
-                f"rsapub={keys}/rsa_admin_pub.bin",
-            ),
-        ],
+        before=[h.idnode_init(db, key, PREFIX, "--admin-pubkey", str(keys / "admpub.bin"))],
+        after=h.library_setup(build, homes["idnode"], 2651, 8001, PREFIX, keys),
         settle=1.0,
     )
     subset = "only=setup,siteinfo,resolve,write.tcp,write.http,session.dh,session.restricted"
@@ -186,83 +124,45 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         f"pubkey=300:{NA}:{keys}/admpriv.bin",
         f"rsakey=302:{NA}:{keys}/rsa_admin_priv.bin",
     ]
+    # The same driver runs against both: (name, home, Handle port, HTTP port).
+    targets = [("reference", homes["ref"], 2641, 18000), ("idnode", homes["idnode"], 2651, 8001)]
     steps = [
         h.Step(
             "probe",
             [
-                "python",
+                sys.executable,
                 "-m",
                 "tests.interop.probe",
                 "reference=127.0.0.1:2641",
                 "idnode=127.0.0.1:2651",
             ],
         ),
-        h.Step(
-            "cases-reference",
-            java(
-                build,
-                homes["ref"],
-                "HdlInterop",
-                "sessioncases",
-                "host=127.0.0.1",
-                "port=2641",
-                "http=18000",
-                f"prefix={PREFIX}",
-                f"seckey=301:{NA}:s3cret",
-            ),
+        *(
+            h.Step(
+                f"cases-{who}",
+                h.hdl_interop(
+                    build,
+                    home,
+                    "sessioncases",
+                    port,
+                    http,
+                    f"prefix={PREFIX}",
+                    f"seckey=301:{NA}:s3cret",
+                ),
+            )
+            for who, home, port, http in targets
         ),
-        h.Step(
-            "cases-idnode",
-            java(
-                build,
-                homes["idnode"],
-                "HdlInterop",
-                "sessioncases",
-                "host=127.0.0.1",
-                "port=2651",
-                "http=8001",
-                f"prefix={PREFIX}",
-                f"seckey=301:{NA}:s3cret",
-            ),
-        ),
-        h.Step(
-            "java-reference",
-            java(
-                build,
-                homes["ref"],
-                "HdlInterop",
-                "matrix",
-                "host=127.0.0.1",
-                "port=2641",
-                "http=18000",
-                f"prefix={PREFIX}",
-                *keys_args,
-                subset,
-            ),
-            timeout=600,
-        ),
-        h.Step(
-            "java-idnode",
-            java(
-                build,
-                homes["idnode"],
-                "HdlInterop",
-                "matrix",
-                "host=127.0.0.1",
-                "port=2651",
-                "http=8001",
-                f"prefix={PREFIX}",
-                *keys_args,
-                subset,
-            ),
-            timeout=600,
+        *(
+            h.Step(
+                f"java-{who}",
+                h.hdl_interop(
+                    build, home, "matrix", port, http, f"prefix={PREFIX}", *keys_args, subset
+                ),
+                timeout=600,
+            )
+            for who, home, port, http in targets
         ),
     ]
-    for step in steps:
-        if step.cmd[0] == "python":
-            import sys
-
-            step.cmd[0] = sys.executable
     return h.in_namespace(work, [boot, reference, node], steps)
 
 

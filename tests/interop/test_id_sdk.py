@@ -14,7 +14,6 @@ Over UDP the SDK binds its own socket to the port it sends to, so it is pointed 
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 import pytest
@@ -33,34 +32,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("idsdk")
     build = work / "build"
     h.compile_drivers(build)
-    for f in ("admpriv.bin", "admpub.bin"):
-        shutil.copy(h.TEMPLATE / f, work / f)
+    h.copy_admin_keys(work)
     db, key = f"sqlite:///{work}/registry.db", str(work / "node.key")
-    init = [h.IDNODE, "init", "--database-url", db, "--secret-key-file", key]
     node = h.Server(
         "idnode",
-        [
-            h.IDNODE,
-            "serve",
-            "--database-url",
-            db,
-            "--secret-key-file",
-            key,
-            "--listen",
-            "127.0.0.1",
-            "--handle-port",
-            "2641",
-            "--http-port",
-            "8000",
-            "--grpc-port",
-            "50051",
-            "--workers",
-            "2",
-        ],
+        h.idnode_serve(db, key, handle=2641, http=8000, grpc=50051),
         port=8000,
         before=[
-            [*init, "--prefix", "88.166", "--admin-pubkey", str(work / "admpub.bin")],
-            [*init, "--prefix", "88.167", "--admin-secret", "pw-88.167"],
+            h.idnode_init(db, key, "88.166", "--admin-pubkey", str(work / "admpub.bin")),
+            h.idnode_init(db, key, "88.167", "--admin-secret", "pw-88.167"),
         ],
         settle=1.0,
     )

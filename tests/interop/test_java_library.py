@@ -10,7 +10,7 @@ encrypted and certified sessions) and each command-line tool. The tests read the
 
 from __future__ import annotations
 
-import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 
 def java(build: Path, home: Path, *args: str) -> list[str]:
-    return ["java", *h.JAVA_FLAGS, f"-Duser.home={home}", "-cp", h.cnri_classpath(build), *args]
+    return h.cnri_java(build, home, *args)
 
 
 def batch_file(path: Path, auth: list[str], tag: str) -> Path:
@@ -61,90 +61,29 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     build, home, keys = work / "build", work / "home", work / "keys"
     h.compile_drivers(build)
     keys.mkdir()
-    (home / ".handle").mkdir(parents=True)
-    (home / ".handle" / "local_nas").write_text("*\n")  # every prefix goes to our node
-    for f in ("admpriv.bin", "admpub.bin"):
-        shutil.copy(h.TEMPLATE / f, keys / f)
-    import subprocess
-
+    h.local_home(home)  # every prefix goes to our node
+    h.copy_admin_keys(keys)
     subprocess.run(java(build, home, "HdlInterop", "keygen", str(keys)), check=True, timeout=120)
     db, key = f"sqlite:///{work}/registry.db", str(work / "node.key")
+    admins = ("--server-admins", f"300:{NA},301:{NA}")
     node = h.Server(
         "idnode",
-        [
-            h.IDNODE,
-            "serve",
-            "--database-url",
-            db,
-            "--secret-key-file",
-            key,
-            "--listen",
-            "127.0.0.1",
-            "--handle-port",
-            "2641",
-            "--http-port",
-            "8000",
-            "--grpc-port",
-            "50051",
-            "--workers",
-            "2",
-            "--server-admins",
-            f"300:{NA},301:{NA}",
-        ],
+        h.idnode_serve(db, key, handle=2641, http=8000, grpc=50051, args=admins),
         port=8000,
-        before=[
-            [
-                h.IDNODE,
-                "init",
-                "--prefix",
-                PREFIX,
-                "--admin-pubkey",
-                str(keys / "admpub.bin"),
-                "--database-url",
-                db,
-                "--secret-key-file",
-                key,
-            ],
-        ],
-        after=[
-            java(
-                build,
-                home,
-                "HdlInterop",
-                "siteinfo-file",
-                "host=127.0.0.1",
-                "port=2641",
-                "http=8000",
-                f"out={home}/.handle/resolver_site",
-            ),
-            java(
-                build,
-                home,
-                "HdlInterop",
-                "addkeys",
-                "host=127.0.0.1",
-                "port=2641",
-                "http=8000",
-                f"prefix={PREFIX}",
-                f"pubkey=300:{NA}:{keys}/admpriv.bin",
-                "secret=s3cret",
-                f"rsapub={keys}/rsa_admin_pub.bin",
-            ),
-        ],
+        before=[h.idnode_init(db, key, PREFIX, "--admin-pubkey", str(keys / "admpub.bin"))],
+        after=h.library_setup(build, home, 2641, 8000, PREFIX, keys),
         settle=1.0,
     )
     tag = "42"
     steps = [
         h.Step(
             "matrix",
-            java(
+            h.hdl_interop(
                 build,
                 home,
-                "HdlInterop",
                 "matrix",
-                "host=127.0.0.1",
-                "port=2641",
-                "http=8000",
+                2641,
+                8000,
                 f"prefix={PREFIX}",
                 f"seckey=301:{NA}:s3cret",
                 f"pubkey=300:{NA}:{keys}/admpriv.bin",
