@@ -205,6 +205,11 @@ class HandleService:
             plain, _session = await self.door.decrypt_request(wire)
         except SessionRefusal as exc:
             return self._envelope_error(wire, exc.rc, exc.message, door)
+        except Exception:  # the registry failed under the lookup: say so, as _guarded does
+            log.exception("an encrypted request could not be opened")
+            return self._envelope_error(
+                wire, ResponseCode.ERROR, "the node could not complete the request; try again", door
+            )
         r = self.respond(plain, door, client, conn, counted=True)
         if r is None or isinstance(r, bytes):
             return r

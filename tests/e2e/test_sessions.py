@@ -483,12 +483,19 @@ def test_a_failing_registry_gets_an_answer_and_the_node_lives_on(tmp_path: Path)
     n.wait_ready()
     try:
         path = db.removeprefix("sqlite:///")
+        encrypted = admin(n, encrypt=True)  # a session opened while the registry works
+        assert encrypted.request(create("88.166.1001/ENC-1"))[0].response_code == RC.SUCCESS
         with sqlite3.connect(path) as c:
             c.execute("ALTER TABLE sessions RENAME TO sessions_away")
         with admin(n, session=False) as a:
             (r,) = a.request(create("88.166.1001/FAIL"))
             assert r.response_code == RC.ERROR
         assert "failed" in n.log_text()
+        # an encrypted request: its session cannot be read to open it, and it says so
+        with encrypted:
+            (r,) = encrypted.request(create("88.166.1001/ENC-2"))
+            assert r.response_code == RC.ERROR
+        assert "could not be opened" in n.log_text()
         with sqlite3.connect(path) as c:
             c.execute("ALTER TABLE sessions_away RENAME TO sessions")
         with admin(n, session=False) as a:
