@@ -273,8 +273,12 @@ def reseal(wire: bytes, payload: bytes, *, encrypted: bool) -> bytes:
     return bytes((wire[0], wire[1], flags, wire[3])) + wire[4:16] + U32.pack(len(payload)) + payload
 
 
+_ENCRYPTED = int(EnvelopeFlag.ENCRYPTED)  # a plain int: IntFlag arithmetic costs ~1.5 µs
+
+
 def is_encrypted(wire: bytes) -> bool:
-    return len(wire) >= ENVELOPE_SIZE and bool(wire[2] & EnvelopeFlag.ENCRYPTED)
+    """Is the envelope's encrypted flag set? (On every request's path.)"""
+    return len(wire) >= ENVELOPE_SIZE and bool(wire[2] & _ENCRYPTED)
 
 
 def split_messages(data: bytes) -> list[bytes]:
