@@ -9,8 +9,8 @@ In one run, on a scratch PostgreSQL database:
   template every identifier names), HS_ADMIN authorisation, encoding, one multi-row
   insert and the audit rows per batch.
 
-    python -m loadtest.batch_bench                      # 100,000 identifiers
-    python -m loadtest.batch_bench --count 500000 --json results/batch.json
+    python -m idnode.loadtest.batch_bench                      # 100,000 identifiers
+    python -m idnode.loadtest.batch_bench --count 500000 --json results/batch.json
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Any
 
 import asyncpg
 
-from loadtest.report import emit
-from registry.auth import Identity
-from registry.migrate import upgrade
-from registry.names import PrefixAuthority
-from registry.service import RegistryService
-from registry.store import HandleRecord, open_store
-from resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
-from resolver.codec.codes import ALL_ADMIN_PERMISSIONS
+from idnode.loadtest.report import emit
+from idnode.registry.auth import Identity
+from idnode.registry.migrate import upgrade
+from idnode.registry.names import PrefixAuthority
+from idnode.registry.service import RegistryService
+from idnode.registry.store import HandleRecord, open_store
+from idnode.resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
+from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS
 
 ADMIN = Identity("0.NA/88.166", 300)
 TEMPLATE = {

@@ -8,7 +8,7 @@ generator, the kernel and the framework allow on this machine in the same run.
 * grpc, grpc-batch, grpc-stream: grpc.aio serving the Resolver service with fixed
   answers (one ResolveResponse per identifier asked), no lookup.
 
-    python -m loadtest.ceilings --door tcp --port 9000
+    python -m idnode.loadtest.ceilings --door tcp --port 9000
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REST_BODY = (
 
 def _answer_bytes() -> bytes:
     """A Handle resolution answer of the load test's size (three values)."""
-    from resolver.codec import (
+    from idnode.resolver.codec import (
         HandleValue,
         Message,
         ResolutionRequest,
@@ -94,7 +94,7 @@ async def http_fixed(host: str, port: int) -> None:
 async def grpc_fixed(host: str, port: int) -> None:
     import grpc
 
-    from resolver.grpc_protos import load
+    from idnode.resolver.grpc_protos import load
 
     pb2, pb2_grpc = load()
     value = pb2.HandleValue(index=1, type="URL", data=b"https://pim.example.cn/1", ttl=86400)

@@ -6,8 +6,8 @@ to a ceiling measured in the same run: a bare ``struct.unpack_from`` of the 44
 fixed bytes (envelope + header), the least any decoder must do. Absolute numbers
 drift on shared machines; the ratios are what to compare between runs.
 
-    python -m loadtest.codec_bench                 # ~1 s per case, 5 rounds, pinned to CPU 1
-    python -m loadtest.codec_bench --json out.json
+    python -m idnode.loadtest.codec_bench                 # ~1 s per case, 5 rounds, pinned to CPU 1
+    python -m idnode.loadtest.codec_bench --json out.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     HandleValue,
     Message,
     OpCode,
@@ -36,7 +36,7 @@ from resolver.codec import (
     encode_values,
     put_text,
 )
-from resolver.codec.message import PREAMBLE
+from idnode.resolver.codec.message import PREAMBLE
 
 HANDLE = "88.166.1001/ABC-123456"
 VALUES = (

@@ -143,8 +143,8 @@ def handle_frames(handles: list[str]) -> list[bytearray]:
     the rest are spliced from it (envelope and body lengths, the handle). A unit test
     holds the two byte-identical.
     """
-    from resolver.codec import Message, ResolutionRequest, encode
-    from resolver.codec.codes import OpFlag
+    from idnode.resolver.codec import Message, ResolutionRequest, encode
+    from idnode.resolver.codec.codes import OpFlag
 
     flags = OpFlag.REC | OpFlag.CA | OpFlag.PO
     sample = encode(Message(op_code=1, body=ResolutionRequest("x"), op_flags=flags))
@@ -203,7 +203,7 @@ class TcpLink:
     """One persistent connection; requests are pipelined and answers matched by id."""
 
     def __init__(self, host: str, port: int) -> None:
-        from resolver.codec import FrameBuffer
+        from idnode.resolver.codec import FrameBuffer
 
         self.sock = socket.create_connection((host, port), timeout=5)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -449,7 +449,7 @@ async def _http_calls(job: Job, handles: list[str]) -> tuple[Call, Callable[[], 
 async def _grpc_calls(job: Job, handles: list[str]) -> tuple[Call, Callable[[], Awaitable[None]]]:
     import grpc
 
-    from resolver.grpc_protos import load
+    from idnode.resolver.grpc_protos import load
 
     pb2, pb2_grpc = load()
     channel = grpc.aio.insecure_channel(f"{job.host}:{job.port}")

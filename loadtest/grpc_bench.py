@@ -6,8 +6,8 @@ Server on ``--server-cpu``, load on ``--load-cpu``, everything on 127.0.0.1:
 * ``Resolve``: unary resolution of hot handles (L1), same concurrency as the ceiling;
 * ``BatchResolve``: batches of ``--batch`` hot handles, in handles per second.
 
-    python -m loadtest.grpc_bench
-    python -m loadtest.grpc_bench --seconds 10 --json results/grpc.json
+    python -m idnode.loadtest.grpc_bench
+    python -m idnode.loadtest.grpc_bench --seconds 10 --json results/grpc.json
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 
 import grpc
 
-from loadtest.report import emit
-from registry.migrate import upgrade
-from resolver.grpc_protos import load
+from idnode.loadtest.report import emit
+from idnode.registry.migrate import upgrade
+from idnode.resolver.grpc_protos import load
 
 from .udp_bench import free_port, hot_handles, pinned, populate, records, stop
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(populate(url, records(handles)))
     echo_port, grpc_port = free_port(), free_port()
     echo = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.grpc_bench", "--echo", str(echo_port)],
+        [sys.executable, "-m", "idnode.loadtest.grpc_bench", "--echo", str(echo_port)],
         preexec_fn=pinned(args.server_cpu),
     )
     idnode = str(Path(sys.executable).parent / "idnode")

@@ -12,7 +12,7 @@ are scattered over the key space and over the enterprises instead of being the f
 
 from __future__ import annotations
 
-from resolver.codec import HandleValue, encode_values
+from idnode.resolver.codec import HandleValue, encode_values
 
 NODE_PREFIX = "88.166"
 ENTERPRISES = 1200  # about the number of enterprises per secondary node

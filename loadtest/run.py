@@ -170,7 +170,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None) 
 def start_ceiling(door: str, cpus: list[int]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.ceilings", "--door", door, "--port", str(port)],
+        [sys.executable, "-m", "idnode.loadtest.ceilings", "--door", door, "--port", str(port)],
         preexec_fn=_pinned(cpus),
     )
     _wait_port(door, port, proc)
@@ -334,7 +334,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def prepare_registry(cfg: RunConfig, tmp: Path, say: Progress) -> tuple[str, int, dict[str, Any]]:
     """The registry URL, its size, and facts about it (backend, bytes per identifier)."""
-    from registry.migrate import upgrade
+    from idnode.registry.migrate import upgrade
 
     from .populate import populate_sqlite
 
@@ -429,10 +429,10 @@ async def make_api_key(url: str) -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from registry.bootstrap import KEY_INDEX, create_prefix_admin
-    from registry.names import NA_PREFIX
-    from registry.store import open_store
-    from registry.templates import parse_template
+    from idnode.registry.bootstrap import KEY_INDEX, create_prefix_admin
+    from idnode.registry.names import NA_PREFIX
+    from idnode.registry.store import open_store
+    from idnode.registry.templates import parse_template
 
     pem = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -579,7 +579,7 @@ async def prefill(target: Target, size: int, batch: int = 1000, concurrency: int
     hold what they can before the clock starts (a node in steady state, not a cold one)."""
     import grpc
 
-    from resolver.grpc_protos import load
+    from idnode.resolver.grpc_protos import load
 
     from .keyspace import handle
 
@@ -671,7 +671,7 @@ def save(report: dict[str, Any], folder: str | None) -> Path:
     """report.json and report.html in ``folder`` (default results/<time>)."""
     import json
 
-    from .html import render
+    from .report_page import render
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     path = Path(folder or f"results/{stamp}")

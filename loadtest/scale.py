@@ -102,7 +102,7 @@ def ensure_database(server_url: str, size: int, say: Progress) -> str:
 
     import asyncpg
 
-    from registry.migrate import upgrade
+    from idnode.registry.migrate import upgrade
 
     from .populate import bar, populate_postgres
 

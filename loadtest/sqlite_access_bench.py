@@ -5,7 +5,7 @@ point lookups through the store (sqlite3 on the loop), batches of 100 through th
 store, and point lookups through aiosqlite (a thread hop per query) when it is
 installed (``pip install aiosqlite``; it is not a dependency).
 
-    python -m loadtest.sqlite_access_bench
+    python -m idnode.loadtest.sqlite_access_bench
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import tempfile
 import time
 from typing import Any
 
-from registry.migrate import upgrade
-from registry.store import open_store
+from idnode.registry.migrate import upgrade
+from idnode.registry.store import open_store
 
 from .udp_bench import hot_handles, populate, records
 

@@ -12,8 +12,8 @@ The load is closed-loop: ``--window`` requests in flight from one socket. Latenc
 is from send to answer, in HdrHistogram. Everything goes to 127.0.0.1 and stops
 after ``--seconds``.
 
-    python -m loadtest.udp_bench                       # all modes, 5 s each
-    python -m loadtest.udp_bench --modes l1 --seconds 10 --json results/udp.json
+    python -m idnode.loadtest.udp_bench                       # all modes, 5 s each
+    python -m idnode.loadtest.udp_bench --modes l1 --seconds 10 --json results/udp.json
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest.report import emit
-from registry.migrate import upgrade
-from registry.store import HandleRecord, open_store
-from resolver.codec import HandleValue, encode, encode_values
-from resolver.codec.codes import OpFlag
-from resolver.codec.wire import U32
+from idnode.loadtest.report import emit
+from idnode.registry.migrate import upgrade
+from idnode.registry.store import HandleRecord, open_store
+from idnode.resolver.codec import HandleValue, encode, encode_values
+from idnode.resolver.codec.codes import OpFlag
+from idnode.resolver.codec.wire import U32
 
 PREFIX = "88.166"
 
@@ -67,7 +67,7 @@ def records(handles: list[str]) -> list[HandleRecord]:
 
 
 def packets(handles: list[str]) -> list[bytes]:
-    from resolver.codec import Message, ResolutionRequest
+    from idnode.resolver.codec import Message, ResolutionRequest
 
     return [
         encode(
@@ -242,7 +242,7 @@ async def any_ceiling(
 
     import asyncpg
 
-    from registry.postgres_store import GET_MANY
+    from idnode.registry.postgres_store import GET_MANY
 
     conns = [await asyncpg.connect(pg_url) for _ in range(connections)]
     done = 0
@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     port = free_port()
     echo = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.ceilings", "--door", "udp", "--port", str(port)],
+        [sys.executable, "-m", "idnode.loadtest.ceilings", "--door", "udp", "--port", str(port)],
         preexec_fn=pinned(args.server_cpu),
     )
     try:

@@ -21,8 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from resolver.codec import ProtocolError
-from resolver.codec.auth import (
+from idnode.resolver.codec import ProtocolError
+from idnode.resolver.codec.auth import (
     AUTH_PUBKEY,
     AUTH_SECKEY,
     MAC_PBKDF2_HMAC_SHA1,
@@ -32,8 +32,8 @@ from resolver.codec.auth import (
     pbkdf2_mac,
     signed_data,
 )
-from resolver.codec.bodies import ChallengeAnswer
-from resolver.codec.keys import DsaPublicKey, RsaPublicKey, decode_public_key
+from idnode.resolver.codec.bodies import ChallengeAnswer
+from idnode.resolver.codec.keys import DsaPublicKey, RsaPublicKey, decode_public_key
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "SHA1": hashes.SHA1,

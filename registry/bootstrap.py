@@ -12,7 +12,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     AdminRecord,
     DsaPublicKey,
     HandleValue,
@@ -24,12 +24,12 @@ from resolver.codec import (
     encode_public_key,
     encode_values,
 )
-from resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
-from resolver.codec.values import ValueReference
-from resolver.codec.vlist import encode_vlist
+from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
+from idnode.resolver.codec.values import ValueReference
+from idnode.resolver.codec.vlist import encode_vlist
 
 from .names import NA_PREFIX
-from .secrets import Sealer
+from .sealing import Sealer
 from .store import Outcome, Store, now
 
 ADMIN_INDEX = 100

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
-from resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
+from idnode.resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
+from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
 
 from .store import HandleRecord
 

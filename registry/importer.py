@@ -16,8 +16,8 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from resolver.codec import HandleValue, ProtocolError
-from resolver.codec.jsonform import values_from_json
+from idnode.resolver.codec import HandleValue, ProtocolError
+from idnode.resolver.codec.jsonform import values_from_json
 
 from .auth import Identity
 from .names import prefix_of

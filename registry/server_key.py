@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from resolver.codec.auth import PublicKeySignature, encode_signature
-from resolver.codec.credential import HS_SIGNED, Credential
-from resolver.codec.keys import DsaPublicKey, RsaPublicKey, encode_public_key
-from resolver.codec.wire import Reader
+from idnode.resolver.codec.auth import PublicKeySignature, encode_signature
+from idnode.resolver.codec.credential import HS_SIGNED, Credential
+from idnode.resolver.codec.keys import DsaPublicKey, RsaPublicKey, encode_public_key
+from idnode.resolver.codec.wire import Reader
 
 from .auth import AuthError, verify_public_key
-from .secrets import Sealer, SecretError
+from .sealing import Sealer, SecretError
 from .store import Store
 
 try:

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ParamSpec
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     AdminPermission,
     AdminRecord,
     CreateHandleResponse,
@@ -33,8 +33,8 @@ from resolver.codec import (
     decode_values,
     encode_values,
 )
-from resolver.codec import bodies as b
-from resolver.codec.codes import (
+from idnode.resolver.codec import bodies as b
+from idnode.resolver.codec.codes import (
     MAX_VALUES,
     NOT_HOMED_MESSAGE,
     SITE_TYPES,
@@ -43,8 +43,8 @@ from resolver.codec.codes import (
     TYPE_SECKEY,
     TYPE_VLIST,
 )
-from resolver.codec.message import Message
-from resolver.codec.vlist import decode_vlist
+from idnode.resolver.codec.message import Message
+from idnode.resolver.codec.vlist import decode_vlist
 
 from .auth import AuthError, Identity
 from .names import (
@@ -57,7 +57,7 @@ from .names import (
     storage_prefix,
 )
 from .quotas import Quotas
-from .secrets import Sealer, SecretError
+from .sealing import Sealer, SecretError
 from .store import KEEP, AuditEntry, HandleRecord, Outcome, Refusal, Store, now
 from .templates import (
     TEMPLATE_INDEX,

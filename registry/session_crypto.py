@@ -23,8 +23,13 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from resolver.codec.codes import SessionCipher
-from resolver.codec.keys import DhPublicKey, RsaPublicKey, decode_public_key, encode_public_key
+from idnode.resolver.codec.codes import SessionCipher
+from idnode.resolver.codec.keys import (
+    DhPublicKey,
+    RsaPublicKey,
+    decode_public_key,
+    encode_public_key,
+)
 
 try:  # cryptography >= 43 keeps TripleDES (and so single DES) among the decrepit ciphers
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .auth import Identity
-from .secrets import Sealer, SecretError
+from .sealing import Sealer, SecretError
 from .store import NewSession, ReplayCheck, SessionRow, Store
 
 MAX_MESSAGE_LIFE = 86_400.0  # a MAC is remembered at most this long (see ``use``)

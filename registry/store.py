@@ -440,7 +440,7 @@ def same_values(a: bytes, b: bytes) -> bool:
     """Two value lists equal but for their timestamps (a retry is stamped anew)."""
     if a == b:
         return True
-    from resolver.codec import ProtocolError, decode_values
+    from idnode.resolver.codec import ProtocolError, decode_values
 
     try:
         va, vb = decode_values(a), decode_values(b)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from resolver.codec import HandleValue
+from idnode.resolver.codec import HandleValue
 
 TEMPLATE_INDEX = 1001
 TEMPLATE_TYPE = "TEMPLATE"

@@ -15,7 +15,7 @@ import os
 import struct
 from pathlib import Path
 
-from registry.store import Store
+from idnode.registry.store import Store
 
 _SEQ = struct.Struct("<q")
 

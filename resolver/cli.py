@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.names import InvalidName
-from registry.store import StoreError
+from idnode.registry.names import InvalidName
+from idnode.registry.store import StoreError
 
 from .codec.codes import rc_name
 from .codec.errors import ProtocolError
-from .inspect import body_to_json
+from .dissect import body_to_json
 from .settings import FIELDS, ConfigError, Settings, load_settings
 
 EXIT_OK = 0
@@ -35,7 +35,7 @@ def _is_file(arg: str) -> bool:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import INSPECTORS, parse_input
+    from .dissect import INSPECTORS, parse_input
 
     src: str = args.input
     try:
@@ -96,9 +96,9 @@ def _init(
     admin_pubkey: str | None = None,
     server_key: ServerKeyChoice | None = None,
 ) -> int:
-    from registry.migrate import upgrade
-    from registry.names import check_prefix
-    from registry.server_key import ServerKey, ServerKeyError
+    from idnode.registry.migrate import upgrade
+    from idnode.registry.names import check_prefix
+    from idnode.registry.server_key import ServerKey, ServerKeyError
 
     for p in prefixes:
         check_prefix(p)
@@ -127,10 +127,10 @@ async def _home(
     choice: ServerKeyChoice | None = None,
     imported: Any = None,
 ) -> int:
-    from registry.bootstrap import create_prefix_admin
-    from registry.secrets import Sealer
-    from registry.server_key import ServerKeyError, ensure_server_key
-    from registry.store import open_store
+    from idnode.registry.bootstrap import create_prefix_admin
+    from idnode.registry.sealing import Sealer
+    from idnode.registry.server_key import ServerKeyError, ensure_server_key
+    from idnode.registry.store import open_store
 
     choice = choice or ServerKeyChoice()
     sealer = Sealer.from_file(s.secret_key_file, create=True)
@@ -184,7 +184,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 async def _audit(s: Settings, handle: str, limit: int, as_json: bool) -> int:
-    from registry.store import open_store
+    from idnode.registry.store import open_store
 
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
@@ -222,10 +222,10 @@ async def _audit(s: Settings, handle: str, limit: int, as_json: bool) -> int:
 
 
 async def _template(s: Settings, args: argparse.Namespace) -> int:
-    from registry.importer import IMPORTER
-    from registry.names import PrefixAuthority
-    from registry.service import RegistryService
-    from registry.store import open_store
+    from idnode.registry.importer import IMPORTER
+    from idnode.registry.names import PrefixAuthority
+    from idnode.registry.service import RegistryService
+    from idnode.registry.store import open_store
 
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
@@ -280,8 +280,8 @@ async def _apikey(s: Settings, admin: str, label: str) -> int:
     import hashlib
     import secrets
 
-    from registry.auth import Identity
-    from registry.store import open_store
+    from idnode.registry.auth import Identity
+    from idnode.registry.store import open_store
 
     who = Identity.parse(admin)
     store = open_store(s.database_url, s.case_sensitive)
@@ -320,7 +320,7 @@ def _cpus(text: str) -> list[int]:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from loadtest.run import RunConfig
+    from idnode.loadtest.run import RunConfig
 
     return RunConfig(
         doors=[d for d in args.doors.split(",") if d],
@@ -349,7 +349,7 @@ def _run_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_loadtest_run(args: argparse.Namespace) -> int:
-    from loadtest.run import run, save
+    from idnode.loadtest.run import run, save
 
     try:
         cfg = _run_config(args)
@@ -363,8 +363,8 @@ def _cmd_loadtest_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_loadtest_scale(args: argparse.Namespace) -> int:
-    from loadtest.run import save
-    from loadtest.scale import ensure_database, scale
+    from idnode.loadtest.run import save
+    from idnode.loadtest.scale import ensure_database, scale
 
     try:
         cfg = _run_config(args)
@@ -395,7 +395,7 @@ def _cmd_loadtest_scale(args: argparse.Namespace) -> int:
 
 
 def _cmd_loadtest_report(args: argparse.Namespace) -> int:
-    from loadtest.html import render
+    from idnode.loadtest.report_page import render
 
     try:
         report = json.loads(Path(args.report).read_text())
@@ -412,13 +412,13 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
     if args.action == "plan":
         from dataclasses import fields
 
-        from loadtest.plan import Plan, render
+        from idnode.loadtest.plan import Plan, render
 
         plan = Plan(**{f.name: getattr(args, f.name) for f in fields(Plan)}).compute()
         print(json.dumps(plan, indent=2) if args.json else render(plan))
         return EXIT_OK
-    from loadtest.populate import bar, populate_postgres, populate_sqlite
-    from registry.migrate import upgrade
+    from idnode.loadtest.populate import bar, populate_postgres, populate_sqlite
+    from idnode.registry.migrate import upgrade
 
     s = _settings(args)
     upgrade(s.database_url)
@@ -465,11 +465,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 async def _import(s: Settings, path: str, batch_size: int, replace: bool) -> int:
-    from registry.importer import IMPORTER, ImportReport, import_lines
-    from registry.names import PrefixAuthority
-    from registry.secrets import Sealer
-    from registry.service import MAX_BATCH, RegistryService
-    from registry.store import open_store
+    from idnode.registry.importer import IMPORTER, ImportReport, import_lines
+    from idnode.registry.names import PrefixAuthority
+    from idnode.registry.sealing import Sealer
+    from idnode.registry.service import MAX_BATCH, RegistryService
+    from idnode.registry.store import open_store
 
     if not 1 <= batch_size <= MAX_BATCH:
         print(f"idnode import: --batch-size must be 1 to {MAX_BATCH}", file=sys.stderr)
@@ -525,7 +525,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from .client import ClientError, exchange, resolution_request
-    from .inspect import message_to_json
+    from .dissect import message_to_json
 
     transport = "tcp" if args.tcp else "http" if args.http else "udp"
     server = args.server or ("127.0.0.1:8000" if transport == "http" else "127.0.0.1:2641")
@@ -550,9 +550,9 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 async def _load_demo(s: Settings) -> None:
-    from registry.demo import NODE_PREFIX, TEMPLATE, demo_records
-    from registry.store import open_store
-    from registry.templates import parse_template
+    from idnode.registry.demo import NODE_PREFIX, TEMPLATE, demo_records
+    from idnode.registry.store import open_store
+    from idnode.registry.templates import parse_template
 
     store = open_store(s.database_url, s.case_sensitive)
     await store.open()
@@ -575,7 +575,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.database_url is None:
         args.database_url = "sqlite:///idnode-demo.db"
     s = _settings(args)
-    from registry.demo import NODE_PREFIX
+    from idnode.registry.demo import NODE_PREFIX
 
     _init(s, [NODE_PREFIX], "demo")
     asyncio.run(_load_demo(s))
@@ -876,7 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Defaults are this project's measurements on its 2-core reference machine.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    from loadtest.plan import Plan
+    from idnode.loadtest.plan import Plan
 
     d = Plan(registrations=1.5e9, qps=1)
     lq.add_argument("--registrations", type=float, default=1.5e9)

@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import replace
 from typing import Any
 
-from registry import session_crypto
+from idnode.registry import session_crypto
 
 from .codec import (
     Challenge,

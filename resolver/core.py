@@ -13,8 +13,8 @@ import logging
 import time
 from typing import NamedTuple
 
-from registry.names import PrefixAuthority, normalize
-from registry.store import Store
+from idnode.registry.names import PrefixAuthority, normalize
+from idnode.registry.store import Store
 
 from . import metrics
 from .changefeed import LocalChangeFeed

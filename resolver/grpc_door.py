@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
 
-from registry.auth import Identity
+from idnode.registry.auth import Identity
 
 from .codec import HandleValue, ResponseCode, decode_values
 from .codec.codes import TtlType
@@ -31,7 +31,7 @@ from .core import Resolution, answer
 from .grpc_protos import load
 
 if TYPE_CHECKING:
-    from registry.service import RegistryService
+    from idnode.registry.service import RegistryService
 
     from .core import Resolver
 

@@ -1,6 +1,8 @@
 """The gRPC modules, generated from protos/ with grpc_tools (never edited by hand, never
 committed). Generation runs once per version of the .proto files, into a cache
-directory keyed by their hash, and is put on sys.path.
+directory keyed by their hash; that directory joins the path of the package
+``idnode.v1``, so the generated modules live inside idnode's namespace (nothing is put
+on sys.path, no top-level name is claimed).
 """
 
 from __future__ import annotations
@@ -8,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import sys
+import shutil
 import tempfile
 from pathlib import Path
 from types import ModuleType
 
-PROTOS = Path(__file__).resolve().parents[1] / "protos"
+import idnode.protos
+import idnode.v1
+
+PROTOS = Path(idnode.protos.__file__).resolve().parent
 FILES = ("idnode/v1/handles.proto",)
 
 
@@ -29,7 +34,7 @@ def _cache_dir(digest: str) -> Path:
         Path(base).mkdir(parents=True, exist_ok=True)
     except OSError:
         base = os.path.join(tempfile.gettempdir(), "idnode-protos")
-    return Path(base) / f"protos-{digest}"
+    return Path(base) / f"grpc-v1-{digest}"
 
 
 def generate(out: Path) -> None:
@@ -52,23 +57,23 @@ def generate(out: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise ProtoError(f"protoc failed on {FILES}")
-    for pkg in ("idnode", "idnode/v1"):
-        (tmp / pkg / "__init__.py").touch()
     try:
-        tmp.rename(out)  # atomic: several workers may race to generate
+        (tmp / "idnode" / "v1").rename(out)  # atomic: several workers may race to generate
     except OSError:
         if not out.exists():
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load() -> tuple[ModuleType, ModuleType]:
     """(handles_pb2, handles_pb2_grpc), generating them first if needed."""
     digest = hashlib.sha256(b"".join((PROTOS / f).read_bytes() for f in FILES)).hexdigest()[:16]
     out = _cache_dir(digest)
-    if not (out / "idnode" / "v1" / "handles_pb2_grpc.py").exists():
+    if not (out / "handles_pb2_grpc.py").exists():
         generate(out)
-    if str(out) not in sys.path:
-        sys.path.insert(0, str(out))
+    if str(out) not in idnode.v1.__path__:
+        idnode.v1.__path__.append(str(out))
     pb2 = importlib.import_module("idnode.v1.handles_pb2")
     pb2_grpc = importlib.import_module("idnode.v1.handles_pb2_grpc")
     return pb2, pb2_grpc

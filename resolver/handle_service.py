@@ -64,9 +64,9 @@ from .handle_sessions import (
 from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
-    from registry.auth import Identity
-    from registry.service import RegistryService
-    from registry.sessions import Session, SessionStore
+    from idnode.registry.auth import Identity
+    from idnode.registry.service import RegistryService
+    from idnode.registry.sessions import Session, SessionStore
 
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
@@ -501,7 +501,7 @@ class HandleService:
         client: str,
         session: Session | None,
     ) -> bytes | None:
-        from registry.sessions import SessionLimit
+        from idnode.registry.sessions import SessionLimit
 
         assert self.sessions is not None
         digest = digest_request(wire)
@@ -535,7 +535,7 @@ class HandleService:
     ) -> bytes | None:
         """CHALLENGE_RESPONSE. ``session``: the keyed session under the answer's id, as
         the dispatch found it (None for a bare challenge)."""
-        from registry.auth import AuthBusy, AuthError, Identity, check_answer
+        from idnode.registry.auth import AuthBusy, AuthError, Identity, check_answer
 
         assert self.registry is not None and self.sessions is not None and self.door is not None
         if not isinstance(m.body, ChallengeAnswer):  # pragma: no cover - by dispatch
@@ -608,7 +608,7 @@ class HandleService:
         self, m: Message, wire: bytes, door: str, t0: float, conn: Connection | None
     ) -> bytes | None:
         """IDIS LOGIN (2000): a user name and password, for the TCP connection."""
-        from registry.auth import Identity
+        from idnode.registry.auth import Identity
 
         assert self.registry is not None
         body = m.body
@@ -654,8 +654,8 @@ class HandleService:
 
     async def _verify(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
         """VERIFY_RESPONSE (201): does this HS_SECKEY answer prove the key stored here?"""
-        from registry.auth import AuthBusy, AuthError, Identity, check_secret_key
-        from resolver.codec.auth import signed_data
+        from idnode.registry.auth import AuthBusy, AuthError, Identity, check_secret_key
+        from idnode.resolver.codec.auth import signed_data
 
         assert self.registry is not None
         body = m.body

@@ -25,10 +25,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from registry.auth import AuthError, Identity
-from registry.secrets import SecretError
-from registry.server_key import ServerKeyError
-from registry.session_crypto import (
+from idnode.registry.auth import AuthError, Identity
+from idnode.registry.sealing import SecretError
+from idnode.registry.server_key import ServerKeyError
+from idnode.registry.session_crypto import (
     Agreed,
     SessionCryptoError,
     decrypt,
@@ -37,7 +37,7 @@ from registry.session_crypto import (
     rsa_receive_key,
     rsa_send_key,
 )
-from registry.sessions import Session, SessionLimit, SessionStore
+from idnode.registry.sessions import Session, SessionLimit, SessionStore
 
 from .codec import Body, Empty, ErrorResponse, Message, OpCode, ProtocolError, ResponseCode
 from .codec.bodies import SessionExchangeKeyRequest, SessionSetupRequest, SessionSetupResponse
@@ -59,8 +59,8 @@ from .codec.message import (
 )
 
 if TYPE_CHECKING:
-    from registry.server_key import ServerKey
-    from registry.service import RegistryService
+    from idnode.registry.server_key import ServerKey
+    from idnode.registry.service import RegistryService
 
 log = logging.getLogger("idnode.sessions")
 

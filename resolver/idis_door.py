@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from registry.auth import Identity
-from registry.templates import TEMPLATE_INDEX
+from idnode.registry.auth import Identity
+from idnode.registry.templates import TEMPLATE_INDEX
 
 from .codec import HandleValue, Permission, ProtocolError, ResponseCode, decode_values
 from .codec.jsonform import value_from_json, value_to_json
 from .core import Resolution, answer
 
 if TYPE_CHECKING:
-    from registry.secrets import Sealer
-    from registry.service import RegistryService
+    from idnode.registry.sealing import Sealer
+    from idnode.registry.service import RegistryService
 
     from .core import Resolver
 

@@ -18,14 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.auth import Identity
-from registry.names import PrefixAuthority
-from registry.quotas import Quotas
-from registry.secrets import Sealer, SecretError
-from registry.server_key import ServerKey, ServerKeyError
-from registry.service import RegistryService
-from registry.sessions import SessionStore
-from registry.store import Store, open_store, redact_url
+from idnode.registry.auth import Identity
+from idnode.registry.names import PrefixAuthority
+from idnode.registry.quotas import Quotas
+from idnode.registry.sealing import Sealer, SecretError
+from idnode.registry.server_key import ServerKey, ServerKeyError
+from idnode.registry.service import RegistryService
+from idnode.registry.sessions import SessionStore
+from idnode.registry.store import Store, open_store, redact_url
 
 from .changefeed import LocalChangeFeed
 from .codec import (
@@ -325,7 +325,7 @@ def run_worker(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return 2
     except Exception as exc:
-        from registry.store import StoreError
+        from idnode.registry.store import StoreError
 
         if isinstance(exc, StoreError):
             log.error("%s", exc)

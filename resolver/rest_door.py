@@ -27,10 +27,10 @@ from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
 
-from registry.auth import AuthBusy, AuthError, Identity, check_secret_key, verify_public_key
-from registry.names import InvalidName, check_handle, normalize, prefix_of
-from registry.service import mint_handle
-from registry.sessions import Headroom, SessionLimit
+from idnode.registry.auth import AuthBusy, AuthError, Identity, check_secret_key, verify_public_key
+from idnode.registry.names import InvalidName, check_handle, normalize, prefix_of
+from idnode.registry.service import mint_handle
+from idnode.registry.sessions import Headroom, SessionLimit
 
 from . import metrics
 from .codec import ProtocolError, ResponseCode, decode_values
@@ -57,7 +57,7 @@ from .core import Resolution, answer
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from registry.service import RegistryService
+    from idnode.registry.service import RegistryService
 
     from .core import Resolver
 

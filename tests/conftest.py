@@ -12,7 +12,7 @@ import pytest
 import redis
 from hypothesis import settings
 
-from registry.migrate import upgrade
+from idnode.registry.migrate import upgrade
 from tests.services import (
     ServiceUnavailable,
     database_url,

@@ -6,12 +6,12 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from resolver.codec import bodies as b
-from resolver.codec.codes import MAX_HANDLE_LENGTH, HashType, OpCode, OpFlag, ResponseCode
-from resolver.codec.digest import DIGEST_SIZES, RequestDigest
-from resolver.codec.message import Message
-from resolver.codec.site import Interface, ServerInfo, SiteInfo
-from resolver.codec.values import HandleValue, ValueReference
+from idnode.resolver.codec import bodies as b
+from idnode.resolver.codec.codes import MAX_HANDLE_LENGTH, HashType, OpCode, OpFlag, ResponseCode
+from idnode.resolver.codec.digest import DIGEST_SIZES, RequestDigest
+from idnode.resolver.codec.hs_site import Interface, ServerInfo, SiteInfo
+from idnode.resolver.codec.message import Message
+from idnode.resolver.codec.values import HandleValue, ValueReference
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from registry.models import metadata
+from idnode.registry.models import metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or ""

@@ -3,7 +3,7 @@
 No sockets, no asyncio, no server imports (in the manner of h11). Front doors,
 the CLI client and the upstream resolver all speak the protocol through it.
 
-    from resolver.codec import decode, encode, Message, ResolutionRequest
+    from idnode.resolver.codec import decode, encode, Message, ResolutionRequest
     msg = decode(datagram)          # raises ProtocolError on anything malformed
     wire = encode(response_to(msg, ResponseCode.SUCCESS, body))
 """
@@ -60,6 +60,7 @@ from .datagrams import Reassembler, split_datagrams
 from .digest import RequestDigest, digest_of, digest_request, encode_digest
 from .errors import ProtocolError
 from .frames import FrameBuffer
+from .hs_site import Interface, ServerInfo, SiteInfo, decode_site, encode_site
 from .keys import DhPublicKey, DsaPublicKey, RsaPublicKey, decode_public_key, encode_public_key
 from .message import (
     Envelope,
@@ -73,7 +74,6 @@ from .message import (
     list_responses,
     response_to,
 )
-from .site import Interface, ServerInfo, SiteInfo, decode_site, encode_site
 from .sitehash import server_index, site_hash
 from .values import (
     HandleValue,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .digest import RequestDigest
-from .site import SiteInfo
+from .hs_site import SiteInfo
 from .values import HandleValue
 
 # --- requests -----------------------------------------------------------------

@@ -32,6 +32,7 @@ from .codes import (
     TtlType,
 )
 from .errors import ProtocolError
+from .hs_site import Interface, ServerInfo, SiteInfo, address_to_bytes, decode_site, encode_site
 from .keys import (
     DsaPublicKey,
     OtherPublicKey,
@@ -39,7 +40,6 @@ from .keys import (
     decode_public_key,
     encode_public_key,
 )
-from .site import Interface, ServerInfo, SiteInfo, address_to_bytes, decode_site, encode_site
 from .values import HandleValue, ValueReference
 from .vlist import decode_vlist, encode_vlist
 

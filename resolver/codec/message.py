@@ -341,7 +341,8 @@ def list_responses(
 ) -> list[Message]:
     """Answer LIST_HANDLES or LIST_HOMED_NAS as a stream of messages.
 
-    Each message carries at most ``max_body`` bytes of handles; every message but
+    Each message carries at most ``max_body`` bytes of handles (a longer handle
+    travels alone, since a handle cannot be split); every message but
     the last has CN (continuous) set, as the reference server streams long lists.
     An empty list is one message with no handles. Every message carries
     ``request_digest`` when given (the reference makes each one a response to the

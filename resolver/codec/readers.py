@@ -13,7 +13,7 @@ from . import bodies as b
 from .codes import MAX_HANDLE_LENGTH, KeyExchange, OpCode, OpFlag, ResponseCode
 from .digest import RequestDigest, read_digest
 from .errors import ProtocolError
-from .site import read_site
+from .hs_site import read_site
 from .values import read_values
 from .wire import Reader
 

@@ -9,7 +9,7 @@ from . import bodies as b
 from .codes import KeyExchange
 from .digest import encode_digest
 from .errors import ProtocolError
-from .site import encode_site
+from .hs_site import encode_site
 from .values import encode_values
 from .wire import I32, U16, U32, put_blob, put_text
 

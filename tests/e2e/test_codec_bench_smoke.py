@@ -20,7 +20,7 @@ def test_codec_bench_smoke(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "loadtest.codec_bench",
+            "idnode.loadtest.codec_bench",
             "--seconds",
             "0.01",
             "--rounds",
@@ -49,7 +49,7 @@ def test_udp_bench_smoke(tmp_path: Path) -> None:
     """The UDP benchmark runs end to end (echo ceiling and the L1 path) in a second or two."""
     out = tmp_path / "udp.json"
     p = run_module(
-        "loadtest.udp_bench",
+        "idnode.loadtest.udp_bench",
         "--seconds",
         "0.3",
         "--handles",
@@ -76,7 +76,7 @@ def test_batch_bench_smoke(pg_server: tuple[str, str], tmp_path: Path) -> None:
     """The registration benchmark runs end to end on a tiny count."""
     out = tmp_path / "batch.json"
     p = run_module(
-        "loadtest.batch_bench",
+        "idnode.loadtest.batch_bench",
         "--count",
         "3000",
         "--cpu",
@@ -96,7 +96,7 @@ def test_grpc_bench_smoke(tmp_path: Path) -> None:
     """The gRPC benchmark runs end to end (echo ceiling, Resolve, BatchResolve)."""
     out = tmp_path / "grpc.json"
     p = run_module(
-        "loadtest.grpc_bench",
+        "idnode.loadtest.grpc_bench",
         "--seconds",
         "0.3",
         "--handles",

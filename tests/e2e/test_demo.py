@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from resolver.client import exchange, resolution_request
-from resolver.codec import ResolutionResponse
+from idnode.resolver.client import exchange, resolution_request
+from idnode.resolver.codec import ResolutionResponse
 from tests.e2e.node_process import IDNODE
 from tests.services import free_port
 

@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from resolver.grpc_protos import load
+from idnode.resolver.grpc_protos import load
 from tests.e2e.node_process import IDNODE, NodeProcess, admin_node
 from tests.unit.test_templates import DOC
 

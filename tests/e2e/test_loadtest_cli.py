@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from loadtest.keyspace import handle
-from resolver.client import exchange, resolution_request
+from idnode.loadtest.keyspace import handle
+from idnode.resolver.client import exchange, resolution_request
 from tests.e2e.node_process import IDNODE, NodeProcess
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from loadtest.generators import DOORS
+from idnode.loadtest.generators import DOORS
 from tests.e2e.node_process import IDNODE
 
 pytestmark = pytest.mark.e2e
@@ -113,7 +113,7 @@ def test_open_loop_with_misses_generators_and_redis(tmp_path: Path, redis_url: s
 def test_ycsb_b_updates_land_in_the_registry(tmp_path: Path) -> None:
     import sqlite3
 
-    from registry.migrate import upgrade
+    from idnode.registry.migrate import upgrade
 
     db = tmp_path / "lt.db"
     upgrade(f"sqlite:///{db}")

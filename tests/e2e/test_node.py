@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from resolver.client import exchange, exchange_tcp, exchange_udp, resolution_request
-from resolver.codec import (
+from idnode.resolver.client import exchange, exchange_tcp, exchange_udp, resolution_request
+from idnode.resolver.codec import (
     FrameBuffer,
     HandleValue,
     Message,
@@ -28,7 +28,7 @@ from resolver.codec import (
     decode,
     encode,
 )
-from resolver.codec.bodies import CreateHandleRequest, GetSiteInfoRequest
+from idnode.resolver.codec.bodies import CreateHandleRequest, GetSiteInfoRequest
 from tests.e2e.node_process import IDNODE, NodeProcess
 
 pytestmark = pytest.mark.e2e

@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from resolver.client import AdminClient, exchange, exchange_udp, resolution_request
-from resolver.codec import (
+from idnode.resolver.client import AdminClient, exchange, exchange_udp, resolution_request
+from idnode.resolver.codec import (
     AddValueRequest,
     Challenge,
     ChallengeAnswer,
@@ -32,7 +32,7 @@ from resolver.codec import (
     decode,
     encode,
 )
-from resolver.codec.auth import (
+from idnode.resolver.codec.auth import (
     MAC_HMAC_SHA1,
     MAC_MD5,
     MAC_PBKDF2_HMAC_SHA1,
@@ -376,7 +376,7 @@ def test_template_cli(tmp_path: Path) -> None:
 
 
 def test_authorized_reads_of_non_public_values(secret_node: NodeProcess) -> None:
-    from resolver.codec import Permission
+    from idnode.resolver.codec import Permission
 
     h = "88.166.1001/PRIVATE"
     secret_value = HandleValue(
@@ -462,8 +462,8 @@ def test_verify_response_for_another_server(secret_node: NodeProcess) -> None:
     import hashlib
     import os
 
-    from resolver.codec import HashType, RequestDigest, VerifyAuthRequest, VerifyAuthResponse
-    from resolver.codec.auth import MAC_SHA1, SecretKeyMac, encode_secret_key_mac, keyed_mac
+    from idnode.resolver.codec import HashType, RequestDigest, VerifyAuthRequest, VerifyAuthResponse
+    from idnode.resolver.codec.auth import MAC_SHA1, SecretKeyMac, encode_secret_key_mac, keyed_mac
 
     nonce, digest = os.urandom(16), hashlib.sha1(b"a request elsewhere").digest()
     good = encode_secret_key_mac(

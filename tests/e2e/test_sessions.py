@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from registry.server_key import verify
-from registry.session_crypto import rsa_public_key
-from resolver.client import AdminClient, exchange, exchange_udp, resolution_request
-from resolver.codec import (
+from idnode.registry.server_key import verify
+from idnode.registry.session_crypto import rsa_public_key
+from idnode.resolver.client import AdminClient, exchange, exchange_udp, resolution_request
+from idnode.resolver.codec import (
     Challenge,
     CreateHandleRequest,
     FrameBuffer,
@@ -42,8 +42,8 @@ from resolver.codec import (
     decode,
     encode,
 )
-from resolver.codec.bodies import SessionExchangeKeyRequest
-from resolver.codec.credential import (
+from idnode.resolver.codec.bodies import SessionExchangeKeyRequest
+from idnode.resolver.codec.credential import (
     HS_MAC,
     HS_SIGNED,
     Credential,
@@ -52,8 +52,8 @@ from resolver.codec.credential import (
     encode_credential,
     signed_prefix,
 )
-from resolver.codec.keys import DhPublicKey, RsaPublicKey, encode_public_key
-from resolver.codec.message import header_and_body, with_credential
+from idnode.resolver.codec.keys import DhPublicKey, RsaPublicKey, encode_public_key
+from idnode.resolver.codec.message import header_and_body, with_credential
 from tests.e2e.node_process import NodeProcess, init_registry
 
 pytestmark = pytest.mark.e2e
@@ -256,7 +256,7 @@ def setup_message(body: SessionSetupRequest, *, minor: int = 5) -> Message:
 
 
 def test_session_setups_that_cannot_work(node: NodeProcess) -> None:
-    from registry.session_crypto import dh_keypair
+    from idnode.registry.session_crypto import dh_keypair
 
     port = node.handle_port
     (r,) = tcp_exchange(port, encode(setup_message(SessionSetupRequest(9, 60, "", -1))))

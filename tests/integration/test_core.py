@@ -8,12 +8,12 @@ import time
 import pytest
 import redis
 
-from registry.names import PrefixAuthority
-from registry.store import HandleRecord, Store, open_store
-from resolver.codec import HandleValue, ResponseCode, decode_values, encode_values
-from resolver.codec.codes import Permission, TtlType
-from resolver.core import Resolver
-from resolver.l2 import RedisTier
+from idnode.registry.names import PrefixAuthority
+from idnode.registry.store import HandleRecord, Store, open_store
+from idnode.resolver.codec import HandleValue, ResponseCode, decode_values, encode_values
+from idnode.resolver.codec.codes import Permission, TtlType
+from idnode.resolver.core import Resolver
+from idnode.resolver.l2 import RedisTier
 
 PUBLIC = HandleValue(1, "URL", b"https://example.cn/1")
 SECRET = HandleValue(2, "costPrice", b"99", permissions=int(Permission.ADMIN_READ))
@@ -169,7 +169,7 @@ def test_redis_down_degrades_to_the_registry(pg_url: str) -> None:
 
 def test_registry_down_answers_an_error_not_a_crash(tmp_path: object) -> None:
     async def go() -> None:
-        from registry.migrate import upgrade
+        from idnode.registry.migrate import upgrade
 
         url = f"sqlite:///{tmp_path}/r.db"
         upgrade(url)
@@ -236,7 +236,7 @@ def test_redis_fills_run_one_at_a_time_batch_meanwhile_and_are_capped(
 ) -> None:
     """While one fill is under way the next ones queue and go as one batch; past
     MAX_QUEUED_FILLS they are skipped (a fill is an optimisation, not data)."""
-    import resolver.core as core_module
+    import idnode.resolver.core as core_module
 
     monkeypatch.setattr(core_module, "MAX_QUEUED_FILLS", 5)
     calls: list[int] = []

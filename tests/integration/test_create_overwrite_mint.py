@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from registry.auth import Identity
-from registry.names import PrefixAuthority
-from registry.secrets import Sealer
-from registry.service import RegistryService, replace_permissions
-from registry.store import Store, open_store
-from resolver.codec import (
+from idnode.registry.auth import Identity
+from idnode.registry.names import PrefixAuthority
+from idnode.registry.sealing import Sealer
+from idnode.registry.service import RegistryService, replace_permissions
+from idnode.registry.store import Store, open_store
+from idnode.resolver.codec import (
     AdminPermission,
     AdminRecord,
     HandleValue,
@@ -134,7 +134,7 @@ def test_mint_keeps_the_stem_and_retries_a_collision(
             taken = uuid.UUID(c.handle[-36:])
             fresh = uuid.uuid4()
             queue = [taken, fresh]
-            monkeypatch.setattr("registry.service.uuid.uuid4", lambda: queue.pop(0))
+            monkeypatch.setattr("idnode.registry.service.uuid.uuid4", lambda: queue.pop(0))
             again = await svc.create_handle(stem, (EMAIL,), ALICE, mint=True, overwrite=True)
             assert again.rc == RC.SUCCESS and again.handle == shape + str(fresh)
             # the collision left the first handle as it was; the new one holds the email

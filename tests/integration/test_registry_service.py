@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from registry.auth import Identity
-from registry.names import PrefixAuthority
-from registry.secrets import Sealer
-from registry.service import RegistryService
-from registry.store import Store, open_store
-from resolver.codec import (
+from idnode.registry.auth import Identity
+from idnode.registry.names import PrefixAuthority
+from idnode.registry.sealing import Sealer
+from idnode.registry.service import RegistryService
+from idnode.registry.store import Store, open_store
+from idnode.resolver.codec import (
     AdminPermission,
     AdminRecord,
     HandleValue,
@@ -350,7 +350,7 @@ def test_authorized_read_needs_its_bit(sqlite_url: str, tmp_path: Path) -> None:
         store, svc, _ = await service(sqlite_url, tmp_path)
         try:
             await set_prefix_admin(svc, 0x0FFF & ~AP.AUTHORIZED_READ)
-            from resolver.codec import encode_values
+            from idnode.resolver.codec import encode_values
 
             vals = encode_values([URL])
             assert not await svc.may_read_restricted("88.166.1001/x", vals, ALICE)
@@ -366,7 +366,7 @@ def test_authorized_read_needs_its_bit(sqlite_url: str, tmp_path: Path) -> None:
 
 
 def test_registration_quotas(store_url: str, tmp_path: Path) -> None:
-    from registry.quotas import Quotas
+    from idnode.registry.quotas import Quotas
 
     async def go() -> None:
         quotas = Quotas(default=0, overrides={"88.166.1001": 3})
@@ -395,8 +395,8 @@ def test_registration_quotas(store_url: str, tmp_path: Path) -> None:
 
 
 def test_hs_vlist_admin_groups(sqlite_url: str, tmp_path: Path) -> None:
-    from resolver.codec.values import ValueReference
-    from resolver.codec.vlist import encode_vlist
+    from idnode.resolver.codec.values import ValueReference
+    from idnode.resolver.codec.vlist import encode_vlist
 
     async def go() -> None:
         store, svc, _ = await service(sqlite_url, tmp_path)

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from registry.auth import Identity
-from registry.names import PrefixAuthority
-from registry.postgres_store import PostgresStore
-from registry.secrets import Sealer
-from registry.service import RegistryService
-from registry.sessions import SessionLimit
-from registry.sqlite_store import SqliteStore
-from registry.store import Store, open_store
-from resolver.codec import HandleValue
-from resolver.codec.auth import pbkdf2_mac
-from resolver.rest_door import (
+from idnode.registry.auth import Identity
+from idnode.registry.names import PrefixAuthority
+from idnode.registry.postgres_store import PostgresStore
+from idnode.registry.sealing import Sealer
+from idnode.registry.service import RegistryService
+from idnode.registry.sessions import SessionLimit
+from idnode.registry.sqlite_store import SqliteStore
+from idnode.registry.store import Store, open_store
+from idnode.resolver.codec import HandleValue
+from idnode.resolver.codec.auth import pbkdf2_mac
+from idnode.resolver.rest_door import (
     BAD_HEADER,
     NOT_VERIFIED,
     RestSessions,

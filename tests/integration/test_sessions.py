@@ -9,10 +9,10 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from registry.auth import Identity
-from registry.secrets import Sealer
-from registry.sessions import SessionLimit, SessionStore
-from registry.store import open_store
+from idnode.registry.auth import Identity
+from idnode.registry.sealing import Sealer
+from idnode.registry.sessions import SessionLimit, SessionStore
+from idnode.registry.store import open_store
 
 WHO = Identity("0.NA/88.166", 300)
 

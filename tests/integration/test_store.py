@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from registry.store import HandleRecord, open_store
-from resolver.codec import HandleValue, decode_values, encode_values
+from idnode.registry.store import HandleRecord, open_store
+from idnode.resolver.codec import HandleValue, decode_values, encode_values
 
 
 def vals(*data: bytes) -> bytes:
@@ -137,7 +137,7 @@ def test_postgres_handle_keys_compare_byte_for_byte(pg_url: str) -> None:
 def test_a_connection_left_in_a_transaction_comes_back_clean(pg_url: str) -> None:
     """The pool runs no reset query on release (the store keeps no session state); a
     transaction left open is still rolled back before the connection is reused."""
-    from registry.postgres_store import PostgresStore
+    from idnode.registry.postgres_store import PostgresStore
 
     async def go() -> None:
         s = PostgresStore(pg_url, pool_size=1)

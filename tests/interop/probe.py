@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from resolver.client import ClientError, resolution_request
-from resolver.codec import (
+from idnode.resolver.client import ClientError, resolution_request
+from idnode.resolver.codec import (
     FrameBuffer,
     HandleOnlyRequest,
     KeyExchange,
@@ -36,7 +36,7 @@ from resolver.codec import (
     decode,
     encode,
 )
-from resolver.codec.credential import decode_credential
+from idnode.resolver.codec.credential import decode_credential
 
 Case = Callable[[str, int, dict[str, Any]], dict[str, Any]]
 CASES: dict[str, Case] = {}
@@ -93,7 +93,7 @@ def setup_empty_body(host: str, port: int, t: dict[str, Any]) -> dict[str, Any]:
 
 @case
 def setup_below_2_5(host: str, port: int, t: dict[str, Any]) -> dict[str, Any]:
-    from registry.session_crypto import dh_keypair
+    from idnode.registry.session_crypto import dh_keypair
 
     body = SessionSetupRequest(KeyExchange.DH, 600, "", -1, dh_keypair()[1])
     return ask(host, port, setup(body, minor=1))
@@ -157,7 +157,7 @@ def exchange_key_unknown_session(host: str, port: int, t: dict[str, Any]) -> dic
 
 @case
 def answer_without_challenge(host: str, port: int, t: dict[str, Any]) -> dict[str, Any]:
-    from resolver.codec import ChallengeAnswer
+    from idnode.resolver.codec import ChallengeAnswer
 
     m = Message(
         op_code=OpCode.CHALLENGE_RESPONSE,

@@ -290,7 +290,7 @@ def test_no_check_failed_or_went_missing(run: dict[str, Any]) -> None:
 def test_get_site_info_tool(run: dict[str, Any]) -> None:
     step = run["steps"]["GetSiteInfo"]
     assert step["rc"] == 0, step["stderr"]
-    from resolver.codec import decode_site
+    from idnode.resolver.codec import decode_site
 
     site = decode_site((Path(run["work"]) / "siteinfo.bin").read_bytes())
     assert site.servers[0].public_key and site.servers[0].ip == "127.0.0.1"

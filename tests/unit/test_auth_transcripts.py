@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     AddValueRequest,
     Challenge,
     ChallengeAnswer,
@@ -31,7 +31,7 @@ from resolver.codec import (
     encode,
     encode_public_key,
 )
-from resolver.codec.auth import (
+from idnode.resolver.codec.auth import (
     MAC_SHA1,
     decode_secret_key_mac,
     decode_signature,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     HandleValue,
     Message,
     OpCode,
@@ -31,11 +31,11 @@ from resolver.codec import (
     encode,
     encode_value,
 )
-from resolver.codec.auth import decode_secret_key_mac, decode_signature
-from resolver.codec.bodies import CreateHandleRequest, HandleOnlyRequest, ResolutionResponse
-from resolver.codec.codes import MAX_HANDLE_LENGTH, MAX_MESSAGE_LENGTH, MAX_VALUES
-from resolver.codec.jsonform import data_to_json, value_from_json, values_from_json
-from resolver.codec.vlist import decode_vlist
+from idnode.resolver.codec.auth import decode_secret_key_mac, decode_signature
+from idnode.resolver.codec.bodies import CreateHandleRequest, HandleOnlyRequest, ResolutionResponse
+from idnode.resolver.codec.codes import MAX_HANDLE_LENGTH, MAX_MESSAGE_LENGTH, MAX_VALUES
+from idnode.resolver.codec.jsonform import data_to_json, value_from_json, values_from_json
+from idnode.resolver.codec.vlist import decode_vlist
 from tests import strategies as s
 from tests.vectors import vector
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from registry import session_crypto as sc
-from registry.secrets import Sealer
-from registry.server_key import ServerKey, ServerKeyError, verify
-from resolver.codec import (
+from idnode.registry import session_crypto as sc
+from idnode.registry.sealing import Sealer
+from idnode.registry.server_key import ServerKey, ServerKeyError, verify
+from idnode.resolver.codec import (
     DhPublicKey,
     KeyExchange,
     ProtocolError,
@@ -25,7 +25,7 @@ from resolver.codec import (
     decode,
     encode_public_key,
 )
-from resolver.codec.credential import (
+from idnode.resolver.codec.credential import (
     HS_MAC,
     HS_SIGNED,
     Credential,
@@ -36,7 +36,7 @@ from resolver.codec.credential import (
     session_mac,
     signed_prefix,
 )
-from resolver.codec.message import header_and_body, reseal, split_messages, with_credential
+from idnode.resolver.codec.message import header_and_body, reseal, split_messages, with_credential
 from tests.vectors import HERE
 
 VECTORS = "session-vectors.txt"
@@ -69,7 +69,7 @@ def test_session_setup_decodes_as_the_library_wrote_it() -> None:
         KeyExchange.DH, 86400, "0.NA/20.500.12345", 300, public_key=b"dh-public-key-bytes"
     )
     # and our writer gives the library's bytes back, the two trailing zero bytes included
-    from resolver.codec import encode
+    from idnode.resolver.codec import encode
 
     again = encode(dataclasses.replace(m, credential=b""))
     assert header_and_body(again) == raw

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     HandleValue,
     Message,
     ProtocolError,
@@ -18,7 +18,7 @@ from resolver.codec import (
     encode,
     split_datagrams,
 )
-from resolver.codec.message import decode_envelope
+from idnode.resolver.codec.message import decode_envelope
 
 
 def big_message(size_hint: int, rid: int = 7) -> bytes:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver.codec import FrameBuffer, ProtocolError
+from idnode.resolver.codec import FrameBuffer, ProtocolError
 from tests.vectors import vector
 
 REQ = vector("resolution request, all values")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     AdminRecord,
     HandleValue,
     ProtocolError,
@@ -13,14 +13,14 @@ from resolver.codec import (
     encode_admin,
     encode_public_key,
 )
-from resolver.codec.jsonform import (
+from idnode.resolver.codec.jsonform import (
     handle_to_json,
     value_from_json,
     value_to_json,
     values_from_json,
 )
-from resolver.codec.values import ValueReference
-from resolver.codec.vlist import encode_vlist
+from idnode.resolver.codec.values import ValueReference
+from idnode.resolver.codec.vlist import encode_vlist
 from tests import strategies as s
 from tests.vectors import vector
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadtest.keyspace import (
+from idnode.loadtest.keyspace import (
     ENTERPRISES,
     Permutation,
     enterprise_of,
@@ -16,8 +16,8 @@ from loadtest.keyspace import (
     record,
     unregistered,
 )
-from loadtest.workloads import Workload, Zipfian
-from registry.names import check_handle
+from idnode.loadtest.workloads import Workload, Zipfian
+from idnode.registry.names import check_handle
 
 
 @settings(max_examples=40)
@@ -74,16 +74,16 @@ def test_workloads() -> None:
 
 
 def test_fast_row_encoding_matches_the_codec() -> None:
-    from loadtest.keyspace import values
-    from loadtest.populate import values_wire
-    from resolver.codec import encode_values
+    from idnode.loadtest.keyspace import values
+    from idnode.loadtest.populate import values_wire
+    from idnode.resolver.codec import encode_values
 
     for i in (0, 1, 999, 123_456_789):
         assert values_wire(i) == encode_values(values(i))
 
 
 def test_capacity_plan_states_its_assumptions() -> None:
-    from loadtest.plan import Plan, render
+    from idnode.loadtest.plan import Plan, render
 
     r = Plan(registrations=1.5e9, qps=200_000, bytes_per_identifier=400).compute()
     assert r["resolver_cores"] >= 2 and r["sql_storage_gib"] > 500
@@ -99,8 +99,8 @@ def test_capacity_plan_states_its_assumptions() -> None:
 def test_zipf_model_matches_the_generator_the_load_uses() -> None:
     import random
 
-    from loadtest.plan import harmonic, zipf_hot_set, zipf_share
-    from loadtest.workloads import Zipfian
+    from idnode.loadtest.plan import harmonic, zipf_hot_set, zipf_share
+    from idnode.loadtest.workloads import Zipfian
 
     assert abs(harmonic(200_000) - sum(i**-0.99 for i in range(1, 200_001))) < 1e-6
     assert zipf_share(10**9, 10**9) == 1.0
@@ -116,10 +116,10 @@ def test_zipf_model_matches_the_generator_the_load_uses() -> None:
 
 
 def test_spliced_request_frames_are_what_the_codec_encodes() -> None:
-    from loadtest.generators import handle_frames
-    from loadtest.keyspace import handle
-    from resolver.codec import Message, ResolutionRequest, decode, encode
-    from resolver.codec.codes import OpFlag
+    from idnode.loadtest.generators import handle_frames
+    from idnode.loadtest.keyspace import handle
+    from idnode.resolver.codec import Message, ResolutionRequest, decode, encode
+    from idnode.resolver.codec.codes import OpFlag
 
     names = [handle(i) for i in range(50)] + ["88.166.1001/液压阀-1", "x" * 2000, "a/b"]
     flags = OpFlag.REC | OpFlag.CA | OpFlag.PO
@@ -133,7 +133,7 @@ def test_spliced_request_frames_are_what_the_codec_encodes() -> None:
 def test_cost_fits_recover_known_curves_and_refuse_degenerate_sizes() -> None:
     import math
 
-    from loadtest.scale import fit_cost
+    from idnode.loadtest.scale import fit_cost
 
     sizes = [1e6, 1e7, 1e8]
     log_curve = [(n, 5 + 10 * math.log10(n)) for n in sizes]

@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     ListHandlesRequest,
     ListResponse,
     Message,
@@ -17,7 +17,7 @@ from resolver.codec import (
     encode,
     list_responses,
 )
-from resolver.codec.digest import digest_request
+from idnode.resolver.codec.digest import digest_request
 
 REQUEST = Message(
     op_code=OpCode.LIST_HANDLES,
@@ -40,7 +40,9 @@ def test_stream_carries_every_handle_in_order(handles: list[str], max_body: int)
     assert {(m.request_id, m.session_id, m.minor_version) for m in decoded} == {(42, 9, 5)}
     for m in msgs[:-1]:
         assert isinstance(m.body, ListResponse)
-        assert sum(4 + len(h.encode()) for h in m.body.handles) + 4 <= max_body
+        # A handle longer than max_body cannot be split: it travels alone.
+        size = sum(4 + len(h.encode()) for h in m.body.handles) + 4
+        assert size <= max_body or len(m.body.handles) == 1
 
 
 def test_an_empty_list_is_one_message() -> None:

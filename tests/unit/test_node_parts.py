@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from registry.names import InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
-from resolver.coalesce import Coalescer
-from resolver.l1 import Entry, L1Cache
-from resolver.settings import ConfigError, load_settings
+from idnode.registry.names import InvalidName, PrefixAuthority, check_handle, normalize, prefix_of
+from idnode.resolver.coalesce import Coalescer
+from idnode.resolver.l1 import Entry, L1Cache
+from idnode.resolver.settings import ConfigError, load_settings
 
 
 def test_names() -> None:
@@ -161,7 +161,7 @@ def test_settings_errors_are_clear(tmp_path: Path) -> None:
 
 
 def test_rate_limiter_buckets() -> None:
-    from resolver.ratelimit import RateLimiter
+    from idnode.resolver.ratelimit import RateLimiter
 
     r = RateLimiter(rate=10, burst=3, max_clients=2)
     assert [r.allow("a", now=0.0) for _ in range(4)] == [True, True, True, False]
@@ -172,7 +172,7 @@ def test_rate_limiter_buckets() -> None:
 
 
 def test_quota_parsing() -> None:
-    from registry.quotas import Quotas
+    from idnode.registry.quotas import Quotas
 
     assert Quotas.parse(0, "") is None
     q = Quotas.parse(100, "88.166.1001=5, 88.166.1002=0")

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from registry.auth import (
+from idnode.registry.auth import (
     PBKDF2_CHECKS,
     AuthBusy,
     AuthError,
@@ -20,8 +20,8 @@ from registry.auth import (
     check_secret_key,
     verify_answer,
 )
-from resolver.codec import ChallengeAnswer, decode
-from resolver.codec.auth import (
+from idnode.resolver.codec import ChallengeAnswer, decode
+from idnode.resolver.codec.auth import (
     MAC_HMAC_SHA1,
     MAC_HMAC_SHA256,
     MAC_MD5,
@@ -36,7 +36,7 @@ from resolver.codec.auth import (
     pbkdf2_mac,
     signed_data,
 )
-from resolver.codec.keys import DsaPublicKey, RsaPublicKey, encode_public_key
+from idnode.resolver.codec.keys import DsaPublicKey, RsaPublicKey, encode_public_key
 from tests.unit.test_auth_transcripts import ANS1, ANS2, CHAL1, CHAL2, PUBKEY
 
 NONCE, DIGEST = os.urandom(16), hashlib.sha256(b"request").digest()

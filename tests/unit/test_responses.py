@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     ErrorResponse,
     HandleValue,
     HashType,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     HandleValue,
     ProtocolError,
     decode,
@@ -20,8 +20,8 @@ from resolver.codec import (
     encode_values,
     put_text,
 )
-from resolver.codec.admin import AdminRecord, decode_admin, encode_admin
-from resolver.codec.auth import (
+from idnode.resolver.codec.admin import AdminRecord, decode_admin, encode_admin
+from idnode.resolver.codec.auth import (
     MAC_HMAC_SHA256,
     MAC_PBKDF2_HMAC_SHA1,
     PublicKeySignature,
@@ -31,18 +31,18 @@ from resolver.codec.auth import (
     encode_secret_key_mac,
     encode_signature,
 )
-from resolver.codec.bodies import ResolutionRequest, ResolutionResponse
-from resolver.codec.codes import OpCode, OpFlag
-from resolver.codec.keys import (
+from idnode.resolver.codec.bodies import ResolutionRequest, ResolutionResponse
+from idnode.resolver.codec.codes import OpCode, OpFlag
+from idnode.resolver.codec.hs_site import SiteInfo
+from idnode.resolver.codec.keys import (
     DsaPublicKey,
     RsaPublicKey,
     decode_public_key,
     encode_public_key,
 )
-from resolver.codec.message import Message
-from resolver.codec.site import SiteInfo
-from resolver.codec.values import ValueReference, summarize_values
-from resolver.codec.vlist import decode_vlist, encode_vlist
+from idnode.resolver.codec.message import Message
+from idnode.resolver.codec.values import ValueReference, summarize_values
+from idnode.resolver.codec.vlist import decode_vlist, encode_vlist
 from tests import strategies as s
 
 

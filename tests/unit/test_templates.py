@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from registry.templates import TemplateError, check_successor, parse_template
-from resolver.codec import HandleValue
+from idnode.registry.templates import TemplateError, check_successor, parse_template
+from idnode.resolver.codec import HandleValue
 
 DOC: dict[str, Any] = {
     "prefix": "88.166.1001",

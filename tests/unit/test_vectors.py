@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from resolver.codec import (
+from idnode.resolver.codec import (
     AdminRecord,
     ErrorResponse,
     GetSiteInfoRequest,
@@ -31,9 +31,9 @@ from resolver.codec import (
     site_hash,
     split_datagrams,
 )
-from resolver.codec.codes import NOT_HOMED_MESSAGE, HashOption
-from resolver.codec.message import decode_envelope
-from resolver.codec.values import ValueReference
+from idnode.resolver.codec.codes import NOT_HOMED_MESSAGE, HashOption
+from idnode.resolver.codec.message import decode_envelope
+from idnode.resolver.codec.values import ValueReference
 from tests.vectors import FILES, HERE, SHARED, load, vector
 
 HANDLE = "20.500.12345/abc"

@@ -12,10 +12,10 @@ from .codec.admin import decode_admin
 from .codec.bodies import ChallengeAnswer
 from .codec.digest import RequestDigest
 from .codec.errors import ProtocolError
+from .codec.hs_site import SiteInfo, decode_site
 from .codec.jsonform import key_to_json, site_to_json, value_to_json
 from .codec.keys import decode_public_key
 from .codec.message import Message, decode
-from .codec.site import SiteInfo, decode_site
 from .codec.values import HandleValue, decode_value, decode_values
 
 _HEX = re.compile(rb"^(0x)?[0-9a-fA-F\s:]*$")

@@ -1,0 +1,7 @@
+"""``python -m idnode`` is the ``idnode`` command."""
+
+import sys
+
+from idnode.resolver.cli import main
+
+sys.exit(main())
