@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
+from idnode.errors import RegistryError
 from idnode.resolver.codec import ProtocolError
 from idnode.resolver.codec.auth import (
     AUTH_PUBKEY,
@@ -61,7 +62,7 @@ class Identity:
         return cls(handle, int(index))
 
 
-class AuthError(Exception):
+class AuthError(RegistryError):
     """The answer does not prove the key (the reason is for logs and the audit row)."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from idnode.errors import RegistryError
+
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 NA_PREFIX = "0.NA/"
@@ -16,7 +18,7 @@ MAX_HANDLE_CHARS = 255  # the management API's limit (the wire allows 2048 bytes
 MAX_PREFIX_CHARS = 64
 
 
-class InvalidName(ValueError):
+class InvalidName(RegistryError, ValueError):
     pass
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from idnode.errors import RegistryError
+
 SEALED_PREFIX = b"idnode-sealed:v1:"
 
 
-class SecretError(Exception):
+class SecretError(RegistryError):
     pass
 
 

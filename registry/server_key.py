@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from idnode.errors import RegistryError
 from idnode.resolver.codec.auth import PublicKeySignature, encode_signature
 from idnode.resolver.codec.credential import HS_SIGNED, Credential
 from idnode.resolver.codec.keys import DsaPublicKey, RsaPublicKey, encode_public_key
@@ -40,7 +41,7 @@ ALGORITHMS = ("rsa", "dsa")
 DEFAULT_BITS = {"rsa": 2048, "dsa": 1024}  # DSA-1024: SHA1withDSA, as the reference signs
 
 
-class ServerKeyError(Exception):
+class ServerKeyError(RegistryError):
     pass
 
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from idnode.errors import RegistryError
 from idnode.resolver.codec.codes import SessionCipher
 from idnode.resolver.codec.keys import (
     DhPublicKey,
@@ -49,7 +50,7 @@ MAX_RSA_EXPONENT_BITS = 64
 EXPONENT_BITS = 320
 
 
-class SessionCryptoError(Exception):
+class SessionCryptoError(RegistryError):
     """A key, ciphertext or parameter that cannot be used (the reason is for the client)."""
 
 

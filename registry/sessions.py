@@ -28,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from idnode.errors import RegistryError
+
 from .auth import Identity
 from .sealing import Sealer, SecretError
 from .store import NewSession, ReplayCheck, SessionRow, Store
@@ -35,7 +37,7 @@ from .store import NewSession, ReplayCheck, SessionRow, Store
 MAX_MESSAGE_LIFE = 86_400.0  # a MAC is remembered at most this long (see ``use``)
 
 
-class SessionLimit(Exception):
+class SessionLimit(RegistryError):
     """Too many sessions or challenges pending from one client, or in all."""
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from idnode.errors import RegistryError, RequestRefused
+
 from .names import normalize, storage_prefix
 
 
@@ -23,7 +25,7 @@ class HandleRecord:
     values_wire: bytes  # resolver.codec.encode_values(...)
 
 
-class StoreError(RuntimeError):
+class StoreError(RegistryError, RuntimeError):
     """The store cannot be reached or refused an operation (not a lookup miss)."""
 
 
@@ -43,13 +45,8 @@ class Outcome(NamedTuple):
     detail: str = ""
 
 
-class Refusal(Exception):
+class Refusal(RequestRefused):
     """Raised by a mutation function to refuse the write; nothing is written but the audit row."""
-
-    def __init__(self, rc: int, message: str) -> None:
-        super().__init__(message)
-        self.rc = rc
-        self.message = message
 
 
 Mutator = Callable[[bytes | None], Outcome]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from idnode.errors import RegistryError
 from idnode.resolver.codec import HandleValue
 
 TEMPLATE_INDEX = 1001
@@ -30,7 +31,7 @@ DATA_TYPES = ("string", "number", "date")
 _INDUSTRY = re.compile(r"^[A-T](/\d{2}(/\d{3}(/\d{4})?)?)?$")
 
 
-class TemplateError(ValueError):
+class TemplateError(RegistryError, ValueError):
     """A template document that cannot be accepted; the message says what to fix."""
 
 

@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import replace
 from typing import Any
 
+from idnode.errors import IdnodeError
 from idnode.registry import session_crypto
 
 from .codec import (
@@ -57,7 +58,7 @@ _ids = itertools.count(int.from_bytes(os.urandom(3), "big") + 1)
 SENT_KEPT = 64  # requests an AdminClient remembers (AdminClient.sent)
 
 
-class ClientError(RuntimeError):
+class ClientError(IdnodeError, RuntimeError):
     pass
 
 

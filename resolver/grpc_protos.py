@@ -17,12 +17,13 @@ from types import ModuleType
 
 import idnode.protos
 import idnode.v1
+from idnode.errors import IdnodeError
 
 PROTOS = Path(idnode.protos.__file__).resolve().parent
 FILES = ("idnode/v1/handles.proto",)
 
 
-class ProtoError(RuntimeError):
+class ProtoError(IdnodeError, RuntimeError):
     pass
 
 

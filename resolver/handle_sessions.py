@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from idnode.errors import RequestRefused
 from idnode.registry.auth import AuthError, Identity
 from idnode.registry.sealing import SecretError
 from idnode.registry.server_key import ServerKeyError
@@ -73,13 +74,8 @@ MSG_NO_SESSION = "Invalid session id or session time out. Please try again."
 _NO_MAC_OPS = (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGEKEY)
 
 
-class SessionRefusal(Exception):
+class SessionRefusal(RequestRefused):
     """A request the session rules refuse: answered with ``rc`` and ``message``."""
-
-    def __init__(self, rc: int, message: str) -> None:
-        super().__init__(message)
-        self.rc = rc
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from idnode.errors import IdnodeError
 from idnode.registry.auth import Identity
 from idnode.registry.templates import TEMPLATE_INDEX
 
@@ -63,7 +64,7 @@ def status_of(rc: int) -> int:
     return BUSINESS
 
 
-class _Refused(Exception):
+class _Refused(IdnodeError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from idnode.errors import IdnodeError
 
-class ConfigError(ValueError):
+
+class ConfigError(IdnodeError, ValueError):
     pass
 
 

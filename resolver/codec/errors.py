@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from idnode.errors import IdnodeError
 
-class ProtocolError(ValueError):
+
+class ProtocolError(IdnodeError, ValueError):
     """Bytes that are not a valid Handle protocol message, or a message that cannot be encoded.
 
     Every malformed input the codec meets ends here, never in IndexError,

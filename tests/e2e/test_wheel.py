@@ -53,9 +53,9 @@ def test_the_wheel_installs_outside_the_checkout_and_serves(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["IDNODE_PROTO_CACHE"] = str(tmp_path / "proto-cache")  # generated here, from the wheel
     with open(log, "wb") as out:
+        ports = ["--handle-port", str(handle_port), "--http-port", str(http_port)]
         proc = subprocess.Popen(
-            [idnode, "demo", "--handle-port", str(handle_port), "--http-port", str(http_port)]
-            + ["--grpc-port", str(grpc_port)],
+            [idnode, "demo", *ports, "--grpc-port", str(grpc_port)],
             cwd=tmp_path,
             env=env,
             stdout=out,
@@ -79,8 +79,8 @@ def test_the_wheel_installs_outside_the_checkout_and_serves(tmp_path: Path) -> N
                 "import grpc, sys; from idnode.resolver.grpc_protos import load;"
                 "pb2, stubs = load();"
                 f"ch = grpc.insecure_channel('127.0.0.1:{grpc_port}');"
-                "r = stubs.ResolverStub(ch).Resolve(pb2.ResolveRequest(handle='88.166.1001/HV-0001'),"
-                " timeout=10);"
+                "q = pb2.ResolveRequest(handle='88.166.1001/HV-0001');"
+                "r = stubs.ResolverStub(ch).Resolve(q, timeout=10);"
                 "print(r.handle, len(r.values))"
             )
             handle, count = run([py, "-c", grpc_probe], tmp_path, timeout=60).split()
