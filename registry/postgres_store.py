@@ -13,10 +13,13 @@ nested loop prunes to one partition per key (79k keys/s).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import astuple
 
 import asyncpg
+
+from idnode.resolver.codec.codes import ResponseCode
 
 from .names import key_range, storage_prefix
 from .store import (
@@ -97,6 +100,14 @@ class PostgresStore(Store):
             await self._pool.close()
             self._pool = None
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside one transaction: the block's end commits; an
+        exception rolls everything back and is raised again. A COMMIT that fails raises
+        (nothing landed); the pool rolls back whatever a connection comes back with."""
+        async with self.pool.acquire() as c, c.transaction():
+            yield c
+
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         async with self.pool.acquire() as c:
             rows = await c.fetch(GET_MANY, list(keys))
@@ -146,49 +157,46 @@ class PostgresStore(Store):
     async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
         key = self.key(handle)
         for _attempt in range(3):
-            async with self.pool.acquire() as c:
-                refusal: Refusal | None = None
-                before: bytes | None = None
-                async with c.transaction():
-                    row = await c.fetchrow(
-                        "SELECT vals FROM handles WHERE handle = $1 FOR UPDATE", key
-                    )
-                    before = bytes(row[0]) if row else None
-                    try:
-                        o = fn(before)
-                    except Refusal as exc:
-                        refusal = exc
+            refusal: Refusal | None = None
+            before: bytes | None = None
+            async with self.transaction() as c:
+                row = await c.fetchrow("SELECT vals FROM handles WHERE handle = $1 FOR UPDATE", key)
+                before = bytes(row[0]) if row else None
+                try:
+                    o = fn(before)
+                except Refusal as exc:
+                    refusal = exc  # recorded below, after this transaction wrote nothing
+                else:
+                    t = now()
+                    if isinstance(o.new, Keep):
+                        pass
+                    elif o.new is None:
+                        await c.execute("DELETE FROM handles WHERE handle = $1", key)
+                    elif before is None:
+                        # No row to lock: a concurrent create may win; then run fn again.
+                        inserted = await c.fetchval(
+                            "INSERT INTO handles (handle, display, prefix, vals, version,"
+                            " created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5)"
+                            " ON CONFLICT (handle) DO NOTHING RETURNING 1",
+                            key,
+                            handle,
+                            self.key(storage_prefix(handle)),
+                            o.new,
+                            t,
+                        )
+                        if inserted is None:
+                            continue
                     else:
-                        t = now()
-                        if isinstance(o.new, Keep):
-                            pass
-                        elif o.new is None:
-                            await c.execute("DELETE FROM handles WHERE handle = $1", key)
-                        elif before is None:
-                            # No row to lock: a concurrent create may win; then run fn again.
-                            inserted = await c.fetchval(
-                                "INSERT INTO handles (handle, display, prefix, vals, version,"
-                                " created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5)"
-                                " ON CONFLICT (handle) DO NOTHING RETURNING 1",
-                                key,
-                                handle,
-                                self.key(storage_prefix(handle)),
-                                o.new,
-                                t,
-                            )
-                            if inserted is None:
-                                continue
-                        else:
-                            await c.execute(
-                                "UPDATE handles SET vals = $1, version = version + 1,"
-                                " updated_at = $2 WHERE handle = $3",
-                                o.new,
-                                t,
-                                key,
-                            )
-                        e = self._audit_row(before, o, actor, op, handle)
-                        await c.execute(_AUDIT, *astuple(e))
-                        return o
+                        await c.execute(
+                            "UPDATE handles SET vals = $1, version = version + 1,"
+                            " updated_at = $2 WHERE handle = $3",
+                            o.new,
+                            t,
+                            key,
+                        )
+                    e = self._audit_row(before, o, actor, op, handle)
+                    await c.execute(_AUDIT, *astuple(e))
+                    return o
             if refusal is not None:
                 await self._refused(refusal, before, actor, op, handle)
                 raise refusal
@@ -202,7 +210,7 @@ class PostgresStore(Store):
             return {}
         t = now()
         by_key = {r[0]: r for r in rows}
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             found = await c.fetch(
                 "SELECT h.handle, h.vals FROM unnest($1::text[]) AS k(key)"
                 " JOIN handles h ON h.handle = k.key FOR UPDATE OF h",
@@ -226,7 +234,10 @@ class PostgresStore(Store):
                 made = {r[0] for r in created}
                 for r in inserts:
                     if r[0] not in made:  # created concurrently since our SELECT
-                        results[r[0]] = (101, "registered concurrently; retry to compare")
+                        results[r[0]] = (
+                            ResponseCode.HANDLE_ALREADY_EXISTS,
+                            "registered concurrently; retry to compare",
+                        )
             if updates:
                 cols = list(zip(*updates, strict=True))
                 await c.execute(
@@ -249,14 +260,19 @@ class PostgresStore(Store):
                 keys,
                 [results[k][0] for k in keys],
                 [sha256_hex(existing.get(k)) for k in keys],
-                [sha256_hex(by_key[k][3] if results[k][0] == 1 else existing.get(k)) for k in keys],
+                [
+                    sha256_hex(
+                        by_key[k][3] if results[k][0] == ResponseCode.SUCCESS else existing.get(k)
+                    )
+                    for k in keys
+                ],
                 [results[k][1] for k in keys],
             )
         return results
 
     async def append_invalidations(self, keys: Sequence[str]) -> int:
         t = now()
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             newest = await c.fetchval(
                 "WITH i AS (INSERT INTO invalidations (handle, at)"
                 " SELECT k, $2 FROM unnest($1::text[]) AS k RETURNING id) SELECT max(id) FROM i",
@@ -314,7 +330,7 @@ class PostgresStore(Store):
         return done is not None
 
     async def session_take(self, sid: int, now: float) -> tuple[bytes, bytes, bytes] | None:
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             # The row lock makes a take single-use even when two workers race for it.
             row = await c.fetchrow(
                 "SELECT nonce, digest, request, challenge_expires, mode FROM sessions"
@@ -394,7 +410,7 @@ class PostgresStore(Store):
     async def session_use(
         self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
     ) -> ReplayCheck:
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             live = await c.fetchval(
                 "SELECT 1 FROM sessions WHERE id = $1 AND mode <> 0 AND expires >= $2 FOR UPDATE",
                 sid,
@@ -424,13 +440,13 @@ class PostgresStore(Store):
         return None if n is None else int(n)
 
     async def session_close(self, sid: int) -> bool:
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             done = await c.fetchval("DELETE FROM sessions WHERE id = $1 RETURNING 1", sid)
             await c.execute("DELETE FROM session_replays WHERE session_id = $1", sid)
         return done is not None
 
     async def sessions_reap(self, now: float) -> int:
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             gone = await c.fetchval(
                 "WITH d AS (DELETE FROM sessions WHERE expires < $1 RETURNING id)"
                 " SELECT count(*) FROM d",
@@ -470,7 +486,7 @@ class PostgresStore(Store):
         return None if row is None else (row[0], bytes(row[1]), bytes(row[2]))
 
     async def put_server_key(self, algorithm: str, private_sealed: bytes, public: bytes) -> None:
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             await c.execute("UPDATE server_keys SET active = false")
             await c.execute(
                 "INSERT INTO server_keys (algorithm, private_sealed, public_key, created_at,"
@@ -589,7 +605,7 @@ class PostgresStore(Store):
     async def rest_session_swap_nonce(
         self, id_sha256: str, nonce: bytes, now: float, extend_to: float
     ) -> bytes | None:
-        async with self.pool.acquire() as c, c.transaction():
+        async with self.transaction() as c:
             # The row lock makes the swap single-use even when two workers race for it.
             old = await c.fetchval(
                 "SELECT nonce FROM rest_sessions WHERE id_sha256 = $1 AND expires >= $2 FOR UPDATE",

@@ -32,7 +32,7 @@ from idnode.errors import RegistryError
 
 from .auth import Identity
 from .sealing import Sealer, SecretError
-from .store import NewSession, ReplayCheck, SessionRow, Store
+from .store import NewSession, ReplayCheck, SessionRow, SessionTable
 
 MAX_MESSAGE_LIFE = 86_400.0  # a MAC is remembered at most this long (see ``use``)
 
@@ -87,9 +87,11 @@ class Session:
 
 
 class SessionStore:
+    """The session rules (sealing, caps, lifetimes) over the registry's session table."""
+
     def __init__(
         self,
-        store: Store,
+        store: SessionTable,
         sealer: Sealer | None = None,
         *,
         challenge_ttl: float = 60.0,
@@ -229,9 +231,9 @@ class SessionStore:
 
     async def set_key(self, session_id: int, cipher: int, key: bytes) -> bool:
         """Set the key of a session that has none; False if it is gone or has one."""
-        sealed = self._seal(key)
-        assert sealed is not None
-        return await self.store.session_set_key(session_id, cipher, sealed)
+        if self.sealer is None:
+            raise SecretError("sessions need the node key (idnode init creates it)")
+        return await self.store.session_set_key(session_id, cipher, self.sealer.seal(key))
 
     async def authenticate(self, session: Session, who: Identity) -> None:
         """The session proved ``who``: it acts as ``who`` and lives its idle timeout."""

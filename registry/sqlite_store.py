@@ -9,8 +9,11 @@ file while one writes.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import astuple
+
+from idnode.resolver.codec.codes import ResponseCode
 
 from .names import key_range, storage_prefix
 from .store import (
@@ -32,20 +35,6 @@ from .store import (
 )
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
-
-
-class _Immediate:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception): one writer transaction."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
 
 
 class SqliteStore(Store):
@@ -78,6 +67,24 @@ class SqliteStore(Store):
             self._db.close()
             self._db = None
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer transaction: BEGIN IMMEDIATE takes the write lock first, so a
+        read-modify-write inside it is atomic. The block's end commits; an exception
+        rolls everything back and is raised again. A COMMIT that fails is rolled back
+        too, so a write reported failed never landed and none is left half done.
+
+        Nothing inside may await: the connection is shared by the event loop's tasks."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # some errors end the transaction themselves
+                db.execute("ROLLBACK")
+            raise
+
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         for i in range(0, len(keys), _CHUNK):
@@ -91,9 +98,7 @@ class SqliteStore(Store):
     async def put_many(self, records: Sequence[HandleRecord]) -> int:
         rows = self._rows(records)
         t = now()
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)"
@@ -102,10 +107,6 @@ class SqliteStore(Store):
                 " updated_at = excluded.updated_at",
                 [(*r, t, t) for r in rows],
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return len(rows)
 
     async def home_prefix(self, prefix: str, owner: str = "") -> None:
@@ -133,42 +134,34 @@ class SqliteStore(Store):
 
     async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
         key = self.key(handle)
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")  # the write lock first: read-modify-write is atomic
+        before: bytes | None = None
         try:
-            row = db.execute("SELECT vals FROM handles WHERE handle = ?", (key,)).fetchone()
-            before = bytes(row[0]) if row else None
-            try:
+            with self.transaction() as db:  # the write lock first: read-modify-write is atomic
+                row = db.execute("SELECT vals FROM handles WHERE handle = ?", (key,)).fetchone()
+                before = bytes(row[0]) if row else None
                 o = fn(before)
-            except Refusal as exc:
-                db.execute("ROLLBACK")
-                await self._refused(exc, before, actor, op, handle)
-                raise
-            t = now()
-            if isinstance(o.new, Keep):
-                pass
-            elif o.new is None:
-                db.execute("DELETE FROM handles WHERE handle = ?", (key,))
-            elif before is None:
-                db.execute(
-                    "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
-                    (key, handle, self.key(storage_prefix(handle)), o.new, t, t),
-                )
-            else:
-                db.execute(
-                    "UPDATE handles SET vals = ?, version = version + 1, updated_at = ?"
-                    " WHERE handle = ?",
-                    (o.new, t, key),
-                )
-            self._insert_audit(self._audit_row(before, o, actor, op, handle))
-        except Refusal:
+                t = now()
+                if isinstance(o.new, Keep):
+                    pass
+                elif o.new is None:
+                    db.execute("DELETE FROM handles WHERE handle = ?", (key,))
+                elif before is None:
+                    db.execute(
+                        "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
+                        " updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                        (key, handle, self.key(storage_prefix(handle)), o.new, t, t),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE handles SET vals = ?, version = version + 1, updated_at = ?"
+                        " WHERE handle = ?",
+                        (o.new, t, key),
+                    )
+                self._insert_audit(self._audit_row(before, o, actor, op, handle))
+        except Refusal as exc:
+            # Rolled back by now: the refusal is all that is recorded.
+            await self._refused(exc, before, actor, op, handle)
             raise
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return o
 
     def _insert_audit(self, e: AuditEntry) -> None:
@@ -208,10 +201,8 @@ class SqliteStore(Store):
     ) -> dict[str, tuple[int, str]]:
         rows = self._rows(records)
         by_key = {r[0]: r for r in rows}
-        db = self.db
         t = now()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction() as db:
             existing: dict[str, bytes] = {}
             keys = [r[0] for r in rows]
             for i in range(0, len(keys), _CHUNK):
@@ -241,16 +232,12 @@ class SqliteStore(Store):
                         k,
                         rc,
                         sha256_hex(existing.get(k)),
-                        sha256_hex(by_key[k][3] if rc == 1 else existing.get(k)),
+                        sha256_hex(by_key[k][3] if rc == ResponseCode.SUCCESS else existing.get(k)),
                         msg,
                     )
                     for k, (rc, msg) in results.items()
                 ],
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return results
 
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
@@ -270,18 +257,12 @@ class SqliteStore(Store):
 
     async def append_invalidations(self, keys: Sequence[str]) -> int:
         t = now()
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT INTO invalidations (handle, at) VALUES (?, ?)", [(k, t) for k in keys]
             )
             (newest,) = db.execute("SELECT max(id) FROM invalidations").fetchone()
             db.execute("DELETE FROM invalidations WHERE at < ?", (t - 3600,))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return int(newest or 0)
 
     async def invalidations_since(self, after: int) -> list[tuple[int, str]]:
@@ -316,11 +297,8 @@ class SqliteStore(Store):
             )
         return cur.rowcount == 1
 
-    def _transaction(self) -> _Immediate:
-        return _Immediate(self.db)
-
     async def session_take(self, sid: int, now: float) -> tuple[bytes, bytes, bytes] | None:
-        with self._transaction() as db:
+        with self.transaction() as db:
             row = db.execute(
                 "SELECT nonce, digest, request, challenge_expires, mode FROM sessions WHERE id = ?",
                 (sid,),
@@ -386,7 +364,7 @@ class SqliteStore(Store):
     async def session_use(
         self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
     ) -> ReplayCheck:
-        with self._transaction() as db:
+        with self.transaction() as db:
             row = db.execute(
                 "SELECT 1 FROM sessions WHERE id = ? AND mode <> 0 AND expires >= ?", (sid, now)
             ).fetchone()
@@ -411,13 +389,13 @@ class SqliteStore(Store):
         return None if row is None else int(row[0])
 
     async def session_close(self, sid: int) -> bool:
-        with self._transaction() as db:
+        with self.transaction() as db:
             cur = db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
             db.execute("DELETE FROM session_replays WHERE session_id = ?", (sid,))
         return cur.rowcount == 1
 
     async def sessions_reap(self, now: float) -> int:
-        with self._transaction() as db:
+        with self.transaction() as db:
             cur = db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
             db.execute(
                 "DELETE FROM session_replays WHERE expires < ?"
@@ -447,7 +425,7 @@ class SqliteStore(Store):
         return None if row is None else (row[0], bytes(row[1]), bytes(row[2]))
 
     async def put_server_key(self, algorithm: str, private_sealed: bytes, public: bytes) -> None:
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("UPDATE server_keys SET active = 0")
             db.execute(
                 "INSERT INTO server_keys (algorithm, private_sealed, public_key, created_at,"
@@ -496,9 +474,7 @@ class SqliteStore(Store):
     async def rest_session_swap_nonce(
         self, id_sha256: str, nonce: bytes, now: float, extend_to: float
     ) -> bytes | None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")  # the write lock first: one swap per nonce
-        try:
+        with self.transaction() as db:  # the write lock first: one swap per nonce
             row = db.execute(
                 "SELECT nonce FROM rest_sessions WHERE id_sha256 = ? AND expires >= ?",
                 (id_sha256, now),
@@ -509,10 +485,6 @@ class SqliteStore(Store):
                     " IS NULL THEN expires ELSE ? END WHERE id_sha256 = ?",
                     (nonce, extend_to, id_sha256),
                 )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return None if row is None else bytes(row[0])
 
     async def rest_session_authenticate(

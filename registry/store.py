@@ -3,6 +3,11 @@
 Two backends behind one interface: SQLite (embedded default, a file in the working
 directory) and PostgreSQL (production, through asyncpg with prepared statements).
 Reads are batched (``get_many``): the resolver coalesces its misses into one query.
+
+The interface is split by concern (``HandleStore``, ``PrefixStore``, ``AuditLog``,
+``InvalidationLog``, ``SessionTable``, ``RestSessionTable``, ``ServerKeyStore``,
+``ApiKeyStore``, ``TemplateStore``) so a caller can name the one part it uses;
+``Store`` is all of them, and is what a backend implements.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from idnode.errors import RegistryError, RequestRefused
+from idnode.resolver.codec.codes import ResponseCode
 
 from .names import normalize, storage_prefix
 
@@ -40,7 +46,7 @@ class Outcome(NamedTuple):
     """What a mutation function decided: the new value list (None deletes the handle)."""
 
     new: bytes | Keep | None
-    rc: int = 1
+    rc: int = ResponseCode.SUCCESS
     result: Any = None
     detail: str = ""
 
@@ -128,12 +134,11 @@ def sha256_hex(data: bytes | None) -> str:
     return hashlib.sha256(data).hexdigest() if data is not None else ""
 
 
-class Store(ABC):
-    """A registry backend. Keys passed to ``get_many`` are already normalised."""
+class HandleStore(ABC):
+    """Handles: batched reads, whole-handle writes, a locked read-modify-write, counts
+    and listings. Keys passed to ``get_many`` are already normalised (``key``)."""
 
-    def __init__(self, url: str, case_sensitive: bool = False) -> None:
-        self.url = url
-        self.case_sensitive = case_sensitive
+    case_sensitive: bool
 
     @property
     def read_concurrency(self) -> int | None:
@@ -145,12 +150,6 @@ class Store(ABC):
         return normalize(handle, self.case_sensitive)
 
     @abstractmethod
-    async def open(self) -> None: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    @abstractmethod
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """Value lists (``int4 n`` + values) of the keys that exist."""
 
@@ -159,17 +158,15 @@ class Store(ABC):
         """Insert or replace whole handles in one statement; return how many were written."""
 
     @abstractmethod
-    async def home_prefix(self, prefix: str, owner: str = "") -> None: ...
-
-    @abstractmethod
-    async def homed_prefixes(self) -> list[str]: ...
-
-    @abstractmethod
     async def count_handles(self) -> int: ...
 
     @abstractmethod
     async def count_prefix(self, prefix: str) -> int:
         """Handles registered under one prefix (an index range scan)."""
+
+    @abstractmethod
+    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
+        """Handles (as registered) under a prefix, in key order."""
 
     @abstractmethod
     async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
@@ -189,6 +186,23 @@ class Store(ABC):
         (101), unless ``replace``. Every record gets an audit row.
         """
 
+
+class PrefixStore(ABC):
+    """The prefixes this node is home to."""
+
+    @abstractmethod
+    async def home_prefix(self, prefix: str, owner: str = "") -> None: ...
+
+    @abstractmethod
+    async def homed_prefixes(self) -> list[str]: ...
+
+    @abstractmethod
+    async def unhome_prefix(self, prefix: str) -> bool: ...
+
+
+class AuditLog(ABC):
+    """Who changed which handle, with what result: append-only."""
+
     @abstractmethod
     async def append_audit(self, entry: AuditEntry) -> None: ...
 
@@ -196,43 +210,12 @@ class Store(ABC):
         for e in entries:
             await self.append_audit(e)
 
-    def _batch_decisions(
-        self,
-        rows: list[tuple[str, str, str, bytes]],
-        existing: dict[str, bytes],
-        replace: bool,
-    ) -> tuple[
-        list[tuple[str, str, str, bytes]],
-        list[tuple[str, str, str, bytes]],
-        dict[str, tuple[int, str]],
-    ]:
-        """Split a batch into inserts, replacements and results, given the rows that exist."""
-        inserts, updates = [], []
-        results: dict[str, tuple[int, str]] = {}
-        for row in rows:
-            key, _display, _prefix, vals = row
-            old = existing.get(key)
-            if old is None:
-                inserts.append(row)
-                results[key] = (1, "created")
-            elif same_values(old, vals):
-                results[key] = (1, "already registered with these values")
-            elif replace:
-                updates.append(row)
-                results[key] = (1, "replaced")
-            else:
-                results[key] = (101, "already registered with other values")
-        return inserts, updates, results
-
     @abstractmethod
     async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]: ...
 
-    @abstractmethod
-    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
-        """Handles (as registered) under a prefix, in key order."""
 
-    @abstractmethod
-    async def unhome_prefix(self, prefix: str) -> bool: ...
+class InvalidationLog(ABC):
+    """Changed keys, for workers that share no Redis to drop from their caches."""
 
     @abstractmethod
     async def append_invalidations(self, keys: Sequence[str]) -> int:
@@ -241,8 +224,11 @@ class Store(ABC):
     @abstractmethod
     async def invalidations_since(self, after: int) -> list[tuple[int, str]]: ...
 
-    # Sessions: one row per session id, shared by every worker of every node. A row is
-    # a pending 402 challenge, a keyed session (SESSION_SETUP), or both at once.
+
+class SessionTable(ABC):
+    """Handle-protocol sessions: one row per session id, shared by every worker of every
+    node. A row is a pending 402 challenge, a keyed session (SESSION_SETUP), or both at
+    once. (registry.sessions.SessionStore keeps its rules on top: sealing, caps, TTLs.)"""
 
     @abstractmethod
     async def session_challenge(
@@ -315,7 +301,50 @@ class Store(ABC):
     async def sessions_count(self, now: float, limit: int) -> int:
         """Live sessions and pending challenges of every client, counted up to ``limit``."""
 
-    # The server key pair, sealed under the node key.
+
+class RestSessionTable(ABC):
+    """REST sessions (/api/sessions), keyed by the SHA-256 of the session id: a copy of
+    the table holds no id anyone could present. Every worker of every node shares them."""
+
+    @abstractmethod
+    async def rest_session_create(
+        self, id_sha256: str, nonce: bytes, expires: float, now: float
+    ) -> None:
+        """Store a new, unauthenticated session; drop the sessions idle past expiry."""
+
+    @abstractmethod
+    async def rest_session_get(
+        self, id_sha256: str, now: float, extend_to: float
+    ) -> tuple[bytes, str | None, int | None] | None:
+        """(nonce, identity handle, identity index) of a live session; an authenticated
+        session's idle expiry moves to ``extend_to`` (an anonymous one's never moves).
+        None when it is unknown or expired."""
+
+    @abstractmethod
+    async def rest_session_swap_nonce(
+        self, id_sha256: str, nonce: bytes, now: float, extend_to: float
+    ) -> bytes | None:
+        """Give a live session a new nonce and return the old one, atomically: of two
+        answers to one nonce, only the first gets it. An authenticated session's expiry
+        moves to ``extend_to``. None when unknown or expired."""
+
+    @abstractmethod
+    async def rest_session_authenticate(
+        self, id_sha256: str, handle: str, index: int, expires: float
+    ) -> None:
+        """Record the identity a session's holder proved; it now lives to ``expires``."""
+
+    @abstractmethod
+    async def rest_sessions_count(self, now: float, limit: int) -> int:
+        """Live REST sessions, counted up to ``limit``."""
+
+    @abstractmethod
+    async def rest_session_delete(self, id_sha256: str, now: float) -> bool:
+        """End a session; False when it was unknown or expired already."""
+
+
+class ServerKeyStore(ABC):
+    """The server key pair, sealed under the node key."""
 
     @abstractmethod
     async def server_key(self) -> tuple[str, bytes, bytes] | None:
@@ -325,11 +354,19 @@ class Store(ABC):
     async def put_server_key(self, algorithm: str, private_sealed: bytes, public: bytes) -> None:
         """Make this the active server key (the previous one stays, inactive)."""
 
+
+class ApiKeyStore(ABC):
+    """API keys, kept as their SHA-256, each acting as one identity."""
+
     @abstractmethod
     async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None: ...
 
     @abstractmethod
     async def api_key(self, key_sha256: str) -> tuple[str, int] | None: ...
+
+
+class TemplateStore(ABC):
+    """Prefix templates: immutable versions per prefix."""
 
     @abstractmethod
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
@@ -338,6 +375,63 @@ class Store(ABC):
     @abstractmethod
     async def templates(self, prefix: str) -> list[tuple[str, str]]:
         """(version, document) of a prefix's templates, oldest first."""
+
+
+class Store(
+    HandleStore,
+    PrefixStore,
+    AuditLog,
+    InvalidationLog,
+    SessionTable,
+    RestSessionTable,
+    ServerKeyStore,
+    ApiKeyStore,
+    TemplateStore,
+):
+    """A registry backend: every part above, over one database. Callers that need one
+    part may ask for it (``HandleStore``, ``SessionTable``, ...); a backend is all of
+    them."""
+
+    def __init__(self, url: str, case_sensitive: bool = False) -> None:
+        self.url = url
+        self.case_sensitive = case_sensitive
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def _batch_decisions(
+        self,
+        rows: list[tuple[str, str, str, bytes]],
+        existing: dict[str, bytes],
+        replace: bool,
+    ) -> tuple[
+        list[tuple[str, str, str, bytes]],
+        list[tuple[str, str, str, bytes]],
+        dict[str, tuple[int, str]],
+    ]:
+        """Split a batch into inserts, replacements and results, given the rows that exist."""
+        inserts, updates = [], []
+        results: dict[str, tuple[int, str]] = {}
+        for row in rows:
+            key, _display, _prefix, vals = row
+            old = existing.get(key)
+            if old is None:
+                inserts.append(row)
+                results[key] = (ResponseCode.SUCCESS, "created")
+            elif same_values(old, vals):
+                results[key] = (ResponseCode.SUCCESS, "already registered with these values")
+            elif replace:
+                updates.append(row)
+                results[key] = (ResponseCode.SUCCESS, "replaced")
+            else:
+                results[key] = (
+                    ResponseCode.HANDLE_ALREADY_EXISTS,
+                    "already registered with other values",
+                )
+        return inserts, updates, results
 
     def _audit_row(
         self, before: bytes | None, o: Outcome, actor: str, op: str, handle: str
@@ -378,45 +472,6 @@ class Store(ABC):
             k = self.key(r.handle)
             rows[k] = (k, r.handle, self.key(storage_prefix(r.handle)), r.values_wire)
         return list(rows.values())
-
-    # REST sessions (/api/sessions), keyed by the SHA-256 of the session id: a copy of
-    # the table holds no id anyone could present. Every worker of every node shares them.
-
-    @abstractmethod
-    async def rest_session_create(
-        self, id_sha256: str, nonce: bytes, expires: float, now: float
-    ) -> None:
-        """Store a new, unauthenticated session; drop the sessions idle past expiry."""
-
-    @abstractmethod
-    async def rest_session_get(
-        self, id_sha256: str, now: float, extend_to: float
-    ) -> tuple[bytes, str | None, int | None] | None:
-        """(nonce, identity handle, identity index) of a live session; an authenticated
-        session's idle expiry moves to ``extend_to`` (an anonymous one's never moves).
-        None when it is unknown or expired."""
-
-    @abstractmethod
-    async def rest_session_swap_nonce(
-        self, id_sha256: str, nonce: bytes, now: float, extend_to: float
-    ) -> bytes | None:
-        """Give a live session a new nonce and return the old one, atomically: of two
-        answers to one nonce, only the first gets it. An authenticated session's expiry
-        moves to ``extend_to``. None when unknown or expired."""
-
-    @abstractmethod
-    async def rest_session_authenticate(
-        self, id_sha256: str, handle: str, index: int, expires: float
-    ) -> None:
-        """Record the identity a session's holder proved; it now lives to ``expires``."""
-
-    @abstractmethod
-    async def rest_sessions_count(self, now: float, limit: int) -> int:
-        """Live REST sessions, counted up to ``limit``."""
-
-    @abstractmethod
-    async def rest_session_delete(self, id_sha256: str, now: float) -> bool:
-        """End a session; False when it was unknown or expired already."""
 
 
 def now() -> int:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from idnode.registry.store import HandleRecord, open_store
+import pytest
+
+from idnode.registry.postgres_store import PostgresStore
+from idnode.registry.sqlite_store import SqliteStore
+from idnode.registry.store import HandleRecord, Outcome, Refusal, Store, open_store, sha256_hex
 from idnode.resolver.codec import HandleValue, decode_values, encode_values
+from idnode.resolver.codec.codes import ResponseCode
 
 
 def vals(*data: bytes) -> bytes:
@@ -149,6 +154,78 @@ def test_a_connection_left_in_a_transaction_comes_back_clean(pg_url: str) -> Non
             async with s.pool.acquire() as c:
                 assert not c.is_in_transaction()
                 assert await c.fetchval("SELECT count(*) FROM prefixes WHERE prefix = '9.9'") == 0
+        finally:
+            await s.close()
+
+    asyncio.run(go())
+
+
+class Boom(Exception):
+    pass
+
+
+async def _fail_inside_a_transaction(s: Store) -> None:
+    """Write a row through the backend's transaction helper, then raise."""
+    sql = "INSERT INTO prefixes (prefix, display, owner, status, created_at) VALUES "
+    if isinstance(s, SqliteStore):
+        with s.transaction() as db:
+            db.execute(sql + "('9.9', '9.9', 'x', 'homed', 0)")
+            raise Boom
+    elif isinstance(s, PostgresStore):
+        async with s.transaction() as c:
+            await c.execute(sql + "('9.9', '9.9', 'x', 'homed', 0)")
+            raise Boom
+    else:
+        raise AssertionError(f"no transaction helper on {type(s).__name__}")
+
+
+def test_a_failed_transaction_leaves_nothing_and_the_store_writes_on(store_url: str) -> None:
+    """The transaction helper: an exception inside rolls back what the block wrote and
+    is raised as it was; the connection is out of the transaction, so writes go on."""
+
+    async def go() -> None:
+        s = open_store(store_url)
+        await s.open()
+        try:
+            with pytest.raises(Boom):
+                await _fail_inside_a_transaction(s)
+            assert await s.homed_prefixes() == []
+            await s.put_many([HandleRecord("88.1/a", vals(b"x"))])  # a transaction again
+            assert await s.count_handles() == 1
+        finally:
+            await s.close()
+
+    asyncio.run(go())
+
+
+def test_a_refused_mutation_writes_only_its_audit_row(store_url: str) -> None:
+    """mutate: a Refusal from the decision rolls the transaction back and records the
+    refusal alone; the next mutation commits its value and its audit row together."""
+
+    async def go() -> None:
+        s = open_store(store_url)
+        await s.open()
+        try:
+            old = vals(b"old")
+            await s.put_many([HandleRecord("88.1/a", old)])
+
+            def refuse(before: bytes | None) -> Outcome:
+                raise Refusal(ResponseCode.INSUFFICIENT_PERMISSIONS, "not yours")
+
+            with pytest.raises(Refusal) as refused:
+                await s.mutate("88.1/a", refuse, actor="who", op="modify")
+            assert refused.value.rc == ResponseCode.INSUFFICIENT_PERMISSIONS
+            assert (await s.get_many([s.key("88.1/a")]))[s.key("88.1/a")] == old
+            (row,) = await s.audit_for("88.1/a")
+            assert (row.rc, row.detail, row.actor, row.op) == (401, "not yours", "who", "modify")
+            assert row.before_sha256 == row.after_sha256 == sha256_hex(old)
+
+            new = vals(b"new")
+            o = await s.mutate("88.1/a", lambda before: Outcome(new), actor="who", op="modify")
+            assert o.rc == ResponseCode.SUCCESS
+            assert (await s.get_many([s.key("88.1/a")]))[s.key("88.1/a")] == new
+            latest, _ = await s.audit_for("88.1/a")
+            assert (latest.rc, latest.after_sha256) == (1, sha256_hex(new))
         finally:
             await s.close()
 
