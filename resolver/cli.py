@@ -241,16 +241,13 @@ async def _template(s: Settings, args: argparse.Namespace) -> int:
             except (OSError, json.JSONDecodeError) as exc:
                 print(f"idnode template put: cannot read {args.file}: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-            rc, body = await svc.put_template(doc, IMPORTER)
-            if rc != 1:
-                print(
-                    f"idnode template put: {rc_name(rc)}: {body.message}",  # type: ignore[union-attr]
-                    file=sys.stderr,
-                )
+            r = await svc.put_template(doc, IMPORTER)
+            if not r.ok:
+                print(f"idnode template put: {rc_name(r.code)}: {r.message}", file=sys.stderr)
                 return EXIT_UNDECODABLE
             print(f"template {doc['prefix']} version {doc['version']} stored")
             return EXIT_OK
-        found = await svc._prefix_templates(args.prefix, fresh=True)
+        found = await svc.templates.of_prefix(args.prefix, fresh=True)
         if args.action == "list":
             for version, t in found.items():
                 enabled = sum(i.enabled for i in t.items)

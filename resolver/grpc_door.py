@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool  # type: ignore[import-untyped]
@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
 
+from idnode.errors import RequestRefused
 from idnode.registry.auth import Identity
 
 from .codec import HandleValue, ResponseCode, decode_values
@@ -31,6 +32,7 @@ from .core import Resolution, answer
 from .grpc_protos import load
 
 if TYPE_CHECKING:
+    from idnode.registry.results import Listing, WriteResult
     from idnode.registry.service import RegistryService
 
     from .core import Resolver
@@ -65,9 +67,11 @@ def grpc_status(rc: int) -> grpc.StatusCode:
     return _STATUS.get(rc, SC.FAILED_PRECONDITION if rc != RC.SUCCESS else SC.OK)
 
 
-async def fail(context: grpc.aio.ServicerContext, rc: int, message: str) -> None:
+async def fail(context: grpc.aio.ServicerContext, rc: int, message: str) -> NoReturn:
+    """End the call with the gRPC status for ``rc`` (abort raises; it never returns)."""
     context.set_trailing_metadata((("idnode-handle-code", str(int(rc))),))
     await context.abort(grpc_status(rc), f"[{int(rc)}] {message}")
+    raise RuntimeError("grpc.aio abort returned")  # it raises AbortError; typing cannot say
 
 
 def _varint(n: int) -> bytes:
@@ -211,52 +215,50 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
         digest = hashlib.sha256(token.encode()).hexdigest()
         who = self._keys.get(digest)
         if who is None:
-            row = await self.registry.store.api_key(digest)
-            if row is None:
+            who = await self.registry.credentials.api_key_identity(token)
+            if who is None:
                 await fail(context, RC.AUTHENTICATION_FAILED, "unknown API key")
-                raise AssertionError("unreachable")  # abort raises
-            who = self._keys[digest] = Identity(row[0], row[1])
+            self._keys[digest] = who
         return who
 
-    async def _done(self, context: grpc.aio.ServicerContext, rc: int, body: Any) -> None:
-        if rc != RC.SUCCESS:
-            await fail(context, rc, getattr(body, "message", "") or "refused")
+    async def _done(self, context: grpc.aio.ServicerContext, r: WriteResult | Listing) -> None:
+        if not r.ok:
+            await fail(context, r.code, r.message or "refused")
 
     async def CreateHandle(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
         values = tuple(from_value(v) for v in request.record.values)
-        rc, body = await self.registry.create(
+        r = await self.registry.create(
             request.record.handle,
             values,
             who,
             overwrite=request.overwrite,
             mint=request.mint_suffix,
         )
-        await self._done(context, rc, body)
-        return pb2.CreateHandleResponse(handle=getattr(body, "handle", request.record.handle))
+        await self._done(context, r)
+        return pb2.CreateHandleResponse(handle=r.handle)
 
     async def DeleteHandle(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
-        await self._done(context, *await self.registry.delete(request.handle, who))
+        await self._done(context, await self.registry.delete(request.handle, who))
         return pb2.Empty()
 
     async def AddValues(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
         values = tuple(from_value(v) for v in request.values)
-        await self._done(context, *await self.registry.add_values(request.handle, values, who))
+        await self._done(context, await self.registry.add_values(request.handle, values, who))
         return pb2.Empty()
 
     async def ModifyValues(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
         values = tuple(from_value(v) for v in request.values)
-        await self._done(context, *await self.registry.modify_values(request.handle, values, who))
+        await self._done(context, await self.registry.modify_values(request.handle, values, who))
         return pb2.Empty()
 
     async def RemoveValues(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
-        await self._done(
-            context, *await self.registry.remove_values(request.handle, tuple(request.indexes), who)
-        )
+        r = await self.registry.remove_values(request.handle, tuple(request.indexes), who)
+        await self._done(context, r)
         return pb2.Empty()
 
     async def BatchCreate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -266,14 +268,18 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
         items = [(r.handle, tuple(from_value(v) for v in r.values)) for r in request.records]
         try:
             results = await self.registry.batch_create(items, who, replace=request.replace)
+        except RequestRefused as exc:  # refused whole (too many, or replace by a non-admin)
+            await fail(context, exc.rc, exc.message)
+            raise
         except Exception as exc:
-            rc = getattr(exc, "rc", RC.ERROR)
-            await fail(context, rc, getattr(exc, "message", str(exc)))
+            await fail(context, RC.ERROR, str(exc))
             raise
         return pb2.BatchCreateResponse(
             items=[
-                pb2.BatchItem(handle=h, status=pb2.ItemStatus(handle_code=rc, message=msg))
-                for h, rc, msg in results
+                pb2.BatchItem(
+                    handle=r.handle, status=pb2.ItemStatus(handle_code=r.code, message=r.message)
+                )
+                for r in results
             ]
         )
 
@@ -282,9 +288,9 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
         size = request.page_size or 1000
         if not 0 < size <= 10_000 or request.page < 0:
             await fail(context, RC.INVALID_VALUE, "page_size must be 1..10000, page >= 0")
-        rc, body = await self.registry.list_handles("0.NA/" + request.prefix, who)
-        await self._done(context, rc, body)
-        handles = list(getattr(body, "handles", ()))
+        listing = await self.registry.list_handles("0.NA/" + request.prefix, who)
+        await self._done(context, listing)
+        handles = listing.handles
         start = request.page * size
         return pb2.ListHandlesResponse(handles=handles[start : start + size], total=len(handles))
 
@@ -294,17 +300,17 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
             doc = json.loads(request.document_json)
         except json.JSONDecodeError as exc:
             await fail(context, RC.INVALID_VALUE, f"document_json is not JSON: {exc}")
-        await self._done(context, *await self.registry.put_template(doc, who))
+        await self._done(context, await self.registry.put_template(doc, who))
         return pb2.Empty()
 
     async def HomePrefix(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
-        await self._done(context, *await self.registry.home("0.NA/" + request.prefix, who))
+        await self._done(context, await self.registry.home("0.NA/" + request.prefix, who))
         return pb2.Empty()
 
     async def UnhomePrefix(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
-        await self._done(context, *await self.registry.unhome("0.NA/" + request.prefix, who))
+        await self._done(context, await self.registry.unhome("0.NA/" + request.prefix, who))
         return pb2.Empty()
 
     async def ListPrefixes(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

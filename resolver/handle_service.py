@@ -55,6 +55,7 @@ from .codec.digest import digest_request
 from .codec.message import ENVELOPE, PREAMBLE_SIZE, decode_envelope, is_encrypted
 from .codec.wire import U32
 from .core import Resolution, Resolver, answer
+from .handle_admin import login_target, perform
 from .handle_sessions import (
     MSG_NO_SESSION,
     Secured,
@@ -565,7 +566,7 @@ class HandleService:
             )
         except AuthError as exc:
             log.info("authentication of %s failed: %s", who, exc)
-            await self.registry.audit_failed_login(who, request, str(exc))
+            await self.registry.credentials.failed_login(who, login_target(request.body), str(exc))
             return await self._send(
                 m,
                 wire,
@@ -637,7 +638,9 @@ class HandleService:
             )
         if not await self.registry.check_password(who, body.password.encode()):
             log.info("password login of %s failed", who)
-            await self.registry.audit_failed_login(who, m, "wrong password (LOGIN)")
+            await self.registry.credentials.failed_login(
+                who, login_target(m.body), "wrong password (LOGIN)"
+            )
             return await self._send(
                 m,
                 wire,
@@ -677,12 +680,12 @@ class HandleService:
             valid = False
         return await self._send(m, wire, ResponseCode.SUCCESS, VerifyAuthResponse(valid), door, t0)
 
-    async def _execute(self, m: Message, who: Any) -> tuple[int, Any]:
+    async def _execute(self, m: Message, who: Identity) -> tuple[int, Any]:
         assert self.registry is not None
         if m.op_code == OpCode.LOGIN_ID_SYSTEM:
             return ResponseCode.SUCCESS, Empty()
         try:
-            return await self.registry.execute(m, who)
+            return await perform(self.registry, m, who)
         except Exception:  # the store failed: say so; never leave the client hanging
             log.exception("registry operation failed")
             return ResponseCode.ERROR, ErrorResponse("the registry could not complete the write")

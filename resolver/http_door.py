@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,6 +19,13 @@ from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
 from .handle_service import HandleService
 from .idis_door import IdisApi
 from .rest_door import MAX_BODY, RestApi
+
+if TYPE_CHECKING:
+    from idnode.registry.names import PrefixAuthority
+    from idnode.registry.store import Store
+
+    from .l1 import L1Cache
+    from .l2 import RedisTier
 
 HDL_MESSAGE = "application/x-hdl-message"
 
@@ -43,8 +51,7 @@ def build_app(service: HandleService, health: HealthCheck) -> web.Application:
             sessions_max=s.headroom.limit,
         )
     rest.add_routes(app)
-    sealer = service.registry.sealer if service.registry is not None else None
-    IdisApi(service.core, service.registry, sealer).add_routes(app)
+    IdisApi(service.core, service.registry).add_routes(app)
 
     async def tunnel(request: web.Request) -> web.StreamResponse:
         if request.content_type != HDL_MESSAGE:
@@ -80,24 +87,30 @@ def build_app(service: HandleService, health: HealthCheck) -> web.Application:
 class HealthCheck:
     """Is this worker able to answer? The registry must respond; Redis only degrades."""
 
-    def __init__(self, service: HandleService) -> None:
-        self.service = service
+    def __init__(
+        self, store: Store, redis: RedisTier | None, authority: PrefixAuthority, l1: L1Cache
+    ) -> None:
+        # The parts it looks at, from the node: the resolver core is a chain of stages
+        # and holds none of them itself.
+        self.store = store
+        self.redis = redis
+        self.authority = authority
+        self.l1 = l1
 
     async def check(self) -> dict[str, object]:
-        core = self.service.core
         report: dict[str, object] = {"status": "ok"}
         try:
-            await asyncio.wait_for(core.store.get_many(["0.NA/HEALTH"]), 2.0)
+            await asyncio.wait_for(self.store.get_many(["0.NA/HEALTH"]), 2.0)
             report["registry"] = "ok"
         except Exception as exc:
             report["status"] = "unavailable"
             report["registry"] = f"error: {exc}"
-        if core.l2 is not None:
+        if self.redis is not None:
             try:
-                await asyncio.wait_for(core.l2.ping(), 1.0)
+                await asyncio.wait_for(self.redis.ping(), 1.0)
                 report["redis"] = "ok"
             except Exception as exc:
                 report["redis"] = f"degraded: {exc}"
-        report["homed_prefixes"] = sorted(core.authority.homed)
-        report["l1_entries"] = len(core.l1)
+        report["homed_prefixes"] = sorted(self.authority.homed)
+        report["l1_entries"] = len(self.l1)
         return report

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from idnode.errors import IdnodeError
 from idnode.registry.auth import Identity
+from idnode.registry.credentials import TOKEN_SECONDS
 from idnode.registry.templates import TEMPLATE_INDEX
 
 from .codec import HandleValue, Permission, ProtocolError, ResponseCode, decode_values
@@ -29,7 +30,6 @@ from .codec.jsonform import value_from_json, value_to_json
 from .core import Resolution, answer
 
 if TYPE_CHECKING:
-    from idnode.registry.sealing import Sealer
     from idnode.registry.service import RegistryService
 
     from .core import Resolver
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("idnode.idis")
 RC = ResponseCode
 OK, NOT_LOGGED_IN, BUSINESS, NO_PERMISSION, INTERNAL = 1, -1, -2, -3, -4
-TOKEN_SECONDS = 24 * 3600
 MAX_BATCH = 2000
 PUBLIC = int(Permission.ADMIN_READ | Permission.ADMIN_WRITE | Permission.PUBLIC_READ)
 PRIVATE = int(Permission.ADMIN_READ | Permission.ADMIN_WRITE)
@@ -71,12 +70,9 @@ class _Refused(IdnodeError):
 
 
 class IdisApi:
-    def __init__(
-        self, core: Resolver, registry: RegistryService | None, sealer: Sealer | None
-    ) -> None:
+    def __init__(self, core: Resolver, registry: RegistryService | None) -> None:
         self.core = core
         self.registry = registry
-        self.sealer = sealer
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -98,11 +94,12 @@ class IdisApi:
 
         async def handler(request: web.Request) -> web.Response:
             try:
-                if self.registry is None:
+                registry = self.registry
+                if registry is None:
                     raise _Refused(INTERNAL, "registration is not available on this node")
                 if login:
-                    return await fn(request, self._who(request))
-                return await fn(request)
+                    return await fn(request, registry, self._who(request, registry))
+                return await fn(request, registry)
             except _Refused as exc:
                 return result(exc.status, exc.message)
             except web.HTTPException:
@@ -113,15 +110,15 @@ class IdisApi:
 
         return handler
 
-    def _who(self, request: web.Request) -> Identity:
+    def _who(self, request: web.Request, registry: RegistryService) -> Identity:
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("token")
-        if not token or self.sealer is None:
+        if not token or not registry.credentials.issues_tokens:
             raise _Refused(NOT_LOGGED_IN, "log in first: POST /identity/token")
-        payload = self.sealer.open_token(token.strip(), TOKEN_SECONDS)
-        if payload is None:
+        who = registry.credentials.token_identity(token.strip())
+        if who is None:
             raise _Refused(NOT_LOGGED_IN, "the token is not valid or has expired")
-        return Identity.parse(payload.decode())
+        return who
 
     @staticmethod
     async def _json(request: web.Request) -> Any:
@@ -134,8 +131,7 @@ class IdisApi:
 
     # --- login ----------------------------------------------------------------------
 
-    async def token(self, request: web.Request) -> web.Response:
-        assert self.registry is not None
+    async def token(self, request: web.Request, registry: RegistryService) -> web.Response:
         body = await self._json(request)
         if not (
             isinstance(body, dict)
@@ -147,13 +143,12 @@ class IdisApi:
             who = Identity.parse(body["username"])
         except ValueError as exc:
             raise _Refused(BUSINESS, str(exc)) from None
-        if self.sealer is None or not await self.registry.check_password(
+        credentials = registry.credentials
+        if not credentials.issues_tokens or not await registry.check_password(
             who, body["password"].encode()
         ):
             raise _Refused(NOT_LOGGED_IN, "wrong username or password")
-        return result(
-            OK, data={"token": self.sealer.token(str(who).encode()), "expiresIn": TOKEN_SECONDS}
-        )
+        return result(OK, data={"token": credentials.issue_token(who), "expiresIn": TOKEN_SECONDS})
 
     # --- identifiers ------------------------------------------------------------------
 
@@ -188,7 +183,7 @@ class IdisApi:
             values.append(HandleValue(TEMPLATE_INDEX, "TEMPLATE", str(version).encode()))
         return item["handle"], tuple(values)
 
-    async def detail(self, request: web.Request) -> web.Response:
+    async def detail(self, request: web.Request, registry: RegistryService) -> web.Response:
         handle = request.query.get("handle", "")
         if not handle:
             raise _Refused(BUSINESS, "give ?handle=")
@@ -205,26 +200,29 @@ class IdisApi:
         shown = [value_to_json(v) for v in values if v.index != TEMPLATE_INDEX]
         return result(OK, data={"handle": handle, "templateVersion": tpl, "value": shown})
 
-    async def create(self, request: web.Request, who: Identity) -> web.Response:
-        assert self.registry is not None
+    async def create(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
         handle, values = self._record(await self._json(request))
-        rc, body = await self.registry.create(handle, values, who)
-        return result(status_of(rc), getattr(body, "message", "") or "success")
+        r = await registry.create(handle, values, who)
+        return result(status_of(r.code), r.message or "success")
 
-    async def update(self, request: web.Request, who: Identity) -> web.Response:
-        assert self.registry is not None
+    async def update(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
         handle, values = self._record(await self._json(request))
-        rc, body = await self.registry.put_values(handle, values, who)
-        return result(status_of(rc), getattr(body, "message", "") or "success")
+        r = await registry.put_values(handle, values, who)
+        return result(status_of(r.code), r.message or "success")
 
-    async def delete(self, request: web.Request, who: Identity) -> web.Response:
-        assert self.registry is not None
+    async def delete(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
         body = await self._json(request)
         handle = body.get("handle") if isinstance(body, dict) else None
         if not isinstance(handle, str):
             raise _Refused(BUSINESS, 'give {"handle": ...}')
-        rc, out = await self.registry.delete(handle, who)
-        return result(status_of(rc), getattr(out, "message", "") or "success")
+        r = await registry.delete(handle, who)
+        return result(status_of(r.code), r.message or "success")
 
     def _batch(self, body: Any) -> list[Any]:
         items = body.get("data") if isinstance(body, dict) else body
@@ -234,8 +232,9 @@ class IdisApi:
             raise _Refused(BUSINESS, f"{len(items)} records: at most {MAX_BATCH} a batch")
         return items
 
-    async def batch_create(self, request: web.Request, who: Identity) -> web.Response:
-        assert self.registry is not None
+    async def batch_create(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
         items = self._batch(await self._json(request))
         parsed: list[tuple[str, tuple[HandleValue, ...]]] = []
         per_item: list[dict[str, Any] | None] = []
@@ -246,12 +245,12 @@ class IdisApi:
             except _Refused as exc:  # one bad record never stops the others
                 name = item.get("handle") if isinstance(item, dict) else None
                 per_item.append({"handle": name, "code": exc.status, "msg": exc.message})
-        results = iter(await self.registry.batch_create(parsed, who))
+        results = iter(await registry.batch_create(parsed, who))
         out = []
         for slot in per_item:
             if slot is None:
-                handle, rc, msg = next(results)
-                slot = {"handle": handle, "code": status_of(rc), "msg": msg}
+                r = next(results)
+                slot = {"handle": r.handle, "code": status_of(r.code), "msg": r.message}
             out.append(slot)
         failed = sum(1 for r in out if r["code"] != OK)
         return result(
@@ -260,19 +259,16 @@ class IdisApi:
             out,
         )
 
-    async def batch_update(self, request: web.Request, who: Identity) -> web.Response:
-        assert self.registry is not None
+    async def batch_update(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
         out = []
         for item in self._batch(await self._json(request)):
             try:
                 handle, values = self._record(item)
-                rc, body = await self.registry.put_values(handle, values, who)
+                r = await registry.put_values(handle, values, who)
                 out.append(
-                    {
-                        "handle": handle,
-                        "code": status_of(rc),
-                        "msg": getattr(body, "message", "") or "success",
-                    }
+                    {"handle": handle, "code": status_of(r.code), "msg": r.message or "success"}
                 )
             except _Refused as exc:
                 out.append(
@@ -289,22 +285,17 @@ class IdisApi:
             out,
         )
 
-    async def batch_delete(self, request: web.Request, who: Identity) -> web.Response:
-        assert self.registry is not None
+    async def batch_delete(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
         out = []
         for item in self._batch(await self._json(request)):
             handle = item.get("handle") if isinstance(item, dict) else item
             if not isinstance(handle, str):
                 out.append({"handle": None, "code": BUSINESS, "msg": "no handle"})
                 continue
-            rc, body = await self.registry.delete(handle, who)
-            out.append(
-                {
-                    "handle": handle,
-                    "code": status_of(rc),
-                    "msg": getattr(body, "message", "") or "success",
-                }
-            )
+            r = await registry.delete(handle, who)
+            out.append({"handle": handle, "code": status_of(r.code), "msg": r.message or "success"})
         failed = sum(1 for r in out if r["code"] != OK)
         return result(
             OK if not failed else BUSINESS,
@@ -314,12 +305,11 @@ class IdisApi:
 
     # --- templates ----------------------------------------------------------------------
 
-    async def template_get(self, request: web.Request) -> web.Response:
-        assert self.registry is not None
+    async def template_get(self, request: web.Request, registry: RegistryService) -> web.Response:
         prefix = request.query.get("prefix", "")
         if not prefix:
             raise _Refused(BUSINESS, "give ?prefix= (and optionally &version=)")
-        found = await self.registry._prefix_templates(prefix, fresh=True)
+        found = await registry.templates.of_prefix(prefix, fresh=True)
         version = request.query.get("version")
         if version:
             t = found.get(version)
@@ -328,12 +318,15 @@ class IdisApi:
             return result(OK, data=json.loads(t.to_json()))
         return result(OK, data=[json.loads(t.to_json()) for t in found.values()])
 
-    async def template_put(self, request: web.Request, who: Identity) -> web.Response:
-        assert self.registry is not None
-        rc, body = await self.registry.put_template(await self._json(request), who)
-        return result(status_of(rc), getattr(body, "message", "") or "success")
+    async def template_put(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
+        r = await registry.put_template(await self._json(request), who)
+        return result(status_of(r.code), r.message or "success")
 
-    async def template_delete(self, request: web.Request, who: Identity) -> web.Response:
+    async def template_delete(
+        self, request: web.Request, registry: RegistryService, who: Identity
+    ) -> web.Response:
         raise _Refused(
             BUSINESS,
             'templates are never deleted: publish a version with the items "enabled": false',

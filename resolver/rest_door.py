@@ -28,9 +28,9 @@ from urllib.parse import parse_qs, unquote
 from aiohttp import web
 
 from idnode.registry.auth import AuthBusy, AuthError, Identity, check_secret_key, verify_public_key
-from idnode.registry.names import InvalidName, check_handle, normalize, prefix_of
-from idnode.registry.service import mint_handle
+from idnode.registry.names import InvalidName, check_handle, prefix_of
 from idnode.registry.sessions import Headroom, SessionLimit
+from idnode.registry.writes import mint_handle
 
 from . import metrics
 from .codec import ProtocolError, ResponseCode, decode_values
@@ -51,7 +51,6 @@ from .codec.auth import (
     encode_signature,
     signed_data,
 )
-from .codec.codes import TYPE_PUBKEY, TYPE_SECKEY
 from .codec.jsonform import value_to_json, values_from_json
 from .core import Resolution, answer
 from .settings import Settings
@@ -371,13 +370,7 @@ class RestSessions:
     async def _candidates(self, claimed: Identity, auth_type: str) -> list[Identity]:
         if claimed.index > 0:
             return [claimed]
-        key = normalize(claimed.handle, self.registry.case_sensitive)
-        raw = (await self.store.get_many([key])).get(key)
-        if raw is None:
-            return []
-        wanted = TYPE_SECKEY if auth_type == AUTH_SECKEY else TYPE_PUBKEY
-        indexes = sorted(v.index for v in decode_values(raw) if v.type == wanted)
-        return [Identity(claimed.handle, i) for i in indexes]
+        return await self.registry.credentials.keys_of(claimed.handle, auth_type)
 
 
 def _answer_problem(fields: dict[str, str]) -> str:
@@ -537,19 +530,14 @@ class RestApi:
     async def _bearer(self, token: str) -> Identity:
         """An API key (idnode apikey create) or an IDIS login token (POST /identity/token)."""
         assert self.registry is not None
-        row = await self.registry.store.api_key(hashlib.sha256(token.encode()).hexdigest())
-        if row is not None:
-            who = Identity(row[0], row[1])
-        else:
-            sealer = self.registry.sealer
-            payload = sealer.open_token(token, 24 * 3600) if sealer is not None else None
-            if payload is None:
-                raise _JsonError(
-                    401,
-                    RC.AUTHENTICATION_FAILED,
-                    "unknown API key, or an expired token",
-                )
-            who = Identity.parse(payload.decode())
+        credentials = self.registry.credentials
+        who = await credentials.api_key_identity(token) or credentials.token_identity(token)
+        if who is None:
+            raise _JsonError(
+                401,
+                RC.AUTHENTICATION_FAILED,
+                "unknown API key, or an expired token",
+            )
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
         return who
 
@@ -627,15 +615,15 @@ class RestApi:
         if q.get("index"):
             wanted = {int(i) for i in q["index"] if i.lstrip("-").isdigit()}
             chosen = tuple(v for v in values if v.index in wanted) or values
-            rc, out = await registry.put_values(handle, chosen, who)
-            return reply(rc, handle, message=getattr(out, "message", ""))
+            r = await registry.put_values(handle, chosen, who)
+            return reply(r.code, handle, message=r.message)
         # As HandleJsonRestApiServlet: a PUT replaces an existing handle unless
         # ?overwrite=false; 201 when it created one, 200 when it replaced one.
         overwrite = self._java_flag(q, "overwrite", True)
-        c = await registry.create_handle(handle, values, who, overwrite=overwrite, mint=mint)
-        if c.rc == RC.SUCCESS:
+        c = await registry.create(handle, values, who, overwrite=overwrite, mint=mint)
+        if c.ok:
             return reply(RC.SUCCESS, c.handle, status=200 if c.replaced else 201)
-        return reply(c.rc, handle, message=getattr(c.body, "message", ""))
+        return reply(c.code, handle, message=c.message)
 
     async def delete(self, request: web.Request) -> web.Response:
         try:
@@ -651,10 +639,10 @@ class RestApi:
                 indexes = tuple(int(i) for i in q["index"])
             except ValueError:
                 return reply(RC.INVALID_VALUE, handle, status=400, message="index: integers")
-            rc, out = await self.registry.remove_values(handle, indexes, who)
+            r = await self.registry.remove_values(handle, indexes, who)
         else:
-            rc, out = await self.registry.delete(handle, who)
-        return reply(rc, handle, message=getattr(out, "message", ""))
+            r = await self.registry.delete(handle, who)
+        return reply(r.code, handle, message=r.message)
 
     # --- /api/sessions (the reference's SessionsServlet) -------------------------------
 
@@ -779,10 +767,10 @@ class RestApi:
         if page < 0 or not 0 < size <= 10_000:
             return reply(RC.INVALID_VALUE, status=400, message="pageSize must be 1..10000")
         who = await self._need_identity(request)
-        rc, out = await self.registry.list_handles("0.NA/" + prefix_of(prefix + "/"), who)
-        if rc != RC.SUCCESS:
-            return reply(rc, message=getattr(out, "message", ""))
-        handles = list(getattr(out, "handles", ()))
+        listing = await self.registry.list_handles("0.NA/" + prefix_of(prefix + "/"), who)
+        if not listing.ok:
+            return reply(listing.code, message=listing.message)
+        handles = list(listing.handles)
         return reply(
             RC.SUCCESS,
             prefix=prefix,
@@ -793,7 +781,9 @@ class RestApi:
         )
 
     async def prefixes(self, request: web.Request) -> web.Response:
-        return reply(RC.SUCCESS, prefixes=sorted(self.core.authority.homed))
+        # The registry and the core's authority stage share one PrefixAuthority (node.py).
+        homed = self.registry.authority.homed if self.registry is not None else frozenset()
+        return reply(RC.SUCCESS, prefixes=sorted(homed))
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)

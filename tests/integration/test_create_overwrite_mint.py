@@ -13,17 +13,20 @@ import pytest
 
 from idnode.registry.auth import Identity
 from idnode.registry.names import PrefixAuthority
+from idnode.registry.permissions import replace_permissions
 from idnode.registry.sealing import Sealer
-from idnode.registry.service import RegistryService, replace_permissions
+from idnode.registry.service import RegistryService
 from idnode.registry.store import Store, open_store
 from idnode.resolver.codec import (
     AdminPermission,
     AdminRecord,
+    CreateHandleResponse,
     HandleValue,
     ResponseCode,
     decode_values,
     encode_admin,
 )
+from idnode.resolver.handle_admin import written
 
 AP = AdminPermission
 RC = ResponseCode
@@ -48,7 +51,7 @@ async def service(url: str, tmp: Path) -> tuple[Store, RegistryService]:
         sealer=Sealer.from_file(tmp / "node.key", create=True),
         server_admins=[ALICE],
     )
-    assert (await svc.create("0.NA/88.166", (admin(ALICE, 0x0FFF),), ALICE))[0] == RC.SUCCESS
+    assert (await svc.create("0.NA/88.166", (admin(ALICE, 0x0FFF),), ALICE)).code == RC.SUCCESS
     svc.server_admins.clear()
     return store, svc
 
@@ -63,17 +66,17 @@ def test_create_reports_whether_it_replaced(store_url: str, tmp_path: Path) -> N
         store, svc = await service(store_url, tmp_path)
         try:
             h = "88.166/R-1"
-            first = await svc.create_handle(h, (URL,), ALICE, overwrite=True)
-            assert (first.rc, first.handle, first.replaced) == (RC.SUCCESS, h, False)
+            first = await svc.create(h, (URL,), ALICE, overwrite=True)
+            assert (first.code, first.handle, first.replaced) == (RC.SUCCESS, h, False)
             t0 = (await values(store, h))[1].timestamp
             time.sleep(1.1)
-            again = await svc.create_handle(h, (URL, EMAIL), ALICE, overwrite=True)
-            assert (again.rc, again.replaced) == (RC.SUCCESS, True)
+            again = await svc.create(h, (URL, EMAIL), ALICE, overwrite=True)
+            assert (again.code, again.replaced) == (RC.SUCCESS, True)
             now = await values(store, h)
             assert now[1].timestamp == t0  # unchanged values keep their timestamp
             assert now[2].timestamp > t0
-            refused = await svc.create_handle(h, (URL,), ALICE)
-            assert (refused.rc, refused.replaced) == (RC.HANDLE_ALREADY_EXISTS, False)
+            refused = await svc.create(h, (URL,), ALICE)
+            assert (refused.code, refused.replaced) == (RC.HANDLE_ALREADY_EXISTS, False)
         finally:
             await store.close()
 
@@ -86,16 +89,16 @@ def test_replacing_needs_the_handles_own_admins(sqlite_url: str, tmp_path: Path)
         try:
             h = "88.166/OWNED"
             own = admin(BOB, AP.MODIFY_VALUE)
-            assert (await svc.create(h, (own, URL), ALICE))[0] == RC.SUCCESS
+            assert (await svc.create(h, (own, URL), ALICE)).code == RC.SUCCESS
             changed = HandleValue(1, "URL", b"https://example.cn/b")
             # Bob may modify values: replacing the URL is that, and nothing more
-            assert (await svc.create(h, (own, changed), BOB, overwrite=True))[0] == RC.SUCCESS
+            assert (await svc.create(h, (own, changed), BOB, overwrite=True)).code == RC.SUCCESS
             # adding a value needs ADD_VALUE, which Bob's record lacks
-            rc, body = await svc.create(h, (own, changed, EMAIL), BOB, overwrite=True)
-            assert rc == RC.INSUFFICIENT_PERMISSIONS, body
+            r = await svc.create(h, (own, changed, EMAIL), BOB, overwrite=True)
+            assert r.code == RC.INSUFFICIENT_PERMISSIONS, r
             # the prefix admin is not this handle's admin, so cannot replace it
-            rc, _ = await svc.create(h, (URL,), ALICE, overwrite=True)
-            assert rc == RC.INSUFFICIENT_PERMISSIONS
+            r = await svc.create(h, (URL,), ALICE, overwrite=True)
+            assert r.code == RC.INSUFFICIENT_PERMISSIONS
             assert (await values(store, h))[1].data == b"https://example.cn/b"
         finally:
             await store.close()
@@ -127,16 +130,18 @@ def test_mint_keeps_the_stem_and_retries_a_collision(
     async def go() -> None:
         store, svc = await service(sqlite_url, tmp_path)
         try:
-            c = await svc.create_handle(stem, (URL,), ALICE, mint=True, overwrite=True)
-            assert c.rc == RC.SUCCESS and not c.replaced
+            c = await svc.create(stem, (URL,), ALICE, mint=True, overwrite=True)
+            assert c.code == RC.SUCCESS and not c.replaced
             assert re.fullmatch(re.escape(shape) + UUID4, c.handle), c.handle
-            assert c.body.handle == c.handle  # type: ignore[union-attr]
+            # the Handle door answers a mint with the handle minted
+            rc, body = written(c, minted=True)
+            assert rc == RC.SUCCESS and body == CreateHandleResponse(c.handle)
             taken = uuid.UUID(c.handle[-36:])
             fresh = uuid.uuid4()
             queue = [taken, fresh]
-            monkeypatch.setattr("idnode.registry.service.uuid.uuid4", lambda: queue.pop(0))
-            again = await svc.create_handle(stem, (EMAIL,), ALICE, mint=True, overwrite=True)
-            assert again.rc == RC.SUCCESS and again.handle == shape + str(fresh)
+            monkeypatch.setattr("idnode.registry.writes.uuid.uuid4", lambda: queue.pop(0))
+            again = await svc.create(stem, (EMAIL,), ALICE, mint=True, overwrite=True)
+            assert again.code == RC.SUCCESS and again.handle == shape + str(fresh)
             # the collision left the first handle as it was; the new one holds the email
             kept = await values(store, c.handle)
             assert set(kept) == {1} and kept[1].data == URL.data

@@ -84,26 +84,26 @@ OPS: list[tuple[int, str]] = [
 async def do(svc: RegistryService, op: str) -> int:
     h = "88.166.1001/item"
     if op == "create":
-        return (await svc.create(h, (URL,), ALICE))[0]
+        return (await svc.create(h, (URL,), ALICE)).code
     if op == "delete":
-        return (await svc.delete(h, ALICE))[0]
+        return (await svc.delete(h, ALICE)).code
     if op == "add":
-        return (await svc.add_values(h, (HandleValue(7, "EMAIL", b"a@b.c"),), ALICE))[0]
+        return (await svc.add_values(h, (HandleValue(7, "EMAIL", b"a@b.c"),), ALICE)).code
     if op == "add_admin":
-        return (await svc.add_values(h, (admin_value(0x0FFF, index=101),), ALICE))[0]
+        return (await svc.add_values(h, (admin_value(0x0FFF, index=101),), ALICE)).code
     if op == "modify":
-        return (await svc.modify_values(h, (HandleValue(1, "URL", b"https://new"),), ALICE))[0]
+        return (await svc.modify_values(h, (HandleValue(1, "URL", b"https://new"),), ALICE)).code
     if op == "modify_admin":
-        return (await svc.modify_values(h, (admin_value(0x0FFF, index=2),), ALICE))[0]
+        return (await svc.modify_values(h, (admin_value(0x0FFF, index=2),), ALICE)).code
     if op == "remove":
-        return (await svc.remove_values(h, (1,), ALICE))[0]
+        return (await svc.remove_values(h, (1,), ALICE)).code
     if op == "remove_admin":
-        return (await svc.remove_values(h, (2,), ALICE))[0]
+        return (await svc.remove_values(h, (2,), ALICE)).code
     if op == "create_prefix":  # a sub-prefix of ALICE's prefix
-        return (await svc.create("0.NA/88.166.1001.9", (URL,), ALICE))[0]
+        return (await svc.create("0.NA/88.166.1001.9", (URL,), ALICE)).code
     if op == "delete_prefix":
-        return (await svc.delete("0.NA/88.166.1001.8", ALICE))[0]
-    return (await svc.list_handles("0.NA/88.166.1001", ALICE))[0]
+        return (await svc.delete("0.NA/88.166.1001.8", ALICE)).code
+    return (await svc.list_handles("0.NA/88.166.1001", ALICE)).code
 
 
 ROOT = Identity("0.NA/88.166", 300)
@@ -128,14 +128,16 @@ def test_every_permission_bit(bit: int, op: str, sqlite_url: str, tmp_path: Path
         try:
             if op == "delete_prefix":  # the derived prefix to delete
                 svc.server_admins.add(("0.NA/88.166", 300))
-                rc, _ = await svc.create("0.NA/88.166.1001.8", (URL,), ROOT)
+                created = await svc.create("0.NA/88.166.1001.8", (URL,), ROOT)
                 svc.server_admins.discard(("0.NA/88.166", 300))
-                assert rc == RC.SUCCESS
+                assert created.code == RC.SUCCESS
             if op not in ("create", "create_prefix", "delete_prefix"):
                 svc.server_admins.add(("0.NA/88.166", 300))
-                rc, _ = await svc.create("88.166.1001/item", (URL, admin_value(0, ALICE, 2)), ROOT)
+                created = await svc.create(
+                    "88.166.1001/item", (URL, admin_value(0, ALICE, 2)), ROOT
+                )
                 svc.server_admins.discard(("0.NA/88.166", 300))
-                assert rc == RC.SUCCESS
+                assert created.code == RC.SUCCESS
             # every bit but this one: refused, nothing changes, the refusal is audited
             await grant(svc, 0x0FFF & ~bit)
             target = {
@@ -164,29 +166,29 @@ def test_write_results_and_codes(store_url: str, tmp_path: Path) -> None:
             await set_prefix_admin(svc, 0x0FFF)
             changed.clear()
             h = "88.166.1001/A-1"
-            assert (await svc.create(h, (URL,), ALICE))[0] == RC.SUCCESS
+            assert (await svc.create(h, (URL,), ALICE)).code == RC.SUCCESS
             assert changed == [h]
-            assert (await svc.create(h, (URL,), ALICE))[0] == RC.HANDLE_ALREADY_EXISTS
-            assert (await svc.create(h, (URL,), ALICE, overwrite=True))[0] == RC.SUCCESS
-            assert (await svc.add_values(h, (URL,), ALICE))[0] == RC.VALUE_ALREADY_EXISTS
-            assert (await svc.modify_values(h, (HandleValue(9, "X", b""),), ALICE))[0] == (
+            assert (await svc.create(h, (URL,), ALICE)).code == RC.HANDLE_ALREADY_EXISTS
+            assert (await svc.create(h, (URL,), ALICE, overwrite=True)).code == RC.SUCCESS
+            assert (await svc.add_values(h, (URL,), ALICE)).code == RC.VALUE_ALREADY_EXISTS
+            assert (await svc.modify_values(h, (HandleValue(9, "X", b""),), ALICE)).code == (
                 RC.VALUES_NOT_FOUND
             )
-            assert (await svc.remove_values(h, (9,), ALICE))[0] == RC.VALUES_NOT_FOUND
-            assert (await svc.delete("88.166.1001/none", ALICE))[0] == RC.HANDLE_NOT_FOUND
-            assert (await svc.create("99.1/x", (URL,), ALICE))[0] == (
+            assert (await svc.remove_values(h, (9,), ALICE)).code == RC.VALUES_NOT_FOUND
+            assert (await svc.delete("88.166.1001/none", ALICE)).code == RC.HANDLE_NOT_FOUND
+            assert (await svc.create("99.1/x", (URL,), ALICE)).code == (
                 RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE
             )
-            assert (await svc.create("88.166.1001/", (URL,), ALICE))[0] == RC.INVALID_HANDLE
+            assert (await svc.create("88.166.1001/", (URL,), ALICE)).code == RC.INVALID_HANDLE
             bad_admin = HandleValue(5, "HS_ADMIN", b"\x00")
-            assert (await svc.add_values(h, (bad_admin,), ALICE))[0] == RC.INVALID_VALUE
+            assert (await svc.add_values(h, (bad_admin,), ALICE)).code == RC.INVALID_VALUE
             dup = (HandleValue(3, "A", b""), HandleValue(3, "B", b""))
-            assert (await svc.add_values(h, dup, ALICE))[0] == RC.INVALID_VALUE
-            rc, body = await svc.create("88.166.1001", (URL,), ALICE, mint=True)
-            assert rc == RC.SUCCESS and body.handle.startswith("88.166.1001/")  # type: ignore[union-attr]
-            rc, body = await svc.list_handles("0.NA/88.166.1001", ALICE)
-            assert rc == RC.SUCCESS and h in body.handles  # type: ignore[union-attr]
-            assert (await svc.delete(h, ALICE))[0] == RC.SUCCESS
+            assert (await svc.add_values(h, dup, ALICE)).code == RC.INVALID_VALUE
+            minted = await svc.create("88.166.1001", (URL,), ALICE, mint=True)
+            assert minted.code == RC.SUCCESS and minted.handle.startswith("88.166.1001/")
+            listing = await svc.list_handles("0.NA/88.166.1001", ALICE)
+            assert listing.code == RC.SUCCESS and h in listing.handles
+            assert (await svc.delete(h, ALICE)).code == RC.SUCCESS
             assert await values(store, h) is None
             ops = [e.op for e in reversed(await store.audit_for(h))]
             assert ops[:3] == ["CREATE", "CREATE", "CREATE"] and ops[-1] == "DELETE"
@@ -203,7 +205,7 @@ def test_secrets_are_sealed_and_never_public(sqlite_url: str, tmp_path: Path) ->
         try:
             await set_prefix_admin(svc, 0x0FFF)
             key = HandleValue(300, "HS_SECKEY", b"hunter2", permissions=0x0F)
-            assert (await svc.create("88.166.1001/k", (key,), ALICE))[0] == RC.SUCCESS
+            assert (await svc.create("88.166.1001/k", (key,), ALICE)).code == RC.SUCCESS
             (stored,) = await values(store, "88.166.1001/k") or ()
             assert b"hunter2" not in stored.data and not stored.public_read
             assert await svc.key_for(Identity("88.166.1001/k", 300), "HS_SECKEY") == b"hunter2"
@@ -220,15 +222,15 @@ def test_enterprises_write_only_under_their_prefix(sqlite_url: str, tmp_path: Pa
         store, svc, _ = await service(sqlite_url, tmp_path)
         try:
             await set_prefix_admin(svc, 0x0FFF)
-            assert (await svc.create("88.166.1001/mine", (URL,), ALICE))[0] == RC.SUCCESS
-            assert (await svc.create("88.166.1002/theirs", (URL,), ALICE))[0] == (
+            assert (await svc.create("88.166.1001/mine", (URL,), ALICE)).code == RC.SUCCESS
+            assert (await svc.create("88.166.1002/theirs", (URL,), ALICE)).code == (
                 RC.INSUFFICIENT_PERMISSIONS
             )
             # derived prefixes need ADD_DERIVED_PREFIX on the parent prefix handle
-            assert (await svc.create("0.NA/88.166.1003", (URL,), ALICE))[0] == (
+            assert (await svc.create("0.NA/88.166.1003", (URL,), ALICE)).code == (
                 RC.INSUFFICIENT_PERMISSIONS
             )
-            assert (await svc.home("0.NA/88.200", ALICE))[0] == RC.INSUFFICIENT_PERMISSIONS
+            assert (await svc.home("0.NA/88.200", ALICE)).code == RC.INSUFFICIENT_PERMISSIONS
         finally:
             await store.close()
 
@@ -240,13 +242,13 @@ def test_server_admins_home_and_unhome(sqlite_url: str, tmp_path: Path) -> None:
         root = Identity("0.NA/88.166", 300)
         store, svc, _ = await service(sqlite_url, tmp_path, server_admins=[root])
         try:
-            assert (await svc.home("0.NA/88.200", root))[0] == RC.SUCCESS
+            assert (await svc.home("0.NA/88.200", root)).code == RC.SUCCESS
             assert svc.authority.serves("88.200.1/x")
-            rc, body = await svc.list_homed(root)
-            assert rc == RC.SUCCESS and "0.NA/88.200" in body.handles  # type: ignore[union-attr]
-            assert (await svc.unhome("0.NA/88.200", root))[0] == RC.SUCCESS
+            listing = await svc.list_homed(root)
+            assert listing.code == RC.SUCCESS and "0.NA/88.200" in listing.handles
+            assert (await svc.unhome("0.NA/88.200", root)).code == RC.SUCCESS
             assert not svc.authority.serves("88.200.1/x")
-            assert (await svc.unhome("0.NA/88.200", root))[0] == RC.HANDLE_NOT_FOUND
+            assert (await svc.unhome("0.NA/88.200", root)).code == RC.HANDLE_NOT_FOUND
         finally:
             await store.close()
 
@@ -270,7 +272,7 @@ def test_batches_give_a_result_per_record_and_are_idempotent(
             items[40] = ("88.166.1002/B-40", (URL,))  # another enterprise's prefix
             items[50] = ("88.166.1001/B-0", (URL,))  # twice in this batch
             results = await svc.batch_create(items, ALICE)
-            codes = {i: rc for i, (_, rc, _) in enumerate(results)}
+            codes = {i: r.code for i, r in enumerate(results)}
             assert len(results) == 1500
             assert codes[10] == RC.INVALID_HANDLE and codes[20] == 301
             assert codes[30] == RC.INVALID_VALUE and codes[50] == RC.HANDLE_ALREADY_EXISTS
@@ -281,11 +283,11 @@ def test_batches_give_a_result_per_record_and_are_idempotent(
             # a retry of the same batch: every good record succeeds again, nothing is written
             changed.clear()
             again = await svc.batch_create(items, ALICE)
-            assert [rc for _, rc, _ in again] == [rc for _, rc, _ in results]
+            assert [r.code for r in again] == [r.code for r in results]
             assert changed == []
             # the same handle with other values conflicts
             (res,) = await svc.batch_create([("88.166.1001/B-1", (URL,))], ALICE)
-            assert res[1] == RC.HANDLE_ALREADY_EXISTS and "other values" in res[2]
+            assert res.code == RC.HANDLE_ALREADY_EXISTS and "other values" in res.message
             # over 2000 a call is refused whole
             with pytest.raises(Exception, match="at most 2000"):
                 await svc.batch_create([("88.166.1001/x", (URL,))] * 2001, ALICE)
@@ -304,41 +306,39 @@ def test_templates_validate_writes(store_url: str, tmp_path: Path) -> None:
         store, svc, _ = await service(store_url, tmp_path)
         try:
             await set_prefix_admin(svc, 0x0FFF)
-            assert (await svc.put_template(DOC, ALICE))[0] == RC.SUCCESS
-            assert (await svc.put_template(DOC, ALICE))[0] == RC.SUCCESS  # same again: fine
+            assert (await svc.put_template(DOC, ALICE)).code == RC.SUCCESS
+            assert (await svc.put_template(DOC, ALICE)).code == RC.SUCCESS  # same again: fine
             changed = {**DOC, "description": "other"}
-            assert (await svc.put_template(changed, ALICE))[0] == RC.VALUE_ALREADY_EXISTS
+            assert (await svc.put_template(changed, ALICE)).code == RC.VALUE_ALREADY_EXISTS
             v2_missing = {**DOC, "version": "v2", "items": DOC["items"][:1]}
-            rc, body = await svc.put_template(v2_missing, ALICE)
-            assert rc == RC.INVALID_VALUE and "never deleted" in body.message  # type: ignore[union-attr]
+            r = await svc.put_template(v2_missing, ALICE)
+            assert r.code == RC.INVALID_VALUE and "never deleted" in r.message
             outsider = Identity("0.NA/88.166.1002", 300)
-            assert (await svc.put_template({**DOC, "version": "v9"}, outsider))[0] == (
+            assert (await svc.put_template({**DOC, "version": "v9"}, outsider)).code == (
                 RC.INSUFFICIENT_PERMISSIONS
             )
 
             tpl = HandleValue(1001, "TEMPLATE", b"v1")
             good = (URL, tpl, HandleValue(2001, "productName", b"HV-200"))
-            assert (await svc.create("88.166.1001/T-1", good, ALICE))[0] == RC.SUCCESS
-            rc, body = await svc.create("88.166.1001/T-2", (URL, tpl), ALICE)
-            assert rc == RC.INVALID_VALUE and "productName (index 2001): required" in body.message  # type: ignore[union-attr]
+            assert (await svc.create("88.166.1001/T-1", good, ALICE)).code == RC.SUCCESS
+            r = await svc.create("88.166.1001/T-2", (URL, tpl), ALICE)
+            assert r.code == RC.INVALID_VALUE and "productName (index 2001): required" in r.message
             assert await values(store, "88.166.1001/T-2") is None
-            rc, _ = await svc.modify_values(
+            r = await svc.modify_values(
                 "88.166.1001/T-1", (HandleValue(2001, "productName", b"H"),), ALICE
             )
-            assert rc == RC.INVALID_VALUE
-            assert (await svc.remove_values("88.166.1001/T-1", (2001,), ALICE))[0] == (
+            assert r.code == RC.INVALID_VALUE
+            assert (await svc.remove_values("88.166.1001/T-1", (2001,), ALICE)).code == (
                 RC.INVALID_VALUE
             )
-            rc, body = await svc.create(
-                "88.166.1001/T-3", (HandleValue(1001, "TEMPLATE", b"v7"),), ALICE
-            )
-            assert rc == RC.INVALID_VALUE and "does not exist" in body.message  # type: ignore[union-attr]
+            r = await svc.create("88.166.1001/T-3", (HandleValue(1001, "TEMPLATE", b"v7"),), ALICE)
+            assert r.code == RC.INVALID_VALUE and "does not exist" in r.message
             results = await svc.batch_create(
                 [("88.166.1001/T-4", good), ("88.166.1001/T-5", (tpl,))], ALICE
             )
-            assert [r[1] for r in results] == [RC.SUCCESS, RC.INVALID_VALUE]
+            assert [r.code for r in results] == [RC.SUCCESS, RC.INVALID_VALUE]
             # a derived prefix inherits its parent's templates
-            assert (await svc.create("88.166.1001.7/T-6", good, ALICE))[0] == RC.SUCCESS
+            assert (await svc.create("88.166.1001.7/T-6", good, ALICE)).code == RC.SUCCESS
         finally:
             await store.close()
 
@@ -373,18 +373,18 @@ def test_registration_quotas(store_url: str, tmp_path: Path) -> None:
         store, svc, _ = await service(store_url, tmp_path, quotas=quotas)
         try:
             await set_prefix_admin(svc, 0x0FFF)
-            assert (await svc.create("88.166.1001/Q-1", (URL,), ALICE))[0] == RC.SUCCESS
+            assert (await svc.create("88.166.1001/Q-1", (URL,), ALICE)).code == RC.SUCCESS
             results = await svc.batch_create(
                 [(f"88.166.1001/Q-{i}", (URL,)) for i in range(2, 5)], ALICE
             )
-            assert [r[1] for r in results] == [RC.SUCCESS, RC.SUCCESS, RC.REGISTER_COUNT_LIMIT]
-            rc, body = await svc.create("88.166.1001/Q-9", (URL,), ALICE)
-            assert rc == RC.REGISTER_COUNT_LIMIT and "quota" in body.message  # type: ignore[union-attr]
+            assert [r.code for r in results] == [RC.SUCCESS, RC.SUCCESS, RC.REGISTER_COUNT_LIMIT]
+            r = await svc.create("88.166.1001/Q-9", (URL,), ALICE)
+            assert r.code == RC.REGISTER_COUNT_LIMIT and "quota" in r.message
             # other prefixes have no limit; changing an existing handle is not a registration
-            assert (await svc.create("88.166.1002/Q-1", (URL,), ALICE))[0] != (
+            assert (await svc.create("88.166.1002/Q-1", (URL,), ALICE)).code != (
                 RC.REGISTER_COUNT_LIMIT
             )
-            assert (await svc.create("88.166.1001/Q-1", (URL,), ALICE, overwrite=True))[0] == (
+            assert (await svc.create("88.166.1001/Q-1", (URL,), ALICE, overwrite=True)).code == (
                 RC.SUCCESS
             )
             assert await store.count_prefix("88.166.1001") == 3
@@ -415,15 +415,15 @@ def test_hs_vlist_admin_groups(sqlite_url: str, tmp_path: Path) -> None:
                 await svc.create(
                     "0.NA/88.166.1001", (group_admin, group, inner), Identity("0.NA/88.166", 300)
                 )
-            )[0] == RC.SUCCESS
+            ).code == RC.SUCCESS
             svc.server_admins.discard(("0.NA/88.166", 300))
-            assert (await svc.create("88.166.1001/G-1", (URL,), bob))[0] == RC.SUCCESS
+            assert (await svc.create("88.166.1001/G-1", (URL,), bob)).code == RC.SUCCESS
             stranger = Identity("0.NA/88.166.1001.staff", 301)
-            assert (await svc.create("88.166.1001/G-2", (URL,), stranger))[0] == (
+            assert (await svc.create("88.166.1001/G-2", (URL,), stranger)).code == (
                 RC.INSUFFICIENT_PERMISSIONS
             )
             # membership grants only the group admin's bits
-            assert (await svc.delete("88.166.1001/G-1", bob))[0] == RC.INSUFFICIENT_PERMISSIONS
+            assert (await svc.delete("88.166.1001/G-1", bob)).code == RC.INSUFFICIENT_PERMISSIONS
         finally:
             await store.close()
 

@@ -20,7 +20,7 @@ from idnode.registry.service import RegistryService
 from idnode.registry.sessions import SessionLimit
 from idnode.registry.sqlite_store import SqliteStore
 from idnode.registry.store import Store, open_store
-from idnode.resolver.codec import HandleValue
+from idnode.resolver.codec import HandleValue, ResponseCode
 from idnode.resolver.codec.auth import pbkdf2_mac
 from idnode.resolver.rest_door import (
     BAD_HEADER,
@@ -47,7 +47,7 @@ async def registry(url: str, tmp: Path) -> tuple[Store, RegistryService]:
         server_admins=[ADMIN],
     )
     key = HandleValue(300, "HS_SECKEY", SECRET, permissions=0x0C)
-    assert (await svc.create("0.NA/88.166", (key,), ADMIN))[0] == 1
+    assert (await svc.create("0.NA/88.166", (key,), ADMIN)).code == ResponseCode.SUCCESS
     return store, svc
 
 

@@ -1,0 +1,97 @@
+"""What proves who a caller is: keys stored in handles (HS_SECKEY sealed, HS_PUBKEY),
+API keys (only their SHA-256 is stored) and the node's sealed bearer tokens.
+
+The checks of an answer against a key are in auth.py; this module finds the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from idnode.resolver.codec import ResponseCode, decode_values
+from idnode.resolver.codec.codes import TYPE_PUBKEY, TYPE_SECKEY
+
+from .audit_trail import AuditTrail
+from .auth import AuthError, Identity
+from .names import normalize
+from .sealing import Sealer, SecretError
+from .store import Store
+
+TOKEN_SECONDS = 24 * 3600  # how long a login token (IDIS POST /identity/token) is good for
+
+
+class Credentials:
+    def __init__(self, store: Store, audit: AuditTrail, sealer: Sealer | None = None) -> None:
+        self.store = store
+        self.audit = audit
+        self.sealer = sealer
+        self.case_sensitive = store.case_sensitive
+
+    async def key_for(self, who: Identity, auth_type: str) -> bytes:
+        """The key material an answer must prove: a raw secret, or HS_PUBKEY data."""
+        key = normalize(who.handle, self.case_sensitive)
+        vals = (await self.store.get_many([key])).get(key)
+        if vals is None:
+            raise AuthError(f"key handle {who.handle} does not exist")
+        for v in decode_values(vals):
+            if v.index != who.index:
+                continue
+            if auth_type == "HS_SECKEY" and v.type == TYPE_SECKEY:
+                if self.sealer is None:
+                    raise AuthError("this node has no key to open HS_SECKEY values")
+                try:
+                    return self.sealer.unseal(v.data)
+                except SecretError as exc:
+                    raise AuthError(str(exc)) from None
+            if auth_type == "HS_PUBKEY" and v.type == TYPE_PUBKEY:
+                return v.data
+            raise AuthError(f"{who} is a {v.type} value, not {auth_type}")
+        raise AuthError(f"{who} does not exist")
+
+    async def keys_of(self, handle: str, auth_type: str) -> list[Identity]:
+        """Every key of one type a handle holds, in index order (for an answer that names
+        the handle alone, as the reference tries them)."""
+        key = normalize(handle, self.case_sensitive)
+        raw = (await self.store.get_many([key])).get(key)
+        if raw is None:
+            return []
+        wanted = TYPE_SECKEY if auth_type == "HS_SECKEY" else TYPE_PUBKEY
+        indexes = sorted(v.index for v in decode_values(raw) if v.type == wanted)
+        return [Identity(handle, i) for i in indexes]
+
+    async def check_password(self, who: Identity, secret: bytes) -> bool:
+        """HTTP Basic or IDIS login: is ``secret`` the HS_SECKEY at ``who``? Constant-time."""
+        try:
+            stored = await self.key_for(who, "HS_SECKEY")
+        except AuthError:
+            return False
+        return hmac.compare_digest(stored, secret)
+
+    async def api_key_identity(self, token: str) -> Identity | None:
+        """The admin an API key (idnode apikey create) acts as; None when unknown."""
+        row = await self.store.api_key(hashlib.sha256(token.encode()).hexdigest())
+        return None if row is None else Identity(row[0], row[1])
+
+    @property
+    def issues_tokens(self) -> bool:
+        """Can this node seal login tokens (it has a node key)?"""
+        return self.sealer is not None
+
+    def issue_token(self, who: Identity) -> str:
+        """A login token for ``who``, good for TOKEN_SECONDS (see issues_tokens)."""
+        if self.sealer is None:
+            raise SecretError("this node has no node key to seal login tokens with")
+        return self.sealer.token(str(who).encode())
+
+    def token_identity(self, token: str) -> Identity | None:
+        """Who a login token names; None when it is not this node's, or has expired."""
+        if self.sealer is None:
+            return None
+        payload = self.sealer.open_token(token, TOKEN_SECONDS)
+        return None if payload is None else Identity.parse(payload.decode())
+
+    async def failed_login(self, who: Identity, target: str, reason: str) -> None:
+        """Audit a login that did not prove its key, under the handle it was acting on."""
+        failed = ResponseCode.AUTHENTICATION_FAILED
+        await self.audit.record(who, "AUTHENTICATE", target, failed, reason)

@@ -1,0 +1,377 @@
+"""Writes of one handle: create (with overwrite or a minted suffix), delete, and value
+changes (add, put, modify, remove).
+
+Each write reads what its checks need first (prefix admins, HS_VLIST groups, templates,
+quota room), then decides inside the store's transaction on the values as they are
+under the lock. A refusal leaves nothing but its audit row; a write that changed the
+registry calls ``on_change`` (the node invalidates Redis and every worker's L1) before
+its result is returned.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from idnode.resolver.codec import (
+    AdminPermission,
+    AdminRecord,
+    HandleValue,
+    ResponseCode,
+    decode_values,
+)
+from idnode.resolver.codec.codes import NOT_HOMED_MESSAGE, TYPE_ADMIN
+
+from .audit_trail import AuditTrail
+from .auth import Identity
+from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, prefix_of, storage_prefix
+from .permissions import Groups, Permissions, admins_in
+from .prefix_templates import PrefixTemplates, check_values
+from .quotas import Quotas
+from .results import WriteResult
+from .sealing import Sealer
+from .store import KEEP, Outcome, Refusal, Store
+from .templates import Template
+from .value_checks import encode_sorted, keep_unchanged_timestamps, prepare
+
+OnChange = Callable[[list[str]], Awaitable[None]]
+Decide = Callable[[bytes | None], Outcome]
+
+MINT_ATTEMPTS = 4
+
+RC = ResponseCode
+AP = AdminPermission
+
+
+def mint_handle(stem: str) -> str:
+    """The reference's minted handle (HandleSuffixMinter): the stem as given, then a random
+    version-4 UUID in lower case, e.g. 88.166/DOC-1b4e28ba-2fa1-41d2-883f-0016d3cca427.
+    A bare prefix ("88.166") gets its "/" first rather than becoming part of the suffix."""
+    if "/" not in stem:
+        stem += "/"
+    return stem + str(uuid.uuid4())
+
+
+def is_prefix_handle(handle: str) -> bool:
+    return handle[:5].upper() == NA_PREFIX.upper()
+
+
+def _existing(handle: str, before: bytes | None) -> tuple[HandleValue, ...]:
+    if before is None:
+        raise Refusal(RC.HANDLE_NOT_FOUND, f"{handle} does not exist")
+    return decode_values(before)
+
+
+def _changed(have: dict[int, HandleValue], detail: str) -> Outcome:
+    """The outcome of a value change: the new list, in index order."""
+    return Outcome(encode_sorted(have.values()), RC.SUCCESS, None, detail)
+
+
+class HandleWrites:
+    def __init__(
+        self,
+        store: Store,
+        authority: PrefixAuthority,
+        permissions: Permissions,
+        templates: PrefixTemplates,
+        audit: AuditTrail,
+        *,
+        sealer: Sealer | None = None,
+        quotas: Quotas | None = None,
+        on_change: OnChange | None = None,
+    ) -> None:
+        self.store = store
+        self.authority = authority
+        self.permissions = permissions
+        self.templates = templates
+        self.audit = audit
+        self.sealer = sealer
+        self.quotas = quotas
+        self.on_change = on_change
+
+    # --- create ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        *,
+        overwrite: bool = False,
+        mint: bool = False,
+    ) -> WriteResult:
+        """Create ``handle``, or replace it when ``overwrite``; the result says which.
+
+        With ``mint``, ``handle`` is a stem ("88.166/" or "88.166/DOC-") and the handle
+        is the stem followed by a random UUID, as the reference server's
+        HandleSuffixMinter does. A minted handle is always new: it never overwrites.
+        """
+        if not mint:
+            return await self._create_one(handle, values, who, overwrite=overwrite)
+        created = WriteResult(RC.ERROR, "no handle minted", handle=handle)
+        for _ in range(MINT_ATTEMPTS):  # a UUID collision is a retry, never a failure
+            created = await self._create_one(mint_handle(handle), values, who, overwrite=False)
+            if created.code != RC.HANDLE_ALREADY_EXISTS:
+                break
+        return created
+
+    async def _create_one(
+        self, handle: str, values: tuple[HandleValue, ...], who: Identity, *, overwrite: bool
+    ) -> WriteResult:
+        try:
+            await self._check_target(handle, who, "CREATE")
+            new = prepare(values, self.sealer)
+        except Refusal as exc:
+            return WriteResult.refused(exc, handle)
+        templates = await self.templates.for_handle(handle)
+        room = await self.room(handle)
+        if is_prefix_handle(handle):
+            parent = prefix_of(handle).rpartition(".")[0]
+            admins = await self.permissions.prefix_admins(parent + "/") if parent else []
+            needed = AP.ADD_DERIVED_PREFIX
+        else:
+            admins = await self.permissions.prefix_admins(handle)
+            needed = AP.ADD_HANDLE
+        if overwrite:  # the handle's own HS_ADMIN may name groups too
+            groups = await self.permissions.groups_for(handle, admins)
+        else:
+            groups = await self.permissions.load_groups(admins)
+        replaced = False
+
+        def decide(before: bytes | None) -> Outcome:
+            nonlocal replaced
+            if before is not None and not overwrite:
+                raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{handle} already exists")
+            written = new
+            if before is None:
+                self.permissions.require(who, admins, needed, "create handles here", groups)
+            else:
+                current = decode_values(before)
+                written = keep_unchanged_timestamps(current, new)
+                self.permissions.may_replace(
+                    who, current, decode_values(written), admins, needed, groups
+                )
+            check_values(values, templates)
+            if before is None and room is not None and room < 1:
+                raise Refusal(
+                    RC.REGISTER_COUNT_LIMIT,
+                    f"prefix {prefix_of(handle)} has reached its registration quota",
+                )
+            replaced = before is not None
+            detail = f"{len(values)} values" + (", replacing the handle" if replaced else "")
+            return Outcome(written, RC.SUCCESS, None, detail)
+
+        result = await self._write(handle, decide, who, "CREATE")
+        if result.ok and not replaced and self.quotas is not None:
+            self.quotas.used(storage_prefix(handle), 1)
+        return WriteResult(result.code, result.message, result.changed, handle, replaced)
+
+    # --- delete ------------------------------------------------------------------------
+
+    async def delete(self, handle: str, who: Identity) -> WriteResult:
+        try:
+            await self._check_target(handle, who, "DELETE")
+        except Refusal as exc:
+            return WriteResult.refused(exc, handle)
+        parent = prefix_of(handle).rpartition(".")[0]
+        if is_prefix_handle(handle) and parent:
+            # A derived prefix is removed by its parent prefix's admins.
+            admins = await self.permissions.prefix_admins(parent + "/")
+            groups = await self.permissions.load_groups(admins)
+
+            def drop_prefix(before: bytes | None) -> Outcome:
+                _existing(handle, before)
+                self.permissions.require(
+                    who, admins, AP.DELETE_DERIVED_PREFIX, "delete this derived prefix", groups
+                )
+                return Outcome(None, RC.SUCCESS)
+
+            return await self._write(handle, drop_prefix, who, "DELETE")
+        prefix_admins = await self.permissions.prefix_admins(handle)
+        groups = await self.permissions.groups_for(handle, prefix_admins)
+
+        def drop(before: bytes | None) -> Outcome:
+            current = _existing(handle, before)
+            self.permissions.require(
+                who,
+                admins_in(current) or prefix_admins,
+                AP.DELETE_HANDLE,
+                "delete this handle",
+                groups,
+            )
+            return Outcome(None, RC.SUCCESS)
+
+        return await self._write(handle, drop, who, "DELETE")
+
+    # --- value changes -----------------------------------------------------------------
+
+    async def add_values(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        *,
+        overwrite: bool = False,
+    ) -> WriteResult:
+        try:
+            prefix_admins, groups, templates = await self._context(handle, who, "ADD_VALUE")
+            added = decode_values(prepare(values, self.sealer))
+        except Refusal as exc:
+            return WriteResult.refused(exc, handle)
+
+        def decide(before: bytes | None) -> Outcome:
+            current = _existing(handle, before)
+            admins = admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for v in added:
+                self.permissions.require(
+                    who,
+                    admins,
+                    AP.ADD_ADMIN if v.type == TYPE_ADMIN else AP.ADD_VALUE,
+                    f"add a {v.type} value",
+                    groups,
+                )
+                if v.index in have and not overwrite:
+                    raise Refusal(RC.VALUE_ALREADY_EXISTS, f"index {v.index} already exists")
+                have[v.index] = v
+            check_values(have.values(), templates)
+            return _changed(have, f"indexes {sorted(v.index for v in added)}")
+
+        return await self._write(handle, decide, who, "ADD_VALUE")
+
+    async def put_values(
+        self, handle: str, values: tuple[HandleValue, ...], who: Identity
+    ) -> WriteResult:
+        """Add or replace the given values in one transaction (REST PUT with ?index=):
+        an existing index needs MODIFY_VALUE (MODIFY_ADMIN for HS_ADMIN), a new one
+        ADD_VALUE (ADD_ADMIN)."""
+        try:
+            prefix_admins, groups, templates = await self._context(handle, who, "PUT_VALUES")
+            given = decode_values(prepare(values, self.sealer))
+        except Refusal as exc:
+            return WriteResult.refused(exc, handle)
+
+        def decide(before: bytes | None) -> Outcome:
+            current = _existing(handle, before)
+            admins = admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for v in given:
+                old = have.get(v.index)
+                admin = TYPE_ADMIN in (v.type, old.type if old else "")
+                if old is None:
+                    perm = AP.ADD_ADMIN if admin else AP.ADD_VALUE
+                else:
+                    perm = AP.MODIFY_ADMIN if admin else AP.MODIFY_VALUE
+                self.permissions.require(
+                    who, admins, perm, f"write the value at index {v.index}", groups
+                )
+                have[v.index] = v
+            check_values(have.values(), templates)
+            return _changed(have, f"indexes {sorted(v.index for v in given)}")
+
+        return await self._write(handle, decide, who, "PUT_VALUES")
+
+    async def modify_values(
+        self, handle: str, values: tuple[HandleValue, ...], who: Identity
+    ) -> WriteResult:
+        try:
+            prefix_admins, groups, templates = await self._context(handle, who, "MODIFY_VALUE")
+            changed = decode_values(prepare(values, self.sealer))
+        except Refusal as exc:
+            return WriteResult.refused(exc, handle)
+
+        def decide(before: bytes | None) -> Outcome:
+            current = _existing(handle, before)
+            admins = admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for v in changed:
+                old = have.get(v.index)
+                if old is None:
+                    raise Refusal(RC.VALUES_NOT_FOUND, f"no value at index {v.index}")
+                admin_change = TYPE_ADMIN in (v.type, old.type)
+                self.permissions.require(
+                    who,
+                    admins,
+                    AP.MODIFY_ADMIN if admin_change else AP.MODIFY_VALUE,
+                    f"modify the value at index {v.index}",
+                    groups,
+                )
+                have[v.index] = v
+            check_values(have.values(), templates)
+            return _changed(have, f"indexes {sorted(v.index for v in changed)}")
+
+        return await self._write(handle, decide, who, "MODIFY_VALUE")
+
+    async def remove_values(
+        self, handle: str, indexes: tuple[int, ...], who: Identity
+    ) -> WriteResult:
+        try:
+            prefix_admins, groups, templates = await self._context(handle, who, "REMOVE_VALUE")
+        except Refusal as exc:
+            return WriteResult.refused(exc, handle)
+
+        def decide(before: bytes | None) -> Outcome:
+            current = _existing(handle, before)
+            admins = admins_in(current) or prefix_admins
+            have = {v.index: v for v in current}
+            for i in indexes:
+                old = have.get(i)
+                if old is None:
+                    raise Refusal(RC.VALUES_NOT_FOUND, f"no value at index {i}")
+                self.permissions.require(
+                    who,
+                    admins,
+                    AP.REMOVE_ADMIN if old.type == TYPE_ADMIN else AP.REMOVE_VALUE,
+                    f"remove the value at index {i}",
+                    groups,
+                )
+                del have[i]
+            check_values(have.values(), templates)
+            return _changed(have, f"indexes {sorted(indexes)}")
+
+        return await self._write(handle, decide, who, "REMOVE_VALUE")
+
+    # --- what every write shares -------------------------------------------------------
+
+    async def _write(self, handle: str, decide: Decide, who: Identity, op: str) -> WriteResult:
+        """Run ``decide`` in the store's transaction; tell the caches before answering."""
+        try:
+            o = await self.store.mutate(handle, decide, actor=str(who), op=op)
+        except Refusal as exc:
+            return WriteResult.refused(exc, handle)
+        changed = o.new is not KEEP
+        if changed and self.on_change is not None:
+            await self.on_change([handle])
+        return WriteResult(o.rc, changed=changed and o.rc == RC.SUCCESS, handle=handle)
+
+    async def _check_target(self, handle: str, who: Identity, op: str) -> None:
+        """Refuse (and audit) a handle that is not well formed or not homed here."""
+        try:
+            check_handle(handle)
+        except InvalidName as exc:
+            await self.audit.refused(who, op, handle, Refusal(RC.INVALID_HANDLE, str(exc)))
+            raise Refusal(RC.INVALID_HANDLE, str(exc)) from None
+        if not self.authority.serves(handle):
+            refusal = Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
+            await self.audit.refused(who, op, handle, refusal)
+            raise refusal
+
+    async def _context(
+        self, handle: str, who: Identity, op: str
+    ) -> tuple[list[AdminRecord], Groups, dict[str, Template]]:
+        """What a value change of an existing handle checks against, read before its
+        transaction: the target is valid and homed here; the prefix admins, the HS_VLIST
+        groups they name, and the templates the handle may use."""
+        await self._check_target(handle, who, op)
+        prefix_admins = await self.permissions.prefix_admins(handle)
+        groups = await self.permissions.groups_for(handle, prefix_admins)
+        return prefix_admins, groups, await self.templates.for_handle(handle)
+
+    async def room(self, handle: str) -> int | None:
+        """How many more handles the handle's prefix may register (None: no limit)."""
+        if self.quotas is None:
+            return None
+        prefix = storage_prefix(handle)
+        if prefix.upper() == NA_PREFIX[:-1].upper():
+            return None  # prefix handles are delegations, not registrations
+        return await self.quotas.room(prefix, self.store.count_prefix)
