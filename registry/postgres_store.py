@@ -517,6 +517,36 @@ class PostgresStore(Store):
             )
         return None if row is None else (row[0], int(row[1]))
 
+    async def api_keys(self) -> list[tuple[str, str, int, str, int]]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                "SELECT key_sha256, identity_handle, identity_index, label, created_at"
+                " FROM api_keys ORDER BY created_at, key_sha256"
+            )
+        return [(r[0], r[1], int(r[2]), r[3], int(r[4])) for r in rows]
+
+    async def delete_api_key(self, key_sha256: str) -> bool:
+        async with self.pool.acquire() as c:
+            status = await c.execute("DELETE FROM api_keys WHERE key_sha256 = $1", key_sha256)
+        return str(status) != "DELETE 0"
+
+    async def node_key_check(self) -> bytes | None:
+        try:
+            async with self.pool.acquire() as c:
+                sealed = await c.fetchval("SELECT sealed FROM node_key_check WHERE id = 1")
+        except asyncpg.UndefinedTableError as exc:  # a schema before 0010
+            raise StoreError(f"{exc}: run `idnode init` to upgrade the registry") from None
+        return None if sealed is None else bytes(sealed)
+
+    async def put_node_key_check(self, sealed: bytes) -> None:
+        async with self.pool.acquire() as c:
+            await c.execute(
+                "INSERT INTO node_key_check (id, sealed, created_at) VALUES (1, $1, $2)"
+                " ON CONFLICT (id) DO NOTHING",
+                sealed,
+                now(),
+            )
+
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
         async with self.pool.acquire() as c:
             r = await c.fetchval(

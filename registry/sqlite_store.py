@@ -448,6 +448,31 @@ class SqliteStore(Store):
         ).fetchone()
         return None if row is None else (row[0], int(row[1]))
 
+    async def api_keys(self) -> list[tuple[str, str, int, str, int]]:
+        rows = self.db.execute(
+            "SELECT key_sha256, identity_handle, identity_index, label, created_at"
+            " FROM api_keys ORDER BY created_at, key_sha256"
+        ).fetchall()
+        return [(r[0], r[1], int(r[2]), r[3], int(r[4])) for r in rows]
+
+    async def delete_api_key(self, key_sha256: str) -> bool:
+        cur = self.db.execute("DELETE FROM api_keys WHERE key_sha256 = ?", (key_sha256,))
+        return cur.rowcount > 0
+
+    async def node_key_check(self) -> bytes | None:
+        try:
+            row = self.db.execute("SELECT sealed FROM node_key_check WHERE id = 1").fetchone()
+        except sqlite3.OperationalError as exc:  # no such table: a schema before 0010
+            raise StoreError(f"{exc}: run `idnode init` to upgrade the registry") from None
+        return None if row is None else bytes(row[0])
+
+    async def put_node_key_check(self, sealed: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO node_key_check (id, sealed, created_at) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (sealed, now()),
+        )
+
     async def rest_session_create(
         self, id_sha256: str, nonce: bytes, expires: float, now: float
     ) -> None:

@@ -354,6 +354,15 @@ class ServerKeyStore(ABC):
     async def put_server_key(self, algorithm: str, private_sealed: bytes, public: bytes) -> None:
         """Make this the active server key (the previous one stays, inactive)."""
 
+    @abstractmethod
+    async def node_key_check(self) -> bytes | None:
+        """The check value sealed with the node key (registry/node_key.py), if stored.
+        StoreError when the schema predates it (migration 0010)."""
+
+    @abstractmethod
+    async def put_node_key_check(self, sealed: bytes) -> None:
+        """Store the check value, unless one is stored already (the first one stays)."""
+
 
 class ApiKeyStore(ABC):
     """API keys, kept as their SHA-256, each acting as one identity."""
@@ -363,6 +372,15 @@ class ApiKeyStore(ABC):
 
     @abstractmethod
     async def api_key(self, key_sha256: str) -> tuple[str, int] | None: ...
+
+    @abstractmethod
+    async def api_keys(self) -> list[tuple[str, str, int, str, int]]:
+        """Every key as (key_sha256, identity handle, identity index, label, created_at),
+        oldest first."""
+
+    @abstractmethod
+    async def delete_api_key(self, key_sha256: str) -> bool:
+        """Revoke a key; False when there was none with that digest."""
 
 
 class TemplateStore(ABC):
