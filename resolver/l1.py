@@ -2,12 +2,20 @@
 
 An LRU bounded in bytes, each entry with its own expiry (value TTLs honoured).
 Not-found answers are cached too, briefly, so random-key floods do not reach SQL.
+:class:`Lifetimes` turns what a tier read into an entry with that expiry.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
 from typing import NamedTuple
+
+from .codec import ProtocolError
+from .codec.values import summarize_values
+
+log = logging.getLogger("idnode.core")  # the lookup chain logs under the core's name
 
 ENTRY_OVERHEAD = 200  # dict slot, tuple, key object: a rough per-entry cost in bytes
 
@@ -16,6 +24,31 @@ class Entry(NamedTuple):
     values_wire: bytes | None  # int4 n + values; None = the handle does not exist
     all_public: bool  # every value has PUBLIC_READ: the wire bytes go out as they are
     expires: float  # monotonic seconds
+
+
+class Lifetimes(NamedTuple):
+    """How long an entry may be served from L1: at most ``ttl``, less when a value's own
+    TTL says so; a handle that does not exist for ``negative_ttl``."""
+
+    ttl: float = 60.0
+    negative_ttl: float = 5.0
+
+    def entry(self, values_wire: bytes | None, now: float) -> Entry:
+        """The entry for a value list read from a tier (None: the handle does not exist)."""
+        if values_wire is None:
+            return Entry(None, True, now + self.negative_ttl)
+        try:
+            all_public, min_relative, min_absolute = summarize_values(values_wire)
+        except ProtocolError:
+            # A corrupt row must not take the node down; it answers as not found and says so.
+            log.error("registry row does not decode; serving it as not found")
+            return Entry(None, True, now + self.negative_ttl)
+        ttl = self.ttl
+        if min_relative is not None:
+            ttl = min(ttl, max(0, min_relative))
+        if min_absolute is not None:
+            ttl = min(ttl, max(0.0, min_absolute - time.time()))
+        return Entry(values_wire, all_public, now + ttl)
 
 
 class L1Cache:

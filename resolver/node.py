@@ -40,9 +40,15 @@ from .core import Resolver
 from .handle_service import HandleService
 from .handle_sessions import SessionDoor
 from .http_door import HealthCheck, build_app
+from .l1 import L1Cache, Lifetimes
 from .l2 import RedisTier
 from .ratelimit import RateLimiter
 from .settings import Settings
+from .stages.authority import AuthorityStage
+from .stages.l1_cache import L1CacheStage
+from .stages.redis_cache import RedisCacheStage
+from .stages.registry_lookup import RegistryStage
+from .stages.stage import Stage
 from .tcp_door import TcpDoor
 from .udp_door import UdpDoor
 
@@ -79,6 +85,26 @@ def change_feed_path(database_url: str) -> Path:
     return Path(tempfile.gettempdir()) / f"idnode-{digest}.changes"
 
 
+def lookup_chain(
+    store: Store,
+    authority: PrefixAuthority,
+    l1: L1Cache,
+    redis: RedisTier | None,
+    lifetimes: Lifetimes,
+    *,
+    max_batch: int = 256,
+) -> list[Stage]:
+    """The resolver core's stages, in the order a lookup walks them: the one place that
+    order is set (resolver/stages/stage.py describes what a stage is)."""
+    stages: list[Stage | None] = [
+        L1CacheStage(l1),  # this worker's memory; also the doors' synchronous fast path
+        AuthorityStage(authority),  # not homed here: answered before any shared tier
+        RedisCacheStage(redis, lifetimes) if redis is not None else None,
+        RegistryStage(store, lifetimes, max_batch=max_batch),
+    ]
+    return [stage for stage in stages if stage is not None]
+
+
 def _udp_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -97,6 +123,7 @@ class Node:
         self.settings = settings
         self.stopping = asyncio.Event()
         self.store: Store | None = None
+        self.l1: L1Cache | None = None
         self.l2: RedisTier | None = None
         self.core: Resolver | None = None
         self.udp: UdpDoor | None = None
@@ -110,9 +137,9 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
-        self.store = open_store(s.database_url, s.case_sensitive)
-        await self.store.open()
-        homed = await self.store.homed_prefixes()
+        store = self.store = open_store(s.database_url, s.case_sensitive)
+        await store.open()
+        homed = await store.homed_prefixes()
         authority = PrefixAuthority(homed, s.case_sensitive)
         if s.redis_url:
             self.l2 = RedisTier(
@@ -134,25 +161,22 @@ class Node:
         feed = None
         if not s.redis_url and s.workers > 1:
             # No Redis to carry invalidations: the workers share a change feed.
-            feed = LocalChangeFeed(self.store, change_feed_path(s.database_url))
-        self.core = Resolver(
-            self.store,
-            authority,
-            l2=self.l2,
-            l1_max_bytes=s.l1_max_mb * 1024 * 1024,
-            l1_ttl=s.l1_ttl,
-            negative_ttl=s.negative_ttl,
-            max_batch=s.batch_max,
+            feed = LocalChangeFeed(store, change_feed_path(s.database_url))
+        l1 = self.l1 = L1Cache(s.l1_max_mb * 1024 * 1024)
+        lifetimes = Lifetimes(s.l1_ttl, s.negative_ttl)
+        core = self.core = Resolver(
+            lookup_chain(store, authority, l1, self.l2, lifetimes, max_batch=s.batch_max),
+            case_sensitive=store.case_sensitive,
             feed=feed,
         )
-        registry, sessions = self._registry(authority)
-        server_key = await self._server_key(registry.sealer)
+        registry, sessions = self._registry(store, authority, core)
+        server_key = await self._server_key(store, registry.sealer)
         limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None
         door = SessionDoor(
             sessions, registry, server_key, cipher=SessionCipher[s.session_cipher.upper()]
         )
         site = site_info(s, server_key.public_data if server_key is not None else b"")
-        service = HandleService(self.core, site, registry, sessions, limiter, door)
+        service = HandleService(core, site, registry, sessions, limiter, door)
         loop = asyncio.get_running_loop()
         udp = self.udp = UdpDoor(service)
         await loop.create_datagram_endpoint(lambda: udp, sock=_udp_socket(s.listen, s.handle_port))
@@ -161,7 +185,7 @@ class Node:
             self.tcp.protocol, s.listen, s.handle_port, reuse_port=True
         )
         self.http = web.AppRunner(
-            build_app(service, HealthCheck(service)),
+            build_app(service, HealthCheck(store, self.l2, authority, l1)),
             access_log=None,
             shutdown_timeout=s.shutdown_grace,
         )
@@ -170,13 +194,13 @@ class Node:
         from .grpc_door import start_grpc  # imported here: it builds the code from protos/
 
         self.grpc = await start_grpc(
-            self.core, registry, s.listen, s.grpc_port, cert=s.grpc_tls_cert, key=s.grpc_tls_key
+            core, registry, s.listen, s.grpc_port, cert=s.grpc_tls_cert, key=s.grpc_tls_key
         )
-        self._refresh = loop.create_task(self._refresh_prefixes())
+        self._refresh = loop.create_task(self._refresh_prefixes(store, authority))
         self._reap = loop.create_task(self._reap_sessions(sessions))
         self._flush = loop.create_task(self._flush_metrics())
         if self.l2 is not None:
-            self._listen = loop.create_task(self.l2.listen(self.core.forget))
+            self._listen = loop.create_task(self.l2.listen(core.forget))
         log.info(
             "serving: handle udp+tcp %s:%d, http %s:%d, grpc %d; registry %s; redis %s; homed %s",
             s.listen,
@@ -189,9 +213,10 @@ class Node:
             ", ".join(sorted(homed)) or "(none: run idnode init)",
         )
 
-    def _registry(self, authority: PrefixAuthority) -> tuple[RegistryService, SessionStore]:
+    def _registry(
+        self, store: Store, authority: PrefixAuthority, core: Resolver
+    ) -> tuple[RegistryService, SessionStore]:
         s = self.settings
-        assert self.store is not None and self.core is not None
         sealer = None
         if Path(s.secret_key_file).exists():
             sealer = Sealer.from_file(s.secret_key_file)
@@ -203,15 +228,15 @@ class Node:
             )
         admins = [Identity.parse(a) for a in s.server_admins.split(",") if a.strip()]
         registry = RegistryService(
-            self.store,
+            store,
             authority,
             sealer=sealer,
             server_admins=admins,
-            on_change=self.core.invalidate,
+            on_change=core.invalidate,
             quotas=Quotas.parse(s.quota_per_prefix, s.quota_overrides),
         )
         return registry, SessionStore(
-            self.store,
+            store,
             sealer,
             challenge_ttl=s.challenge_ttl,
             session_ttl=s.session_ttl,
@@ -219,11 +244,10 @@ class Node:
             total=s.sessions_max,
         )
 
-    async def _server_key(self, sealer: Sealer | None) -> ServerKey | None:
+    async def _server_key(self, store: Store, sealer: Sealer | None) -> ServerKey | None:
         """The key pair certified answers are signed with (made by idnode init)."""
-        assert self.store is not None
         try:
-            row = await self.store.server_key()
+            row = await store.server_key()
         except Exception as exc:  # a registry from before the server key table
             log.warning("cannot read the server key (%s): run idnode init to upgrade", exc)
             return None
@@ -253,13 +277,12 @@ class Node:
             except Exception as exc:
                 log.warning("cannot remove expired sessions: %s", exc)
 
-    async def _refresh_prefixes(self) -> None:
+    async def _refresh_prefixes(self, store: Store, authority: PrefixAuthority) -> None:
         """Pick up prefixes homed (idnode init) while the node runs."""
-        assert self.store is not None and self.core is not None
         while True:
             await asyncio.sleep(PREFIX_REFRESH_SECONDS)
             try:
-                self.core.authority.replace(await self.store.homed_prefixes())
+                authority.replace(await store.homed_prefixes())
             except Exception as exc:
                 log.warning("cannot refresh homed prefixes: %s", exc)
 
@@ -269,8 +292,8 @@ class Node:
         while True:
             await asyncio.sleep(1.0)
             metrics.TALLY.flush()
-            if self.core is not None:
-                metrics.L1_ENTRIES.set(len(self.core.l1))
+            if self.l1 is not None:
+                metrics.L1_ENTRIES.set(len(self.l1))
 
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import NamedTuple
 
 import pytest
 import redis
 
 from idnode.registry.names import PrefixAuthority
 from idnode.registry.store import HandleRecord, Store, open_store
+from idnode.resolver.coalesce import Coalescer
 from idnode.resolver.codec import HandleValue, ResponseCode, decode_values, encode_values
 from idnode.resolver.codec.codes import Permission, TtlType
 from idnode.resolver.core import Resolver
+from idnode.resolver.l1 import Entry, L1Cache, Lifetimes
 from idnode.resolver.l2 import RedisTier
+from idnode.resolver.node import lookup_chain
+from idnode.resolver.stages.authority import AuthorityStage
+from idnode.resolver.stages.l1_cache import L1CacheStage
+from idnode.resolver.stages.redis_cache import RedisCacheStage
+from idnode.resolver.stages.registry_lookup import RegistryStage
+from idnode.resolver.stages.stage import Lookup, Resolution, Stage
 
 PUBLIC = HandleValue(1, "URL", b"https://example.cn/1")
 SECRET = HandleValue(2, "costPrice", b"99", permissions=int(Permission.ADMIN_READ))
@@ -27,6 +36,32 @@ async def _store(url: str, records: list[HandleRecord]) -> Store:
     return s
 
 
+class Tiers(NamedTuple):
+    """A core over the node's own chain, and the tiers a test looks into."""
+
+    resolver: Resolver
+    l1: L1Cache
+    l3: Coalescer[str, bytes]  # the registry's batched reads
+
+
+def _tiers(
+    store: Store,
+    authority: PrefixAuthority,
+    *,
+    l2: RedisTier | None = None,
+    l1_ttl: float = 60.0,
+    negative_ttl: float = 5.0,
+    max_batch: int = 256,
+) -> Tiers:
+    l1 = L1Cache(64 * 1024 * 1024)
+    stages = lookup_chain(
+        store, authority, l1, l2, Lifetimes(l1_ttl, negative_ttl), max_batch=max_batch
+    )
+    registry = stages[-1]
+    assert isinstance(registry, RegistryStage)  # the chain ends at the registry
+    return Tiers(Resolver(stages, case_sensitive=store.case_sensitive), l1, registry.reads)
+
+
 def _records(n: int) -> list[HandleRecord]:
     return [HandleRecord(f"88.166.1/h{i}", encode_values([PUBLIC, SECRET])) for i in range(n)]
 
@@ -35,9 +70,9 @@ def test_tiers_fill_and_hit(pg_url: str, redis_url: str, redis_namespace: str) -
     async def go() -> None:
         store = await _store(pg_url, _records(3))
         l2 = RedisTier(redis_url, namespace=redis_namespace)
-        a = Resolver(store, PrefixAuthority(["88.166"]), l2=l2)
+        a = _tiers(store, PrefixAuthority(["88.166"]), l2=l2)
         try:
-            r = await a.resolve("88.166.1/h0")
+            r = await a.resolver.resolve("88.166.1/h0")
             assert r.response_code == ResponseCode.SUCCESS
             assert a.l3.batches == 1
             assert len(a.l1) == 1
@@ -45,12 +80,12 @@ def test_tiers_fill_and_hit(pg_url: str, redis_url: str, redis_namespace: str) -
             raw = redis.Redis.from_url(redis_url).get(f"{redis_namespace}:h:{{88.166.1/H0}}")
             assert isinstance(raw, bytes) and raw[:1] == b"\x01"
             # a second worker (its own L1) finds it in Redis, not in SQL
-            b = Resolver(store, PrefixAuthority(["88.166"]), l2=l2)
-            r2 = await b.resolve("88.166.1/H0")
+            b = _tiers(store, PrefixAuthority(["88.166"]), l2=l2)
+            r2 = await b.resolver.resolve("88.166.1/H0")
             assert r2 == r and b.l3.batches == 0
             # and the first worker answers from L1 without any tier
             batches = l2.reads.batches
-            assert (await a.resolve("88.166.1/h0")) == r and l2.reads.batches == batches
+            assert (await a.resolver.resolve("88.166.1/h0")) == r and l2.reads.batches == batches
         finally:
             await l2.close()
             await store.close()
@@ -61,15 +96,15 @@ def test_tiers_fill_and_hit(pg_url: str, redis_url: str, redis_namespace: str) -
 def test_non_public_values_never_leave_and_filters_are_ored(pg_url: str) -> None:
     async def go() -> None:
         store = await _store(pg_url, _records(1))
-        core = Resolver(store, PrefixAuthority(["88.166"]))
+        core = _tiers(store, PrefixAuthority(["88.166"]))
         try:
-            r = await core.resolve("88.166.1/h0")
+            r = await core.resolver.resolve("88.166.1/h0")
             assert [v.index for v in decode_values(r.values_wire)] == [1]
-            r = await core.resolve("88.166.1/h0", indexes=(2,))
+            r = await core.resolver.resolve("88.166.1/h0", indexes=(2,))
             assert r.response_code == ResponseCode.VALUES_NOT_FOUND
-            r = await core.resolve("88.166.1/h0", types=("URL",), indexes=(99,))
+            r = await core.resolver.resolve("88.166.1/h0", types=("URL",), indexes=(99,))
             assert [v.index for v in decode_values(r.values_wire)] == [1]
-            r = await core.resolve("88.166.1/h0", authorized=True)
+            r = await core.resolver.resolve("88.166.1/h0", authorized=True)
             assert [v.index for v in decode_values(r.values_wire)] == [1, 2]
         finally:
             await store.close()
@@ -81,10 +116,10 @@ def test_concurrent_misses_are_coalesced(pg_url: str, redis_url: str, redis_name
     async def go() -> None:
         store = await _store(pg_url, _records(200))
         l2 = RedisTier(redis_url, namespace=redis_namespace)
-        core = Resolver(store, PrefixAuthority(["88.166"]), l2=l2, max_batch=256)
+        core = _tiers(store, PrefixAuthority(["88.166"]), l2=l2, max_batch=256)
         try:
             names = [f"88.166.1/h{i}" for i in range(200)] + ["88.166.1/missing"] * 50
-            results = await asyncio.gather(*(core.resolve(n) for n in names))
+            results = await asyncio.gather(*(core.resolver.resolve(n) for n in names))
             assert sum(r.response_code == ResponseCode.SUCCESS for r in results) == 200
             assert sum(r.response_code == ResponseCode.HANDLE_NOT_FOUND for r in results) == 50
             assert l2.reads.batches == 1  # one MGET for 201 distinct keys
@@ -100,10 +135,10 @@ def test_concurrent_misses_are_coalesced(pg_url: str, redis_url: str, redis_name
 def test_not_found_is_cached_so_floods_do_not_reach_sql(pg_url: str) -> None:
     async def go() -> None:
         store = await _store(pg_url, [])
-        core = Resolver(store, PrefixAuthority(["88.166"]), negative_ttl=30)
+        core = _tiers(store, PrefixAuthority(["88.166"]), negative_ttl=30)
         try:
             for _ in range(5):
-                r = await core.resolve("88.166.1/none")
+                r = await core.resolver.resolve("88.166.1/none")
                 assert r.response_code == ResponseCode.HANDLE_NOT_FOUND
             assert core.l3.batches == 1
         finally:
@@ -115,9 +150,9 @@ def test_not_found_is_cached_so_floods_do_not_reach_sql(pg_url: str) -> None:
 def test_not_homed_is_refused_before_any_tier(pg_url: str) -> None:
     async def go() -> None:
         store = await _store(pg_url, [])
-        core = Resolver(store, PrefixAuthority(["88.166"]))
+        core = _tiers(store, PrefixAuthority(["88.166"]))
         try:
-            r = await core.resolve("99.1/x")
+            r = await core.resolver.resolve("99.1/x")
             assert r.response_code == ResponseCode.SERVER_NOT_RESPONSIBLE_FOR_HANDLE
             assert r.message == "That naming authority doesn't live here"
             assert core.l3.batches == 0
@@ -138,12 +173,12 @@ def test_value_ttl_bounds_the_l1_entry(pg_url: str) -> None:
                 HandleRecord("88.166.1/abs", encode_values([absolute])),
             ],
         )
-        core = Resolver(store, PrefixAuthority(["88.166"]), l1_ttl=60)
+        core = _tiers(store, PrefixAuthority(["88.166"]), l1_ttl=60)
         try:
-            await core.resolve("88.166.1/short")
-            await core.resolve("88.166.1/abs")
-            await core.resolve("88.166.1/short")
-            await core.resolve("88.166.1/abs")
+            await core.resolver.resolve("88.166.1/short")
+            await core.resolver.resolve("88.166.1/abs")
+            await core.resolver.resolve("88.166.1/short")
+            await core.resolver.resolve("88.166.1/abs")
             assert core.l3.batches == 4  # TTL 0 and a past absolute TTL are never served from L1
         finally:
             await store.close()
@@ -155,9 +190,9 @@ def test_redis_down_degrades_to_the_registry(pg_url: str) -> None:
     async def go() -> None:
         store = await _store(pg_url, _records(1))
         l2 = RedisTier("redis://127.0.0.1:1/0", timeout=0.2)  # nothing listens on port 1
-        core = Resolver(store, PrefixAuthority(["88.166"]), l2=l2)
+        core = _tiers(store, PrefixAuthority(["88.166"]), l2=l2)
         try:
-            r = await core.resolve("88.166.1/h0")
+            r = await core.resolver.resolve("88.166.1/h0")
             assert r.response_code == ResponseCode.SUCCESS
             assert l2.errors >= 1
         finally:
@@ -175,9 +210,9 @@ def test_registry_down_answers_an_error_not_a_crash(tmp_path: object) -> None:
         upgrade(url)
         store = open_store(url)
         await store.open()
-        core = Resolver(store, PrefixAuthority(["88.166"]))
+        core = _tiers(store, PrefixAuthority(["88.166"]))
         await store.close()  # the registry goes away under the resolver
-        r = await core.resolve("88.166.1/x")
+        r = await core.resolver.resolve("88.166.1/x")
         assert r.response_code == ResponseCode.ERROR
 
     asyncio.run(go())
@@ -209,14 +244,14 @@ def test_invalidation_reaches_other_workers_l1(
         store = await _store(pg_url, _records(1))
         a_l2 = RedisTier(redis_url, namespace=redis_namespace)
         b_l2 = RedisTier(redis_url, namespace=redis_namespace)
-        a = Resolver(store, PrefixAuthority(["88.166"]), l2=a_l2)
-        b = Resolver(store, PrefixAuthority(["88.166"]), l2=b_l2)
-        listener = asyncio.get_running_loop().create_task(b_l2.listen(b.forget))
+        a = _tiers(store, PrefixAuthority(["88.166"]), l2=a_l2)
+        b = _tiers(store, PrefixAuthority(["88.166"]), l2=b_l2)
+        listener = asyncio.get_running_loop().create_task(b_l2.listen(b.resolver.forget))
         try:
-            await b.resolve("88.166.1/h0")
+            await b.resolver.resolve("88.166.1/h0")
             assert len(b.l1) == 1
             await asyncio.sleep(0.2)  # the listener has subscribed
-            await a.invalidate(["88.166.1/h0"])
+            await a.resolver.invalidate(["88.166.1/h0"])
             for _ in range(50):
                 if len(b.l1) == 0:
                     break
@@ -236,9 +271,9 @@ def test_redis_fills_run_one_at_a_time_batch_meanwhile_and_are_capped(
 ) -> None:
     """While one fill is under way the next ones queue and go as one batch; past
     MAX_QUEUED_FILLS they are skipped (a fill is an optimisation, not data)."""
-    import idnode.resolver.core as core_module
+    import idnode.resolver.stages.redis_cache as redis_stage
 
-    monkeypatch.setattr(core_module, "MAX_QUEUED_FILLS", 5)
+    monkeypatch.setattr(redis_stage, "MAX_QUEUED_FILLS", 5)
     calls: list[int] = []
     gate = asyncio.Event()
 
@@ -252,13 +287,15 @@ def test_redis_fills_run_one_at_a_time_batch_meanwhile_and_are_capped(
     async def go() -> None:
         store = await _store(pg_url, _records(20))
         l2 = HeldFirstFill(redis_url, namespace=redis_namespace)
-        core = Resolver(store, PrefixAuthority(["88.166"]), l2=l2)
+        core = _tiers(store, PrefixAuthority(["88.166"]), l2=l2)
         try:
-            await core.resolve("88.166.1/h0")
+            await core.resolver.resolve("88.166.1/h0")
             await asyncio.sleep(0.05)
             assert calls == [1]
             for i in range(1, 20):
-                assert (await core.resolve(f"88.166.1/h{i}")).response_code == 1
+                assert (
+                    await core.resolver.resolve(f"88.166.1/h{i}")
+                ).response_code == ResponseCode.SUCCESS
             await asyncio.sleep(0.05)
             assert calls == [1]  # nothing else started while the first fill is held
             gate.set()
@@ -267,6 +304,105 @@ def test_redis_fills_run_one_at_a_time_batch_meanwhile_and_are_capped(
             r = redis.Redis.from_url(redis_url)
             cached = [i for i in range(20) if r.exists(f"{redis_namespace}:h:{{88.166.1/H{i}}}")]
             assert cached == [0, 1, 2, 3, 4, 5]
+        finally:
+            await l2.close()
+            await store.close()
+
+    asyncio.run(go())
+
+
+class Tap(Stage):
+    """A stage of the test's own: notes each handle that reaches it and passes it on."""
+
+    def __init__(self, name: str, seen: list[tuple[str, str]]) -> None:
+        self.name = name
+        self.seen = seen
+
+    async def lookup(self, q: Lookup) -> Entry | Resolution | None:
+        self.seen.append((self.name, q.key))
+        return None
+
+
+class Pinned(Stage):
+    """Answers one handle itself (as a referral stage would) and passes the rest."""
+
+    def __init__(self, key: str, values_wire: bytes, lifetimes: Lifetimes) -> None:
+        self.key = key
+        self.values_wire = values_wire
+        self.lifetimes = lifetimes
+
+    async def lookup(self, q: Lookup) -> Entry | Resolution | None:
+        if q.key != self.key:
+            return None
+        return self.lifetimes.entry(self.values_wire, time.monotonic())
+
+
+def test_a_chain_of_ones_own_is_walked_in_order(
+    tmp_path: object, redis_url: str, redis_namespace: str
+) -> None:
+    """Stages inserted between the node's own are asked in list order, over the real
+    tiers (SQLite registry, Redis); an answer ends the walk, and only the stages it
+    passed learn it."""
+
+    async def go() -> None:
+        from idnode.registry.migrate import upgrade
+
+        url = f"sqlite:///{tmp_path}/r.db"
+        upgrade(url)
+        store = await _store(url, _records(2))
+        l2 = RedisTier(redis_url, namespace=redis_namespace)
+        lifetimes = Lifetimes()
+        seen: list[tuple[str, str]] = []
+        pinned = encode_values([HandleValue(1, "URL", b"https://pinned.example")])
+
+        def worker() -> tuple[Resolver, L1Cache, RegistryStage]:
+            l1, registry = L1Cache(1 << 20), RegistryStage(store, lifetimes)
+            chain = [
+                L1CacheStage(l1),
+                Tap("after L1", seen),
+                AuthorityStage(PrefixAuthority(["88.166"])),
+                Tap("after authority", seen),
+                Pinned("88.166.1/PINNED", pinned, lifetimes),
+                RedisCacheStage(l2, lifetimes),
+                Tap("after Redis", seen),
+                registry,
+            ]
+            return Resolver(chain, case_sensitive=store.case_sensitive), l1, registry
+
+        a, a_l1, a_registry = worker()
+        b, _, b_registry = worker()
+        h0 = "88.166.1/H0"
+        try:
+            r = await a.resolve("88.166.1/h0")
+            assert r.response_code == ResponseCode.SUCCESS
+            assert seen == [("after L1", h0), ("after authority", h0), ("after Redis", h0)]
+            assert a_registry.reads.batches == 1 and len(a_l1) == 1
+            await asyncio.sleep(0.05)  # the Redis fill goes out after the answer
+
+            seen.clear()  # another worker: Redis answers, the stages after it are not asked
+            assert await b.resolve("88.166.1/h0") == r
+            assert seen == [("after L1", h0), ("after authority", h0)]
+            assert b_registry.reads.batches == 0
+
+            seen.clear()  # L1 answers first, synchronously too
+            assert a.cached("88.166.1/h0") is not None
+            assert await a.resolve("88.166.1/h0") == r and seen == []
+
+            seen.clear()  # the authority stage ends the walk for a prefix not homed here
+            r = await a.resolve("99.1/x")
+            assert r.response_code == ResponseCode.SERVER_NOT_RESPONSIBLE_FOR_HANDLE
+            assert seen == [("after L1", "99.1/X")]
+
+            seen.clear()  # a stage of one's own answers: L1 before it learns, Redis does not
+            mgets = l2.reads.batches
+            assert a.cached("88.166.1/pinned") is None
+            r = await a.resolve("88.166.1/pinned")
+            assert [v.data for v in decode_values(r.values_wire)] == [b"https://pinned.example"]
+            assert seen == [("after L1", "88.166.1/PINNED"), ("after authority", "88.166.1/PINNED")]
+            assert a.cached("88.166.1/pinned") is not None
+            await asyncio.sleep(0.05)
+            assert l2.reads.batches == mgets and a_registry.reads.batches == 1
+            assert not redis.Redis.from_url(redis_url).exists(l2.data_key("88.166.1/PINNED"))
         finally:
             await l2.close()
             await store.close()

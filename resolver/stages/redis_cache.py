@@ -1,0 +1,80 @@
+"""L2 stage: answer from Redis, shared by every worker and node; keep what later stages
+find, in batches.
+
+Reads are coalesced into one MGET per loop turn (inside RedisTier). Fills are queued and
+written one batch at a time: while one is under way the next ones gather, and past
+MAX_QUEUED_FILLS they are skipped (a fill is an optimisation, not data). A fill queued
+before a write of its key is dropped, since it carries what was read before the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from .. import metrics
+from ..l1 import Entry, Lifetimes
+from ..l2 import FOUND, RedisTier
+from .stage import Lookup, Resolution, Stage
+
+MAX_QUEUED_FILLS = 10_000  # Redis fills waiting for the one under way; more are skipped
+
+
+class RedisCacheStage(Stage):
+    def __init__(self, tier: RedisTier, lifetimes: Lifetimes) -> None:
+        self.tier = tier
+        self.lifetimes = lifetimes
+        self._fills: list[tuple[str, bytes | None]] = []
+        self._flush_scheduled = False
+        self._filling = False  # one fill under way at a time; the rest batch up
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def lookup(self, q: Lookup) -> Entry | Resolution | None:
+        raw = await self.tier.get(q.key)
+        if raw is None:
+            metrics.TALLY.cache[metrics.L2_MISS] += 1
+            return None
+        metrics.TALLY.cache[metrics.L2_HIT] += 1
+        return self.lifetimes.entry(raw[1:] if raw[:1] == FOUND else None, time.monotonic())
+
+    def learn(self, q: Lookup, entry: Entry) -> None:
+        if len(self._fills) >= MAX_QUEUED_FILLS:
+            return  # Redis is behind: a fill is an optimisation, skipping one loses nothing
+        self._fills.append((q.key, entry.values_wire))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def forget(self, keys: Sequence[str]) -> None:
+        gone = set(keys)
+        self._fills = [f for f in self._fills if f[0] not in gone]
+
+    def forget_all(self) -> None:
+        self._fills = []
+
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        await self.tier.invalidate(list(keys))
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._filling or not self._fills:
+            return  # the fill under way flushes what queued meanwhile
+        items, self._fills = self._fills, []
+        self._filling = True
+        t = asyncio.get_running_loop().create_task(self._fill(items))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _fill(self, items: list[tuple[str, bytes | None]]) -> None:
+        try:
+            await self.tier.put_many(items)
+        finally:
+            self._filling = False
+            if self._fills and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
