@@ -15,6 +15,7 @@ The service only puts its parts together, one per seam:
     batches          many new handles in one statement
     homed_prefixes   home, unhome and list prefixes; list the handles under one
     credentials      the keys, API keys and tokens that say who a caller is
+    rest_sessions    the REST door's sessions, shared by every worker
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .names import PrefixAuthority
 from .permissions import Key, Permissions
 from .prefix_templates import PrefixTemplates
 from .quotas import Quotas
+from .rest_sessions import RestSessionStore
 from .sealing import Sealer
 from .store import Store
 from .writes import HandleWrites, OnChange
@@ -88,6 +90,12 @@ class RegistryService:
         self.is_server_admin = self.permissions.is_server_admin
         self.key_for = self.credentials.key_for
         self.check_password = self.credentials.check_password
+
+    def rest_sessions(
+        self, ttl: float, anonymous_ttl: float = 60.0, total: int = 100_000
+    ) -> RestSessionStore:
+        """The REST sessions kept in this registry, with these lifetimes and cap."""
+        return RestSessionStore(self.store, ttl, anonymous_ttl, total)
 
     @property
     def server_admins(self) -> set[Key]:

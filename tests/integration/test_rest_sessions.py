@@ -22,7 +22,7 @@ from idnode.registry.sqlite_store import SqliteStore
 from idnode.registry.store import Store, open_store
 from idnode.resolver.codec import HandleValue, ResponseCode
 from idnode.resolver.codec.auth import pbkdf2_mac
-from idnode.resolver.rest_door import (
+from idnode.resolver.rest_sessions_door import (
     BAD_HEADER,
     NOT_VERIFIED,
     RestSessions,
@@ -213,7 +213,7 @@ def test_anonymous_sessions_are_capped_in_all(sqlite_url: str, tmp_path: Path) -
             sessions = RestSessions(svc, ttl=600, total=3)
             for _ in range(3):
                 await sessions.open()
-            sessions.headroom.period = 0  # count afresh (a node counts once a second)
+            sessions.kept.headroom.period = 0  # count afresh (a node counts once a second)
             with pytest.raises(SessionLimit):
                 await sessions.open()
         finally:
