@@ -1,4 +1,4 @@
-"""Small parts of the node: names, authority, L1, the coalescer, settings."""
+"""Small parts of the node: names, authority, L1, the coalescer, settings, the health check."""
 
 from __future__ import annotations
 
@@ -180,3 +180,33 @@ def test_quota_parsing() -> None:
     assert q.limit("88.166.1002") == 0
     with pytest.raises(ValueError, match="PREFIX=COUNT"):
         Quotas.parse(0, "88.166.1001")
+
+
+def test_health_check_reads_the_parts_the_node_hands_it(tmp_path: Path) -> None:
+    """The core holds no tiers: the node gives the health check its store, Redis,
+    authority and L1, and the report comes from those."""
+    from idnode.registry.migrate import upgrade
+    from idnode.registry.store import open_store
+    from idnode.resolver.http_door import HealthCheck
+    from idnode.resolver.l2 import RedisTier
+
+    async def go() -> None:
+        url = f"sqlite:///{tmp_path}/r.db"
+        upgrade(url)
+        store = open_store(url)
+        await store.open()
+        l1 = L1Cache(max_bytes=10_000)
+        l1.put("88.166/X", Entry(b"x", True, 1e12))
+        dead = RedisTier("redis://127.0.0.1:1/0", timeout=0.2)  # nothing listens on port 1
+        try:
+            report = await HealthCheck(store, dead, PrefixAuthority(["88.166"]), l1).check()
+            assert report["status"] == "ok" and report["registry"] == "ok"
+            assert str(report["redis"]).startswith("degraded")
+            assert report["homed_prefixes"] == ["88.166"] and report["l1_entries"] == 1
+            await store.close()  # the registry goes away: the node is unavailable
+            report = await HealthCheck(store, None, PrefixAuthority(), l1).check()
+            assert report["status"] == "unavailable" and "redis" not in report
+        finally:
+            await dead.close()
+
+    asyncio.run(go())
