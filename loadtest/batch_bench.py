@@ -31,7 +31,7 @@ from idnode.registry.names import PrefixAuthority
 from idnode.registry.service import RegistryService
 from idnode.registry.store import HandleRecord, open_store
 from idnode.resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
-from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS
+from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS, ResponseCode
 
 ADMIN = Identity("0.NA/88.166", 300)
 TEMPLATE = {
@@ -96,11 +96,13 @@ async def service_path(
         svc = RegistryService(store, PrefixAuthority(["88.166"]))
         # Every identifier names this template, so each batch is checked against it too.
         r = await svc.put_template(TEMPLATE, ADMIN)
-        assert r.ok, "the benchmark's template was refused"
+        if not r.ok:
+            raise RuntimeError(f"the benchmark's template was refused: {r.message}")
         ok = 0
         start = time.perf_counter()
         for i in range(0, len(items), batch):
-            ok += sum(rc == 1 for _, rc, _ in await svc.batch_create(items[i : i + batch], ADMIN))
+            done = await svc.batch_create(items[i : i + batch], ADMIN)
+            ok += sum(rc == ResponseCode.SUCCESS for _, rc, _ in done)
         elapsed = time.perf_counter() - start
         retry_start = time.perf_counter()  # an idempotent retry of the last batch
         await svc.batch_create(items[-batch:], ADMIN)

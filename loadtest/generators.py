@@ -31,7 +31,12 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from idnode.resolver.codec.codes import OpCode, ResponseCode
+
 from .workloads import Workload
+
+# A plain int: answers are tallied by str(code), and this is counted on the hot path.
+SUCCESS = int(ResponseCode.SUCCESS)
 
 DOORS = ("udp", "tcp", "http", "rest", "grpc", "grpc-batch", "grpc-stream")
 _U32 = struct.Struct(">I")
@@ -147,7 +152,7 @@ def handle_frames(handles: list[str]) -> list[bytearray]:
     from idnode.resolver.codec.codes import OpFlag
 
     flags = OpFlag.REC | OpFlag.CA | OpFlag.PO
-    sample = encode(Message(op_code=1, body=ResolutionRequest("x"), op_flags=flags))
+    sample = encode(Message(op_code=OpCode.RESOLUTION, body=ResolutionRequest("x"), op_flags=flags))
     # envelope: message length at 16; header: body length at 40; body: handle at 44
     msg_len, body_len = _U32.unpack_from(sample, 16)[0] - 1, _U32.unpack_from(sample, 40)[0] - 1
     head, mid, tail = sample[:16], sample[20:40], sample[49:]
@@ -467,7 +472,7 @@ async def _grpc_calls(job: Job, handles: list[str]) -> tuple[Call, Callable[[], 
         async def call(i: int) -> Codes:
             try:
                 await stub.Resolve(reqs[i])
-                return 1
+                return SUCCESS
             except grpc.aio.AioRpcError as exc:
                 return code_of(exc)
 
@@ -477,7 +482,8 @@ async def _grpc_calls(job: Job, handles: list[str]) -> tuple[Call, Callable[[], 
         async def call(i: int) -> Codes:
             k = (i * b) % max(1, len(reqs) - b)
             out = await stub.BatchResolve(pb2.BatchResolveRequest(requests=reqs[k : k + b]))
-            return [r.status.handle_code or 1 for r in out.responses]
+            # proto3 leaves a zero code out: an answer without one is a success
+            return [r.status.handle_code or SUCCESS for r in out.responses]
 
     else:  # grpc-stream: one bidirectional stream, answers in request order
         stream = stub.ResolveStream()
@@ -487,7 +493,7 @@ async def _grpc_calls(job: Job, handles: list[str]) -> tuple[Call, Callable[[], 
         async def reader() -> None:
             try:
                 async for r in stream:
-                    waiting.popleft().set_result(r.status.handle_code or 1)
+                    waiting.popleft().set_result(r.status.handle_code or SUCCESS)
             except Exception as exc:  # the stream broke: everyone waiting learns why
                 while waiting:
                     waiting.popleft().set_exception(exc)

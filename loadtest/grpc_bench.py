@@ -28,7 +28,8 @@ from idnode.loadtest.report import emit
 from idnode.registry.migrate import upgrade
 from idnode.resolver.grpc_protos import load
 
-from .udp_bench import free_port, hot_handles, pinned, populate, records, stop
+from .processes import NodeProcess, free_port, pinned, stop, wait_port
+from .udp_bench import hot_handles, populate, records
 
 pb2, pb2_grpc = load()
 
@@ -51,18 +52,6 @@ def echo_server(port: int) -> None:
         await server.wait_for_termination()
 
     asyncio.run(main())
-
-
-async def wait_ready(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                await asyncio.wait_for(ch.channel_ready(), 1.0)
-                return
-        except (TimeoutError, grpc.RpcError):
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"nothing serves gRPC on {port}")
 
 
 async def closed_loop(call: Any, make: Any, seconds: float, concurrency: int) -> dict[str, Any]:
@@ -149,39 +138,22 @@ def main(argv: list[str] | None = None) -> int:
     url = f"sqlite:///{tmp}/g.db"
     upgrade(url)
     asyncio.run(populate(url, records(handles)))
-    echo_port, grpc_port = free_port(), free_port()
+    echo_port = free_port()
     echo = subprocess.Popen(
         [sys.executable, "-m", "idnode.loadtest.grpc_bench", "--echo", str(echo_port)],
-        preexec_fn=pinned(args.server_cpu),
+        preexec_fn=pinned([args.server_cpu]),
     )
-    idnode = str(Path(sys.executable).parent / "idnode")
-    node = subprocess.Popen(
-        [
-            idnode,
-            "serve",
-            "--database-url",
-            url,
-            "--listen",
-            "127.0.0.1",
-            "--handle-port",
-            str(free_port()),
-            "--http-port",
-            str(free_port()),
-            "--grpc-port",
-            str(grpc_port),
-            "--log-level",
-            "warning",
-        ],
-        preexec_fn=pinned(args.server_cpu),
-    )
+    log = tmp / "node.log"
+    node = NodeProcess(url, extra=("--log-level", "warning"), log=log, cpus=[args.server_cpu])
     try:
-        asyncio.run(wait_ready(echo_port))
-        asyncio.run(wait_ready(grpc_port))
+        wait_port(echo_port, proc=echo)
+        node.wait_ready()  # the registry answers ...
+        wait_port(node.grpc_port, proc=node.proc, log=log)  # ... and gRPC listens
         # the echo and the node share the server core: measure one while the other idles
-        results = asyncio.run(measure(args, echo_port, grpc_port, handles))
+        results = asyncio.run(measure(args, echo_port, node.grpc_port, handles))
     finally:
         stop(echo)
-        stop(node)
+        node.stop()
     report = {
         "benchmark": "grpc",
         "seconds": args.seconds,

@@ -36,7 +36,16 @@ from typing import Any, cast
 from .ceilings import DESCRIPTIONS
 from .generators import DOORS, Job, merge, process_main
 from .keyspace import NODE_PREFIX
-from .udp_bench import free_port, stop, wait_udp
+from .processes import (
+    NodeProcess,
+    Process,
+    clear_namespace,
+    free_port,
+    pinned,
+    stop,
+    wait_port,
+    wait_udp,
+)
 from .workloads import YCSB_MIXES
 
 Progress = Callable[[str], None]
@@ -99,7 +108,7 @@ class Target:
     handle_port: int
     http_port: int
     grpc_port: int
-    proc: subprocess.Popen[bytes] | None = None
+    node: NodeProcess | None = None  # None: a node someone else runs (--attach)
     namespace: str = ""
 
     def port_for(self, door: str) -> int:
@@ -110,89 +119,45 @@ class Target:
         return self.grpc_port
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-
-def _pinned(cpus: list[int]) -> Callable[[], None]:
-    return lambda: os.sched_setaffinity(0, set(cpus))
+        if self.node is not None:
+            self.node.stop()
 
 
 def start_node(cfg: RunConfig, database_url: str, log: Path) -> Target:
-    t = Target("127.0.0.1", free_port(), free_port(), free_port())
-    args = [
-        str(Path(sys.executable).parent / "idnode"),
-        "serve",
-        "--database-url",
+    namespace = f"idnode-lt-{secrets.token_hex(3)}" if cfg.redis_url else ""
+    node = NodeProcess(
         database_url,
-        "--listen",
-        "127.0.0.1",
-        "--handle-port",
-        str(t.handle_port),
-        "--http-port",
-        str(t.http_port),
-        "--grpc-port",
-        str(t.grpc_port),
-        "--workers",
-        str(len(cfg.server_cpus)),
-        "--l1-max-mb",
-        str(cfg.l1_mb),
-        "--log-level",
-        "warning",
-    ]
-    if cfg.redis_url:
-        t.namespace = f"idnode-lt-{secrets.token_hex(3)}"
-        args += ["--redis-url", cfg.redis_url, "--redis-namespace", t.namespace]
-    with log.open("ab") as out:
-        t.proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pinned(cfg.server_cpus)
-        )
-    wait_http(f"http://127.0.0.1:{t.http_port}/healthz", t.proc, log)
-    return t
+        redis_url=cfg.redis_url,
+        namespace=namespace,
+        workers=len(cfg.server_cpus),
+        extra=("--l1-max-mb", str(cfg.l1_mb), "--log-level", "warning"),
+        log=log,
+        cpus=cfg.server_cpus,
+    )
+    target = Target("127.0.0.1", node.handle_port, node.http_port, node.grpc_port, node, namespace)
+    try:
+        node.wait_ready(timeout=60)
+    except BaseException:
+        node.stop()
+        raise
+    return target
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-2000:] if log else ""
-            raise RuntimeError(f"the node exited with {proc.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 within 60 s")
-
-
-def start_ceiling(door: str, cpus: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+def start_ceiling(door: str, cpus: list[int]) -> tuple[Process, int]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "idnode.loadtest.ceilings", "--door", door, "--port", str(port)],
-        preexec_fn=_pinned(cpus),
+        preexec_fn=pinned(cpus),
     )
-    _wait_port(door, port, proc)
+    try:
+        if door == "udp":
+            wait_udp(port, b"ping", proc=proc)
+        else:
+            wait_port(port, proc=proc)
+    except BaseException:
+        stop(proc)
+        raise
     return proc, port
-
-
-def _wait_port(door: str, port: int, proc: subprocess.Popen[bytes]) -> None:
-    import socket
-
-    if door == "udp":
-        wait_udp(port, b"ping")
-        return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the {door} ceiling server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the {door} ceiling server did not start")
 
 
 # --- metrics ---------------------------------------------------------------------------
@@ -501,26 +466,6 @@ def redis_footprint(url: str, namespace: str, sample: int = 1000) -> dict[str, A
         "sampled_keys": len(sizes),
         "bytes_per_key": round(sum(sizes) / len(sizes)) if sizes else None,
     }
-
-
-def clear_namespace(url: str, namespace: str) -> int:
-    """Delete the run's Redis keys: a load test must not leave millions behind."""
-    import redis
-
-    r = redis.Redis.from_url(url)
-    n = 0
-    try:
-        batch = []
-        for k in r.scan_iter(match=f"{namespace}:*", count=5000):
-            batch.append(k)
-            if len(batch) >= 5000:
-                n += cast(int, r.unlink(*batch))
-                batch = []
-        if batch:
-            n += cast(int, r.unlink(*batch))
-    finally:
-        r.close()
-    return n
 
 
 def run(cfg: RunConfig, say: Progress = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:

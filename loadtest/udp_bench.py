@@ -32,6 +32,14 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from idnode.loadtest.processes import (
+    NodeProcess,
+    clear_namespace,
+    free_port,
+    pinned,
+    stop,
+    wait_udp,
+)
 from idnode.loadtest.report import emit
 from idnode.registry.migrate import upgrade
 from idnode.registry.store import HandleRecord, open_store
@@ -151,66 +159,15 @@ def udp_load(port: int, pkts: list[bytes], seconds: float, window: int) -> dict[
 # --- the servers -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-        t.bind(("127.0.0.1", 0))
-        port = int(t.getsockname()[1])
-        u.bind(("127.0.0.1", port))
-        return port
-
-
-def pinned(cpu: int) -> Any:
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-def wait_udp(port: int, pkt: bytes, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.2)
-        while time.monotonic() < deadline:
-            try:
-                s.sendto(pkt, ("127.0.0.1", port))
-                s.recv(65535)
-                return
-            except OSError:
-                time.sleep(0.1)
-    raise RuntimeError(f"nothing answers on udp/{port}")
-
-
-def start_node(db_url: str, cpu: int, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    idnode = str(Path(sys.executable).parent / "idnode")
-    proc = subprocess.Popen(
-        [
-            idnode,
-            "serve",
-            "--database-url",
-            db_url,
-            "--listen",
-            "127.0.0.1",
-            "--handle-port",
-            str(port),
-            "--http-port",
-            str(free_port()),
-            "--grpc-port",
-            str(free_port()),
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        preexec_fn=pinned(cpu),
-    )
-    return proc, port
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (a node drains and exits 0), then SIGKILL after 20 s."""
-    proc.terminate()
+def start_node(db_url: str, cpu: int, extra: list[str], log: Path, probe: bytes) -> NodeProcess:
+    """`idnode serve` pinned to ``cpu``, once it answers ``probe`` over UDP."""
+    node = NodeProcess(db_url, extra=("--log-level", "warning", *extra), log=log, cpus=[cpu])
     try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        wait_udp(node.handle_port, probe, proc=node.proc, log=log)
+    except BaseException:
+        node.stop()
+        raise
+    return node
 
 
 # --- ceilings of the lower tiers (measured from the load core) ---------------------
@@ -320,10 +277,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     echo = subprocess.Popen(
         [sys.executable, "-m", "idnode.loadtest.ceilings", "--door", "udp", "--port", str(port)],
-        preexec_fn=pinned(args.server_cpu),
+        preexec_fn=pinned([args.server_cpu]),
     )
     try:
-        wait_udp(port, pkts[0])
+        wait_udp(port, pkts[0], proc=echo)
         res["ceiling_udp_echo"] = udp_load(port, pkts, args.seconds, args.window)
     finally:
         stop(echo)
@@ -331,16 +288,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     tmp = Path(tempfile.mkdtemp(prefix="idnode-bench-"))
     sqlite_url = f"sqlite:///{tmp}/bench.db"
+    log = tmp / "node.log"  # each node's output, for the error when one fails to start
     if "l1" in args.modes:
         upgrade(sqlite_url)
         asyncio.run(populate(sqlite_url, recs))
-        proc, port = start_node(sqlite_url, args.server_cpu, [])
+        node = start_node(sqlite_url, args.server_cpu, [], log, pkts[0])
         try:
-            wait_udp(port, pkts[0])
+            port = node.handle_port
             udp_load(port, pkts, 1.0, args.window)  # warm L1 with every hot handle
             r = udp_load(port, pkts, args.seconds, args.window)
         finally:
-            stop(proc)
+            node.stop()
         r["ratio_to_ceiling"] = round(r["answers_per_s"] / ceiling, 3)
         r["ceiling"] = "bare uvloop UDP echo (same packets, same load)"
         res["l1_hot"] = r
@@ -350,17 +308,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             upgrade(sqlite_url)
             asyncio.run(populate(sqlite_url, recs))
         ns = f"idnode-bench-{secrets.token_hex(3)}"
-        proc, port = start_node(
+        node = start_node(
             sqlite_url,
             args.server_cpu,
             ["--l1-max-mb", "0", "--redis-url", args.redis_url, "--redis-namespace", ns],
+            log,
+            pkts[0],
         )
         try:
-            wait_udp(port, pkts[0])
+            port = node.handle_port
             udp_load(port, pkts, 1.0, args.window)  # fills Redis
             r = udp_load(port, pkts, args.seconds, args.window)
         finally:
-            stop(proc)
+            node.stop()
         mget = asyncio.run(
             mget_ceiling(args.redis_url, [f"{ns}:h:{k}" for k in keys], args.seconds)
         )
@@ -368,7 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["ratio_to_ceiling"] = round(r["answers_per_s"] / mget, 3)
         r["ratio_to_udp_echo"] = round(r["answers_per_s"] / ceiling, 3)
         res["redis_hit_l1_off"] = r
-        _clear_namespace(args.redis_url, ns)
+        clear_namespace(args.redis_url, ns)
 
     if "postgres" in args.modes and args.pg_url:
         name = f"idnode_bench_{secrets.token_hex(3)}"
@@ -376,13 +336,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             upgrade(url)
             asyncio.run(populate(url, recs))
-            proc, port = start_node(url, args.server_cpu, ["--l1-max-mb", "0"])
+            node = start_node(url, args.server_cpu, ["--l1-max-mb", "0"], log, pkts[0])
             try:
-                wait_udp(port, pkts[0])
+                port = node.handle_port
                 udp_load(port, pkts, 1.0, args.window)
                 r = udp_load(port, pkts, args.seconds, args.window)
             finally:
-                stop(proc)
+                node.stop()
             anyq = asyncio.run(any_ceiling(url, keys, args.seconds, cycle=True))
             r["ceiling_sql_batch_keys_per_s"] = round(anyq)
             r["ratio_to_ceiling"] = round(r["answers_per_s"] / anyq, 3)
@@ -391,15 +351,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             asyncio.run(drop_database(args.pg_url, name))
     return report
-
-
-def _clear_namespace(redis_url: str, ns: str) -> None:
-    import redis
-
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(match=f"{ns}:*", count=1000))
-    for i in range(0, len(keys), 1000):
-        r.delete(*keys[i : i + 1000])
 
 
 def main(argv: list[str] | None = None) -> int:

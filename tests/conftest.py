@@ -12,6 +12,7 @@ import pytest
 import redis
 from hypothesis import settings
 
+from idnode.loadtest.processes import clear_namespace
 from idnode.registry.migrate import upgrade
 from tests.services import (
     ServiceUnavailable,
@@ -43,10 +44,7 @@ def redis_url() -> Iterator[str]:
 def redis_namespace(redis_url: str) -> Iterator[str]:
     ns = f"idnode-test-{RUN_ID}-{secrets.token_hex(3)}"
     yield ns
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(match=f"{ns}:*", count=1000))
-    if keys:
-        r.delete(*keys)
+    clear_namespace(redis_url, ns)
 
 
 async def _admin(server_url: str, sql: str) -> None:

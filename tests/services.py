@@ -16,45 +16,20 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
+from idnode.loadtest.processes import ProcessError, free_port, stop, wait_until
+
+__all__ = ["ServiceUnavailable", "database_url", "free_port", "start_postgres", "start_redis"]
+
 
 class ServiceUnavailable(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise ServiceUnavailable(f"{what} did not come up within {timeout:.0f}s")
 
 
 def start_redis() -> tuple[str, Callable[[], None]]:
@@ -90,14 +65,23 @@ def start_redis() -> tuple[str, Callable[[], None]]:
         stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    _wait(lambda: bool(redis.Redis.from_url(url).ping()), f"redis-server on port {port}")
+    try:
+        wait_until(
+            lambda: bool(redis.Redis.from_url(url).ping()),
+            f"redis-server on port {port}",
+            timeout=20.0,
+            proc=proc,
+            retry_on=(redis.RedisError, OSError),
+        )
+    except ProcessError as exc:
+        stop(proc, 10)
+        raise ServiceUnavailable(str(exc)) from exc
 
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
+    def stop_redis() -> None:
+        stop(proc, 10)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    return url, stop
+    return url, stop_redis
 
 
 def _ignore_system() -> bool:
@@ -185,7 +169,7 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
         stderr=subprocess.PIPE,
     )
 
-    def stop() -> None:
+    def stop_postgres() -> None:
         subprocess.run(
             [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
             check=False,
@@ -194,7 +178,7 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
         )
         shutil.rmtree(tmp, ignore_errors=True)
 
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop_postgres
 
 
 def database_url(server_url: str, name: str) -> str:

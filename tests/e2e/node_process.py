@@ -1,109 +1,18 @@
-"""Run a real `idnode serve` process on free loopback ports for a test."""
+"""Real `idnode` processes for the e2e tests: the node itself is the load-test
+harness's NodeProcess (idnode.loadtest.processes, one copy for both); what only the
+tests need (a fresh registry from `idnode init`, an admin node fixture) is here."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from tests.services import free_port
+from idnode.loadtest.processes import IDNODE, NodeProcess
 
-IDNODE = shutil.which("idnode") or str(Path(sys.executable).parent / "idnode")
-
-
-class NodeProcess:
-    def __init__(
-        self,
-        database_url: str,
-        *,
-        redis_url: str = "",
-        namespace: str = "idnode",
-        workers: int = 1,
-        extra: tuple[str, ...] = (),
-        log: Path | None = None,
-    ) -> None:
-        self.database_url = database_url
-        self.handle_port = free_port()
-        self.http_port = free_port()
-        self.grpc_port = free_port()
-        self.log_path = log
-        args = [
-            IDNODE,
-            "serve",
-            "--database-url",
-            database_url,
-            "--listen",
-            "127.0.0.1",
-            "--handle-port",
-            str(self.handle_port),
-            "--http-port",
-            str(self.http_port),
-            "--grpc-port",
-            str(self.grpc_port),
-            "--workers",
-            str(workers),
-            "--redis-namespace",
-            namespace,
-            "--shutdown-grace",
-            "3",
-            *extra,
-        ]
-        if redis_url:
-            args += ["--redis-url", redis_url]
-        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=self._log, env=env)
-
-    @property
-    def server(self) -> str:
-        return f"127.0.0.1:{self.handle_port}"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def health(self) -> dict[str, object]:
-        with urllib.request.urlopen(self.http + "/healthz", timeout=2) as r:
-            return dict(json.loads(r.read()))
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"idnode serve exited with {self.proc.returncode}: {self.log_text()}"
-                )
-            try:
-                if self.health()["status"] == "ok":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"idnode serve not ready in {timeout}s: {self.log_text()}")
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not subprocess.DEVNULL:
-            self._log.close()  # type: ignore[union-attr]
-        return int(self.proc.returncode)
+__all__ = ["IDNODE", "NodeProcess", "Registry", "admin_node", "init_registry", "run_module"]
 
 
 class Registry(NamedTuple):

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from idnode.loadtest.processes import IDNODE, free_port, wait_log_line
 from idnode.resolver.client import exchange, resolution_request
 from idnode.resolver.codec import ResolutionResponse
-from tests.e2e.node_process import IDNODE
-from tests.services import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -39,10 +37,7 @@ def test_demo_serves_its_data(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and b"serving" not in log.read_bytes():
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.2)
+            wait_log_line(log, "serving", proc=proc, timeout=60)
             text = log.read_text()
             assert "demo data: 15 handles" in text and "template tpl-v1" in text
             m = exchange(f"127.0.0.1:{handle_port}", resolution_request("88.166.1001/HV-0001"))

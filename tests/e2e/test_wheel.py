@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.services import free_port
+from idnode.loadtest.processes import free_port, wait_log_line
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -62,11 +61,7 @@ def test_the_wheel_installs_outside_the_checkout_and_serves(tmp_path: Path) -> N
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and b"serving" not in log.read_bytes():
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.2)
-            assert b"serving" in log.read_bytes(), log.read_text()
+            wait_log_line(log, "serving", proc=proc, timeout=90)
             # The installed command resolves over the Handle protocol ...
             answer = run(
                 [idnode, "resolve", "88.166.1001/HV-0001", "--server", f"127.0.0.1:{handle_port}"],

@@ -16,26 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before port {port} opened")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open in {timeout}s")
+from idnode.loadtest.processes import stop, wait_port
 
 
 def run(
@@ -99,18 +86,13 @@ def main(scenario_path: str, result_path: str) -> int:
                 env={**os.environ, **server.get("env", {})},
             )
             servers.append((server["name"], proc, log))
-            wait_port(server["port"], proc)
+            wait_port(server["port"], proc=proc, timeout=60.0)
             time.sleep(server.get("settle", 0.5))
             for i, cmd in enumerate(server.get("after", [])):
                 result["setup"][f"{server['name']}.after.{i}"] = run(cmd, work, 300)
             if server.get("stop_after_setup"):
                 # a bootstrap run (the reference server wide open): stop it before the next
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc, 30)
         for step in sc["steps"]:
             result["steps"][step["name"]] = run(
                 step["cmd"], step.get("cwd", work), step.get("timeout", 300), step.get("env")
@@ -119,13 +101,7 @@ def main(scenario_path: str, result_path: str) -> int:
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         for name, proc, log in servers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc, 30)
             log.close()
             text = (Path(work) / f"{name}.log").read_text(errors="replace")
             result["logs"][name] = {"rc": proc.returncode, "tail": text[-20000:]}

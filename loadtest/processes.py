@@ -1,0 +1,289 @@
+"""The processes a load test or a test starts, and how to wait for them and stop them.
+
+One copy, shared: the load-test harness ships in the wheel, and the test suite imports
+it from there (tests/e2e/node_process.py, tests/services.py, the interop harness).
+
+    node = NodeProcess(database_url, log=tmp / "node.log")   # `idnode serve`, free ports
+    node.wait_ready()
+    ...
+    assert node.stop() == 0
+
+Every wait watches the process it waits for: a child that exits early fails the wait at
+once, with the tail of its log, instead of after the whole timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import cast
+
+from idnode.errors import IdnodeError
+
+Process = subprocess.Popen[bytes]
+
+
+def _idnode_command() -> str:
+    """The `idnode` of this interpreter's installation (a venv's bin), else PATH's: a
+    harness must start the node it was installed with, not another one on PATH."""
+    beside = Path(sys.executable).parent / "idnode"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("idnode") or str(beside)
+
+
+IDNODE = _idnode_command()
+
+
+class ProcessError(IdnodeError, RuntimeError):
+    """A process did not come up, or exited, or nothing answers where it should."""
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (a node takes both on its Handle
+    port)."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = int(t.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise ProcessError("no port free for both TCP and UDP on 127.0.0.1 after 50 tries")
+
+
+def pinned(cpus: Iterable[int]) -> Callable[[], None]:
+    """A ``preexec_fn`` pinning the child to ``cpus`` (load and server on their own cores)."""
+    chosen = set(cpus)
+    return lambda: os.sched_setaffinity(0, chosen)
+
+
+def log_tail(log: Path | None, size: int = 3000) -> str:
+    if log is None or not log.exists():
+        return ""
+    return log.read_text(errors="replace")[-size:]
+
+
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    *,
+    timeout: float,
+    proc: Process | None = None,
+    log: Path | None = None,
+    retry_on: tuple[type[BaseException], ...] = (OSError,),
+    interval: float = 0.1,
+) -> None:
+    """Poll ``check`` until it is true. An error in ``retry_on`` counts as "not yet";
+    ``proc`` exiting first, or the deadline, raises ProcessError with ``log``'s tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ProcessError(f"{what}: exited with {proc.returncode}\n{log_tail(log)}")
+        try:
+            if check():
+                return
+        except retry_on:
+            pass
+        time.sleep(interval)
+    raise ProcessError(f"{what}: not within {timeout:g} s\n{log_tail(log)}")
+
+
+def wait_port(
+    port: int,
+    *,
+    proc: Process | None = None,
+    log: Path | None = None,
+    timeout: float = 30.0,
+    host: str = "127.0.0.1",
+) -> None:
+    """Until something accepts TCP connections on ``host:port``."""
+
+    def accepts() -> bool:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+
+    wait_until(accepts, f"tcp/{port}", timeout=timeout, proc=proc, log=log)
+
+
+def wait_udp(
+    port: int,
+    packet: bytes,
+    *,
+    proc: Process | None = None,
+    log: Path | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Until a datagram sent to udp/``port`` on 127.0.0.1 gets any answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+
+        def answers() -> bool:
+            s.sendto(packet, ("127.0.0.1", port))
+            s.recv(65535)
+            return True
+
+        wait_until(answers, f"udp/{port}", timeout=timeout, proc=proc, log=log)
+
+
+def wait_http(
+    url: str, *, proc: Process | None = None, log: Path | None = None, timeout: float = 60.0
+) -> None:
+    """Until ``url`` answers 200 (another status raises HTTPError, an OSError: not yet)."""
+
+    def ok() -> bool:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+
+    wait_until(ok, url, timeout=timeout, proc=proc, log=log, interval=0.2)
+
+
+def wait_log_line(
+    log: Path, text: str, *, proc: Process | None = None, timeout: float = 60.0
+) -> None:
+    """Until ``text`` appears in the file ``log`` (a process that announces it is up)."""
+    needle = text.encode()
+    wait_until(
+        lambda: needle in log.read_bytes(),
+        f"{text!r} in {log.name}",
+        timeout=timeout,
+        proc=proc,
+        log=log,
+        interval=0.2,
+    )
+
+
+def stop(proc: Process, timeout: float = 20.0) -> int:
+    """SIGTERM (a node drains and exits 0), then SIGKILL after ``timeout``; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def clear_namespace(redis_url: str, namespace: str) -> int:
+    """Delete every Redis key under ``namespace:``; how many went. A run must not leave
+    its keys behind (a load test's can be millions: scanned and unlinked in batches)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    n = 0
+    try:
+        batch = []
+        for k in r.scan_iter(match=f"{namespace}:*", count=5000):
+            batch.append(k)
+            if len(batch) >= 5000:
+                n += cast(int, r.unlink(*batch))
+                batch = []
+        if batch:
+            n += cast(int, r.unlink(*batch))
+    finally:
+        r.close()
+    return n
+
+
+class NodeProcess:
+    """`idnode serve` on free loopback ports: Handle (TCP and UDP), HTTP and gRPC.
+
+    Its output goes to ``log`` (truncated first) or nowhere. ``cpus`` pins it. The
+    shutdown grace is short: whoever stops a harness node has stopped its load first.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        redis_url: str = "",
+        namespace: str = "",
+        workers: int = 1,
+        extra: Sequence[str] = (),
+        log: Path | None = None,
+        cpus: Iterable[int] | None = None,
+        shutdown_grace: float = 3.0,
+    ) -> None:
+        self.database_url = database_url
+        self.handle_port = free_port()
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = log
+        args = [
+            IDNODE,
+            "serve",
+            "--database-url",
+            database_url,
+            "--listen",
+            "127.0.0.1",
+            "--handle-port",
+            str(self.handle_port),
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--workers",
+            str(workers),
+            "--shutdown-grace",
+            str(shutdown_grace),
+            *extra,
+        ]
+        if namespace:
+            args += ["--redis-namespace", namespace]
+        if redis_url:
+            args += ["--redis-url", redis_url]
+        # The node writes its own metrics directory; an inherited one would be shared.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        preexec = None if cpus is None else pinned(cpus)
+        if log is None:
+            out = subprocess.DEVNULL
+            self.proc: Process = subprocess.Popen(
+                args, stdout=out, stderr=out, env=env, preexec_fn=preexec
+            )
+        else:
+            with log.open("wb") as f:  # the child keeps its own descriptor
+                self.proc = subprocess.Popen(
+                    args, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+                )
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.handle_port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def health(self) -> dict[str, object]:
+        with urllib.request.urlopen(self.http + "/healthz", timeout=2) as r:
+            return dict(json.loads(r.read()))
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until /healthz says ok (the registry answers; 503 while it does not)."""
+        wait_until(
+            lambda: self.health()["status"] == "ok",
+            "idnode serve",
+            timeout=timeout,
+            proc=self.proc,
+            log=self.log_path,
+        )
+
+    def log_text(self) -> str:
+        return log_tail(self.log_path)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        return stop(self.proc, timeout)
