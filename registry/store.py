@@ -344,7 +344,8 @@ class RestSessionTable(ABC):
 
 
 class ServerKeyStore(ABC):
-    """The server key pair, sealed under the node key."""
+    """The server key pair, sealed under the node key, and the check value that tells
+    a node started with another node key."""
 
     @abstractmethod
     async def server_key(self) -> tuple[str, bytes, bytes] | None:
