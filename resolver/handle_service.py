@@ -118,6 +118,16 @@ NO_REGISTRY = "Registration over the Handle protocol is off on this node (it has
 LOGINS = (OpCode.LOGIN_ID_SYSTEM, OpCode.LOGIN)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registration:
+    """What a node that takes writes over the Handle protocol has: the registry, the
+    challenges and sessions it keeps, and the session door (MACs, signing, encryption)."""
+
+    registry: RegistryService
+    sessions: SessionStore
+    door: SessionDoor
+
+
 class Connection:
     """What one TCP connection remembers: who logged in on it (IDIS login)."""
 
@@ -145,6 +155,13 @@ class HandleService:
         self.door = door
         if door is None and sessions is not None:
             self.door = SessionDoor(sessions, registry, None)
+        # Registration over the Handle protocol needs all three; without them the node
+        # only resolves (and says so to administration requests).
+        self.registration = (
+            Registration(registry, sessions, self.door)
+            if registry is not None and sessions is not None and self.door is not None
+            else None
+        )
         self.site_serial = site.serial
         self._latency = {d: metrics.LATENCY.labels(d) for d in ("udp", "tcp", "http")}
         self._tally = metrics.TALLY
@@ -230,10 +247,14 @@ class HandleService:
         t0: float,
         conn: Connection | None,
         session: Session | None,
+        reg: Registration | None,
     ) -> bytes | None:
         """A resolution that may act as someone (a session, a login) or must be secured."""
         body = m.body
-        assert isinstance(body, ResolutionRequest)
+        if not isinstance(body, ResolutionRequest):  # pragma: no cover - by dispatch
+            return await self._send(
+                m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
+            )
         q = ResolutionQuery(
             m.request_id,
             m.session_id,
@@ -247,10 +268,14 @@ class HandleService:
         )
         who: Identity | None = None
         if not m.op_flags & _PO:
-            if session is not None and session.identity is not None and m.credential:
-                assert self.door is not None
+            if (
+                reg is not None
+                and session is not None
+                and session.identity is not None
+                and m.credential
+            ):
                 try:
-                    await self.door.check_mac(session, m, wire)
+                    await reg.door.check_mac(session, m, wire)
                 except SessionRefusal as exc:
                     return await self._send(m, wire, exc.rc, ErrorResponse(exc.message), door, t0)
                 who = session.identity
@@ -262,9 +287,9 @@ class HandleService:
         else:
             allowed = (
                 who is not None
-                and self.registry is not None
+                and reg is not None
                 and e.values_wire is not None
-                and await self.registry.may_read_restricted(q.handle, e.values_wire, who)
+                and await reg.registry.may_read_restricted(q.handle, e.values_wire, who)
             )
             res = answer(e, q.indexes, q.types, authorized=allowed)
         out = self._resolution(q, wire, res, door, t0)
@@ -319,18 +344,18 @@ class HandleService:
             self._tally.request(door, m.op_code, -1)
             return None  # a response sent to a server: nothing to answer
         op = m.op_code
-        keeps_sessions = self.registry is not None and self.sessions is not None
-        if op == OpCode.GET_SITE_INFO and not (m.session_id and keeps_sessions):
+        reg = self.registration
+        if op == OpCode.GET_SITE_INFO and not (m.session_id and reg is not None):
             # (A session id is checked only where sessions can exist.)
             return self._send(m, wire, ResponseCode.SUCCESS, SiteInfoResponse(self.site), door, t0)
-        if keeps_sessions:
-            return self._guarded(m, wire, door, t0, client, conn)
+        if reg is not None:
+            return self._guarded(m, wire, door, t0, client, conn, reg)
         if op in ADMIN_OPS:
             rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, NO_REGISTRY
         elif op in REPLICATION_OPS:
             rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, "Replication is not supported"
         elif op == OpCode.RESOLUTION:
-            return self._resolve_as(m, wire, door, t0, conn, None)
+            return self._resolve_as(m, wire, door, t0, conn, None, None)
         else:
             rc, msg = ResponseCode.ERROR, f"Unknown opCode {op}"
         return self._send(m, wire, rc, ErrorResponse(msg), door, t0)
@@ -343,12 +368,13 @@ class HandleService:
         t0: float,
         client: str,
         conn: Connection | None,
+        reg: Registration,
     ) -> bytes | None:
         """``_dispatch``, answering RC 2 when the registry fails under it (a database
         that went away, a secret that will not unseal): the client hears of it at once
         instead of waiting out its timeout, and the worker lives on."""
         try:
-            return await self._dispatch(m, wire, door, t0, client, conn)
+            return await self._dispatch(m, wire, door, t0, client, conn, reg)
         except Exception:
             log.exception("request %d (op %d) failed", m.request_id, m.op_code)
             return self._reply(
@@ -368,40 +394,40 @@ class HandleService:
         t0: float,
         client: str,
         conn: Connection | None,
+        reg: Registration,
     ) -> bytes | None:
-        assert self.sessions is not None and self.door is not None
         op = m.op_code
         session: Session | None = None
         if m.session_id and op != OpCode.SESSION_SETUP:
             # A session id must name a live session or a pending challenge (an answer
             # to a challenge that never was, or expired, is a session that timed out).
-            session, pending = await self.sessions.lookup(m.session_id)
+            session, pending = await reg.sessions.lookup(m.session_id)
             if session is None and not pending:
                 return await self._send(
                     m, wire, ResponseCode.SESSION_TIMEOUT, ErrorResponse(MSG_NO_SESSION), door, t0
                 )
         if op == OpCode.RESOLUTION:
-            return await self._resolve_as(m, wire, door, t0, conn, session)
+            return await self._resolve_as(m, wire, door, t0, conn, session, reg)
         if op == OpCode.GET_SITE_INFO:
             return await self._send(
                 m, wire, ResponseCode.SUCCESS, SiteInfoResponse(self.site), door, t0, session
             )
         if op in AUTHENTICATED_OPS:
-            return await self._authenticated(m, wire, door, t0, client, conn, session)
+            return await self._authenticated(m, wire, door, t0, client, conn, session, reg)
         if op == OpCode.CHALLENGE_RESPONSE:
-            return await self._answer(m, wire, door, t0, conn, session)
+            return await self._answer(m, wire, door, t0, conn, session, reg)
         if op == OpCode.VERIFY_RESPONSE:
-            return await self._verify(m, wire, door, t0)
+            return await self._verify(m, wire, door, t0, reg)
         if op == OpCode.LOGIN:
-            return await self._password_login(m, wire, door, t0, conn)
+            return await self._password_login(m, wire, door, t0, conn, reg)
         if op == OpCode.SESSION_SETUP:
-            rc, body, opened = await self.door.setup(m, client)
+            rc, body, opened = await reg.door.setup(m, client)
             return await self._send(m, wire, rc, body, door, t0, opened, opened=opened is not None)
         if op == OpCode.SESSION_EXCHANGEKEY:
-            rc, body = await self.door.exchange_key(m, session, client)
+            rc, body = await reg.door.exchange_key(m, session, client)
             return await self._send(m, wire, rc, body, door, t0, session)
         if op == OpCode.SESSION_TERMINATE:
-            rc, body = await self.door.terminate(m, wire, session)
+            rc, body = await reg.door.terminate(m, wire, session)
             return await self._send(m, wire, rc, body, door, t0, None)
         if op in REPLICATION_OPS:
             rc, msg = ResponseCode.OPERATION_NOT_SUPPORTED, "Replication is not supported"
@@ -469,12 +495,12 @@ class HandleService:
         client: str,
         conn: Connection | None,
         session: Session | None,
+        reg: Registration,
     ) -> bytes | None:
-        assert self.registry is not None and self.sessions is not None and self.door is not None
         who: Identity | None = None
         if session is not None and session.identity is not None:
             try:
-                await self.door.check_mac(session, m, wire)
+                await reg.door.check_mac(session, m, wire)
             except SessionRefusal as exc:
                 log.info("session %d: request refused: %s", session.id, exc.message)
                 return await self._send(m, wire, exc.rc, ErrorResponse(exc.message), door, t0)
@@ -487,10 +513,10 @@ class HandleService:
         ):
             who = conn.identity
         if who is None:
-            return await self._challenge(m, wire, door, t0, client, session)
+            return await self._challenge(m, wire, door, t0, client, session, reg)
         if m.op_code == OpCode.LOGIN_ID_SYSTEM and conn is not None:
             conn.identity = who
-        rc, body = await self._execute(m, who)
+        rc, body = await self._execute(reg, m, who)
         return await self._result(m, m, wire, rc, body, door, t0, session)
 
     async def _challenge(
@@ -501,13 +527,13 @@ class HandleService:
         t0: float,
         client: str,
         session: Session | None,
+        reg: Registration,
     ) -> bytes | None:
         from idnode.registry.sessions import SessionLimit
 
-        assert self.sessions is not None
         digest = digest_request(wire)
         try:
-            sid, nonce = await self.sessions.challenge(
+            sid, nonce = await reg.sessions.challenge(
                 wire, digest.digest, session.id if session is not None else 0, client
             )
         except SessionLimit as exc:
@@ -533,17 +559,17 @@ class HandleService:
         t0: float,
         conn: Connection | None,
         session: Session | None,
+        reg: Registration,
     ) -> bytes | None:
         """CHALLENGE_RESPONSE. ``session``: the keyed session under the answer's id, as
         the dispatch found it (None for a bare challenge)."""
         from idnode.registry.auth import AuthBusy, AuthError, Identity, check_answer
 
-        assert self.registry is not None and self.sessions is not None and self.door is not None
         if not isinstance(m.body, ChallengeAnswer):  # pragma: no cover - by dispatch
             return await self._send(
                 m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
             )
-        pending = await self.sessions.take(m.session_id) if m.session_id else None
+        pending = await reg.sessions.take(m.session_id) if m.session_id else None
         if pending is None:
             return await self._send(
                 m,
@@ -558,7 +584,7 @@ class HandleService:
         who = Identity(m.body.key_handle, m.body.key_index)
         request = decode(pending.request)
         try:
-            key = await self.registry.key_for(who, m.body.auth_type)
+            key = await reg.registry.key_for(who, m.body.auth_type)
             await check_answer(m.body, key, pending.nonce, pending.digest)
         except AuthBusy as exc:
             return await self._send(
@@ -566,7 +592,7 @@ class HandleService:
             )
         except AuthError as exc:
             log.info("authentication of %s failed: %s", who, exc)
-            await self.registry.credentials.failed_login(who, login_target(request.body), str(exc))
+            await reg.registry.credentials.failed_login(who, login_target(request.body), str(exc))
             return await self._send(
                 m,
                 wire,
@@ -583,16 +609,16 @@ class HandleService:
             # get the claimed identity's owner to sign this challenge gains the session;
             # the signature covers the request's digest, so the owner signs knowingly.)
             try:
-                await self.door.check_mac(session, request, pending.request)
+                await reg.door.check_mac(session, request, pending.request)
             except SessionRefusal as exc:
                 log.info("session %d: challenged request refused: %s", session.id, exc.message)
                 return await self._send(m, wire, exc.rc, ErrorResponse(exc.message), door, t0)
-            if session.claimed is not None and self.registry.same_identity(session.claimed, who):
-                await self.sessions.authenticate(session, who)
+            if session.claimed is not None and reg.registry.same_identity(session.claimed, who):
+                await reg.sessions.authenticate(session, who)
                 session = dataclasses.replace(session, identity=who)
         if request.op_code in LOGINS and conn is not None:
             conn.identity = who
-        rc, body = await self._execute(request, who)
+        rc, body = await self._execute(reg, request, who)
         # The answer's request id (the client waits on it) with the original operation;
         # flags (certify, encrypt, digest) as the answer asked, as the client checks them.
         original = dataclasses.replace(
@@ -606,12 +632,17 @@ class HandleService:
         return await self._result(original, m, wire, rc, body, door, t0, session)
 
     async def _password_login(
-        self, m: Message, wire: bytes, door: str, t0: float, conn: Connection | None
+        self,
+        m: Message,
+        wire: bytes,
+        door: str,
+        t0: float,
+        conn: Connection | None,
+        reg: Registration,
     ) -> bytes | None:
         """IDIS LOGIN (2000): a user name and password, for the TCP connection."""
         from idnode.registry.auth import Identity
 
-        assert self.registry is not None
         body = m.body
         if conn is None:
             return await self._send(
@@ -636,9 +667,9 @@ class HandleService:
             return await self._send(
                 m, wire, ResponseCode.AUTHENTICATION_FAILED, ErrorResponse(str(exc)), door, t0
             )
-        if not await self.registry.check_password(who, body.password.encode()):
+        if not await reg.registry.check_password(who, body.password.encode()):
             log.info("password login of %s failed", who)
-            await self.registry.credentials.failed_login(
+            await reg.registry.credentials.failed_login(
                 who, login_target(m.body), "wrong password (LOGIN)"
             )
             return await self._send(
@@ -655,19 +686,20 @@ class HandleService:
             m, wire, ResponseCode.SUCCESS, ResolutionResponse(body.username, ()), door, t0
         )
 
-    async def _verify(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
+    async def _verify(
+        self, m: Message, wire: bytes, door: str, t0: float, reg: Registration
+    ) -> bytes | None:
         """VERIFY_RESPONSE (201): does this HS_SECKEY answer prove the key stored here?"""
         from idnode.registry.auth import AuthBusy, AuthError, Identity, check_secret_key
         from idnode.resolver.codec.auth import signed_data
 
-        assert self.registry is not None
         body = m.body
         if not isinstance(body, VerifyAuthRequest):  # pragma: no cover - by dispatch
             return await self._send(
                 m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
             )
         try:
-            secret = await self.registry.key_for(Identity(body.handle, body.index), "HS_SECKEY")
+            secret = await reg.registry.key_for(Identity(body.handle, body.index), "HS_SECKEY")
             await check_secret_key(
                 secret, body.signed_response, signed_data(body.nonce, body.digest.digest)
             )
@@ -680,12 +712,11 @@ class HandleService:
             valid = False
         return await self._send(m, wire, ResponseCode.SUCCESS, VerifyAuthResponse(valid), door, t0)
 
-    async def _execute(self, m: Message, who: Identity) -> tuple[int, Any]:
-        assert self.registry is not None
+    async def _execute(self, reg: Registration, m: Message, who: Identity) -> tuple[int, Any]:
         if m.op_code == OpCode.LOGIN_ID_SYSTEM:
             return ResponseCode.SUCCESS, Empty()
         try:
-            return await perform(self.registry, m, who)
+            return await perform(reg.registry, m, who)
         except Exception:  # the store failed: say so; never leave the client hanging
             log.exception("registry operation failed")
             return ResponseCode.ERROR, ErrorResponse("the registry could not complete the write")

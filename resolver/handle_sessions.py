@@ -178,6 +178,7 @@ class SessionDoor:
         if body.identity_handle and body.identity_index >= 0:
             claimed = Identity(body.identity_handle, body.identity_index)
         agreed: Agreed | None = None
+        server_data = b""  # CIPHER_SERVER: the client encrypts the key to our public key
         try:
             if mode == KeyExchange.DH:
                 agreed = dh_agree(body.public_key, self.cipher)
@@ -190,6 +191,7 @@ class SessionDoor:
                     return _error(
                         RC.SESSION_FAILED, "KEY_EXCHANGE_CIPHER_SERVER needs an RSA server key"
                     )
+                server_data = self.server_key.public_data
             else:
                 return _error(RC.SESSION_FAILED, "Unrecognized key exchange mode")
         except SessionCryptoError as exc:
@@ -210,11 +212,7 @@ class SessionDoor:
             )
         except SecretError as exc:
             return _error(RC.SESSION_FAILED, str(exc))
-        if agreed is not None:
-            data = agreed.reply
-        else:
-            assert self.server_key is not None
-            data = self.server_key.public_data
+        data = agreed.reply if agreed is not None else server_data
         log.info(
             "session %d opened (%s) for %s", session.id, mode.name, claimed or "an anonymous client"
         )

@@ -175,8 +175,9 @@ class RestApi:
             return None
         scheme, _, token = header.strip().partition(" ")
         if self.sessions is not None and scheme.lower() == "handle":
-            return await self._session_identity(header)
-        if self.registry is None or scheme.lower() not in ("basic", "bearer"):
+            return await self._session_identity(header, self.sessions)
+        registry = self.registry
+        if registry is None or scheme.lower() not in ("basic", "bearer"):
             raise _JsonError(
                 401,
                 RC.INVALID_CREDENTIAL,
@@ -187,12 +188,11 @@ class RestApi:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         if scheme.lower() == "bearer":
-            return await self._bearer(token.strip())
-        return await self._basic(token)
+            return await self._bearer(token.strip(), registry)
+        return await self._basic(token, registry)
 
-    async def _basic(self, token: str) -> Identity:
+    async def _basic(self, token: str, registry: RegistryService) -> Identity:
         """The admin whose HS_SECKEY secret Basic credentials give; 401 unless it is right."""
-        assert self.registry is not None
         try:
             user, _, secret = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
             who = Identity.parse(unquote(user))
@@ -202,18 +202,17 @@ class RestApi:
                 RC.INVALID_CREDENTIAL,
                 "Basic credentials must be index%3Ahandle:secret",
             ) from None
-        if not await self.registry.check_password(who, secret.encode()):
+        if not await registry.check_password(who, secret.encode()):
             raise _JsonError(401, RC.AUTHENTICATION_FAILED, f"authentication of {who} failed")
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
         return who
 
-    async def _session_identity(self, header: str) -> Identity | None:
+    async def _session_identity(self, header: str, sessions: RestSessions) -> Identity | None:
         """Who a ``Handle`` authorization names: the identity its session proved, after
         checking the answer it may carry. Like the reference's authentication filter, an
         unknown or expired session, or a wrong answer, is a 401."""
-        assert self.sessions is not None
         fields = parse_handle_authorization(header)
         if fields is None:
             raise _JsonError(401, RC.INVALID_CREDENTIAL, BAD_HEADER)
@@ -226,9 +225,9 @@ class RestApi:
                     "an answer needs the sessionId whose nonce it signs (POST /api/sessions)",
                 )
             return None
-        session = await self.sessions.find(session_id)
+        session = await sessions.find(session_id)
         if session is not None and is_answer(fields):
-            session = await self.sessions.answer(session, fields)
+            session = await sessions.answer(session, fields)
         if session is None:
             raise _JsonError(401, RC.AUTHENTICATION_NEEDED, "unknown or expired session")
         if session.error:
@@ -237,10 +236,9 @@ class RestApi:
             )
         return session.identity
 
-    async def _bearer(self, token: str) -> Identity:
+    async def _bearer(self, token: str, registry: RegistryService) -> Identity:
         """An API key (idnode apikey create) or an IDIS login token (POST /identity/token)."""
-        assert self.registry is not None
-        credentials = self.registry.credentials
+        credentials = registry.credentials
         who = await credentials.api_key_identity(token) or credentials.token_identity(token)
         if who is None:
             raise _JsonError(
@@ -359,7 +357,8 @@ class RestApi:
     async def session_route(self, request: web.Request) -> web.StreamResponse:
         """POST /api/sessions opens a session; GET, PUT or POST /api/sessions/this shows it
         and checks an answer; DELETE /api/sessions/this ends it. Other paths: 403."""
-        if self.sessions is None:
+        sessions = self.sessions
+        if sessions is None:
             return _session_error(403, "this node has no registry, so no sessions")
         path = request.match_info.get("tail", "")
         path = path[:-1] if path.endswith("/") else path
@@ -378,11 +377,11 @@ class RestApi:
         except ValueError as exc:
             return _session_error(400, str(exc))
         if not path:
-            return await self._session_open(request, fields)
+            return await self._session_open(request, fields, sessions)
         if request.method == "DELETE":
-            return await self._session_end(fields)
+            return await self._session_end(fields, sessions)
         if request.method in ("GET", "HEAD", "PUT", "POST"):
-            return await self._session_this(request, fields)
+            return await self._session_this(request, fields, sessions)
         return _session_error(405, f"{request.method} is not a session operation")
 
     async def _session_fields(self, request: web.Request) -> dict[str, str]:
@@ -404,63 +403,67 @@ class RestApi:
                 fields.setdefault(name.lower(), value)
         return fields
 
-    async def _session_open(self, request: web.Request, fields: dict[str, str]) -> web.Response:
-        assert self.sessions is not None
+    async def _session_open(
+        self, request: web.Request, fields: dict[str, str], sessions: RestSessions
+    ) -> web.Response:
         if "sessionid" in fields:
             return _session_error(400, "POST /api/sessions opens a new session: no sessionId")
         try:
-            session = await self.sessions.open()
+            session = await sessions.open()
         except SessionLimit as exc:
             return _session_error(503, str(exc))
-        checked = await self._check_session_answer(request, session, fields)
+        checked = await self._check_session_answer(request, session, fields, sessions)
         return _session_reply(201, checked or session, Location=SESSIONS + "/this")
 
-    async def _session_this(self, request: web.Request, fields: dict[str, str]) -> web.Response:
-        assert self.sessions is not None
+    async def _session_this(
+        self, request: web.Request, fields: dict[str, str], sessions: RestSessions
+    ) -> web.Response:
         session_id = fields.get("sessionid")
         if session_id is None:
             if is_answer(fields) or "cnonce" in fields:
                 return _session_error(403, "an answer needs a sessionId (POST /api/sessions)")
-            return await self._sessionless(request)
-        session = await self.sessions.find(session_id)
+            return await self._sessionless(request, sessions.registry)
+        session = await sessions.find(session_id)
         if session is not None:
-            session = await self._check_session_answer(request, session, fields)
+            session = await self._check_session_answer(request, session, fields, sessions)
         if session is None:
             return _session_error(403, "unknown or expired session")
         return _session_reply(401 if session.error else 200, session)
 
-    async def _sessionless(self, request: web.Request) -> web.Response:
+    async def _sessionless(self, request: web.Request, registry: RegistryService) -> web.Response:
         """GET /api/sessions/this without a session: who Basic credentials name, if any."""
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "basic":
             return web.json_response({"authenticated": False})
         try:
-            who = await self._basic(token)
+            who = await self._basic(token, registry)
         except _JsonError:
             return web.json_response({"error": NOT_VERIFIED}, status=401)
         return web.json_response({"authenticated": True, "id": str(who)})
 
     async def _check_session_answer(
-        self, request: web.Request, session: SessionView, fields: dict[str, str]
+        self,
+        request: web.Request,
+        session: SessionView,
+        fields: dict[str, str],
+        sessions: RestSessions,
     ) -> SessionView | None:
         """The session after the answer or Basic credentials the request carries (the
         reference accepts both); None when the session vanished meanwhile."""
-        assert self.sessions is not None
         if is_answer(fields):
-            return await self.sessions.answer(session, fields)
+            return await sessions.answer(session, fields)
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "basic":
             return session
         try:
-            who = await self._basic(token)
+            who = await self._basic(token, sessions.registry)
         except _JsonError:
             return replace(session, error=NOT_VERIFIED)
-        return await self.sessions.prove(session, who)
+        return await sessions.prove(session, who)
 
-    async def _session_end(self, fields: dict[str, str]) -> web.Response:
-        assert self.sessions is not None
+    async def _session_end(self, fields: dict[str, str], sessions: RestSessions) -> web.Response:
         session_id = fields.get("sessionid")
-        if session_id is None or not await self.sessions.end(session_id):
+        if session_id is None or not await sessions.end(session_id):
             return _session_error(403, "unknown or expired session")
         return web.Response(status=204)
 
