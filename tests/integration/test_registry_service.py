@@ -176,6 +176,7 @@ def test_write_results_and_codes(store_url: str, tmp_path: Path) -> None:
             )
             assert (await svc.remove_values(h, (9,), ALICE)).code == RC.VALUES_NOT_FOUND
             assert (await svc.delete("88.166.1001/none", ALICE)).code == RC.HANDLE_NOT_FOUND
+
             assert (await svc.create("99.1/x", (URL,), ALICE)).code == (
                 RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE
             )
@@ -193,6 +194,39 @@ def test_write_results_and_codes(store_url: str, tmp_path: Path) -> None:
             ops = [e.op for e in reversed(await store.audit_for(h))]
             assert ops[:3] == ["CREATE", "CREATE", "CREATE"] and ops[-1] == "DELETE"
             assert all(e.actor == str(ALICE) for e in await store.audit_for(h))
+        finally:
+            await store.close()
+
+    run(go)
+
+
+def test_results_say_what_changed(sqlite_url: str, tmp_path: Path) -> None:
+    """A write's typed result: code, message, whether the registry changed, the handle
+    written and whether a create replaced one; a refusal changes nothing and says why."""
+
+    async def go() -> None:
+        store, svc, changed = await service(sqlite_url, tmp_path)
+        try:
+            await set_prefix_admin(svc, 0x0FFF)
+            h = "88.166.1001/C-1"
+            first = await svc.create(h, (URL,), ALICE)
+            assert (first.ok, first.changed, first.handle, first.replaced) == (True, True, h, False)
+            assert first.message == ""
+            refused = await svc.create(h, (URL,), ALICE)
+            assert (refused.ok, refused.changed) == (False, False)
+            assert refused.code == RC.HANDLE_ALREADY_EXISTS and "already exists" in refused.message
+            again = await svc.create(h, (URL,), ALICE, overwrite=True)
+            assert (again.changed, again.replaced) == (True, True)
+            changed.clear()
+            gone = await svc.remove_values(h, (9,), ALICE)
+            assert not gone.changed and gone.message == "no value at index 9" and changed == []
+            outsider = await svc.delete(h, Identity("0.NA/88.166.1002", 300))
+            assert outsider.code == RC.INSUFFICIENT_PERMISSIONS and not outsider.changed
+            deleted = await svc.delete(h, ALICE)
+            assert deleted.ok and deleted.changed and changed == [h]
+            homed = await svc.list_homed(ALICE)  # not a server administrator
+            assert homed.code == RC.INSUFFICIENT_PERMISSIONS and homed.handles == ()
+            assert "not a server administrator" in homed.message
         finally:
             await store.close()
 
