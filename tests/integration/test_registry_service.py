@@ -176,7 +176,6 @@ def test_write_results_and_codes(store_url: str, tmp_path: Path) -> None:
             )
             assert (await svc.remove_values(h, (9,), ALICE)).code == RC.VALUES_NOT_FOUND
             assert (await svc.delete("88.166.1001/none", ALICE)).code == RC.HANDLE_NOT_FOUND
-
             assert (await svc.create("99.1/x", (URL,), ALICE)).code == (
                 RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE
             )
