@@ -138,18 +138,6 @@ def wait_udp(
         wait_until(answers, f"udp/{port}", timeout=timeout, proc=proc, log=log)
 
 
-def wait_http(
-    url: str, *, proc: Process | None = None, log: Path | None = None, timeout: float = 60.0
-) -> None:
-    """Until ``url`` answers 200 (another status raises HTTPError, an OSError: not yet)."""
-
-    def ok() -> bool:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return bool(r.status == 200)
-
-    wait_until(ok, url, timeout=timeout, proc=proc, log=log, interval=0.2)
-
-
 def wait_log_line(
     log: Path, text: str, *, proc: Process | None = None, timeout: float = 60.0
 ) -> None:
