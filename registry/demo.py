@@ -1,4 +1,10 @@
-"""Demo data: the node's prefix, three enterprises and a few identifiers to resolve."""
+"""Demo data: the node's prefix, three enterprises and a few identifiers to resolve.
+
+Each enterprise prefix handle names two administrators: the enterprise's own
+(``300:0.NA/88.166.100N``, which the demo does not create) and the node's
+(``300:0.NA/88.166``, whose secret ``idnode demo`` prints), so the README's write
+examples work under the enterprise prefixes with the one secret the demo gives.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ from typing import Any
 from idnode.resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
 from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
 
+from .names import NA_PREFIX
 from .store import HandleRecord
 
 NODE_PREFIX = "88.166"
+NODE_ADMIN = (NA_PREFIX + NODE_PREFIX, 300)  # made by init with the demo's secret
 TEMPLATE_VERSION = "tpl-v1"
 TEMPLATE: dict[str, Any] = {
     "prefix": NODE_PREFIX,
@@ -51,6 +59,12 @@ def demo_records(timestamp: int) -> list[HandleRecord]:
                     [
                         HandleValue(1, "DESC", company.encode(), timestamp=timestamp),
                         admin,
+                        HandleValue(
+                            101,
+                            "HS_ADMIN",
+                            encode_admin(AdminRecord(ALL_ADMIN_PERMISSIONS, *NODE_ADMIN)),
+                            timestamp=timestamp,
+                        ),
                     ]
                 ),
             )

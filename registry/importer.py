@@ -47,7 +47,10 @@ def parse_line(text: str) -> tuple[str, tuple[HandleValue, ...]]:
     handle = obj.get("handle")
     if not isinstance(handle, str):
         raise ValueError('"handle" must be a string')
-    return handle, values_from_json(obj.get("values", []))
+    values = values_from_json(obj.get("values", []))
+    if not values:  # a handle with no values resolves to nothing: never what was meant
+        raise ValueError(f'{handle}: no "values" (a handle needs at least one value)')
+    return handle, values
 
 
 async def import_lines(

@@ -67,12 +67,23 @@ def check_handle(handle: str) -> None:
         raise InvalidName(f"{handle!r} contains control characters")
 
 
+_SPACE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def check_prefix(prefix: str) -> None:
+    """A prefix to home: dot-separated parts like 88.166, no "/", spaces or control
+    characters (no client could name a handle under it unquoted)."""
     parts = prefix.split(".")
-    if not prefix or len(prefix) > MAX_PREFIX_CHARS or "/" in prefix or not all(parts):
+    if (
+        not prefix
+        or len(prefix) > MAX_PREFIX_CHARS
+        or "/" in prefix
+        or not all(parts)
+        or _SPACE.search(prefix)
+    ):
         raise InvalidName(
             f"prefix {prefix!r} must be dot-separated parts like 88.166, at most "
-            f"{MAX_PREFIX_CHARS} characters, without '/'"
+            f"{MAX_PREFIX_CHARS} characters, without '/', spaces or control characters"
         )
 
 

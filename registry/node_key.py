@@ -14,7 +14,7 @@ from __future__ import annotations
 from idnode.errors import RegistryError
 
 from .sealing import Sealer, SecretError
-from .store import Store
+from .store import Store, StoreError
 
 CHECK_PLAINTEXT = b"idnode node key check v1"
 
@@ -32,8 +32,14 @@ def _mismatch(key_file: str) -> NodeKeyMismatch:
 
 async def check_node_key(store: Store, sealer: Sealer, key_file: str) -> str:
     """Raise NodeKeyMismatch unless ``sealer`` opens the registry's check value; store
-    the check value when the registry has none. Returns "checked" or "stored"."""
-    stored = await store.node_key_check()
+    the check value when the registry has none. Returns what was done: "checked",
+    "stored", or "old schema" (a registry not upgraded since before migration 0010:
+    only its server key, when it has one, could be checked)."""
+    try:
+        stored = await store.node_key_check()
+    except StoreError:
+        await _opens_server_key(store, sealer, key_file)
+        return "old schema"
     if stored is not None:
         try:
             if sealer.unseal(stored) == CHECK_PLAINTEXT:
@@ -41,11 +47,17 @@ async def check_node_key(store: Store, sealer: Sealer, key_file: str) -> str:
         except SecretError:
             pass
         raise _mismatch(key_file)
+    await _opens_server_key(store, sealer, key_file)
+    await store.put_node_key_check(sealer.seal(CHECK_PLAINTEXT))
+    return "stored"
+
+
+async def _opens_server_key(store: Store, sealer: Sealer, key_file: str) -> None:
+    """Before a check value is stored, the key must open what the registry already
+    holds sealed: its server key, when there is one."""
     server_key = await store.server_key()
     if server_key is not None:
         try:
             sealer.unseal(server_key[1])
         except SecretError:
             raise _mismatch(key_file) from None
-    await store.put_node_key_check(sealer.seal(CHECK_PLAINTEXT))
-    return "stored"

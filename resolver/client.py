@@ -6,6 +6,7 @@ Blocking sockets with timeouts: for the CLI, tests and tools, not the server.
 from __future__ import annotations
 
 import collections
+import http.client
 import itertools
 import os
 import socket
@@ -142,6 +143,12 @@ def exchange_http(host: str, port: int, request: Message, timeout: float = 5.0) 
             return decode(resp.read())
     except urllib.error.URLError as exc:
         raise ClientError(f"HTTP exchange with {host}:{port} failed: {exc}") from None
+    except http.client.HTTPException:
+        # A Handle TCP port answers a POST with a Handle message, not an HTTP status line.
+        raise ClientError(
+            f"{host}:{port} does not answer HTTP (a Handle port? the HTTP tunnel is on "
+            "the node's --http-port, 8000 by default)"
+        ) from None
 
 
 def exchange(

@@ -21,9 +21,14 @@ from .codec.values import HandleValue, decode_value, decode_values
 _HEX = re.compile(rb"^(0x)?[0-9a-fA-F\s:]*$")
 
 
+def looks_like_hex(raw: bytes) -> bool:
+    """Hex text: hex digits, with spaces, colons and a 0x prefix allowed."""
+    return bool(raw.strip()) and _HEX.match(raw.strip()) is not None
+
+
 def parse_input(raw: bytes) -> bytes:
     """Hex text (spaces, colons and a 0x prefix allowed) or raw bytes, whichever it is."""
-    if raw.strip() and _HEX.match(raw.strip()):
+    if looks_like_hex(raw):
         text = raw.strip().removeprefix(b"0x")
         digits = re.sub(rb"[\s:]", b"", text)
         if len(digits) % 2:

@@ -5,6 +5,7 @@ Every field is documented here; `idnode serve --help` and the README repeat them
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tomllib
@@ -20,11 +21,19 @@ class ConfigError(IdnodeError, ValueError):
     pass
 
 
+DATABASE_URL = "sqlite:///idnode.db"
+DEMO_DATABASE_URL = "sqlite:///idnode-demo.db"  # what `idnode demo` makes and serves
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(
-        default="sqlite:///idnode.db",
-        metadata={"help": "registry: sqlite:///PATH (embedded) or postgresql://USER@HOST/DB"},
+        default=DATABASE_URL,
+        metadata={
+            "help": "registry: sqlite:///PATH (embedded) or postgresql://USER@HOST/DB; "
+            "commands other than init and demo use idnode-demo.db when only the demo's "
+            "registry is in the working directory"
+        },
     )
     redis_url: str = field(
         default="", metadata={"help": "L2 cache, e.g. redis://127.0.0.1:6379/0; empty = no L2"}
@@ -159,10 +168,12 @@ def load_settings(
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
+    fallback: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Settings from flags (None = not given) over IDNODE_* over the TOML file over defaults."""
+    """Settings from flags (None = not given) over IDNODE_* over the TOML file over
+    ``fallback`` (a command's own defaults) over the defaults here."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(fallback or {})
     path = config_file or env.get("IDNODE_CONFIG")
     if path:
         try:
@@ -191,3 +202,45 @@ def load_settings(
         if not 0 <= getattr(s, port_name) <= 65535:
             raise ConfigError(f"{port_name} must be a port number")
     return s
+
+
+def existing_registry_url(cwd: Path | None = None) -> str:
+    """The default registry of a command that works on an existing one: idnode.db, or
+    the demo's idnode-demo.db when only that one is in the working directory (so the
+    commands run beside `idnode demo` find its registry)."""
+    here = cwd or Path.cwd()
+    own, demo = (here / sqlite_path(u) for u in (DATABASE_URL, DEMO_DATABASE_URL))
+    return DEMO_DATABASE_URL if demo.exists() and not own.exists() else DATABASE_URL
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///PATH`` URL ("" for any other URL)."""
+    return url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """A flag per setting (``--database-url`` ...), or per setting named in ``only``, each
+    with its environment variable and default in its help."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (also IDNODE_CONFIG)")
+    for name, f in FIELDS.items():
+        if only is not None and name not in only:
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = "IDNODE_" + name.upper()
+        help_text = f"{f.metadata.get('help', '')} [env {env}; default {f.default!r}]"
+        if f.type in ("bool", bool):
+            parser.add_argument(
+                flag, dest=name, action="store_const", const=True, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag, dest=name, default=None, metavar=name.split("_")[-1].upper(), help=help_text
+            )
+
+
+def settings_from_args(
+    args: argparse.Namespace, fallback: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings of a parsed command line (flags added by add_setting_flags)."""
+    flags = {name: getattr(args, name, None) for name in FIELDS}
+    return load_settings(flags, config_file=getattr(args, "config", None), fallback=fallback)

@@ -133,7 +133,27 @@ def test_every_registry_and_resolver_rpc(node: NodeProcess) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and code_of(err.value) == 100
 
 
-def test_status_codes_and_authentication(node: NodeProcess) -> None:
+def test_status_codes_and_authentication(node: NodeProcess, tmp_path: Path) -> None:
+    # The outsider: a real admin of another prefix (apikey create refuses unknown admins).
+    p = subprocess.run(
+        [
+            IDNODE,
+            "init",
+            "--prefix",
+            "88.999",
+            "--admin-secret",
+            "o",
+            "--database-url",
+            node.database_url,
+            "--secret-key-file",
+            str(tmp_path / "g.key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
     with channel(node) as ch:
         reg, res = pb2_grpc.RegistryStub(ch), pb2_grpc.ResolverStub(ch)
         create = pb2.CreateHandleRequest(record=pb2.HandleRecord(handle="88.166/A-1"))

@@ -240,11 +240,22 @@ def test_import_reports_bad_lines_and_keeps_good_ones(tmp_path: Path, registry: 
                     }
                 ),
                 "{not json",
-                json.dumps({"handle": "99.1/elsewhere", "values": []}),
+                json.dumps(
+                    {
+                        "handle": "99.1/elsewhere",
+                        "values": [{"index": 1, "type": "URL", "data": "c"}],
+                    }
+                ),
                 json.dumps(
                     {"handle": "88.166.1001/bad-value", "values": [{"index": 0, "type": "URL"}]}
                 ),
-                json.dumps({"handle": "88.166.1001/ok-2", "values": []}),
+                # (a line without values is refused: tests/e2e/test_first_run.py)
+                json.dumps(
+                    {
+                        "handle": "88.166.1001/ok-2",
+                        "values": [{"index": 1, "type": "URL", "data": "d"}],
+                    }
+                ),
             ]
         )
         + "\n"

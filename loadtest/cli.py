@@ -1,0 +1,356 @@
+"""``idnode loadtest``: the one way the product's command line reaches the harness.
+
+``idnode loadtest ...`` hands its arguments to ``main`` here (imported only then), so the
+node's other commands never load the harness. Flags map onto the harness's objects
+(RunConfig, Plan); what the commands do lives in the harness's modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from idnode.errors import IdnodeError
+from idnode.registry.admin_tasks import missing_database, upgrade_schema
+from idnode.resolver.settings import add_setting_flags, settings_from_args
+
+from .plan import Plan, render
+
+if TYPE_CHECKING:
+    from .run import RunConfig
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # the command cannot run as given
+EXIT_FAIL = 3  # the work itself failed (a node or generator died, an overlapping slice)
+OVERLAP = (
+    "the slice overlaps identifiers already loaded (use --start past them); chunks before "
+    "the failing one stay"
+)
+
+
+def _cpus(text: str) -> list[int]:
+    """ "0", "0,2", "2-5" → CPU numbers."""
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    from .run import RunConfig
+
+    return RunConfig(
+        doors=[d for d in args.doors.split(",") if d],
+        mode=args.mode,
+        rates=[float(r) for r in args.rates.split(",") if r],
+        windows=[int(w) for w in args.windows.split(",") if w],
+        seconds=args.seconds,
+        warmup=args.warmup,
+        generators=args.generators,
+        distribution=args.distribution,
+        miss_share=args.miss_share,
+        mix=args.mix,
+        batch=args.batch,
+        registry_size=int(float(args.registry_size)),
+        database_url=args.database_url or "",
+        redis_url=args.redis_url or "",
+        l1_mb=args.l1_mb,
+        server_cpus=_cpus(args.server_cpus),
+        load_cpus=_cpus(args.load_cpus),
+        attach=args.attach or "",
+        ceilings=not args.no_ceilings,
+        prefill=args.prefill,
+        results=args.results or "",
+        label=args.label,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import run, save
+
+    try:
+        cfg = run_config(args)
+        report = run(cfg)
+    except (ValueError, RuntimeError) as exc:
+        print(f"idnode loadtest run: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL
+    folder = save(report, cfg.results or None)
+    print(f"report: {folder / 'report.html'} and {folder / 'report.json'}")
+    return EXIT_OK
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from .run import save
+    from .scale import ensure_database, scale
+
+    try:
+        cfg = run_config(args)
+        urls = list(args.database_url_list or [])
+        if args.sizes:
+            if not args.server_url:
+                raise ValueError("--sizes needs --server-url (where databases may be created)")
+            say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+            urls += [
+                ensure_database(args.server_url, int(float(n)), say)
+                for n in args.sizes.split(",")
+                if n
+            ]
+        if not urls:
+            raise ValueError("give --database-url (repeatable) or --server-url with --sizes")
+        result = scale(urls, cfg, prewarm=not args.no_prewarm)
+    except (ValueError, RuntimeError) as exc:
+        print(f"idnode loadtest scale: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL
+    report = result["runs"][-1] | {"scale": result["scale"], "doors": {}}
+    report["label"] = cfg.label or "scale"
+    folder = save(report | {"scale_runs": result["runs"]}, cfg.results or None)
+    fit = result["scale"].get("fit")
+    if fit:
+        print(fit["text"])
+    print(f"report: {folder / 'report.html'} and {folder / 'report.json'}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report_page import render as render_page
+
+    try:
+        report = json.loads(Path(args.report).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"idnode loadtest report: cannot read {args.report}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.html or Path(args.report).with_suffix(".html"))
+    out.write_text(render_page(report))
+    print(out)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = Plan(**{f.name: getattr(args, f.name) for f in fields(Plan)}).compute()
+    print(json.dumps(plan, indent=2) if args.json else render(plan))
+    return EXIT_OK
+
+
+def cmd_populate(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from .populate import bar, populate_postgres, populate_sqlite
+
+    def fail(message: str, code: int = EXIT_USAGE) -> int:
+        print(f"idnode loadtest populate: {message}", file=sys.stderr)
+        return code
+
+    try:
+        url = settings_from_args(args).database_url
+        upgrade_schema(url)
+    except IdnodeError as exc:  # a bad URL, a database that is not there or cannot be set up
+        return fail(str(exc))
+    progress = bar("populate", args.count)
+    try:
+        if url.startswith("sqlite:///"):
+            report = populate_sqlite(
+                url[len("sqlite:///") :],
+                args.start,
+                args.count,
+                chunk=args.chunk,
+                progress=progress,
+            )
+        else:
+            report = asyncio.run(
+                populate_postgres(
+                    url,
+                    args.start,
+                    args.count,
+                    chunk=args.chunk,
+                    parallel=args.parallel,
+                    partitions=args.partitions,
+                    progress=progress,
+                )
+            )
+    except ValueError as exc:
+        return fail(str(exc))
+    except sqlite3.IntegrityError:
+        return fail(OVERLAP, EXIT_FAIL)
+    except asyncpg.UniqueViolationError as exc:
+        return fail(f"{exc.detail or exc}: {OVERLAP}", EXIT_FAIL)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return fail(str(missing_database(url, exc) or exc))
+    print(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--doors",
+        default="udp",
+        help="comma-separated: udp, tcp, http (Handle over HTTP), rest, grpc, grpc-batch, "
+        "grpc-stream",
+    )
+    p.add_argument("--mode", choices=("closed", "open"), default="closed")
+    p.add_argument(
+        "--rates", default="20000", help="open loop: offered requests/s, comma-separated points"
+    )
+    p.add_argument(
+        "--windows", default="64", help="closed loop: requests in flight per generator, points"
+    )
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per point")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up per point (not measured)")
+    p.add_argument("--generators", type=int, default=1, help="generator processes")
+    p.add_argument("--distribution", choices=("zipfian", "uniform", "hotset"), default="zipfian")
+    p.add_argument(
+        "--miss-share", type=float, default=0.0, help="share of lookups for unregistered ids"
+    )
+    p.add_argument(
+        "--mix", choices=("A", "B", "C"), default="C", help="YCSB: A 50%% updates, B 5%%, C reads"
+    )
+    p.add_argument("--batch", type=int, default=100, help="grpc-batch: identifiers per call")
+    p.add_argument(
+        "--registry-size",
+        default="0",
+        help="identifiers 0..N-1 to draw from (0: count the registry; 100000 for the "
+        "throwaway one)",
+    )
+    p.add_argument("--redis-url", help="give the node this Redis (L2); default: none")
+    p.add_argument("--l1-mb", type=int, default=64, help="the node's L1 per worker (0: off)")
+    p.add_argument("--server-cpus", default="0", help="CPUs for the node (one worker each)")
+    p.add_argument("--load-cpus", default="1", help="CPUs the generators are spread over")
+    p.add_argument(
+        "--attach",
+        metavar="HOST:HANDLE:HTTP:GRPC",
+        help="drive a running node instead of starting one (its ports)",
+    )
+    p.add_argument("--no-ceilings", action="store_true", help="skip the ceiling servers")
+    p.add_argument(
+        "--prefill",
+        action="store_true",
+        help="resolve every identifier once (gRPC BatchResolve) before measuring each door, "
+        "so L1 and Redis start full (steady state) instead of cold",
+    )
+    p.add_argument("--results", help="folder for report.json and report.html")
+    p.add_argument("--label", default="", help="a title for the report")
+
+
+DESCRIPTION = (
+    "The load-test harness. `populate` bulk-loads identifiers 0..N-1 of the "
+    "deterministic key space (PostgreSQL binary COPY, or batched SQLite inserts) and "
+    "reports rows/s and bytes per identifier. `plan` prints the hardware a node needs "
+    "for a number of registrations and a lookup rate, with its assumptions. `run` drives a "
+    "node through its front doors, beside each door's ceiling; `scale` measures the cost "
+    "of a lookup at several registry sizes."
+)
+
+
+def build_parser(prog: str = "idnode loadtest") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    lsub = parser.add_subparsers(dest="action", metavar="ACTION")
+    lsub.required = True
+    lp = lsub.add_parser("populate", help="bulk-load a slice of the key space")
+    lp.add_argument("--count", type=int, required=True, help="identifiers to load")
+    lp.add_argument("--start", type=int, default=0, help="first index (to load in slices)")
+    lp.add_argument("--chunk", type=int, default=50_000, help="rows per COPY / transaction")
+    lp.add_argument(
+        "--parallel",
+        type=int,
+        default=2,
+        help="COPY streams into PostgreSQL (default 2: one per core here)",
+    )
+    lp.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="PostgreSQL: first make the (empty) handles table hash-partitioned into this "
+        "many partitions (for registries of hundreds of millions and more)",
+    )
+    add_setting_flags(lp, ("database_url",))
+    lp.set_defaults(func=cmd_populate)
+    lr = lsub.add_parser(
+        "run",
+        help="drive a node through its front doors; report beside each door's ceiling",
+        description="Start idnode serve (or --attach to one), drive it through each door in "
+        "--doors with generator processes, open loop at --rates or closed loop at --windows, "
+        "and measure each door's ceiling (the same protocol with nothing behind it) in the "
+        "same run. Writes report.json and report.html (charts) to --results "
+        "(default results/<time>). Servers listen on loopback; load goes to loopback.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_run_flags(lr)
+    lr.add_argument(
+        "--database-url",
+        help="a populated registry (idnode loadtest populate); default: a throwaway SQLite "
+        "registry of --registry-size identifiers",
+    )
+    lr.set_defaults(func=cmd_run)
+    ls = lsub.add_parser(
+        "scale",
+        help="the same lookups at several registry sizes, and a fit of the cost",
+        description="Lookups that all reach SQL (L1 and Redis off, uniform over the key space, "
+        "closed loop) against registries of several sizes, then a least-squares fit of "
+        "microseconds per lookup against log10(size), extrapolated to 1.5e9. Sizes come from "
+        "--database-url (repeat it) or --server-url with --sizes (databases idnode_lt_<N>, "
+        "populated when missing and kept).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_run_flags(ls)
+    ls.add_argument(
+        "--database-url", dest="database_url_list", action="append", help="a populated registry"
+    )
+    ls.add_argument("--server-url", help="a PostgreSQL server URL where databases may be created")
+    ls.add_argument("--sizes", help="registry sizes, e.g. 1e6,1e7,1e8")
+    ls.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="do not read the primary key into the page cache first (pg_prewarm)",
+    )
+    ls.set_defaults(func=cmd_scale, database_url=None)
+    lh = lsub.add_parser(
+        "report",
+        help="render report.html again from a report.json",
+        description="Render the HTML page of a load-test report from its JSON (after "
+        "editing it, or with a newer harness).",
+    )
+    lh.add_argument("report", help="a report.json written by run or scale")
+    lh.add_argument("--html", help="where to write (default: beside the JSON, .html)")
+    lh.set_defaults(func=cmd_report)
+    lq = lsub.add_parser(
+        "plan",
+        help="hardware for R registrations at Q lookups/s",
+        description="A capacity plan from measured figures. Cache sizes follow from Zipfian "
+        "popularity: the L1 hit ratio from how many entries fit a worker's L1, the Redis "
+        "memory from how many of the hottest identifiers answer --cache-hit-ratio of lookups. "
+        "Defaults are this project's measurements on its 2-core reference machine.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = Plan(registrations=1.5e9, qps=1)
+    lq.add_argument("--registrations", type=float, default=1.5e9)
+    lq.add_argument("--qps", type=float, required=True, help="lookups per second to serve")
+    for name, help_text in (
+        ("bytes_per_identifier", "SQL bytes per identifier (idnode loadtest populate)"),
+        ("cache_hit_ratio", "share of lookups L1 or Redis must answer (the rest reach SQL)"),
+        ("zipf_theta", "Zipfian popularity constant (YCSB: 0.99)"),
+        ("l1_mb_per_worker", "the node's --l1-max-mb"),
+        ("l1_bytes_per_entry", "bytes an L1 entry takes"),
+        ("hit_qps_per_core", "L1-hit lookups/s one core serves (idnode loadtest run)"),
+        ("miss_qps_per_core", "lookups/s past L1 one core serves (idnode loadtest run)"),
+        ("redis_bytes_per_key", "Redis bytes per cached identifier (reported by run)"),
+        ("headroom", "spare capacity added to every figure"),
+    ):
+        lq.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=getattr(d, name), help=help_text
+        )
+    lq.add_argument("--json", action="store_true")
+    lq.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: Any = args.func(args)
+    return int(code)
