@@ -103,8 +103,9 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one transaction: the block's end commits; an
-        exception rolls everything back and is raised again. A COMMIT that fails raises
-        (nothing landed); the pool rolls back whatever a connection comes back with."""
+        exception rolls everything back and is raised again, and so does a COMMIT the
+        server refuses. (A connection lost during COMMIT leaves the outcome unknown, as
+        with any client; the error is raised all the same.)"""
         async with self.pool.acquire() as c, c.transaction():
             yield c
 
