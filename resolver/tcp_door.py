@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from .codec import FrameBuffer, ProtocolError
-from .handle_service import Connection, HandleService
+from .handle_admin import Connection
+from .handle_service import HandleService
 
 log = logging.getLogger("idnode.tcp")
 
