@@ -36,6 +36,9 @@ from .value_checks import encode_sorted, keep_unchanged_timestamps, prepare
 
 OnChange = Callable[[list[str]], Awaitable[None]]
 Decide = Callable[[bytes | None], Outcome]
+Values = dict[int, HandleValue]  # a handle's values by index, being changed
+Check = Callable[[int, str], None]  # refuse unless the writer has this permission
+Apply = Callable[[Values, tuple[HandleValue, ...], Check], str]
 
 MINT_ATTEMPTS = 4
 
@@ -60,11 +63,6 @@ def _existing(handle: str, before: bytes | None) -> tuple[HandleValue, ...]:
     if before is None:
         raise Refusal(RC.HANDLE_NOT_FOUND, f"{handle} does not exist")
     return decode_values(before)
-
-
-def _changed(have: dict[int, HandleValue], detail: str) -> Outcome:
-    """The outcome of a value change: the new list, in index order."""
-    return Outcome(encode_sorted(have.values()), RC.SUCCESS, None, detail)
 
 
 class HandleWrites:
@@ -213,31 +211,15 @@ class HandleWrites:
         *,
         overwrite: bool = False,
     ) -> WriteResult:
-        try:
-            prefix_admins, groups, templates = await self._context(handle, who, "ADD_VALUE")
-            added = decode_values(prepare(values, self.sealer))
-        except Refusal as exc:
-            return WriteResult.refused(exc, handle)
-
-        def decide(before: bytes | None) -> Outcome:
-            current = _existing(handle, before)
-            admins = admins_in(current) or prefix_admins
-            have = {v.index: v for v in current}
-            for v in added:
-                self.permissions.require(
-                    who,
-                    admins,
-                    AP.ADD_ADMIN if v.type == TYPE_ADMIN else AP.ADD_VALUE,
-                    f"add a {v.type} value",
-                    groups,
-                )
+        def add(have: Values, given: tuple[HandleValue, ...], may: Check) -> str:
+            for v in given:
+                may(AP.ADD_ADMIN if v.type == TYPE_ADMIN else AP.ADD_VALUE, f"add a {v.type} value")
                 if v.index in have and not overwrite:
                     raise Refusal(RC.VALUE_ALREADY_EXISTS, f"index {v.index} already exists")
                 have[v.index] = v
-            check_values(have.values(), templates)
-            return _changed(have, f"indexes {sorted(v.index for v in added)}")
+            return f"indexes {sorted(v.index for v in given)}"
 
-        return await self._write(handle, decide, who, "ADD_VALUE")
+        return await self._change(handle, who, "ADD_VALUE", values, add)
 
     async def put_values(
         self, handle: str, values: tuple[HandleValue, ...], who: Identity
@@ -245,16 +227,8 @@ class HandleWrites:
         """Add or replace the given values in one transaction (REST PUT with ?index=):
         an existing index needs MODIFY_VALUE (MODIFY_ADMIN for HS_ADMIN), a new one
         ADD_VALUE (ADD_ADMIN)."""
-        try:
-            prefix_admins, groups, templates = await self._context(handle, who, "PUT_VALUES")
-            given = decode_values(prepare(values, self.sealer))
-        except Refusal as exc:
-            return WriteResult.refused(exc, handle)
 
-        def decide(before: bytes | None) -> Outcome:
-            current = _existing(handle, before)
-            admins = admins_in(current) or prefix_admins
-            have = {v.index: v for v in current}
+        def put(have: Values, given: tuple[HandleValue, ...], may: Check) -> str:
             for v in given:
                 old = have.get(v.index)
                 admin = TYPE_ADMIN in (v.type, old.type if old else "")
@@ -262,74 +236,77 @@ class HandleWrites:
                     perm = AP.ADD_ADMIN if admin else AP.ADD_VALUE
                 else:
                     perm = AP.MODIFY_ADMIN if admin else AP.MODIFY_VALUE
-                self.permissions.require(
-                    who, admins, perm, f"write the value at index {v.index}", groups
-                )
+                may(perm, f"write the value at index {v.index}")
                 have[v.index] = v
-            check_values(have.values(), templates)
-            return _changed(have, f"indexes {sorted(v.index for v in given)}")
+            return f"indexes {sorted(v.index for v in given)}"
 
-        return await self._write(handle, decide, who, "PUT_VALUES")
+        return await self._change(handle, who, "PUT_VALUES", values, put)
 
     async def modify_values(
         self, handle: str, values: tuple[HandleValue, ...], who: Identity
     ) -> WriteResult:
-        try:
-            prefix_admins, groups, templates = await self._context(handle, who, "MODIFY_VALUE")
-            changed = decode_values(prepare(values, self.sealer))
-        except Refusal as exc:
-            return WriteResult.refused(exc, handle)
-
-        def decide(before: bytes | None) -> Outcome:
-            current = _existing(handle, before)
-            admins = admins_in(current) or prefix_admins
-            have = {v.index: v for v in current}
-            for v in changed:
+        def modify(have: Values, given: tuple[HandleValue, ...], may: Check) -> str:
+            for v in given:
                 old = have.get(v.index)
                 if old is None:
                     raise Refusal(RC.VALUES_NOT_FOUND, f"no value at index {v.index}")
                 admin_change = TYPE_ADMIN in (v.type, old.type)
-                self.permissions.require(
-                    who,
-                    admins,
+                may(
                     AP.MODIFY_ADMIN if admin_change else AP.MODIFY_VALUE,
                     f"modify the value at index {v.index}",
-                    groups,
                 )
                 have[v.index] = v
-            check_values(have.values(), templates)
-            return _changed(have, f"indexes {sorted(v.index for v in changed)}")
+            return f"indexes {sorted(v.index for v in given)}"
 
-        return await self._write(handle, decide, who, "MODIFY_VALUE")
+        return await self._change(handle, who, "MODIFY_VALUE", values, modify)
 
     async def remove_values(
         self, handle: str, indexes: tuple[int, ...], who: Identity
     ) -> WriteResult:
+        def remove(have: Values, _: tuple[HandleValue, ...], may: Check) -> str:
+            for i in indexes:
+                old = have.get(i)
+                if old is None:
+                    raise Refusal(RC.VALUES_NOT_FOUND, f"no value at index {i}")
+                may(
+                    AP.REMOVE_ADMIN if old.type == TYPE_ADMIN else AP.REMOVE_VALUE,
+                    f"remove the value at index {i}",
+                )
+                del have[i]
+            return f"indexes {sorted(indexes)}"
+
+        return await self._change(handle, who, "REMOVE_VALUE", None, remove)
+
+    async def _change(
+        self,
+        handle: str,
+        who: Identity,
+        op: str,
+        incoming: tuple[HandleValue, ...] | None,
+        apply: Apply,
+    ) -> WriteResult:
+        """A value change of an existing handle: ``apply`` edits its values by index
+        (checking each with ``may``) and says what it did; then the template is checked
+        against the result. ``incoming`` values are validated and stamped first."""
         try:
-            prefix_admins, groups, templates = await self._context(handle, who, "REMOVE_VALUE")
+            prefix_admins, groups, templates = await self._context(handle, who, op)
+            given = decode_values(prepare(incoming, self.sealer)) if incoming is not None else ()
         except Refusal as exc:
             return WriteResult.refused(exc, handle)
 
         def decide(before: bytes | None) -> Outcome:
             current = _existing(handle, before)
             admins = admins_in(current) or prefix_admins
-            have = {v.index: v for v in current}
-            for i in indexes:
-                old = have.get(i)
-                if old is None:
-                    raise Refusal(RC.VALUES_NOT_FOUND, f"no value at index {i}")
-                self.permissions.require(
-                    who,
-                    admins,
-                    AP.REMOVE_ADMIN if old.type == TYPE_ADMIN else AP.REMOVE_VALUE,
-                    f"remove the value at index {i}",
-                    groups,
-                )
-                del have[i]
-            check_values(have.values(), templates)
-            return _changed(have, f"indexes {sorted(indexes)}")
 
-        return await self._write(handle, decide, who, "REMOVE_VALUE")
+            def may(permission: int, what: str) -> None:
+                self.permissions.require(who, admins, permission, what, groups)
+
+            have = {v.index: v for v in current}
+            detail = apply(have, given, may)
+            check_values(have.values(), templates)
+            return Outcome(encode_sorted(have.values()), RC.SUCCESS, None, detail)
+
+        return await self._write(handle, decide, who, op)
 
     # --- what every write shares -------------------------------------------------------
 
