@@ -51,6 +51,14 @@ def result(status: int, message: str = "success", data: Any = None) -> web.Respo
     )
 
 
+def batch_result(items: list[dict[str, Any]]) -> web.Response:
+    """A batch's answer: a {handle, code, msg} per record, ok only if every one is."""
+    failed = sum(1 for r in items if r["code"] != OK)
+    if not failed:
+        return result(OK, "success", items)
+    return result(BUSINESS, f"{failed} of {len(items)} records failed", items)
+
+
 def status_of(rc: int) -> int:
     if rc == RC.SUCCESS:
         return OK
@@ -252,12 +260,7 @@ class IdisApi:
                 r = next(results)
                 slot = {"handle": r.handle, "code": status_of(r.code), "msg": r.message}
             out.append(slot)
-        failed = sum(1 for r in out if r["code"] != OK)
-        return result(
-            OK if not failed else BUSINESS,
-            "success" if not failed else f"{failed} of {len(out)} records failed",
-            out,
-        )
+        return batch_result(out)
 
     async def batch_update(
         self, request: web.Request, registry: RegistryService, who: Identity
@@ -278,12 +281,7 @@ class IdisApi:
                         "msg": exc.message,
                     }
                 )
-        failed = sum(1 for r in out if r["code"] != OK)
-        return result(
-            OK if not failed else BUSINESS,
-            "success" if not failed else f"{failed} of {len(out)} records failed",
-            out,
-        )
+        return batch_result(out)
 
     async def batch_delete(
         self, request: web.Request, registry: RegistryService, who: Identity
@@ -296,12 +294,7 @@ class IdisApi:
                 continue
             r = await registry.delete(handle, who)
             out.append({"handle": handle, "code": status_of(r.code), "msg": r.message or "success"})
-        failed = sum(1 for r in out if r["code"] != OK)
-        return result(
-            OK if not failed else BUSINESS,
-            "success" if not failed else f"{failed} of {len(out)} records failed",
-            out,
-        )
+        return batch_result(out)
 
     # --- templates ----------------------------------------------------------------------
 
