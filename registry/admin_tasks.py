@@ -9,6 +9,7 @@ calls and prints what they return.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -157,10 +158,7 @@ async def init_registry(
     choice = server_key or ServerKeyChoice()
     imported = choice.imported()
     pubkey = admin.pubkey()
-    check_url(url)
     # Alembic runs its own event loop (asyncpg); it must not run inside ours.
-    import asyncio
-
     await asyncio.get_running_loop().run_in_executor(None, upgrade_schema, url)
     sealer = Sealer.from_file(key_file, create=True)
     async with open_registry(url, case_sensitive) as store:
