@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -43,6 +44,7 @@ RC = ResponseCode
 SC = grpc.StatusCode
 MAX_BATCH_RESOLVE = 10_000
 MAX_BATCH_CREATE = 2000
+KEY_CHECK_SECONDS = 10.0  # how long an API key's check is trusted (revocation delay)
 
 _STATUS: dict[int, Any] = {
     RC.HANDLE_NOT_FOUND: SC.NOT_FOUND,
@@ -199,7 +201,9 @@ class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defi
 class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
     def __init__(self, registry: RegistryService) -> None:
         self.registry = registry
-        self._keys: dict[str, Identity] = {}
+        # API keys checked in the last KEY_CHECK_SECONDS: a revoked key stops working
+        # within that time (idnode apikey revoke), as on the REST door.
+        self._keys: dict[str, tuple[float, Identity]] = {}
 
     async def _who(self, context: grpc.aio.ServicerContext) -> Identity:
         token = ""
@@ -213,12 +217,16 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
                 "send metadata authorization: Bearer <API key> (idnode apikey create)",
             )
         digest = hashlib.sha256(token.encode()).hexdigest()
-        who = self._keys.get(digest)
+        cached = self._keys.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        who = await self.registry.credentials.api_key_identity(token)
         if who is None:
-            who = await self.registry.credentials.api_key_identity(token)
-            if who is None:
-                await fail(context, RC.AUTHENTICATION_FAILED, "unknown API key")
-            self._keys[digest] = who
+            self._keys.pop(digest, None)
+            await fail(context, RC.AUTHENTICATION_FAILED, "unknown API key")
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[digest] = (time.monotonic() + KEY_CHECK_SECONDS, who)
         return who
 
     async def _done(self, context: grpc.aio.ServicerContext, r: WriteResult | Listing) -> None:

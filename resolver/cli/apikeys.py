@@ -63,7 +63,7 @@ def add_parser(sub: Any) -> None:
     ac.add_argument("--admin", required=True, help="the admin it acts as, e.g. 300:0.NA/88.166")
     ac.add_argument("--label", default="", help="a note for people (who holds it)")
     al = asub.add_parser("list", help="the keys: id, admin, created, label (never the key)")
-    ar = asub.add_parser("revoke", help="delete a key; it stops working at once")
+    ar = asub.add_parser("revoke", help="delete a key; it stops working within 10 seconds")
     ar.add_argument("key", metavar="ID_OR_KEY", help="the id apikey list shows, or the key")
     for x in (ac, al, ar):
         add_setting_flags(x, ("database_url", "case_sensitive"))

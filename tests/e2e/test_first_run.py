@@ -11,16 +11,21 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography.fernet import Fernet
 
 from idnode.registry.admin_tasks import check_before_serving
 from idnode.registry.api_keys import digest
 from idnode.registry.store import open_store
-from tests.e2e.node_process import IDNODE, init_registry
+from idnode.resolver.grpc_protos import load
+from tests.e2e.node_process import IDNODE, NodeProcess, admin_node, init_registry
 from tests.services import database_url, free_port
 
 pytestmark = pytest.mark.e2e
@@ -286,3 +291,58 @@ def test_a_closed_pipe_is_no_traceback() -> None:
     proc.stdout.close()  # as `| head` does once it has read enough
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and "Traceback" not in err and err == "", err
+
+
+@pytest.fixture
+def keyed_node(tmp_path: Path, redis_url: str, redis_namespace: str) -> Iterator[NodeProcess]:
+    yield from admin_node(tmp_path, "rk", "s", redis_url, redis_namespace)
+
+
+def test_a_revoked_api_key_stops_working_within_ten_seconds(keyed_node: NodeProcess) -> None:
+    """On the REST API and on gRPC, both of which trust a key's check for 10 s."""
+    db = keyed_node.database_url
+    made = idnode("apikey", "create", "--admin", "300:0.NA/88.166", "--database-url", db)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    pb2, pb2_grpc = load()
+    channel = grpc.insecure_channel(f"127.0.0.1:{keyed_node.grpc_port}")
+    registry = pb2_grpc.RegistryStub(channel)
+    n = iter(range(1000))
+
+    def rest_put() -> int:
+        req = urllib.request.Request(
+            f"{keyed_node.http}/api/handles/88.166/REST-{next(n)}",
+            data=json.dumps([{"index": 1, "type": "URL", "data": "https://x"}]).encode(),
+            method="PUT",
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    def grpc_create() -> grpc.StatusCode:
+        record = pb2.HandleRecord(
+            handle=f"88.166/GRPC-{next(n)}",
+            values=[pb2.HandleValue(index=1, type="URL", data=b"https://x")],
+        )
+        try:
+            registry.CreateHandle(
+                pb2.CreateHandleRequest(record=record),
+                metadata=(("authorization", f"Bearer {key}"),),
+                timeout=10,
+            )
+        except grpc.RpcError as err:
+            return err.code()
+        return grpc.StatusCode.OK
+
+    try:
+        assert rest_put() == 201 and grpc_create() == grpc.StatusCode.OK
+        assert idnode("apikey", "revoke", key, "--database-url", db).returncode == 0
+        deadline = time.monotonic() + 15
+        while (rest_put(), grpc_create()) != (401, grpc.StatusCode.UNAUTHENTICATED):
+            assert time.monotonic() < deadline, "the revoked key still works"
+            time.sleep(0.5)
+    finally:
+        channel.close()
