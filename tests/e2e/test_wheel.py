@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +28,29 @@ def run(args: list[str], cwd: Path, timeout: float = 600) -> str:
 
 
 def test_the_wheel_installs_outside_the_checkout_and_serves(tmp_path: Path) -> None:
-    dist, venv = tmp_path / "dist", tmp_path / "venv"
+    dist, venv, source = tmp_path / "dist", tmp_path / "venv", tmp_path / "source"
+    # Built from a copy of the tracked files: setuptools writes build/ and *.egg-info
+    # beside its sources, and a stale build/ in the checkout could leak into the wheel.
+    tracked = run(["git", "ls-files", "-z"], REPO).split("\0")
+    for name in filter(None, tracked):
+        src, dst = REPO / name, source / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        elif src.is_file():
+            shutil.copy2(src, dst)
     run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(dist),
+            str(source),
+        ],
         tmp_path,
     )
     (wheel,) = dist.glob("idnode-*.whl")
