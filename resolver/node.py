@@ -39,7 +39,8 @@ from .codec import (
 from .core import Resolver
 from .handle_service import HandleService
 from .handle_sessions import SessionDoor
-from .http_door import HealthCheck, build_app
+from .health import HealthCheck
+from .http_door import build_app
 from .l1 import L1Cache, Lifetimes
 from .l2 import RedisTier
 from .ratelimit import RateLimiter

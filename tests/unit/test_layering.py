@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.ratelimit",
             "idnode.resolver.grpc_protos",
             "idnode.resolver.client",
+            "idnode.resolver.health",
             "idnode.resolver.dissect",
             "idnode.resolver.core",
             "idnode.resolver.stages",

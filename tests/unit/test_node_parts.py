@@ -187,7 +187,7 @@ def test_health_check_reads_the_parts_the_node_hands_it(tmp_path: Path) -> None:
     authority and L1, and the report comes from those."""
     from idnode.registry.migrate import upgrade
     from idnode.registry.store import open_store
-    from idnode.resolver.http_door import HealthCheck
+    from idnode.resolver.health import HealthCheck
     from idnode.resolver.l2 import RedisTier
 
     async def go() -> None:
