@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 RC = ResponseCode
 MAX_BODY = 1024 * 1024
+# A PUT body is a value list, or an object holding one; the GET answer's other fields
+# are accepted so that what a client read can be written back. Anything else is refused.
+PUT_FIELDS = frozenset({"values", "handle", "responseCode"})
 API = "/api/handles"
 SESSIONS = "/api/sessions"
 # The node's session_ttl: a REST session lives this long idle.
@@ -315,6 +318,14 @@ class RestApi:
             return reply(RC.INVALID_VALUE, handle, status=413, message="body over 1 MiB")
         try:
             body = json.loads(await request.read() or b"[]")
+            if isinstance(body, dict) and (unknown := sorted(set(body) - PUT_FIELDS)):
+                return reply(
+                    RC.INVALID_VALUE,
+                    handle,
+                    status=400,
+                    message=f"unknown field(s) in the body: {', '.join(unknown)}"
+                    ' (a PUT takes [values] or {"values": [...]})',
+                )
             values = values_from_json(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return reply(RC.INVALID_VALUE, handle, status=400, message=f"body is not JSON: {exc}")

@@ -133,6 +133,13 @@ def test_reference_json_and_status_mapping(node: NodeProcess) -> None:
     ("method", "path", "body", "headers", "status"),
     [
         ("PUT", "/api/handles/88.166/B-1", b"{not json", "auth", 400),
+        (  # an unknown top-level field (a misspelt "values" must not write an empty handle)
+            "PUT",
+            "/api/handles/88.166/B-1",
+            b'{"values": [{"index": 1, "type": "URL", "data": "x"}], "ttl": 5}',
+            "auth",
+            400,
+        ),
         (
             "PUT",
             "/api/handles/88.166/B-1",
