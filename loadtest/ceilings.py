@@ -30,6 +30,7 @@ def _answer_bytes() -> bytes:
     from idnode.resolver.codec import (
         HandleValue,
         Message,
+        OpCode,
         ResolutionRequest,
         ResolutionResponse,
         encode,
@@ -37,7 +38,7 @@ def _answer_bytes() -> bytes:
     )
 
     handle = "88.166.1001/SN000000000001"
-    req = Message(op_code=1, body=ResolutionRequest(handle))
+    req = Message(op_code=OpCode.RESOLUTION, body=ResolutionRequest(handle))
     values = (
         HandleValue(1, "URL", b"https://pim.example.cn/1", timestamp=1_700_000_000),
         HandleValue(1001, "TEMPLATE", b"tpl-v1", timestamp=1_700_000_000),

@@ -44,7 +44,7 @@ from idnode.loadtest.report import emit
 from idnode.registry.migrate import upgrade
 from idnode.registry.store import HandleRecord, open_store
 from idnode.resolver.codec import HandleValue, encode, encode_values
-from idnode.resolver.codec.codes import OpFlag
+from idnode.resolver.codec.codes import OpCode, OpFlag
 from idnode.resolver.codec.wire import U32
 
 PREFIX = "88.166"
@@ -80,7 +80,7 @@ def packets(handles: list[str]) -> list[bytes]:
     return [
         encode(
             Message(
-                op_code=1,
+                op_code=OpCode.RESOLUTION,
                 body=ResolutionRequest(h),
                 request_id=i,
                 op_flags=OpFlag.REC | OpFlag.CA | OpFlag.PO,

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from idnode.resolver.codec import HandleValue, ProtocolError
+from idnode.resolver.codec import HandleValue, ProtocolError, ResponseCode
 from idnode.resolver.codec.jsonform import values_from_json
 
 from .auth import Identity
@@ -69,10 +69,10 @@ async def import_lines(
             [(h, v) for _, h, v in batch], IMPORTER, replace=replace
         )
         for (number, _, _), (handle, rc, msg) in zip(batch, results, strict=True):
-            if rc == 1:
+            if rc == ResponseCode.SUCCESS:
                 report.imported += 1
             else:
-                if rc == 301:
+                if rc == ResponseCode.SERVER_NOT_RESPONSIBLE_FOR_HANDLE:
                     prefix = prefix_of(handle)
                     msg = f"prefix {prefix} is not homed here (idnode init --prefix {prefix})"
                 report.rejected.append((number, f"{handle}: {msg}"))

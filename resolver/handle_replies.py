@@ -22,7 +22,7 @@ from .codec import (
     list_responses,
     response_to,
 )
-from .codec.codes import ENVELOPE_SIZE, UNKNOWN_SITE_SERIAL
+from .codec.codes import ENVELOPE_SIZE, OC_RESERVED, UNKNOWN_SITE_SERIAL
 from .codec.digest import digest_request
 from .codec.message import ENVELOPE, decode_envelope
 from .codec.wire import U32
@@ -145,7 +145,7 @@ class Replies:
         self.tally.request(door, 0, rc)
         return encode(
             Message(
-                op_code=0,
+                op_code=OC_RESERVED,  # the request's opcode is unreadable
                 body=ErrorResponse(reason[:MAX_REASON]),
                 response_code=rc,
                 op_flags=AT,

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
+# RFC 3652's OC_RESERVED: the opcode of an error answer to a request that could not be read.
+# Not an OpCode member: no request carries it.
+OC_RESERVED = 0
+
 
 class OpCode(IntEnum):
     RESOLUTION = 1
