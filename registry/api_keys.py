@@ -16,7 +16,7 @@ from idnode.errors import RegistryError
 from idnode.resolver.codec import ProtocolError, decode_values
 
 from .auth import Identity
-from .store import Store
+from .store import ApiKeyStore, HandleStore, Store
 
 KEY_PREFIX = "idn_"  # marks a string as an idnode API key (in logs, secret scanners)
 KEY_TYPES = frozenset({"HS_SECKEY", "HS_PUBKEY"})  # values an admin identity proves itself by
@@ -45,7 +45,7 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def check_admin(store: Store, admin: Identity) -> None:
+async def check_admin(store: HandleStore, admin: Identity) -> None:
     """Refuse an identity the registry cannot prove: its handle must hold a key
     (HS_SECKEY or HS_PUBKEY) at its index."""
     wire = (await store.get_many([store.key(admin.handle)])).get(store.key(admin.handle))
@@ -73,14 +73,14 @@ async def create_api_key(store: Store, admin: Identity, label: str = "") -> str:
     return key
 
 
-async def list_api_keys(store: Store) -> list[ApiKey]:
+async def list_api_keys(store: ApiKeyStore) -> list[ApiKey]:
     return [
         ApiKey(sha, Identity(handle, index), label, created)
         for sha, handle, index, label, created in await store.api_keys()
     ]
 
 
-async def revoke_api_key(store: Store, key_or_id: str) -> ApiKey:
+async def revoke_api_key(store: ApiKeyStore, key_or_id: str) -> ApiKey:
     """Delete the key named by itself or by its id (a prefix of at least MIN_ID_CHARS hex
     digits of its digest); refuse a name that matches no key or several."""
     text = key_or_id.strip()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from idnode.errors import RegistryError
 
 from .sealing import Sealer, SecretError
-from .store import Store, StoreError
+from .store import ServerKeyStore, StoreError
 
 CHECK_PLAINTEXT = b"idnode node key check v1"
 
@@ -30,7 +30,7 @@ def _mismatch(key_file: str) -> NodeKeyMismatch:
     )
 
 
-async def check_node_key(store: Store, sealer: Sealer, key_file: str) -> str:
+async def check_node_key(store: ServerKeyStore, sealer: Sealer, key_file: str) -> str:
     """Raise NodeKeyMismatch unless ``sealer`` opens the registry's check value; store
     the check value when the registry has none. Returns what was done: "checked",
     "stored", or "old schema" (a registry not upgraded since before migration 0010:
@@ -52,7 +52,7 @@ async def check_node_key(store: Store, sealer: Sealer, key_file: str) -> str:
     return "stored"
 
 
-async def _opens_server_key(store: Store, sealer: Sealer, key_file: str) -> None:
+async def _opens_server_key(store: ServerKeyStore, sealer: Sealer, key_file: str) -> None:
     """Before a check value is stored, the key must open what the registry already
     holds sealed: its server key, when there is one."""
     server_key = await store.server_key()

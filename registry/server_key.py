@@ -28,7 +28,7 @@ from idnode.resolver.codec.wire import Reader
 
 from .auth import AuthError, verify_public_key
 from .sealing import Sealer, SecretError
-from .store import Store
+from .store import ServerKeyStore
 
 try:
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -193,7 +193,7 @@ def reference_private_key(data: bytes, passphrase: bytes | None = None) -> Priva
 
 
 async def ensure_server_key(
-    store: Store,
+    store: ServerKeyStore,
     sealer: Sealer,
     *,
     algorithm: str = "rsa",

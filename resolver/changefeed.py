@@ -15,13 +15,13 @@ import os
 import struct
 from pathlib import Path
 
-from idnode.registry.store import Store
+from idnode.registry.store import InvalidationLog
 
 _SEQ = struct.Struct("<q")
 
 
 class LocalChangeFeed:
-    def __init__(self, store: Store, path: str | Path) -> None:
+    def __init__(self, store: InvalidationLog, path: str | Path) -> None:
         self.store = store
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from idnode.registry.names import PrefixAuthority
-from idnode.registry.store import Store
+from idnode.registry.store import HandleStore
 
 from .l1 import L1Cache
 from .l2 import RedisTier
@@ -17,7 +17,7 @@ class HealthCheck:
     """Is this worker able to answer? The registry must respond; Redis only degrades."""
 
     def __init__(
-        self, store: Store, redis: RedisTier | None, authority: PrefixAuthority, l1: L1Cache
+        self, store: HandleStore, redis: RedisTier | None, authority: PrefixAuthority, l1: L1Cache
     ) -> None:
         # The parts it looks at, from the node: the resolver core is a chain of stages
         # and holds none of them itself.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from idnode.registry.store import Store
+from idnode.registry.store import HandleStore
 
 from .. import metrics
 from ..coalesce import Coalescer
@@ -25,7 +25,12 @@ STORE_DOWN = Resolution(ResponseCode.ERROR, message="The registry is unavailable
 
 class RegistryStage(Stage):
     def __init__(
-        self, store: Store, lifetimes: Lifetimes, *, max_batch: int = 256, timeout: float = 5.0
+        self,
+        store: HandleStore,
+        lifetimes: Lifetimes,
+        *,
+        max_batch: int = 256,
+        timeout: float = 5.0,
     ) -> None:
         self.lifetimes = lifetimes
         # As many SQL batches under way as the store has connections: more would only
