@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from idnode.loadtest.report import emit
+from idnode.loadtest.scratch_db import create_database, drop_database
 from idnode.registry.auth import Identity
 from idnode.registry.migrate import upgrade
 from idnode.registry.names import PrefixAuthority
@@ -136,22 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
     name = f"idnode_batch_{secrets.token_hex(3)}"
-    base = args.pg_url.rsplit("/", 1)[0]
-
-    async def admin(sql: str) -> None:
-        c = await asyncpg.connect(args.pg_url)
-        await c.execute(sql)
-        await c.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    url = f"{base}/{name}"
+    url = asyncio.run(create_database(args.pg_url, name))
     try:
         upgrade(url)
         items = identifiers(args.count)
         ceil = asyncio.run(ceiling(url, items, args.batch))
         res = asyncio.run(service_path(url, items, args.batch))
     finally:
-        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        asyncio.run(drop_database(args.pg_url, name))
     report = {
         "benchmark": "batch-registration",
         "count": args.count,

@@ -100,24 +100,13 @@ def ensure_database(server_url: str, size: int, say: Progress) -> str:
     """``idnode_lt_<size>`` on the server, populated with identifiers 0..size-1."""
     import asyncio
 
-    import asyncpg
-
     from idnode.registry.migrate import upgrade
 
     from .populate import bar, populate_postgres
+    from .scratch_db import create_database
 
     name = f"idnode_lt_{size}"
-    url = f"{server_url.rsplit('/', 1)[0]}/{name}"
-
-    async def create() -> None:
-        c = await asyncpg.connect(server_url)
-        try:
-            if not await c.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await c.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await c.close()
-
-    asyncio.run(create())
+    url = asyncio.run(create_database(server_url, name, if_missing=True))
     upgrade(url)  # Alembic runs its own event loop: not from inside one
     have = asyncio.run(registry_facts(url))["identifiers"]
     if abs(have - size) > size * 0.01:

@@ -41,6 +41,7 @@ from idnode.loadtest.processes import (
     wait_udp,
 )
 from idnode.loadtest.report import emit
+from idnode.loadtest.scratch_db import create_database, drop_database
 from idnode.registry.migrate import upgrade
 from idnode.registry.store import HandleRecord, open_store
 from idnode.resolver.codec import HandleValue, encode, encode_values
@@ -235,23 +236,6 @@ async def populate(url: str, recs: list[HandleRecord]) -> None:
             await store.put_many(recs[i : i + 2000])
     finally:
         await store.close()
-
-
-async def create_database(server_url: str, name: str) -> str:
-    import asyncpg
-
-    c = await asyncpg.connect(server_url)
-    await c.execute(f"CREATE DATABASE {name}")
-    await c.close()
-    return server_url.rsplit("/", 1)[0] + "/" + name
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    import asyncpg
-
-    c = await asyncpg.connect(server_url)
-    await c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await c.close()
 
 
 # --- the run -----------------------------------------------------------------------------

@@ -13,13 +13,9 @@ import redis
 from hypothesis import settings
 
 from idnode.loadtest.processes import clear_namespace
+from idnode.loadtest.scratch_db import create_database, database_url, drop_database
 from idnode.registry.migrate import upgrade
-from tests.services import (
-    ServiceUnavailable,
-    database_url,
-    start_postgres,
-    start_redis,
-)
+from tests.services import ServiceUnavailable, start_postgres, start_redis
 
 # CI runs derandomized, so a failure can be reproduced from its log; locally the
 # search is random and explores new ground on each run.
@@ -47,28 +43,20 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
     clear_namespace(redis_url, ns)
 
 
-async def _admin(server_url: str, sql: str) -> None:
-    c = await asyncpg.connect(server_url)
-    try:
-        await c.execute(sql)
-    finally:
-        await c.close()
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[tuple[str, str]]:
     """(server URL, name of a migrated template database)."""
     try:
         url, stop = start_postgres()
         template = f"idnode_test_{RUN_ID}_tmpl"
-        asyncio.run(_admin(url, f"CREATE DATABASE {template}"))
+        asyncio.run(create_database(url, template))
     except (ServiceUnavailable, OSError, asyncpg.PostgresError, Exception) as exc:
         pytest.fail(f"PostgreSQL is required for the integration tests: {exc}", pytrace=False)
     upgrade(database_url(url, template))
     created: list[str] = []
     yield url, template
     for db in [*created, template]:
-        asyncio.run(_admin(url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        asyncio.run(drop_database(url, db))
     stop()
 
 
@@ -77,9 +65,8 @@ def pg_url(pg_server: tuple[str, str]) -> Iterator[str]:
     """A fresh, migrated database for one test (copied from the session's template)."""
     url, template = pg_server
     name = f"idnode_test_{RUN_ID}_{secrets.token_hex(4)}"
-    asyncio.run(_admin(url, f"CREATE DATABASE {name} TEMPLATE {template}"))
-    yield database_url(url, name)
-    asyncio.run(_admin(url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    yield asyncio.run(create_database(url, name, template=template))
+    asyncio.run(drop_database(url, name))
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import redis
 
 from idnode.loadtest.processes import ProcessError, free_port, stop, wait_until
 
-__all__ = ["ServiceUnavailable", "database_url", "free_port", "start_postgres", "start_redis"]
+__all__ = ["ServiceUnavailable", "free_port", "start_postgres", "start_redis"]
 
 
 class ServiceUnavailable(RuntimeError):
@@ -179,8 +179,3 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop_postgres
-
-
-def database_url(server_url: str, name: str) -> str:
-    base, _, _db = server_url.rpartition("/")
-    return f"{base}/{name}"

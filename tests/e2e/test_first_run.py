@@ -21,12 +21,13 @@ import grpc
 import pytest
 from cryptography.fernet import Fernet
 
+from idnode.loadtest.scratch_db import database_url
 from idnode.registry.admin_tasks import check_before_serving
 from idnode.registry.api_keys import digest
 from idnode.registry.store import open_store
 from idnode.resolver.grpc_protos import load
 from tests.e2e.node_process import IDNODE, NodeProcess, admin_node, init_registry
-from tests.services import database_url, free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -150,18 +150,14 @@ def test_scale_on_postgres_reports_the_sql_ceiling(pg_url: str, tmp_path: Path) 
 def test_scale_creates_and_populates_a_database_per_size(pg_url: str, tmp_path: Path) -> None:
     import asyncio
 
-    import asyncpg
+    from idnode.loadtest.scratch_db import database_url, drop_database
 
-    server = pg_url.rsplit("/", 1)[0] + "/postgres"
+    server = database_url(pg_url, "postgres")
     names = ["idnode_lt_1500", "idnode_lt_2500"]
 
     async def drop() -> None:
-        c = await asyncpg.connect(server)
-        try:
-            for n in names:
-                await c.execute(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)")
-        finally:
-            await c.close()
+        for n in names:
+            await drop_database(server, n)
 
     asyncio.run(drop())
     try:
