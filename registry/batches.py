@@ -18,13 +18,12 @@ from .names import InvalidName, check_handle, normalize, prefix_of, storage_pref
 from .permissions import Permissions
 from .prefix_templates import PrefixTemplates, check_values
 from .results import BatchItem
-from .store import AuditEntry, HandleRecord, Refusal, now
+from .store import REGISTERED_ALREADY, AuditEntry, HandleRecord, Refusal, now
 from .templates import TEMPLATE_INDEX, Template
 from .value_checks import prepare
 from .writes import HandleWrites
 
 MAX_BATCH = 2000
-REGISTERED_ALREADY = "already registered with these values"  # the store's word for a retry
 
 RC = ResponseCode
 

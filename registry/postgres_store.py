@@ -23,6 +23,7 @@ from idnode.resolver.codec.codes import ResponseCode
 
 from .names import key_range, storage_prefix
 from .store import (
+    REGISTERED_ALREADY,
     SESSION_COLUMNS,
     AuditEntry,
     HandleRecord,
@@ -250,7 +251,8 @@ class PostgresStore(Store):
                     list(cols[3]),
                     t,
                 )
-            keys = list(results)
+            # A no-op retry (same values) is success without an audit row.
+            keys = [k for k, (_, msg) in results.items() if msg != REGISTERED_ALREADY]
             await c.execute(
                 "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256,"
                 " detail) SELECT $1, $2, $3, k, rc, b, a, d FROM unnest($4::text[], $5::int[],"

@@ -17,6 +17,7 @@ from idnode.resolver.codec.codes import ResponseCode
 
 from .names import key_range, storage_prefix
 from .store import (
+    REGISTERED_ALREADY,
     SESSION_COLUMNS,
     AuditEntry,
     HandleRecord,
@@ -236,6 +237,7 @@ class SqliteStore(Store):
                         msg,
                     )
                     for k, (rc, msg) in results.items()
+                    if msg != REGISTERED_ALREADY  # a no-op retry is not audited
                 ],
             )
         return results

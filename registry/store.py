@@ -40,6 +40,9 @@ class Keep:
 
 
 KEEP = Keep()
+# A batch record already registered with the same values: success, nothing written and
+# no audit row (an import re-run after a crash must not double the audit trail).
+REGISTERED_ALREADY = "already registered with these values"
 
 
 class Outcome(NamedTuple):
@@ -441,7 +444,7 @@ class Store(
                 inserts.append(row)
                 results[key] = (ResponseCode.SUCCESS, "created")
             elif same_values(old, vals):
-                results[key] = (ResponseCode.SUCCESS, "already registered with these values")
+                results[key] = (ResponseCode.SUCCESS, REGISTERED_ALREADY)
             elif replace:
                 updates.append(row)
                 results[key] = (ResponseCode.SUCCESS, "replaced")
