@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,8 +26,9 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
 from idnode.errors import RequestRefused
 from idnode.registry.auth import Identity
 
-from .codec import HandleValue, ResponseCode, decode_values
+from .codec import HandleValue, ProtocolError, ResponseCode, decode_values
 from .codec.codes import TtlType
+from .codec.jsonform import loads
 from .core import Resolution, answer
 from .grpc_protos import load
 
@@ -305,9 +305,9 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
     async def PutTemplate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         who = await self._who(context)
         try:
-            doc = json.loads(request.document_json)
-        except json.JSONDecodeError as exc:
-            await fail(context, RC.INVALID_VALUE, f"document_json is not JSON: {exc}")
+            doc = loads(request.document_json)
+        except ProtocolError as exc:  # not JSON, or nested too deep to walk
+            await fail(context, RC.INVALID_VALUE, f"document_json: {exc.reason}")
         await self._done(context, await self.registry.put_template(doc, who))
         return pb2.Empty()
 

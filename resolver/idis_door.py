@@ -26,7 +26,7 @@ from idnode.registry.credentials import TOKEN_SECONDS
 from idnode.registry.templates import TEMPLATE_INDEX
 
 from .codec import HandleValue, Permission, ProtocolError, ResponseCode, decode_values
-from .codec.jsonform import value_from_json, value_to_json
+from .codec.jsonform import loads, value_from_json, value_to_json
 from .core import Resolution, answer
 
 if TYPE_CHECKING:
@@ -123,6 +123,8 @@ class IdisApi:
         token = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("token")
         if not token or not registry.credentials.issues_tokens:
             raise _Refused(NOT_LOGGED_IN, "log in first: POST /identity/token")
+        if not token.isascii():  # tokens are base64; anything else cannot be one
+            raise _Refused(NOT_LOGGED_IN, "the token is not ASCII, so not a token")
         who = registry.credentials.token_identity(token.strip())
         if who is None:
             raise _Refused(NOT_LOGGED_IN, "the token is not valid or has expired")
@@ -133,9 +135,9 @@ class IdisApi:
         if request.content_length is not None and request.content_length > 16 * 1024 * 1024:
             raise _Refused(BUSINESS, "the body is over 16 MiB")
         try:
-            return json.loads(await request.read() or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _Refused(BUSINESS, f"the body is not JSON: {exc}") from None
+            return loads(await request.read() or b"null")
+        except ProtocolError as exc:  # not JSON, not UTF-8, too deep, a lone surrogate
+            raise _Refused(BUSINESS, exc.reason) from None
 
     # --- login ----------------------------------------------------------------------
 
@@ -147,6 +149,9 @@ class IdisApi:
             and isinstance(body.get("password"), str)
         ):
             raise _Refused(BUSINESS, 'give {"username": "300:0.NA/PREFIX", "password": ...}')
+        index, colon, _ = body["username"].partition(":")
+        if not (colon and index.isascii() and index.isdigit()):
+            raise _Refused(BUSINESS, "username must be INDEX:HANDLE, e.g. 300:0.NA/88.166")
         try:
             who = Identity.parse(body["username"])
         except ValueError as exc:
@@ -165,7 +170,10 @@ class IdisApi:
         if not isinstance(item, dict) or not isinstance(item.get("handle"), str):
             raise _Refused(BUSINESS, 'each record needs "handle"')
         values: list[HandleValue] = []
-        for v in item.get("value") or []:
+        given = item.get("value") or []
+        if not isinstance(given, list):
+            raise _Refused(BUSINESS, f'{item["handle"]}: "value" must be a JSON array of values')
+        for v in given:
             if not isinstance(v, dict):
                 raise _Refused(BUSINESS, "each value must be an object")
             restricted = bool(v.get("auth"))  # field-level visibility: not public
@@ -186,6 +194,8 @@ class IdisApi:
                 )
             )
         version = item.get("templateVersion")
+        if not isinstance(version, str | int | None) or isinstance(version, bool):
+            raise _Refused(BUSINESS, f'{item["handle"]}: "templateVersion" must be a string')
         if version:
             values = [v for v in values if v.index != TEMPLATE_INDEX]
             values.append(HandleValue(TEMPLATE_INDEX, "TEMPLATE", str(version).encode()))

@@ -31,7 +31,7 @@ from idnode.registry.writes import mint_handle
 
 from . import metrics
 from .codec import ProtocolError, ResponseCode, decode_values
-from .codec.jsonform import value_to_json, values_from_json
+from .codec.jsonform import INT32_MAX, loads, parse_int, value_to_json, values_from_json
 from .core import Resolution, answer
 from .rest_sessions_door import (
     BAD_HEADER,
@@ -146,7 +146,14 @@ class RestApi:
         raw = request.raw_path.split("?", 1)[0][len(API) + 1 :]
         if "%2f" in raw.lower():
             raise InvalidName("an encoded '/' (%2F) is not allowed in a handle path")
-        handle = unquote(raw)
+        try:
+            # Strict: %FF or an encoded surrogate is refused, not turned into U+FFFD (a
+            # different handle from the one the client named); raw bytes that are not
+            # UTF-8 reach here as surrogate escapes, which encode() refuses.
+            handle = unquote(raw, errors="strict")
+            handle.encode("utf-8")
+        except UnicodeError:
+            raise InvalidName("the handle in the path is not UTF-8") from None
         if any(part in (".", "..") for part in handle.split("/")):
             raise InvalidName("'.' and '..' are not handle parts")
         check_handle(mint_handle(handle) if stem else handle)
@@ -155,6 +162,13 @@ class RestApi:
     @staticmethod
     def _query(request: web.Request) -> dict[str, list[str]]:
         return parse_qs(request.query_string, keep_blank_values=True)
+
+    @staticmethod
+    def _ints(q: dict[str, list[str]], name: str, low: int = 0, high: int = INT32_MAX) -> list[int]:
+        """Every ``name`` parameter as a plain ASCII decimal in ``low..high`` (int() would
+        also take "²"'s neighbours such as "٣", "1_0" and " 1"). ProtocolError (a 400)
+        otherwise."""
+        return [parse_int(v, name, low, high) for v in q.get(name, [])]
 
     @staticmethod
     def _flag(q: dict[str, list[str]], name: str) -> bool:
@@ -176,6 +190,8 @@ class RestApi:
         header = request.headers.get("Authorization", "")
         if not header:
             return None
+        if not header.isascii():  # every scheme's credentials are ASCII (base64, tokens)
+            raise _JsonError(401, RC.INVALID_CREDENTIAL, "the Authorization header is not ASCII")
         scheme, _, token = header.strip().partition(" ")
         if self.sessions is not None and scheme.lower() == "handle":
             return await self._session_identity(header, self.sessions)
@@ -198,7 +214,10 @@ class RestApi:
         """The admin whose HS_SECKEY secret Basic credentials give; 401 unless it is right."""
         try:
             user, _, secret = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
-            who = Identity.parse(unquote(user))
+            admin = unquote(user, errors="strict")
+            if not admin.partition(":")[0].isascii():  # int() would read "٣" as 3
+                raise ValueError("the admin index is not ASCII digits")
+            who = Identity.parse(admin)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise _JsonError(
                 401,
@@ -271,9 +290,9 @@ class RestApi:
             return reply(RC.INVALID_HANDLE, message=str(exc))
         q = self._query(request)
         try:
-            indexes = tuple(int(i) for i in q.get("index", []))
-        except ValueError:
-            return reply(RC.INVALID_VALUE, handle, status=400, message="index must be integers")
+            indexes = tuple(self._ints(q, "index"))
+        except ProtocolError as exc:
+            return reply(RC.INVALID_VALUE, handle, status=400, message=exc.reason)
         types = tuple(q.get("type", []))
         who = await self._identity(request)
         e = await self.core.entry(handle)
@@ -317,7 +336,8 @@ class RestApi:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return reply(RC.INVALID_VALUE, handle, status=413, message="body over 1 MiB")
         try:
-            body = json.loads(await request.read() or b"[]")
+            wanted = set(self._ints(q, "index"))
+            body = loads(await request.read() or b"[]")
             if isinstance(body, dict) and (unknown := sorted(set(body) - PUT_FIELDS)):
                 return reply(
                     RC.INVALID_VALUE,
@@ -327,12 +347,9 @@ class RestApi:
                     ' (a PUT takes [values] or {"values": [...]})',
                 )
             values = values_from_json(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return reply(RC.INVALID_VALUE, handle, status=400, message=f"body is not JSON: {exc}")
         except ProtocolError as exc:
             return reply(RC.INVALID_VALUE, handle, status=400, message=exc.reason)
-        if q.get("index"):
-            wanted = {int(i) for i in q["index"] if i.lstrip("-").isdigit()}
+        if wanted:
             chosen = tuple(v for v in values if v.index in wanted) or values
             r = await registry.put_values(handle, chosen, who)
             return reply(r.code, handle, message=r.message)
@@ -355,9 +372,9 @@ class RestApi:
         q = self._query(request)
         if q.get("index"):
             try:
-                indexes = tuple(int(i) for i in q["index"])
-            except ValueError:
-                return reply(RC.INVALID_VALUE, handle, status=400, message="index: integers")
+                indexes = tuple(self._ints(q, "index"))
+            except ProtocolError as exc:
+                return reply(RC.INVALID_VALUE, handle, status=400, message=exc.reason)
             r = await self.registry.remove_values(handle, indexes, who)
         else:
             r = await self.registry.delete(handle, who)
@@ -484,10 +501,10 @@ class RestApi:
         if not prefix or self.registry is None:
             return reply(RC.INVALID_HANDLE, status=400, message="give ?prefix=")
         try:
-            page = int(q.get("page", ["0"])[-1])
-            size = int(q.get("pageSize", ["1000"])[-1])
-        except ValueError:
-            return reply(RC.INVALID_VALUE, status=400, message="page and pageSize: integers")
+            page = parse_int(q.get("page", ["0"])[-1], "page", 0, INT32_MAX)
+            size = parse_int(q.get("pageSize", ["1000"])[-1], "pageSize", 1, 10_000)
+        except ProtocolError as exc:
+            return reply(RC.INVALID_VALUE, status=400, message=exc.reason)
         if page < 0 or not 0 < size <= 10_000:
             return reply(RC.INVALID_VALUE, status=400, message="pageSize must be 1..10000")
         who = await self._need_identity(request)
@@ -535,10 +552,7 @@ async def _json_object(request: web.Request) -> dict[str, str]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not JSON: {exc}") from None
+    doc = loads(raw)  # ProtocolError is a ValueError: a 400 with its reason
     if not isinstance(doc, dict):
         raise ValueError("the body must be a JSON object")
     out: dict[str, str] = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +46,94 @@ from .values import HandleValue, ValueReference
 from .vlist import decode_vlist, encode_vlist
 
 Json = dict[str, Any]
+
+# How deeply a JSON document from a client may nest. A value list is four levels deep and
+# an HS_SITE value about eight; the limit is far above that and far below the depth at
+# which the parser (or any code walking the result) runs out of stack.
+MAX_JSON_DEPTH = 64
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+UINT32_MAX = 2**32 - 1
+
+
+def _not_a_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A JSON document from a client, or ProtocolError saying why it is not one.
+
+    Stricter than ``json.loads`` in what a hostile client can send: the bytes must be
+    UTF-8, the nesting at most ``max_depth`` deep (100,000 opening brackets would
+    otherwise exhaust the parser's stack), NaN and Infinity are refused (not JSON), and
+    no string may hold an unpaired surrogate (an escape such as ``"\\ud800"`` parses,
+    but cannot be encoded again, so it would fail far from here)."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        doc = json.loads(text, parse_constant=_not_a_constant)
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise ProtocolError(f"the JSON nests more than {max_depth} levels deep") from None
+    except ValueError as exc:  # JSONDecodeError, NaN, an integer of over 4300 digits
+        raise ProtocolError(f"the body is not JSON: {exc}") from None
+    _check_tree(doc, max_depth)
+    return doc
+
+
+def _check_tree(doc: Any, max_depth: int) -> None:
+    """Depth and strings of a parsed document, walked without recursion."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_text(node)
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth > max_depth:
+            raise ProtocolError(f"the JSON nests more than {max_depth} levels deep")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                _check_text(key)
+                stack.append((value, depth + 1))
+        else:
+            stack.extend((item, depth + 1) for item in node)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(
+            f"a JSON string holds an unpaired surrogate ({text[:40]!r}): not valid Unicode"
+        ) from None
+
+
+def _int_in(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` when it is an integer (a JSON number or a string of ASCII digits) in
+    ``low..high``; ProtocolError naming ``what`` otherwise. The wire fields are 16 or 32
+    bits: a larger number must be refused here, not fail the encoder."""
+    if isinstance(value, str) and _is_decimal(value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolError(f"{what} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _is_decimal(text: str) -> bool:
+    """ASCII digits with an optional minus sign, and nothing else (``int()`` also takes
+    other scripts' digits, underscores and spaces); short enough to convert cheaply."""
+    digits = text[1:] if text.startswith("-") else text
+    return 0 < len(digits) <= 20 and digits.isascii() and digits.isdigit()
+
+
+def parse_int(text: str, what: str, low: int = INT32_MIN, high: int = INT32_MAX) -> int:
+    """A plain ASCII decimal (optionally negative) in ``low..high`` from a query string or a
+    header; ProtocolError otherwise."""
+    if not _is_decimal(text):
+        raise ProtocolError(f"{what} must be a decimal integer, got {text[:40]!r}")
+    return _int_in(int(text), what, low, high)
+
 
 _HASH_NAMES = {
     HashOption.BY_PREFIX: "HASH_TYPE_BY_PREFIX",
@@ -237,17 +327,26 @@ def _data_bytes(d: Any) -> bytes:
                 AdminRecord(
                     admin_permissions_from_bits(v.get("permissions", "111111111111")),
                     v["handle"],
-                    int(v["index"]),
+                    _int_in(v["index"], "the admin index", INT32_MIN, INT32_MAX),
                 )
             )
         if fmt == "vlist":
-            return encode_vlist([ValueReference(x["handle"], int(x["index"])) for x in v])
+            return encode_vlist(
+                [
+                    ValueReference(
+                        x["handle"], _int_in(x["index"], "a vlist index", INT32_MIN, INT32_MAX)
+                    )
+                    for x in v
+                ]
+            )
         if fmt == "site":
             return encode_site(site_from_json(v))
         if fmt == "key":
             return key_from_json(v)
     except ProtocolError:
         raise
+    except struct.error as exc:  # a number too large for its field on the wire
+        raise ProtocolError(f"{fmt} data is not valid: a number is out of range ({exc})") from None
     except (KeyError, ValueError, TypeError, AttributeError, binascii.Error) as exc:
         raise ProtocolError(f"{fmt} data is not valid: {exc!r}") from None
     raise ProtocolError(f"unknown data format {fmt!r}")
@@ -284,6 +383,8 @@ def value_from_json(j: Any, *, now: int | None = None) -> HandleValue:
     ttl_raw = j.get("ttl", DEFAULT_TTL)
     if isinstance(ttl_raw, str):
         ttl_type, ttl = TtlType.ABSOLUTE, _from_iso(ttl_raw)
+        if not 0 <= ttl <= INT32_MAX:  # the wire's ttl is a signed 32-bit count
+            raise ProtocolError(f"ttl {ttl_raw!r} is outside 1970..2038")
     elif isinstance(ttl_raw, int) and not isinstance(ttl_raw, bool) and 0 <= ttl_raw < 2**31:
         ttl_type, ttl = TtlType.RELATIVE, ttl_raw
     else:
@@ -300,12 +401,19 @@ def value_from_json(j: Any, *, now: int | None = None) -> HandleValue:
         ts = int(datetime.now(UTC).timestamp()) if now is None else now
     elif isinstance(ts_raw, str):
         ts = _from_iso(ts_raw)
+        if not 0 <= ts <= UINT32_MAX:  # the wire's timestamp is unsigned 32-bit seconds
+            raise ProtocolError(f"timestamp {ts_raw!r} is outside 1970..2106")
     else:
         raise ProtocolError("timestamp must be an ISO 8601 string")
     refs_raw = j.get("references", [])
     try:
-        refs = tuple(ValueReference(str(r["handle"]), int(r["index"])) for r in refs_raw)
-    except (KeyError, ValueError, TypeError):
+        refs = tuple(
+            ValueReference(
+                str(r["handle"]), _int_in(r["index"], "a reference index", INT32_MIN, INT32_MAX)
+            )
+            for r in refs_raw
+        )
+    except (KeyError, TypeError):
         raise ProtocolError('references must be [{"handle", "index"}, ...]') from None
     return HandleValue(index, vtype, data, ttl, ttl_type, ts, perms, refs)
 
@@ -339,7 +447,9 @@ __all__ = [
     "handle_to_json",
     "key_from_json",
     "key_to_json",
+    "loads",
     "looks_like_text",
+    "parse_int",
     "site_from_json",
     "site_to_json",
     "value_from_json",
