@@ -46,6 +46,40 @@ MALFORMED = Counter("idnode_malformed_total", "Messages that did not decode", ["
 L1_ENTRIES = Gauge(
     "idnode_l1_entries", "Entries in this worker's L1 cache", multiprocess_mode="livesum"
 )
+# The UDP door's bounded state (set once a second by the door).
+UDP_PENDING = Gauge(
+    "idnode_udp_reassembly_pending",
+    "Unfinished multi-datagram UDP requests held",
+    multiprocess_mode="livesum",
+)
+UDP_PENDING_BYTES = Gauge(
+    "idnode_udp_reassembly_bytes",
+    "Bytes of unfinished multi-datagram UDP requests held",
+    multiprocess_mode="livesum",
+)
+UDP_PENDING_CLIENTS = Gauge(
+    "idnode_udp_reassembly_clients",
+    "Client addresses with unfinished multi-datagram UDP requests",
+    multiprocess_mode="livesum",
+)
+UDP_REASSEMBLY_DROPPED = Counter(
+    "idnode_udp_reassembly_dropped_total",
+    "Unfinished multi-datagram UDP requests given up (timeout or bounds)",
+)
+UDP_RRL_NETWORKS = Gauge(
+    "idnode_udp_rrl_networks",
+    "Source networks the UDP response-rate limit tracks",
+    multiprocess_mode="livesum",
+)
+UDP_RRL = Counter(
+    "idnode_udp_rrl_total",
+    "UDP answers over the per-network rate: dropped, or slipped (a small ask-over-TCP)",
+    ["action"],
+)
+UDP_TOO_LARGE = Counter(
+    "idnode_udp_too_large_total",
+    "UDP answers over the datagram cap, replaced by an ask-over-TCP error",
+)
 
 _KNOWN_OPS = frozenset(int(c) for c in OpCode)
 _KNOWN_RCS = frozenset(int(c) for c in ResponseCode) | {-1}

@@ -179,7 +179,7 @@ class Node:
         site = site_info(s, server_key.public_data if server_key is not None else b"")
         service = HandleService(core, site, registry, sessions, limiter, door)
         loop = asyncio.get_running_loop()
-        udp = self.udp = UdpDoor(service)
+        udp = self.udp = UdpDoor.from_settings(service, s)
         await loop.create_datagram_endpoint(lambda: udp, sock=_udp_socket(s.listen, s.handle_port))
         self.tcp = TcpDoor(service, idle_timeout=s.tcp_idle_timeout)
         self.tcp.server = await loop.create_server(

@@ -42,6 +42,45 @@ class Settings:
         default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0 for all)"}
     )
     handle_port: int = field(default=2641, metadata={"help": "Handle protocol UDP and TCP port"})
+    udp_max_datagrams: int = field(
+        default=16,
+        metadata={
+            "help": "most datagrams of one UDP answer (16 = 7,872 message bytes); a longer "
+            "answer is an RC 2 saying to ask over TCP, which the HANDLE.NET library does"
+        },
+    )
+    udp_rrl_bytes: int = field(
+        default=262_144,
+        metadata={
+            "help": "bytes/s of UDP answers per source network (IPv4 /24, IPv6 /56), bursts "
+            "of twice that, per worker; past it answers are dropped or slipped (0 = off)"
+        },
+    )
+    udp_rrl_slip: int = field(
+        default=2,
+        metadata={
+            "help": "over the UDP rate, every Nth answer is a small RC 2 saying to ask over "
+            "TCP, the others are dropped (0 = drop all)"
+        },
+    )
+    udp_rrl_exempt: str = field(
+        default="127.0.0.0/8,::1/128",
+        metadata={
+            "help": "comma-separated networks not rate-limited over UDP (loopback cannot "
+            "be spoofed from the network)"
+        },
+    )
+    udp_reassembly_per_client: int = field(
+        default=8,
+        metadata={
+            "help": "unfinished multi-datagram UDP requests kept per client address (the "
+            "oldest is dropped; also 512 KiB per client, 16 MiB in all)"
+        },
+    )
+    udp_reassembly_max: int = field(
+        default=4096,
+        metadata={"help": "unfinished multi-datagram UDP requests kept in all, per worker"},
+    )
     http_port: int = field(
         default=8000, metadata={"help": "HTTP port: POST / tunnel, /healthz, /metrics"}
     )

@@ -1,30 +1,226 @@
-"""Handle protocol over UDP: datagrams in, answers out, multi-packet both ways."""
+"""Handle protocol over UDP: datagrams in, answers out, multi-packet both ways.
+
+UDP answers go to whatever address a datagram claims, so the door bounds what an
+unverified source can be sent (no amplification worth having):
+
+- one answer is at most ``max_datagrams`` datagrams; a longer one is replaced by a
+  one-datagram RC 2 (ERROR) saying to ask over TCP. The reference clients ignore the
+  envelope's truncated flag, but the HANDLE.NET library takes an RC 2 over UDP as a
+  failed transport and asks the same server over TCP at once (its protocol loop in
+  HandleResolver.sendRequestToSite), so a large handle still resolves for it;
+- answers to one source network (IPv4 /24, IPv6 /56) are limited in bytes per second,
+  in the manner of DNS response-rate limiting: past the budget every ``slip``-th
+  answer is replaced by that small "ask over TCP" error and the others are dropped.
+  Sources in ``exempt`` networks (loopback by default: it cannot be spoofed from the
+  network) are not limited.
+
+Unfinished multi-datagram requests are bounded per client and in all (Reassembler).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
-from .codec import ProtocolError, Reassembler, split_datagrams
-from .codec.codes import ENVELOPE_SIZE, UDP_DATAGRAM_SIZE
+from . import metrics
+from .codec import ErrorResponse, Message, ProtocolError, Reassembler, encode, split_datagrams
+from .codec.codes import (
+    ENVELOPE_SIZE,
+    OC_RESERVED,
+    UDP_DATAGRAM_SIZE,
+    UDP_PAYLOAD_SIZE,
+    UNKNOWN_SITE_SERIAL,
+    OpFlag,
+    ResponseCode,
+)
+from .codec.message import ENVELOPE
 from .codec.wire import U32
 from .handle_service import HandleService
+from .settings import ConfigError, Settings
 
 log = logging.getLogger("idnode.udp")
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = "127.0.0.0/8,::1/128"
+ENCRYPTED = 0x40  # envelope flag: the message after the envelope is ciphertext
+RRL_TABLE_MAX = 65_536  # source networks tracked; the least recently seen go first
+REASSEMBLY_BYTES_PER_CLIENT = 512 * 1024  # two messages of the largest size
+REASSEMBLY_BYTES = 16 * 1024 * 1024
+TOO_LARGE = "the answer is too large for UDP here: ask over TCP"
+OVER_RATE = "UDP answers to your network are over this node's rate: ask over TCP"
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``"127.0.0.0/8,::1/128"`` -> networks (ValueError names a bad one)."""
+    out: list[Network] = []
+    for part in text.split(","):
+        if part.strip():
+            out.append(ipaddress.ip_network(part.strip(), strict=False))
+    return tuple(out)
+
+
+class ResponseRateLimiter:
+    """Bytes of UDP answers per second per source network: a token bucket each (rate,
+    bursts of ``burst`` bytes), kept for at most RRL_TABLE_MAX networks (LRU)."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        slip: int = 2,
+        exempt: tuple[Network, ...] = (),
+        v4_prefix: int = 24,
+        v6_prefix: int = 56,
+        max_networks: int = RRL_TABLE_MAX,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else 2 * rate
+        self.slip = slip
+        self.exempt = exempt
+        self.v4_prefix, self.v6_prefix = v4_prefix, v6_prefix
+        self.max_networks = max_networks
+        self._buckets: OrderedDict[Any, list[float]] = OrderedDict()  # net -> [tokens, at]
+        self._nets: dict[str, Any] = {}  # host -> its network key (None: exempt)
+        self._limited = 0
+        self.dropped = 0
+        self.slipped = 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _network(self, host: str) -> Any:
+        try:
+            return self._nets[host]
+        except KeyError:
+            pass
+        if len(self._nets) >= 4 * self.max_networks:
+            self._nets.clear()  # a cache of parsed addresses, not state: start it over
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            key: Any = host
+        else:
+            if any(ip in net for net in self.exempt):
+                key = None
+            else:
+                bits = self.v4_prefix if ip.version == 4 else self.v6_prefix
+                key = ipaddress.ip_network((ip, bits), strict=False)
+        self._nets[host] = key
+        return key
+
+    def allow(self, host: str, size: int, now: float) -> bool | None:
+        """True: send ``size`` bytes to ``host``; None: send the small slip answer
+        instead; False: send nothing."""
+        net = self._network(host)
+        if net is None:
+            return True
+        b = self._buckets.get(net)
+        if b is None:
+            b = self._buckets[net] = [self.burst, now]
+            if len(self._buckets) > self.max_networks:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(net)
+            b[0] = min(self.burst, b[0] + (now - b[1]) * self.rate)
+            b[1] = now
+        if b[0] >= size:
+            b[0] -= size
+            return True
+        self._limited += 1
+        if self.slip > 0 and self._limited % self.slip == 0:
+            self.slipped += 1
+            return None
+        self.dropped += 1
+        return False
+
+
+def refusal(request: bytes, reply: bytes, reason: str) -> bytes:
+    """A one-datagram RC 2 (ERROR) answering ``request`` instead of ``reply``: the
+    request's opCode, the reply's envelope (request id, session, version)."""
+    major, minor, _f, _sm, session, rid, _seq, _len = ENVELOPE.unpack_from(reply)
+    readable = len(request) >= ENVELOPE_SIZE + 4 and not request[2] & ENCRYPTED
+    op = U32.unpack_from(request, ENVELOPE_SIZE)[0] if readable else OC_RESERVED
+    return encode(
+        Message(
+            op_code=op,
+            body=ErrorResponse(reason),
+            response_code=ResponseCode.ERROR,
+            op_flags=int(OpFlag.AT),
+            request_id=rid,
+            session_id=session,
+            major_version=major,
+            minor_version=minor,
+            site_info_serial=UNKNOWN_SITE_SERIAL,
+        )
+    )
+
+
+def datagrams_of(reply: bytes) -> int:
+    """How many datagrams ``reply`` (one or more messages) goes out as."""
+    n = pos = 0
+    while pos + ENVELOPE_SIZE <= len(reply):
+        length = U32.unpack_from(reply, pos + 16)[0]
+        n += max(1, -(-length // UDP_PAYLOAD_SIZE))
+        pos += ENVELOPE_SIZE + length
+    return n
+
 
 class UdpDoor(asyncio.DatagramProtocol):
-    def __init__(self, service: HandleService, *, max_inflight: int = 10_000) -> None:
+    def __init__(
+        self,
+        service: HandleService,
+        *,
+        max_inflight: int = 10_000,
+        max_datagrams: int = 16,
+        rrl: ResponseRateLimiter | None = None,
+        reassembly_per_client: int = 8,
+        reassembly_max: int = 4096,
+    ) -> None:
         self.service = service
         self.max_inflight = max_inflight
+        self.max_datagrams = max_datagrams
+        self.rrl = rrl
         self.transport: asyncio.DatagramTransport | None = None
-        self.reassembler = Reassembler()
+        self.reassembler = Reassembler(
+            max_pending_per_client=reassembly_per_client,
+            max_bytes_per_client=REASSEMBLY_BYTES_PER_CLIENT,
+            max_pending=reassembly_max,
+            max_bytes=REASSEMBLY_BYTES,
+        )
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self.shed = 0  # requests dropped because too many were in flight
+        self.too_large = 0  # answers over max_datagrams, replaced by "ask over TCP"
         self._expiry: asyncio.TimerHandle | None = None
+        self._reported = (0, 0, 0, 0)  # counts already added to the metrics
+
+    @classmethod
+    def from_settings(cls, service: HandleService, s: Settings) -> UdpDoor:
+        """The door as the node's settings (resolver.settings.Settings) shape it."""
+        rrl = None
+        if s.udp_rrl_bytes > 0:
+            try:
+                exempt = parse_networks(s.udp_rrl_exempt)
+            except ValueError as exc:
+                raise ConfigError(f"udp_rrl_exempt: {exc}") from None
+            rrl = ResponseRateLimiter(s.udp_rrl_bytes, slip=s.udp_rrl_slip, exempt=exempt)
+        if s.udp_max_datagrams < 1 or s.udp_reassembly_per_client < 1 or s.udp_reassembly_max < 1:
+            raise ConfigError(
+                "udp_max_datagrams, udp_reassembly_per_client and udp_reassembly_max "
+                "must be at least 1"
+            )
+        return cls(
+            service,
+            max_datagrams=s.udp_max_datagrams,
+            rrl=rrl,
+            reassembly_per_client=s.udp_reassembly_per_client,
+            reassembly_max=s.udp_reassembly_max,
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -32,7 +228,36 @@ class UdpDoor(asyncio.DatagramProtocol):
 
     def _schedule_expiry(self) -> None:
         self.reassembler.expire(time.monotonic())
+        self.report()
         self._expiry = asyncio.get_running_loop().call_later(1.0, self._schedule_expiry)
+
+    def report(self) -> None:
+        """The door's bounded state into the metrics (once a second, off the hot path)."""
+        r = self.reassembler
+        metrics.UDP_PENDING.set(len(r))
+        metrics.UDP_PENDING_BYTES.set(r.buffered_bytes)
+        metrics.UDP_PENDING_CLIENTS.set(r.clients)
+        metrics.UDP_RRL_NETWORKS.set(len(self.rrl) if self.rrl is not None else 0)
+        now = (
+            r.dropped,
+            self.too_large,
+            self.rrl.dropped if self.rrl is not None else 0,
+            self.rrl.slipped if self.rrl is not None else 0,
+        )
+        before, self._reported = self._reported, now
+        for counter, new, old in zip(
+            (
+                metrics.UDP_REASSEMBLY_DROPPED,
+                metrics.UDP_TOO_LARGE,
+                metrics.UDP_RRL.labels("dropped"),
+                metrics.UDP_RRL.labels("slipped"),
+            ),
+            now,
+            before,
+            strict=True,
+        ):
+            if new > old:
+                counter.inc(new - old)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.closing:
@@ -43,11 +268,11 @@ class UdpDoor(asyncio.DatagramProtocol):
             U32.unpack_from(data, 16)[0] != n - ENVELOPE_SIZE or data[12:16] != b"\0\0\0\0"
         ):
             try:
-                whole = self.reassembler.feed(addr, data, time.monotonic())
+                whole = self.reassembler.feed(addr, data, time.monotonic(), addr[0])
             except ProtocolError as exc:
                 reply = self.service.malformed(data, exc, "udp")
                 if reply is not None:
-                    self._send(reply, addr)
+                    self._send(reply, addr, data)
                 return
             if whole is None:
                 return
@@ -56,29 +281,42 @@ class UdpDoor(asyncio.DatagramProtocol):
         if r is None:
             return
         if isinstance(r, bytes):
-            self._send(r, addr)
+            self._send(r, addr, data)
             return
         if len(self.tasks) >= self.max_inflight:
             r.close()
             self.shed += 1
             return
-        t = asyncio.get_running_loop().create_task(self._finish(r, addr))
+        t = asyncio.get_running_loop().create_task(self._finish(r, addr, data))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
 
-    async def _finish(self, r: Any, addr: Any) -> None:
+    async def _finish(self, r: Any, addr: Any, request: bytes) -> None:
         try:
             reply = await r
         except Exception:  # a bug must cost one answer, never the server
             log.exception("error answering a UDP request")
             return
         if reply is not None:
-            self._send(reply, addr)
+            self._send(reply, addr, request)
 
-    def _send(self, reply: bytes, addr: Any) -> None:
+    def _send(self, reply: bytes, addr: Any, request: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        if len(reply) <= UDP_DATAGRAM_SIZE:
+        small = len(reply) <= UDP_DATAGRAM_SIZE
+        grams = 1 if small else datagrams_of(reply)
+        if grams > self.max_datagrams:
+            self.too_large += 1
+            reply, small, grams = refusal(request, reply, TOO_LARGE), True, 1
+        if self.rrl is not None:
+            # charged what goes on the wire: each further datagram repeats the envelope
+            size = len(reply) + ENVELOPE_SIZE * (grams - 1)
+            ok = self.rrl.allow(addr[0], size, time.monotonic())
+            if ok is None:
+                reply, small = refusal(request, reply, OVER_RATE), True
+            elif not ok:
+                return
+        if small:
             self.transport.sendto(reply, addr)
             return
         # A reply may hold several messages (a streamed list): each goes out on its own.

@@ -4,7 +4,7 @@ A datagram is at most 512 bytes including its 20-byte envelope. A longer message
 goes out as datagrams with sequence numbers 0..n-1, each envelope carrying the
 TOTAL message length; the truncated flag is not set. The receiver reassembles by
 (peer, request id), in any order, ignoring duplicates, within bounds of memory and
-time per peer. Time is passed in, never read, so this stays sans-IO.
+time per client and in all. Time is passed in, never read, so this stays sans-IO.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, UDP_PAYLOAD_SIZE
 from .errors import ProtocolError
@@ -35,6 +36,7 @@ def split_datagrams(wire: bytes, payload_size: int = UDP_PAYLOAD_SIZE) -> list[b
 
 @dataclass(slots=True)
 class _Partial:
+    client: Hashable
     total: int
     count: int
     started: float
@@ -43,32 +45,57 @@ class _Partial:
     size: int = 0
 
 
+_Key = tuple[Hashable, int]  # (peer, request id)
+
+
+@dataclass(slots=True)
+class _Client:
+    """One client's unfinished messages, oldest first, and the bytes they hold."""
+
+    keys: OrderedDict[_Key, None] = field(default_factory=OrderedDict)
+    size: int = 0
+
+
 class Reassembler:
     """Collects the datagrams of multi-packet messages.
 
-    Bounds: at most ``max_pending_per_peer`` unfinished messages per peer (the
-    oldest is dropped for a new one), ``max_bytes`` buffered in all, and
+    Bounds, each enforced by dropping the oldest unfinished message (of that client,
+    or of all): ``max_pending_per_client`` messages and ``max_bytes_per_client``
+    bytes per client, ``max_pending`` messages and ``max_bytes`` bytes in all, and
     ``timeout`` seconds for a message to complete (see :meth:`expire`).
+
+    Every step is O(1) whatever the number pending: one table in arrival order (the
+    front is the oldest, for expiry and the global bounds) and, per client, its own
+    keys in arrival order (the front is the one its bounds drop). A client is what
+    ``feed`` is told (the UDP door passes the source address without its port, so a
+    sender cannot multiply its allowance by changing ports); messages are told
+    apart by peer and request id.
     """
 
     def __init__(
         self,
         *,
         timeout: float = 5.0,
-        max_pending_per_peer: int = 8,
+        max_pending_per_client: int = 8,
+        max_bytes_per_client: int = 2 * MAX_MESSAGE_LENGTH,
+        max_pending: int = 4096,
         max_bytes: int = 16 * 1024 * 1024,
         payload_size: int = UDP_PAYLOAD_SIZE,
     ) -> None:
+        if max_pending_per_client < 1 or max_pending < 1:
+            raise ValueError("the reassembly bounds must allow at least one message")
         self.timeout = timeout
-        self.max_pending_per_peer = max_pending_per_peer
+        self.max_pending_per_client = max_pending_per_client
+        self.max_bytes_per_client = max_bytes_per_client
+        self.max_pending = max_pending
         self.max_bytes = max_bytes
         self.payload_size = payload_size
-        self._pending: OrderedDict[tuple[Hashable, int], _Partial] = OrderedDict()
-        self._per_peer: dict[Hashable, int] = {}
+        self._pending: OrderedDict[_Key, _Partial] = OrderedDict()
+        self._clients: dict[Hashable, _Client] = {}
         self._bytes = 0
         # Messages completed within the timeout, so a late duplicate datagram is
         # recognised instead of opening a partial message that can never finish.
-        self._completed: OrderedDict[tuple[Hashable, int], float] = OrderedDict()
+        self._completed: OrderedDict[_Key, float] = OrderedDict()
         self.max_completed = 4096
         self.dropped = 0  # partial messages given up (timeout or bounds)
 
@@ -79,8 +106,23 @@ class Reassembler:
     def buffered_bytes(self) -> int:
         return self._bytes
 
-    def feed(self, peer: Hashable, datagram: bytes, now: float) -> bytes | None:
-        """Add one datagram; return the whole message (envelope + message) once complete."""
+    @property
+    def clients(self) -> int:
+        """Clients with at least one unfinished message."""
+        return len(self._clients)
+
+    def pending_of(self, client: Hashable) -> tuple[int, int]:
+        """(unfinished messages, bytes buffered) of one client."""
+        c = self._clients.get(client)
+        return (0, 0) if c is None else (len(c.keys), c.size)
+
+    def feed(
+        self, peer: Hashable, datagram: bytes, now: float, client: Hashable | None = None
+    ) -> bytes | None:
+        """Add one datagram; return the whole message (envelope + message) once complete.
+
+        ``client`` is whom the per-client bounds count against (default: ``peer``).
+        """
         env = decode_envelope(datagram)
         payload = datagram[ENVELOPE_SIZE:]
         total = env.message_length
@@ -103,11 +145,12 @@ class Reassembler:
         if part is None:
             if key in self._completed:
                 return None  # a late duplicate of a message already delivered
-            self._make_room(peer, total)
+            who = peer if client is None else client
+            self._make_room(who)
             head = encode_envelope(replace(env, sequence=0))
-            part = _Partial(total, count, now, head)
+            part = _Partial(who, total, count, now, head)
             self._pending[key] = part
-            self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+            self._clients.setdefault(who, _Client()).keys[key] = None
         elif part.total != total:
             self._drop(key)
             raise ProtocolError(
@@ -115,9 +158,12 @@ class Reassembler:
             )
         if env.sequence in part.chunks:
             return None  # a duplicate
+        if not self._make_bytes(key, part, len(payload)):
+            return None
         part.chunks[env.sequence] = payload
         part.size += len(payload)
         self._bytes += len(payload)
+        self._clients[part.client].size += len(payload)
         if len(part.chunks) < part.count:
             return None
         self._forget(key)
@@ -139,23 +185,47 @@ class Reassembler:
             n += 1
         return n
 
-    def _make_room(self, peer: Hashable, total: int) -> None:
-        if self._per_peer.get(peer, 0) >= self.max_pending_per_peer:
-            oldest = next(k for k in self._pending if k[0] == peer)
-            self._drop(oldest)
-        while self._pending and self._bytes + total > self.max_bytes:
+    def _make_room(self, client: Hashable) -> None:
+        """Room for one more message of ``client``: drop its oldest, then the oldest of all."""
+        c = self._clients.get(client)
+        if c is not None and len(c.keys) >= self.max_pending_per_client:
+            self._drop(next(iter(c.keys)))
+        while len(self._pending) >= self.max_pending:
             self._drop(next(iter(self._pending)))
 
-    def _forget(self, key: tuple[Hashable, int]) -> None:
+    def _make_bytes(self, key: _Key, part: _Partial, n: int) -> bool:
+        """Room for ``n`` more bytes of message ``key`` within both byte bounds, dropping
+        the oldest other messages (of its client, then of all). A message larger than a
+        bound on its own is dropped itself (raising nothing: its sender learns by timeout)."""
+        c = self._clients[part.client]
+        while c.size + n > self.max_bytes_per_client:
+            victim = _oldest_but(c.keys, key)
+            self._drop(victim)
+            if victim == key:
+                return False
+        while self._bytes + n > self.max_bytes:
+            victim = _oldest_but(self._pending, key)
+            self._drop(victim)
+            if victim == key:
+                return False
+        return True
+
+    def _forget(self, key: _Key) -> None:
         part = self._pending.pop(key)
         self._bytes -= part.size
-        peer = key[0]
-        left = self._per_peer[peer] - 1
-        if left:
-            self._per_peer[peer] = left
-        else:
-            del self._per_peer[peer]
+        c = self._clients[part.client]
+        del c.keys[key]
+        c.size -= part.size
+        if not c.keys:
+            del self._clients[part.client]
 
-    def _drop(self, key: tuple[Hashable, int]) -> None:
+    def _drop(self, key: _Key) -> None:
         self._forget(key)
         self.dropped += 1
+
+
+def _oldest_but(table: OrderedDict[_Key, Any], key: _Key) -> _Key:
+    """The first key of ``table`` that is not ``key`` (or ``key`` when it is alone): O(1)."""
+    keys = iter(table)
+    first = next(keys)
+    return next(keys, key) if first == key else first

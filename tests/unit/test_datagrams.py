@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -89,7 +92,7 @@ def test_incomplete_messages_expire() -> None:
 
 
 def test_per_peer_bound_drops_the_oldest() -> None:
-    r = Reassembler(max_pending_per_peer=2)
+    r = Reassembler(max_pending_per_client=2)
     for rid in (1, 2, 3):
         assert r.feed("p", split_datagrams(big_message(2000, rid))[0], 0.0) is None
     assert len(r) == 2 and r.dropped == 1
@@ -101,8 +104,9 @@ def test_per_peer_bound_drops_the_oldest() -> None:
 def test_global_byte_bound() -> None:
     r = Reassembler(max_bytes=10_000)
     for rid in range(20):
-        r.feed(("peer", rid), split_datagrams(big_message(9000, rid))[0], 0.0)
-        assert r.buffered_bytes <= 10_000
+        for gram in split_datagrams(big_message(9000, rid))[:-1]:  # all but the last
+            r.feed(("peer", rid), gram, 0.0)
+            assert r.buffered_bytes <= 10_000
     assert r.dropped > 0
 
 
@@ -128,3 +132,65 @@ def test_every_envelope_of_a_split_is_consistent() -> None:
     assert [e.sequence for e in envs] == list(range(len(grams)))
     assert {e.message_length for e in envs} == {len(big_message(4000)) - 20}
     assert not any(e.truncated for e in envs)
+
+
+class CountingTable(OrderedDict[Any, Any]):
+    """The reassembly table, counting the keys anything walks through: a scan of the
+    table shows as thousands of keys visited for one datagram."""
+
+    visited = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for key in super().__iter__():
+            CountingTable.visited += 1
+            yield key
+
+
+def test_a_client_at_its_limit_costs_o1_not_a_scan_of_the_table() -> None:
+    # 8,000 unfinished messages of other clients, then one client past its limit:
+    # each new message of it drops its own oldest without walking the others.
+    r = Reassembler(max_pending_per_client=4, max_pending=100_000, max_bytes=64 << 20)
+    table: CountingTable = CountingTable()
+    r._pending = table  # the one table every step goes through
+    first = split_datagrams(big_message(1000, 0))[0]
+    for n in range(8000):
+        r.feed((f"10.0.{n // 250}.{n % 250}", 1000), first, 0.0)
+    assert len(r) == 8000
+    CountingTable.visited = 0
+    for rid in range(200):
+        gram = split_datagrams(big_message(1000, rid))[0]
+        r.feed(("192.0.2.1", 5000 + rid), gram, 0.0, client="192.0.2.1")
+    assert r.pending_of("192.0.2.1") == (4, 4 * 492)
+    assert r.dropped == 196
+    # A scan visits about 8,000 keys per datagram; O(1) bookkeeping visits none here.
+    assert CountingTable.visited <= 200, CountingTable.visited
+
+
+def test_the_client_bound_holds_whatever_ports_it_sends_from() -> None:
+    r = Reassembler(max_pending_per_client=8, max_bytes_per_client=3000)
+    for rid in range(100):
+        gram = split_datagrams(big_message(2000, rid))[0]
+        r.feed(("198.51.100.7", 1024 + rid), gram, float(rid), client="198.51.100.7")
+        count, size = r.pending_of("198.51.100.7")
+        assert count <= 8 and size <= 3000
+    assert r.clients == 1 and len(r) <= 8
+
+
+def test_total_bounds_in_messages_and_bytes_hold_for_many_clients() -> None:
+    r = Reassembler(max_pending=500, max_bytes=200_000)
+    for n in range(5000):
+        for gram in split_datagrams(big_message(1500, n))[:2]:
+            r.feed((f"203.0.113.{n % 200}", n), gram, 0.0, client=n)
+        assert len(r) <= 500 and r.buffered_bytes <= 200_000
+    assert r.dropped >= 4500
+    # the oldest went first: the newest message is still there, and completes
+    for gram in split_datagrams(big_message(1500, 4999))[2:]:
+        out = r.feed((f"203.0.113.{4999 % 200}", 4999), gram, 0.0, client=4999)
+    assert out == big_message(1500, 4999)
+
+
+def test_a_message_larger_than_a_byte_bound_is_dropped_not_kept() -> None:
+    r = Reassembler(max_bytes_per_client=1000)
+    grams = split_datagrams(big_message(3000))
+    assert [r.feed("p", g, 0.0) for g in grams] == [None] * len(grams)
+    assert r.pending_of("p")[1] <= 1000 and r.buffered_bytes <= 1000
