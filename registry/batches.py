@@ -140,5 +140,5 @@ class Batches:
                 changed.append(rec.handle)
                 if quotas is not None:
                     quotas.used(storage_prefix(rec.handle), 1)
-        if changed and self.writes.on_change is not None:
-            await self.writes.on_change(changed)
+        if changed:
+            await self.writes.changed(changed)

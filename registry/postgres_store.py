@@ -292,6 +292,10 @@ class PostgresStore(Store):
             )
         return [(int(r[0]), r[1]) for r in rows]
 
+    async def newest_invalidation(self) -> int:
+        async with self.pool.acquire() as c:
+            return int(await c.fetchval("SELECT coalesce(max(id), 0) FROM invalidations"))
+
     async def session_challenge(
         self,
         sid: int,

@@ -20,7 +20,10 @@ The service only puts its parts together, one per seam:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
+
+import asyncpg
 
 from .audit_trail import AuditTrail
 from .auth import Identity
@@ -33,10 +36,30 @@ from .prefix_templates import PrefixTemplates
 from .quotas import Quotas
 from .rest_sessions import RestSessionStore
 from .sealing import Sealer
-from .store import Store
+from .store import Store, StoreError
 from .writes import HandleWrites, OnChange
 
-__all__ = ["MAX_BATCH", "RegistryService"]
+__all__ = ["MAX_BATCH", "RegistryService", "unavailable"]
+
+UNAVAILABLE = "The registry is unavailable; try again"
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the registry cannot be reached now (a door answers "try
+    again": Handle RC 2, REST 503), rather than a fault to report as one."""
+    return isinstance(
+        exc,
+        (
+            StoreError,
+            OSError,  # refused, reset: the database is down or restarting
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,  # e.g. the connection was closed mid-query
+            asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+            asyncpg.TooManyConnectionsError,
+            sqlite3.OperationalError,  # locked, or the file cannot be opened
+        ),
+    )
 
 
 class RegistryService:

@@ -273,6 +273,10 @@ class SqliteStore(Store):
         )
         return [(int(r[0]), r[1]) for r in rows]
 
+    async def newest_invalidation(self) -> int:
+        (newest,) = self.db.execute("SELECT max(id) FROM invalidations").fetchone()
+        return int(newest or 0)
+
     async def session_challenge(
         self,
         sid: int,

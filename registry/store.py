@@ -218,7 +218,8 @@ class AuditLog(ABC):
 
 
 class InvalidationLog(ABC):
-    """Changed keys, for workers that share no Redis to drop from their caches."""
+    """Changed keys: the registry's change feed. Workers that share no Redis drop them
+    from their caches; a node with Redis catches up from it after losing Redis."""
 
     @abstractmethod
     async def append_invalidations(self, keys: Sequence[str]) -> int:
@@ -226,6 +227,11 @@ class InvalidationLog(ABC):
 
     @abstractmethod
     async def invalidations_since(self, after: int) -> list[tuple[int, str]]: ...
+
+    @abstractmethod
+    async def newest_invalidation(self) -> int:
+        """The id of the newest invalidation (0 when there is none): where a reader of
+        the change feed starts."""
 
 
 class SessionTable(ABC):

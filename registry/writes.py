@@ -5,11 +5,13 @@ Each write reads what its checks need first (prefix admins, HS_VLIST groups, tem
 quota room), then decides inside the store's transaction on the values as they are
 under the lock. A refusal leaves nothing but its audit row; a write that changed the
 registry calls ``on_change`` (the node invalidates Redis and every worker's L1) before
-its result is returned.
+its result is returned. Once committed, a write is reported as committed: nothing after
+the commit turns it into a failure.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +43,8 @@ Check = Callable[[int, str], None]  # refuse unless the writer has this permissi
 Apply = Callable[[Values, tuple[HandleValue, ...], Check], str]
 
 MINT_ATTEMPTS = 4
+
+log = logging.getLogger("idnode.registry")
 
 RC = ResponseCode
 AP = AdminPermission
@@ -317,9 +321,20 @@ class HandleWrites:
         except Refusal as exc:
             return WriteResult.refused(exc, handle)
         changed = o.new is not KEEP
-        if changed and self.on_change is not None:
-            await self.on_change([handle])
+        if changed:
+            await self.changed([handle])
         return WriteResult(o.rc, changed=changed and o.rc == RC.SUCCESS, handle=handle)
+
+    async def changed(self, handles: list[str]) -> None:
+        """Tell the caches of committed changes. Never raises: the write is committed, and
+        a failure after commit must not be reported as the write's (the node's resolver
+        records every change in the registry's change feed and catches up from it)."""
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(handles)
+        except Exception:
+            log.exception("committed change of %d handles not passed to the caches", len(handles))
 
     async def _check_target(self, handle: str, who: Identity, op: str) -> None:
         """Refuse (and audit) a handle that is not well formed or not homed here."""

@@ -6,6 +6,11 @@ lookup compares that number with the last one it acted on (one 8-byte read); whe
 differs, the worker reads the new invalidations and drops those keys from its L1
 before answering. So once a writer has reported success, no worker of this node serves
 the old value. Workers on other machines need Redis (the channel in l2.py).
+
+With Redis, the same table is the source of truth behind the channel (:class:`ChangeLog`):
+every write is recorded in it before Redis is told, and a worker that lost Redis or its
+listener catches up from it (deleting the changed keys from Redis, dropping them from
+L1) before it trusts either again.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import time
+from collections import deque
 from pathlib import Path
 
 from idnode.registry.store import InvalidationLog
@@ -57,3 +64,54 @@ class LocalChangeFeed:
 
     def close(self) -> None:
         self._map.close()
+
+
+# A node with Redis hears changes on the channel; the feed is what it catches up from
+# after losing Redis or its listener. Its mark trails the feed by MARK_LAG: a change is
+# appended before Redis is told, and one told just before the listener was lost may
+# never have been heard, so a catch-up re-reads a little more than it strictly must.
+MARK_LAG = 30.0
+MARK_EVERY = 10.0
+
+
+class ChangeLog:
+    """Where a worker with Redis stands in the registry's change feed (``invalidations``).
+
+    Every write appends its keys here before Redis is told, so the feed holds every
+    acknowledged change even when Redis did not hear of it. :meth:`since_mark` gives the
+    keys changed since a point this worker had certainly applied (trailing by MARK_LAG);
+    :meth:`advance` moves that point while the worker is in step with Redis.
+    """
+
+    def __init__(self, store: InvalidationLog) -> None:
+        self.store = store
+        self.mark = 0
+        self._samples: deque[tuple[float, int]] = deque()
+
+    async def start(self) -> None:
+        """From now: the caches start empty, so older changes cannot matter."""
+        self.mark = await self.store.newest_invalidation()
+        self._samples.clear()
+
+    async def record(self, keys: list[str]) -> None:
+        await self.store.append_invalidations(keys)
+
+    async def since_mark(self) -> tuple[list[str], int]:
+        """Keys changed since the mark, and the newest id read."""
+        rows = await self.store.invalidations_since(self.mark)
+        return [k for _, k in rows], (rows[-1][0] if rows else self.mark)
+
+    def caught_up(self, newest: int) -> None:
+        """Everything up to ``newest`` is applied; it becomes the mark once MARK_LAG has
+        passed (a change committed out of id order may still be arriving)."""
+        self._samples.clear()
+        self._samples.append((time.monotonic(), newest))
+
+    async def advance(self) -> None:
+        """In step with Redis: sample the feed's head; the mark moves to the newest sample
+        at least MARK_LAG old."""
+        now = time.monotonic()
+        if not self._samples or now - self._samples[-1][0] >= MARK_EVERY:
+            self._samples.append((now, await self.store.newest_invalidation()))
+        while self._samples and now - self._samples[0][0] >= MARK_LAG:
+            self.mark = max(self.mark, self._samples.popleft()[1])

@@ -10,19 +10,24 @@ synchronous fast path) and render what it returns; they never touch SQL or Redis
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
 from idnode.registry.names import normalize
 
-from .changefeed import LocalChangeFeed
+from .changefeed import MARK_EVERY, ChangeLog, LocalChangeFeed
 from .codec import HandleValue, ResponseCode, decode_values, encode_values
 from .l1 import Entry
+from .logs import Repeats
 from .stages.stage import Lookup, Memory, Resolution, Stage
 
 __all__ = ["NOT_FOUND", "NO_VALUES", "Resolution", "Resolver", "answer"]
 
 log = logging.getLogger("idnode.core")
+
+CATCH_UP_RETRY = 0.5  # seconds between attempts to catch up from the change feed
 
 NOT_FOUND = Resolution(ResponseCode.HANDLE_NOT_FOUND, message="Handle not found")
 NO_VALUES = Resolution(ResponseCode.VALUES_NOT_FOUND, message="No values match the request")
@@ -39,6 +44,7 @@ class Resolver:
         *,
         case_sensitive: bool = False,
         feed: LocalChangeFeed | None = None,
+        changes: ChangeLog | None = None,
     ) -> None:
         self.stages = tuple(stages)
         self.case_sensitive = case_sensitive
@@ -46,12 +52,25 @@ class Resolver:
         first = self.stages[0] if self.stages else None
         # A memory first in the chain is asked synchronously, before any await (the
         # doors' fast path); the awaited walk then starts after it.
-        self._recall = first.recall if isinstance(first, Memory) else _no_memory
+        self._memory = first.recall if isinstance(first, Memory) else _no_memory
+        self._recall = self._memory
         self._walk_from = 1 if isinstance(first, Memory) else 0
+        # With Redis: the registry's change feed behind the channel. Until the listener
+        # listens and this worker has caught up from the feed, the caches are passed by
+        # (``_trusted``); every doubt (channel lost, Redis not told of a write) counts.
+        self.changes = changes
+        self._trusted = True
+        self._listening = False
+        self._doubts = 0
+        self._wake = asyncio.Event()
+        self._in_step: asyncio.Task[None] | None = None
         # Bumped when a key is invalidated: a lookup that started before the
         # invalidation must not put what it read into any stage afterwards.
         self._generation: dict[str, int] = {}
         self._epoch = 0  # bumped when the map is cleared to bound its size
+        self._repeats = Repeats(log)
+        if changes is not None:
+            self._distrust()
 
     # --- lookup ------------------------------------------------------------------
 
@@ -82,12 +101,15 @@ class Resolver:
         q = Lookup(handle, key)
         stages = self.stages
         for n in range(self._walk_from, len(stages)):
+            if not self._trusted and stages[n].is_cache:
+                continue  # it may hold what a write we did not hear of changed
             got = await stages[n].lookup(q)
             if got is None:
                 continue
             if isinstance(got, Entry) and (self._epoch, self._generation.get(key, 0)) == gen:
                 for earlier in stages[:n]:
-                    earlier.learn(q, got)
+                    if self._trusted or not earlier.is_cache:
+                        earlier.learn(q, got)
             return got
         return NOT_FOUND  # no stage knows the handle
 
@@ -110,13 +132,107 @@ class Resolver:
     async def invalidate(self, handles: list[str]) -> None:
         """Forget handles everywhere: this worker's stages, what they share (Redis), and
         (by the channel or the change feed) every other worker's L1. Returns after the
-        invalidation is published."""
+        invalidation is published.
+
+        Called after the write committed, so it never raises: a write is acknowledged as
+        what it is. With Redis, the keys go into the registry's change feed first; if
+        Redis cannot be told, this worker stops trusting its caches and catches up from
+        the feed once Redis is back (deleting the keys there, telling the others)."""
         keys = [normalize(h, self.case_sensitive) for h in handles]
         self.forget(keys)
+        if self.changes is not None:
+            try:
+                await self.changes.record(keys)
+            except Exception as exc:  # committed all the same; Redis is still told below
+                self._repeats.error("cannot record a change in the change feed (%s)", exc)
         for stage in self.stages:
-            await stage.invalidate(keys)
+            try:
+                await stage.invalidate(keys)
+            except Exception as exc:
+                self._repeats.warning(
+                    "cannot invalidate a write in Redis (%s); caches unused until caught up",
+                    exc,
+                )
+                self._distrust()
         if self.feed is not None:
-            await self.feed.publish(keys)
+            try:
+                await self.feed.publish(keys)
+            except Exception as exc:  # the other workers cannot be told: trust nothing cached
+                log.error("cannot record a change for the other workers (%s); clearing L1", exc)
+                for stage in self.stages:
+                    stage.forget_all()
+
+    # --- catching up after Redis or its listener was lost ------------------------------
+
+    def listener_lost(self) -> None:
+        """The invalidation channel is lost: what is published meanwhile goes unheard."""
+        self._listening = False
+        self._distrust()
+
+    def listener_subscribed(self) -> None:
+        """The channel listens again: catch up from the change feed, then trust again."""
+        self._listening = True
+        self._wake.set()
+        if self._in_step is None and self.changes is not None:
+            self._in_step = asyncio.get_running_loop().create_task(self._keep_in_step())
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the caches are used (in step with every write's invalidation)."""
+        return self._trusted
+
+    def _distrust(self) -> None:
+        self._doubts += 1
+        if self._trusted and self._in_step is not None:
+            log.warning("caches unused until this worker catches up from the change feed")
+        self._trusted = False
+        self._recall = _no_memory  # the doors' fast path: nothing cached is served
+        self._generation.clear()
+        self._epoch += 1  # lookups in flight fill nothing
+        for stage in self.stages:
+            if stage.is_cache:
+                stage.forget_all()
+        self._wake.set()
+
+    async def _keep_in_step(self) -> None:
+        """While trusted, move the change feed's mark; while not, catch up as soon as the
+        listener listens; retry while the feed or Redis cannot be read."""
+        assert self.changes is not None
+        started = False
+        while True:
+            self._wake.clear()
+            if self._trusted:
+                try:
+                    await self.changes.advance()
+                except Exception as exc:  # the mark stays: a later catch-up reads more
+                    self._repeats.warning("cannot read the change feed's head (%s)", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), MARK_EVERY)
+                continue
+            if not self._listening:
+                await self._wake.wait()
+                continue
+            doubts = self._doubts
+            try:
+                if not started:
+                    await self.changes.start()
+                    started = True
+                keys, newest = await self.changes.since_mark()
+                keys = list(dict.fromkeys(keys))
+                self.forget(keys)
+                for stage in self.stages:
+                    await stage.catch_up(keys)
+            except Exception as exc:
+                self._repeats.warning("cannot catch up from the change feed yet (%s)", exc)
+                await asyncio.sleep(CATCH_UP_RETRY)
+                continue
+            if doubts == self._doubts and self._listening:
+                self.changes.caught_up(newest)
+                self._trusted = True
+                self._recall = self._memory
+                log.info(
+                    "caught up from the change feed (%d keys changed): caches in use", len(keys)
+                )
 
     def forget(self, keys: list[str]) -> None:
         """Drop keys from this worker's stages (an invalidation heard on the channel)."""
@@ -131,6 +247,8 @@ class Resolver:
     async def drain(self) -> None:
         """Finish the lookups under way, the far end first: what it answers fills the
         stages nearer the door, whose own work is drained after."""
+        if self._in_step is not None:
+            self._in_step.cancel()
         for stage in reversed(self.stages):
             await stage.drain()
 

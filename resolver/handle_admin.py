@@ -20,6 +20,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from idnode.registry.auth import AuthBusy, AuthError, Identity, check_answer, check_secret_key
+from idnode.registry.service import UNAVAILABLE
+from idnode.registry.service import unavailable as registry_unavailable
 from idnode.registry.sessions import SessionLimit
 
 from .codec import (
@@ -44,6 +46,7 @@ from .codec.auth import signed_data
 from .codec.bodies import LoginRequest, ResolutionResponse
 from .codec.digest import digest_request
 from .handle_sessions import SessionDoor, SessionRefusal
+from .logs import Repeats
 
 if TYPE_CHECKING:
     from idnode.registry.results import Listing, WriteResult
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from .handle_replies import Replies
 
 log = logging.getLogger("idnode.handle")
+_down = Repeats(log)  # a registry outage would otherwise log a line per request
 
 LOGINS = (OpCode.LOGIN_ID_SYSTEM, OpCode.LOGIN)
 Answer = tuple[int, b.Body]
@@ -184,6 +188,13 @@ class AdminRequests:
         except SessionLimit as exc:
             return await self.replies.send(
                 m, wire, ResponseCode.SERVER_TOO_BUSY, ErrorResponse(str(exc)), door, t0
+            )
+        except Exception as exc:  # a challenge is kept in the registry: say it is down
+            if not registry_unavailable(exc):
+                raise
+            _down.warning("cannot issue a challenge: registry unavailable (%s)", exc)
+            return await self.replies.send(
+                m, wire, ResponseCode.ERROR, ErrorResponse(UNAVAILABLE), door, t0
             )
         res = response_to(
             m,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 
 def setup_logging(level: str = "info") -> None:
@@ -15,3 +16,38 @@ def setup_logging(level: str = "info") -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Repeats:
+    """Say a repeated message once per ``interval`` seconds, with how many times it came.
+
+    For what a failing part repeats on every request (Redis down: a warning per read):
+    the first occurrence is logged at once; later ones within the interval are counted,
+    and the first one after it is logged with that count. Keyed by
+    the message's format string, so arguments that vary (the error text) do not split
+    the count.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next.get(msg, 0.0):
+            self._held[msg] = self._held.get(msg, 0) + 1
+            return
+        self._next[msg] = now + self.interval
+        held = self._held.pop(msg, 0)
+        if held:
+            self.logger.log(level, msg + " (%d more since the last such line)", *args, held)
+        else:
+            self.logger.log(level, msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, msg, *args)
+
+    def error(self, msg: str, *args: object) -> None:
+        self.log(logging.ERROR, msg, *args)

@@ -27,7 +27,7 @@ from idnode.registry.service import RegistryService
 from idnode.registry.sessions import SessionStore
 from idnode.registry.store import Store, open_store, redact_url
 
-from .changefeed import LocalChangeFeed
+from .changefeed import ChangeLog, LocalChangeFeed
 from .codec import (
     Interface,
     InterfaceProtocol,
@@ -169,6 +169,9 @@ class Node:
             lookup_chain(store, authority, l1, self.l2, lifetimes, max_batch=s.batch_max),
             case_sensitive=store.case_sensitive,
             feed=feed,
+            # With Redis, the registry's change feed is what a worker catches up from
+            # after losing Redis or its listener (resolver/changefeed.py).
+            changes=ChangeLog(store) if self.l2 is not None else None,
         )
         registry, sessions = self._registry(store, authority, core)
         server_key = await self._server_key(store, registry.sealer)
@@ -201,7 +204,9 @@ class Node:
         self._reap = loop.create_task(self._reap_sessions(sessions))
         self._flush = loop.create_task(self._flush_metrics())
         if self.l2 is not None:
-            self._listen = loop.create_task(self.l2.listen(core.forget))
+            self._listen = loop.create_task(
+                self.l2.listen(core.forget, core.listener_subscribed, core.listener_lost)
+            )
         log.info(
             "serving: handle udp+tcp %s:%d, http %s:%d, grpc %d; registry %s; redis %s; homed %s",
             s.listen,

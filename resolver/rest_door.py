@@ -17,15 +17,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from idnode.registry.auth import Identity
 from idnode.registry.names import InvalidName, check_handle, prefix_of
+from idnode.registry.service import UNAVAILABLE
+from idnode.registry.service import unavailable as registry_unavailable
 from idnode.registry.sessions import SessionLimit
 from idnode.registry.writes import mint_handle
 
@@ -33,6 +37,7 @@ from . import metrics
 from .codec import ProtocolError, ResponseCode, decode_values
 from .codec.jsonform import INT32_MAX, loads, parse_int, value_to_json, values_from_json
 from .core import Resolution, answer
+from .logs import Repeats
 from .rest_sessions_door import (
     BAD_HEADER,
     HEADER_FIELDS,
@@ -105,6 +110,22 @@ def reply(
     )
 
 
+_down = Repeats(logging.getLogger("idnode.rest"))
+
+
+@web.middleware
+async def _registry_down(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A registry that cannot be reached is a 503 with a JSON body at once (the client
+    may retry), never aiohttp's plain-text 500; reads the caches answer are unaffected."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        if not (request.path.startswith("/api/") and registry_unavailable(exc)):
+            raise
+        _down.warning("%s %s: registry unavailable (%s)", request.method, request.path, exc)
+        return reply(RC.ERROR, status=503, message=UNAVAILABLE)
+
+
 class RestApi:
     def __init__(
         self,
@@ -125,6 +146,7 @@ class RestApi:
         self._auth_cache: dict[str, tuple[float, Identity]] = {}
 
     def add_routes(self, app: web.Application) -> None:
+        app.middlewares.append(_registry_down)
         app.router.add_get(API, self.list_handles)
         app.router.add_get("/api/prefixes", self.prefixes)
         app.router.add_route("GET", API + "/{tail:.+}", self.get)

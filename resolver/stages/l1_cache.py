@@ -15,6 +15,8 @@ from .stage import Lookup, Memory
 
 
 class L1CacheStage(Memory):
+    is_cache = True
+
     def __init__(self, cache: L1Cache) -> None:
         self.cache = cache
         self._get = cache.get  # bound once: recall runs on every UDP answer

@@ -10,6 +10,7 @@ before a write of its key is dropped, since it carries what was read before the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
@@ -19,11 +20,17 @@ from ..l2 import FOUND, RedisTier
 from .stage import Lookup, Resolution, Stage
 
 MAX_QUEUED_FILLS = 10_000  # Redis fills waiting for the one under way; more are skipped
+CATCH_UP_BATCH = 1000  # changed keys deleted and published in one invalidation
+
+log = logging.getLogger("idnode.l2")
 
 
 class RedisCacheStage(Stage):
+    is_cache = True
+
     def __init__(self, tier: RedisTier, lifetimes: Lifetimes) -> None:
         self.tier = tier
+        self._run = b""  # the Redis server's run id when last caught up
         self.lifetimes = lifetimes
         self._fills: list[tuple[str, bytes | None]] = []
         self._flush_scheduled = False
@@ -55,6 +62,18 @@ class RedisCacheStage(Stage):
 
     async def invalidate(self, keys: Sequence[str]) -> None:
         await self.tier.invalidate(list(keys))
+
+    async def catch_up(self, keys: Sequence[str]) -> None:
+        """Delete what changed while Redis was not told (and tell the other listeners).
+        A Redis that restarted since we last looked holds what its persistence saved,
+        from an unknown time: nothing in it is trusted, the namespace is emptied."""
+        run = await self.tier.server_run()
+        if self._run and run != self._run:
+            gone = await self.tier.clear()
+            log.warning("redis restarted: dropped the %d handles it brought back", gone)
+        self._run = run
+        for start in range(0, len(keys), CATCH_UP_BATCH):
+            await self.tier.invalidate(list(keys[start : start + CATCH_UP_BATCH]))
 
     async def drain(self) -> None:
         if self._tasks:

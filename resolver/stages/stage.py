@@ -11,7 +11,9 @@ stage has one job and answers one of three ways from :meth:`Stage.lookup`:
 * ``None``: not mine to answer, ask the next stage.
 
 Writes reach the stages through :meth:`Stage.forget` (this worker drops the keys) and
-:meth:`Stage.invalidate` (tell whatever is shared, before the write reports success).
+:meth:`Stage.invalidate` (tell whatever is shared, before the write reports success);
+after Redis or its listener was lost, :meth:`Stage.catch_up` with the keys the registry's
+change feed says changed.
 
 A :class:`Memory` is a stage that answers from this process without awaiting: placed
 first, it also serves the doors' synchronous fast path (``Resolver.cached``). Adding a
@@ -47,6 +49,10 @@ class Stage(ABC):
     """One job of the lookup chain; only :meth:`lookup` is required, the rest default to
     doing nothing."""
 
+    # A cache may hold what a write changed: while the core cannot be sure it heard every
+    # invalidation (Redis or its listener lost), lookups pass it by and it learns nothing.
+    is_cache = False
+
     @abstractmethod
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
         """An entry or a final answer ends the lookup; ``None`` asks the next stage."""
@@ -67,6 +73,11 @@ class Stage(ABC):
         """A write changed ``keys``: tell what is shared beyond this worker; raise if it
         cannot be told (the write must not report success then)."""
         return None
+
+    async def catch_up(self, keys: Sequence[str]) -> None:
+        """After an outage: ``keys`` changed while this worker may not have heard (from the
+        registry's change feed); make what is shared forget them. Raise if it cannot."""
+        await self.invalidate(keys)
 
     async def drain(self) -> None:
         """Finish the work under way (graceful shutdown)."""
