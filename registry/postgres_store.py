@@ -23,6 +23,7 @@ from idnode.resolver.codec.codes import ResponseCode
 
 from .names import key_range, storage_prefix
 from .store import (
+    FEED_KEEP_SECONDS,
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
     AuditEntry,
@@ -36,6 +37,7 @@ from .store import (
     SessionRow,
     Store,
     StoreError,
+    feed_prune_due,
     now,
     redact_url,
     session_row,
@@ -282,7 +284,8 @@ class PostgresStore(Store):
                 list(keys),
                 t,
             )
-            await c.execute("DELETE FROM invalidations WHERE at < $1", t - 3600)
+            if feed_prune_due(int(newest or 0), len(keys)):
+                await c.execute("DELETE FROM invalidations WHERE at < $1", t - FEED_KEEP_SECONDS)
         return int(newest or 0)
 
     async def invalidations_since(self, after: int) -> list[tuple[int, str]]:

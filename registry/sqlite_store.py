@@ -17,6 +17,7 @@ from idnode.resolver.codec.codes import ResponseCode
 
 from .names import key_range, storage_prefix
 from .store import (
+    FEED_KEEP_SECONDS,
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
     AuditEntry,
@@ -30,6 +31,7 @@ from .store import (
     SessionRow,
     Store,
     StoreError,
+    feed_prune_due,
     now,
     session_row,
     sha256_hex,
@@ -264,7 +266,8 @@ class SqliteStore(Store):
                 "INSERT INTO invalidations (handle, at) VALUES (?, ?)", [(k, t) for k in keys]
             )
             (newest,) = db.execute("SELECT max(id) FROM invalidations").fetchone()
-            db.execute("DELETE FROM invalidations WHERE at < ?", (t - 3600,))
+            if feed_prune_due(int(newest or 0), len(keys)):
+                db.execute("DELETE FROM invalidations WHERE at < ?", (t - FEED_KEEP_SECONDS,))
         return int(newest or 0)
 
     async def invalidations_since(self, after: int) -> list[tuple[int, str]]:

@@ -217,6 +217,17 @@ class AuditLog(ABC):
     async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]: ...
 
 
+# The change feed keeps an hour of changes; the old ones are deleted once every
+# FEED_PRUNE_EVERY appended (the delete scans the table: not on every write).
+FEED_KEEP_SECONDS = 3600
+FEED_PRUNE_EVERY = 1000
+
+
+def feed_prune_due(newest: int, appended: int) -> bool:
+    """Whether an append that ended at id ``newest`` crossed a multiple of FEED_PRUNE_EVERY."""
+    return (newest - appended) // FEED_PRUNE_EVERY != newest // FEED_PRUNE_EVERY
+
+
 class InvalidationLog(ABC):
     """Changed keys: the registry's change feed. Workers that share no Redis drop them
     from their caches; a node with Redis catches up from it after losing Redis."""

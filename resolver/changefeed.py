@@ -22,7 +22,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from idnode.registry.store import InvalidationLog
+from idnode.registry.store import FEED_KEEP_SECONDS, InvalidationLog
 
 _SEQ = struct.Struct("<q")
 
@@ -72,6 +72,7 @@ class LocalChangeFeed:
 # never have been heard, so a catch-up re-reads a little more than it strictly must.
 MARK_LAG = 30.0
 MARK_EVERY = 10.0
+KEEP_MARGIN = 300.0  # a mark this close to the feed's retention may have lost changes
 
 
 class ChangeLog:
@@ -86,32 +87,40 @@ class ChangeLog:
     def __init__(self, store: InvalidationLog) -> None:
         self.store = store
         self.mark = 0
-        self._samples: deque[tuple[float, int]] = deque()
+        self.mark_at = time.time()  # when the mark was the feed's head
+        self._samples: deque[tuple[float, int, float]] = deque()
 
     async def start(self) -> None:
         """From now: the caches start empty, so older changes cannot matter."""
         self.mark = await self.store.newest_invalidation()
+        self.mark_at = time.time()
         self._samples.clear()
 
     async def record(self, keys: list[str]) -> None:
         await self.store.append_invalidations(keys)
 
-    async def since_mark(self) -> tuple[list[str], int]:
-        """Keys changed since the mark, and the newest id read."""
+    async def since_mark(self) -> tuple[list[str], int, bool]:
+        """Keys changed since the mark, the newest id read, and whether that is all of
+        them (False once the mark is older than the feed keeps: some may be gone)."""
+        whole = time.time() - self.mark_at < FEED_KEEP_SECONDS - KEEP_MARGIN
         rows = await self.store.invalidations_since(self.mark)
-        return [k for _, k in rows], (rows[-1][0] if rows else self.mark)
+        return [k for _, k in rows], (rows[-1][0] if rows else self.mark), whole
 
-    def caught_up(self, newest: int) -> None:
-        """Everything up to ``newest`` is applied; it becomes the mark once MARK_LAG has
-        passed (a change committed out of id order may still be arriving)."""
+    def caught_up(self, newest: int, at: float) -> None:
+        """Everything up to ``newest``, the head at wall time ``at``, is applied; it
+        becomes the mark once MARK_LAG has passed (a change committed out of id order may
+        still be arriving)."""
         self._samples.clear()
-        self._samples.append((time.monotonic(), newest))
+        self._samples.append((time.monotonic(), newest, at))
 
     async def advance(self) -> None:
         """In step with Redis: sample the feed's head; the mark moves to the newest sample
         at least MARK_LAG old."""
         now = time.monotonic()
         if not self._samples or now - self._samples[-1][0] >= MARK_EVERY:
-            self._samples.append((now, await self.store.newest_invalidation()))
+            at = time.time()
+            self._samples.append((now, await self.store.newest_invalidation(), at))
         while self._samples and now - self._samples[0][0] >= MARK_LAG:
-            self.mark = max(self.mark, self._samples.popleft()[1])
+            _, newest, at = self._samples.popleft()
+            if newest >= self.mark:
+                self.mark, self.mark_at = newest, at

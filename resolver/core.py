@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 from idnode.registry.names import normalize
@@ -217,17 +218,18 @@ class Resolver:
                 if not started:
                     await self.changes.start()
                     started = True
-                keys, newest = await self.changes.since_mark()
+                at = time.time()
+                keys, newest, whole = await self.changes.since_mark()
                 keys = list(dict.fromkeys(keys))
                 self.forget(keys)
                 for stage in self.stages:
-                    await stage.catch_up(keys)
+                    await stage.catch_up(keys, everything=not whole)
             except Exception as exc:
                 self._repeats.warning("cannot catch up from the change feed yet (%s)", exc)
                 await asyncio.sleep(CATCH_UP_RETRY)
                 continue
             if doubts == self._doubts and self._listening:
-                self.changes.caught_up(newest)
+                self.changes.caught_up(newest, at)
                 self._trusted = True
                 self._recall = self._memory
                 log.info(

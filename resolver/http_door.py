@@ -8,13 +8,18 @@ handle's own path (``POST /20.500.12345%2Fabc``, ``POST /%2F`` for site info).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.web_protocol import RequestHandler
 
 from . import metrics
 from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
+from .connlimits import ByteBudget, ConnectionLimits, LimitLog
 from .handle_service import HandleService
 from .idis_door import IdisApi
 from .rest_door import MAX_BODY, RestApi
@@ -22,18 +27,117 @@ from .rest_door import MAX_BODY, RestApi
 if TYPE_CHECKING:
     from .health import HealthCheck
 
+log = logging.getLogger("idnode.http")
+
 HDL_MESSAGE = "application/x-hdl-message"
+# The larger of a Handle message and a REST body (the REST door checks its own limit).
+MAX_REQUEST_BODY = max(MAX_MESSAGE_LENGTH + ENVELOPE_SIZE, MAX_BODY)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _json_error(status: int, message: str) -> web.Response:
+def _json_error(status: int, message: str, **headers: str) -> web.Response:
     return web.Response(
-        status=status, text=json.dumps({"error": message}), content_type="application/json"
+        status=status,
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+        headers=headers,
     )
 
 
-def build_app(service: HandleService, health: HealthCheck) -> web.Application:
-    # The larger of a Handle message and a REST body (the REST door checks its own limit).
-    app = web.Application(client_max_size=max(MAX_MESSAGE_LENGTH + ENVELOPE_SIZE, MAX_BODY))
+class GuardedHttp(asyncio.Protocol):
+    """aiohttp's connection handler behind the per-client and per-worker connection caps:
+    a connection over a cap is closed before aiohttp sees it (and counted in the log)."""
+
+    def __init__(self, server: web.Server, limits: ConnectionLimits) -> None:
+        self.server = server
+        self.limits = limits
+        self.inner: RequestHandler | None = None
+        self.client = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else ""
+        if not self.limits.admit(self.client, "http"):
+            transport.close()
+            return
+        self.inner = self.server()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> None:
+        if self.inner is not None:
+            self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is not None:
+            self.limits.release(self.client)
+            self.inner.connection_lost(exc)
+            self.inner = None
+
+
+def body_guard(budget: ByteBudget, timeout: float, report: LimitLog) -> Any:
+    """A middleware reading every request body before its handler does: within the
+    worker's budget of bodies in flight (503 past it), within ``timeout`` (408), and a
+    client that hangs up mid-body is not an error. aiohttp keeps the bytes read, so the
+    handlers' read() and json() find them."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.body_exists:
+            return await handler(request)
+        length = request.content_length
+        if length is not None and length > MAX_REQUEST_BODY:
+            return await handler(request)  # refused on its length, without reading it
+        size = MAX_REQUEST_BODY if length is None else length
+        client = request.remote or ""
+        if not budget.take(size):  # small bodies have room large ones cannot take
+            report.bite(f"http: {budget.limit >> 20} MiB of request bodies in flight", client)
+            return _json_error(
+                503, "too many requests being received; retry", **{"Retry-After": "1"}
+            )
+        try:
+            try:
+                await asyncio.wait_for(request.read(), timeout)
+            except TimeoutError:
+                report.bite(f"http: a request body not received within {timeout:g} s", client)
+                response = _json_error(408, f"the request body did not arrive within {timeout:g} s")
+                response.force_close()
+                return response
+            except (ConnectionError, ClientPayloadError) as exc:
+                # The client went away or broke off its body: nothing to answer, no traceback.
+                log.debug("http: %s broke off a request body: %s", client, exc)
+                response = _json_error(400, "the request body was broken off")
+                response.force_close()
+                return response
+        finally:
+            budget.give(size)
+        return await handler(request)
+
+    return guard
+
+
+def build_app(
+    service: HandleService,
+    health: HealthCheck,
+    *,
+    bodies: ByteBudget | None = None,
+    body_timeout: float = 30.0,
+    report: LimitLog | None = None,
+) -> web.Application:
+    guard = body_guard(bodies or ByteBudget(64 * 1024 * 1024), body_timeout, report or LimitLog())
+    app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[guard])
     # REST sessions follow the Handle sessions' lifetimes and cap (no registry: none).
     s = service.sessions
     rest = RestApi(service.core, service.registry)

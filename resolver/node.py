@@ -1,17 +1,17 @@
 """One worker of the node: open the registry and caches, serve UDP, TCP and HTTP, stop cleanly.
 
-Every worker binds the same ports with SO_REUSEPORT, so the kernel spreads
-packets and connections over the workers (resolver/supervisor.py runs several).
+The node binds its Handle (UDP, TCP) and HTTP ports once, without SO_REUSEPORT, and its
+workers serve those same sockets (resolver/supervisor.py hands them over): only the
+workers of one node share a port, and a second node on it fails at start naming it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
+import os
 import signal
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,15 @@ from .codec import (
     SessionCipher,
     SiteInfo,
 )
+from .connlimits import ByteBudget, ConnectionLimits, connection_ceiling, raise_descriptor_limit
 from .core import Resolver
 from .handle_service import HandleService
 from .handle_sessions import SessionDoor
 from .health import HealthCheck
-from .http_door import build_app
+from .http_door import GuardedHttp, build_app
 from .l1 import L1Cache, Lifetimes
 from .l2 import RedisTier
+from .listeners import Listeners, bind_listeners
 from .ratelimit import RateLimiter
 from .settings import Settings
 from .stages.authority import AuthorityStage
@@ -57,6 +59,7 @@ log = logging.getLogger("idnode.node")
 
 PREFIX_REFRESH_SECONDS = 30.0
 SESSION_REAP_SECONDS = 30.0
+PARENT_CHECK_SECONDS = 1.0
 
 
 def site_info(s: Settings, public_key: bytes = b"") -> SiteInfo:
@@ -106,22 +109,10 @@ def lookup_chain(
     return [stage for stage in stages if stage is not None]
 
 
-def _udp_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    # Bursts of queries land faster than one loop turn drains them; a larger
-    # receive buffer turns a burst into latency instead of loss.
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
-
-
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, listeners: Listeners) -> None:
         self.settings = settings
+        self.listeners = listeners
         self.stopping = asyncio.Event()
         self.store: Store | None = None
         self.l1: L1Cache | None = None
@@ -135,6 +126,8 @@ class Node:
         self._flush: asyncio.Task[None] | None = None
         self._listen: asyncio.Task[None] | None = None
         self._reap: asyncio.Task[None] | None = None
+        self._http_server: asyncio.Server | None = None
+        self._parent: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -182,19 +175,39 @@ class Node:
         site = site_info(s, server_key.public_data if server_key is not None else b"")
         service = HandleService(core, site, registry, sessions, limiter, door)
         loop = asyncio.get_running_loop()
+        ports = self.listeners
         udp = self.udp = UdpDoor.from_settings(service, s)
-        await loop.create_datagram_endpoint(lambda: udp, sock=_udp_socket(s.listen, s.handle_port))
-        self.tcp = TcpDoor(service, idle_timeout=s.tcp_idle_timeout)
-        self.tcp.server = await loop.create_server(
-            self.tcp.protocol, s.listen, s.handle_port, reuse_port=True
+        await loop.create_datagram_endpoint(lambda: udp, sock=ports.handle_udp)
+        descriptors = raise_descriptor_limit()
+        limits = ConnectionLimits(s.conns_per_client, connection_ceiling(descriptors))
+        self.tcp = TcpDoor(
+            service,
+            idle_timeout=s.tcp_idle_timeout,
+            slow_timeout=s.tcp_slow_timeout,
+            limits=limits,
+            buffers=ByteBudget(s.tcp_buffer_max_mb * 1024 * 1024),
         )
+        self.tcp.server = await loop.create_server(self.tcp.protocol, sock=ports.handle_tcp)
         self.http = web.AppRunner(
-            build_app(service, HealthCheck(store, self.l2, authority, l1)),
+            build_app(
+                service,
+                HealthCheck(store, self.l2, authority, l1),
+                bodies=ByteBudget(s.http_body_max_mb * 1024 * 1024),
+                body_timeout=s.http_body_timeout,
+                report=limits.report,
+            ),
             access_log=None,
             shutdown_timeout=s.shutdown_grace,
+            # Also the deadline of a first request head: aiohttp closes a connection
+            # that has sent no whole head this long after connecting (slowloris).
+            keepalive_timeout=s.http_idle_timeout,
         )
         await self.http.setup()
-        await web.TCPSite(self.http, s.listen, s.http_port, reuse_port=True).start()
+        server = self.http.server
+        assert server is not None
+        self._http_server = await loop.create_server(
+            lambda: GuardedHttp(server, limits), sock=ports.http
+        )
         from .grpc_door import start_grpc  # imported here: it builds the code from protos/
 
         self.grpc = await start_grpc(
@@ -304,7 +317,7 @@ class Node:
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace
         log.info("shutting down: finishing requests in flight (up to %.0fs)", grace)
-        for task in (self._refresh, self._flush, self._listen, self._reap):
+        for task in (self._refresh, self._flush, self._listen, self._reap, self._parent):
             if task is not None:
                 task.cancel()
         if self.udp is not None:
@@ -313,6 +326,8 @@ class Node:
             await self.tcp.drain_and_close(grace)
         if self.grpc is not None:
             await self.grpc.stop(grace)
+        if self._http_server is not None:
+            self._http_server.close()  # no new connections; cleanup() drains the others
         if self.http is not None:
             await self.http.cleanup()
         if self.core is not None:
@@ -326,10 +341,20 @@ class Node:
         metrics.TALLY.flush()
         log.info("stopped")
 
-    async def run(self) -> None:
+    async def _watch_parent(self, parent: int) -> None:
+        """A worker whose supervisor is gone stops (PR_SET_PDEATHSIG does it at once on
+        Linux; this covers the rest): a restarted node must not find it on the ports."""
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_CHECK_SECONDS)
+        log.warning("the supervisor (pid %d) is gone; this worker stops", parent)
+        self.stopping.set()
+
+    async def run(self, parent: int = 0) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        if parent:
+            self._parent = loop.create_task(self._watch_parent(parent))
         try:
             await self.start()
             await self.stopping.wait()
@@ -337,8 +362,9 @@ class Node:
             await self.stop()
 
 
-def run_worker(settings: Settings) -> int:
-    """Entry point of one worker process (or of the node when --workers 1)."""
+def run_worker(settings: Settings, listeners: Listeners | None = None, parent: int = 0) -> int:
+    """Entry point of one worker process (or of the node when --workers 1): serve
+    ``listeners`` (bound here when None); stop when the process ``parent`` is gone."""
     from .logs import setup_logging
 
     setup_logging(settings.log_level)
@@ -349,7 +375,8 @@ def run_worker(settings: Settings) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
         log.warning("uvloop is not installed; using the default event loop")
     try:
-        asyncio.run(Node(settings).run())
+        ports = listeners if listeners is not None else bind_listeners(settings)
+        asyncio.run(Node(settings, ports).run(parent))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 2

@@ -110,6 +110,45 @@ class Settings:
     tcp_idle_timeout: float = field(
         default=120.0, metadata={"help": "close an idle Handle TCP connection after, seconds"}
     )
+    tcp_slow_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "close a Handle TCP connection whose unfinished request, or whose "
+            "answers it does not read, stay so this long, seconds"
+        },
+    )
+    tcp_buffer_max_mb: int = field(
+        default=64,
+        metadata={
+            "help": "unfinished Handle TCP requests a worker holds over all connections, "
+            "MiB; past it a connection adding to a large one is closed"
+        },
+    )
+    conns_per_client: int = field(
+        default=256,
+        metadata={
+            "help": "open Handle TCP and HTTP connections per client address, per worker; "
+            "more are closed at once (0 = no cap)"
+        },
+    )
+    http_idle_timeout: float = field(
+        default=20.0,
+        metadata={
+            "help": "close an HTTP connection that has not sent a whole request head this "
+            "long after connecting or after its last answer, seconds"
+        },
+    )
+    http_body_timeout: float = field(
+        default=30.0,
+        metadata={"help": "longest an HTTP request body may take to arrive (then 408), seconds"},
+    )
+    http_body_max_mb: int = field(
+        default=64,
+        metadata={
+            "help": "HTTP request bodies being received at once per worker, MiB; past it "
+            "new ones get 503"
+        },
+    )
     site_serial: int = field(default=1, metadata={"help": "serial of this node's HS_SITE"})
     advertise_address: str = field(
         default="", metadata={"help": "address put in HS_SITE (default: the listen address)"}

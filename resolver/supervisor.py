@@ -2,33 +2,57 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .settings import Settings
+
+if TYPE_CHECKING:  # the supervisor itself stays small: node.py is imported by workers
+    from .listeners import Listeners
 
 log = logging.getLogger("idnode.supervisor")
 
 FAST_FAILURE_SECONDS = 5.0  # a worker that dies this soon after starting failed to start
 MAX_FAST_FAILURES = 5
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _worker(settings: Settings) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux for SIGTERM when the supervisor dies (kill -9 included), so no worker
+    keeps serving the ports without it; then check it did not die before we asked."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+                log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        except (OSError, AttributeError) as exc:  # no prctl: the parent check still runs
+            log.warning("cannot ask to die with the supervisor: %s", exc)
+    if os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def _worker(settings: Settings, listeners: Listeners, parent: int) -> None:
+    _die_with_parent(parent)
     # Ctrl-C reaches the whole process group; the supervisor alone decides to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .node import run_worker
 
-    raise SystemExit(run_worker(settings))
+    raise SystemExit(run_worker(settings, listeners, parent))
 
 
-def supervise(settings: Settings) -> int:
+def supervise(settings: Settings, listeners: Listeners) -> int:
+    """Run the workers on ``listeners`` (bound by the caller; workers get copies of the
+    sockets, so none binds a port itself and no other node can join them)."""
     # Metrics from every worker are summed through files in one directory.
     own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     if own_metrics_dir:
@@ -48,7 +72,9 @@ def supervise(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def start(i: int) -> tuple[BaseProcess, float]:
-        p = ctx.Process(target=_worker, args=(settings,), name=f"idnode-worker-{i}")
+        p = ctx.Process(
+            target=_worker, args=(settings, listeners, os.getpid()), name=f"idnode-worker-{i}"
+        )
         p.start()
         log.info("worker %d started (pid %s)", i, p.pid)
         return p, time.monotonic()
@@ -89,6 +115,7 @@ def supervise(settings: Settings) -> int:
                 log.warning("worker pid %s did not stop in time; killing it", p.pid)
                 p.kill()
                 p.join()
+        listeners.close()
         if own_metrics_dir:
             shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
         log.info("all workers stopped")

@@ -22,15 +22,20 @@ def _serve(s: Settings) -> int:
             "--prefix PREFIX` to upgrade it (the node key is then checked at every start)",
             file=sys.stderr,
         )
+    from ..listeners import bind_listeners
+
+    # Bound here, once, before any worker: a port another node holds stops the start
+    # with one line naming it (exit 2), and only this node's workers share the sockets.
+    listeners = bind_listeners(s)
     if s.workers == 1:
         from ..node import run_worker
 
-        return run_worker(s)
+        return run_worker(s, listeners)
     from ..logs import setup_logging
     from ..supervisor import supervise
 
     setup_logging(s.log_level)
-    return supervise(s)
+    return supervise(s, listeners)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -63,14 +63,16 @@ class RedisCacheStage(Stage):
     async def invalidate(self, keys: Sequence[str]) -> None:
         await self.tier.invalidate(list(keys))
 
-    async def catch_up(self, keys: Sequence[str]) -> None:
+    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
         """Delete what changed while Redis was not told (and tell the other listeners).
         A Redis that restarted since we last looked holds what its persistence saved,
-        from an unknown time: nothing in it is trusted, the namespace is emptied."""
+        from an unknown time: nothing in it is trusted, the namespace is emptied (as it
+        is when the change feed no longer reaches back to where this worker was)."""
         run = await self.tier.server_run()
-        if self._run and run != self._run:
+        if everything or (self._run and run != self._run):
             gone = await self.tier.clear()
-            log.warning("redis restarted: dropped the %d handles it brought back", gone)
+            why = "the outage outlasted the change feed" if everything else "redis restarted"
+            log.warning("%s: dropped the %d handles cached in redis", why, gone)
         self._run = run
         for start in range(0, len(keys), CATCH_UP_BATCH):
             await self.tier.invalidate(list(keys[start : start + CATCH_UP_BATCH]))

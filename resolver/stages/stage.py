@@ -74,9 +74,11 @@ class Stage(ABC):
         cannot be told (the write must not report success then)."""
         return None
 
-    async def catch_up(self, keys: Sequence[str]) -> None:
+    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
         """After an outage: ``keys`` changed while this worker may not have heard (from the
-        registry's change feed); make what is shared forget them. Raise if it cannot."""
+        registry's change feed); make what is shared forget them, or forget all it holds
+        when ``everything`` (the feed no longer reaches back far enough). Raise if it
+        cannot."""
         await self.invalidate(keys)
 
     async def drain(self) -> None:

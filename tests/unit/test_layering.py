@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.logs",
             "idnode.resolver.metrics",
             "idnode.resolver.ratelimit",
+            "idnode.resolver.connlimits",
             "idnode.resolver.grpc_protos",
             "idnode.resolver.client",
             "idnode.resolver.health",
@@ -55,7 +56,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.*_door",
         ],
     ),
-    ("node", ["idnode.resolver.node", "idnode.resolver.supervisor"]),
+    ("node", ["idnode.resolver.node", "idnode.resolver.supervisor", "idnode.resolver.listeners"]),
     ("cli", ["idnode.resolver.cli", "idnode.resolver.cli.*"]),
     ("loadtest", ["idnode.loadtest", "idnode.loadtest.*"]),
 ]

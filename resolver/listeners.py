@@ -1,0 +1,78 @@
+"""The node's ports, bound once before any worker starts and served by all of them.
+
+Not SO_REUSEPORT: with it, a second node started on the same ports joined them and the
+kernel spread clients over both nodes. Bound without it, by the supervisor (or the only
+worker), a port another node holds fails the start with one line naming it; the workers
+get copies of the sockets (multiprocessing passes descriptors to spawned children), and
+the kernel hands each connection or datagram to one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import NamedTuple
+
+from .settings import ConfigError, Settings
+
+
+class Listeners(NamedTuple):
+    """The node's bound sockets, made once and served by every worker."""
+
+    handle_udp: socket.socket
+    handle_tcp: socket.socket
+    http: socket.socket
+
+    def close(self) -> None:
+        for sock in self:
+            sock.close()
+
+
+def _bind(kind: int, host: str, port: int, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # Not SO_REUSEPORT (that would let a second node share the port): only
+            # SO_REUSEADDR, so a restart binds past connections still in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            # Bursts of queries land faster than one loop turn drains them; a larger
+            # receive buffer turns a burst into latency instead of loss.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
+        raise ConfigError(
+            f"cannot listen on {what} port {proto} {host}:{port}: {exc.strerror or exc} "
+            "(is another idnode node or program serving it?)"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _check_grpc_port(host: str, port: int) -> None:
+    """gRPC binds its own port in each worker (with SO_REUSEPORT, so they share it):
+    a bind without SO_REUSEPORT here fails if any other process, another node's
+    workers included, holds the port."""
+    _bind(socket.SOCK_STREAM, host, port, "gRPC").close()
+
+
+def bind_listeners(s: Settings) -> Listeners:
+    """Bind the node's ports before any worker starts; ConfigError (one line, naming the
+    port) if one is taken."""
+    socks: list[socket.socket] = []
+    try:
+        socks.append(_bind(socket.SOCK_DGRAM, s.listen, s.handle_port, "Handle"))
+        socks.append(_bind(socket.SOCK_STREAM, s.listen, s.handle_port, "Handle"))
+        socks.append(_bind(socket.SOCK_STREAM, s.listen, s.http_port, "HTTP"))
+        _check_grpc_port(s.listen, s.grpc_port)
+    except ConfigError:
+        for sock in socks:
+            sock.close()
+        raise
+    return Listeners(*socks)
