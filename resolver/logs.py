@@ -16,6 +16,21 @@ def setup_logging(level: str = "info") -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_bad_http_is_the_clients)
+
+
+def _bad_http_is_the_clients(record: logging.LogRecord) -> bool:
+    """A request aiohttp cannot parse (a NUL in a header, a request line over 8 KiB) is
+    the client's error, answered 400: one warning line, not an ERROR with a traceback."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        why = " ".join(str(exc).split())[:200]
+        record.msg, record.args = "%s: %s", (record.getMessage(), why)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 class Repeats:

@@ -149,11 +149,13 @@ class RestApi:
         app.middlewares.append(_registry_down)
         app.router.add_get(API, self.list_handles)
         app.router.add_get("/api/prefixes", self.prefixes)
-        app.router.add_route("GET", API + "/{tail:.+}", self.get)
-        app.router.add_route("PUT", API + "/{tail:.+}", self.put)
-        app.router.add_route("DELETE", API + "/{tail:.+}", self.delete)
+        # [\s\S], not ".": a path with an encoded newline (%0A) is still a handle path, to
+        # be refused as JSON by _handle, not left to aiohttp's plain-text 404.
+        app.router.add_route("GET", API + r"/{tail:[\s\S]+}", self.get)
+        app.router.add_route("PUT", API + r"/{tail:[\s\S]+}", self.put)
+        app.router.add_route("DELETE", API + r"/{tail:[\s\S]+}", self.delete)
         app.router.add_route("*", SESSIONS, self.session_route)
-        app.router.add_route("*", SESSIONS + "/{tail:.*}", self.session_route)
+        app.router.add_route("*", SESSIONS + r"/{tail:[\s\S]*}", self.session_route)
         app.router.add_get("/openapi.json", self.openapi)
 
     # --- request parsing -------------------------------------------------------------
@@ -606,86 +608,331 @@ _HANDLE_PARAM = {
     "schema": {"type": "string"},
     "description": "prefix/suffix",
 }
-_JSON = {"application/json": {"schema": {"type": "object"}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+_INDEX = _query(
+    "index", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, required=False
+) | {"description": "a value index (repeatable); a plain ASCII decimal"}
+_BOOL = {"type": "boolean"}
+# Every refusal of the handle API: a Handle response code and why (4XX covers 400, 401,
+# 403, 404, 409, 413, 415 and 429, as the reference maps response codes); 503 when the
+# registry cannot be reached.
+_REFUSED = {
+    "4XX": _json(_ref("Refusal"), "refused: the Handle response code and why"),
+    "503": _json(_ref("Refusal"), "the registry cannot be reached: try again"),
+}
+_SESSION_REFUSED = {
+    "4XX": _json(_ref("SessionError"), "refused, with why"),
+    "503": _json(_ref("SessionError"), "too many sessions, or the registry is unreachable"),
+}
+# The IDIS facade answers 200 with an SNMS status whatever happens (1 ok, -1 not logged
+# in, -2 business error, -3 no permission, -4 internal error); 429 when logins from a
+# client are throttled.
+_IDIS_ANSWER = {
+    "200": _json(_ref("IdisAnswer"), "an SNMS answer: status, message, data"),
+    "429": _json(_ref("IdisAnswer"), "too many failed logins: wait Retry-After seconds"),
+}
+_IDIS_JSON_BODY = {"required": True, "content": {"application/json": {"schema": {}}}}
+
+
+def _idis_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
         "title": "idnode Handle REST API",
         "version": "1",
-        "description": "The reference Handle server's /api/handles contract.",
+        "description": "The reference Handle server's /api/handles contract, /api/sessions,"
+        " and the IDIS management facade (SNMS): /identity/token, /identityv2/data and"
+        " /snms/api/v5/template.",
     },
-    "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}},
+    "components": {
+        "securitySchemes": {
+            "basic": {"type": "http", "scheme": "basic"},
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key (idnode apikey create) or an IDIS login token",
+            },
+        },
+        "schemas": {
+            "Refusal": {
+                "type": "object",
+                "required": ["responseCode"],
+                "properties": {
+                    "responseCode": {"type": "integer"},
+                    "handle": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+            "Value": {
+                "type": "object",
+                "required": ["index", "type", "data", "ttl", "timestamp"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "type": {"type": "string"},
+                    "data": {
+                        "type": "object",
+                        "required": ["format", "value"],
+                        "properties": {
+                            "format": {
+                                "type": "string",
+                                "enum": ["string", "base64", "admin", "vlist", "site", "key"],
+                            },
+                            "value": {},
+                        },
+                    },
+                    "ttl": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+                    "timestamp": {"type": "string"},
+                    "permissions": {"type": "string", "pattern": "^[01]{4}$"},
+                    "references": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "handle": {"type": "string"},
+                                "index": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+            "ValueInput": {
+                "type": "object",
+                "required": ["index", "type"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                    "type": {"type": "string"},
+                    "data": {
+                        "oneOf": [
+                            {"type": "string"},
+                            {
+                                "type": "object",
+                                "required": ["value"],
+                                "properties": {
+                                    "format": {
+                                        "type": "string",
+                                        "enum": [
+                                            "string",
+                                            "base64",
+                                            "hex",
+                                            "admin",
+                                            "vlist",
+                                            "site",
+                                            "key",
+                                        ],
+                                    },
+                                    "value": {},
+                                },
+                            },
+                        ]
+                    },
+                    "ttl": {
+                        "oneOf": [
+                            {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                            {"type": "string", "description": "an ISO 8601 time (absolute)"},
+                        ]
+                    },
+                    "timestamp": {"type": "string"},
+                    "permissions": {"type": "string", "pattern": "^[01]{4}$"},
+                    "references": {"type": "array", "items": {"type": "object"}},
+                },
+                "additionalProperties": False,
+            },
+            "HandleRecord": {
+                "type": "object",
+                "required": ["responseCode", "handle", "values"],
+                "properties": {
+                    "responseCode": {"type": "integer"},
+                    "handle": {"type": "string"},
+                    "values": {"type": "array", "items": _ref("Value")},
+                },
+            },
+            "Written": {
+                "type": "object",
+                "required": ["responseCode"],
+                "properties": {
+                    "responseCode": {"type": "integer"},
+                    "handle": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+            "Session": {
+                "type": "object",
+                "required": ["sessionId", "nonce"],
+                "properties": {
+                    "sessionId": {"type": "string"},
+                    "nonce": {"type": "string", "format": "byte"},
+                    "authenticated": {"type": "boolean"},
+                    "id": {"type": "string"},
+                    "error": {"type": "string"},
+                },
+            },
+            "SessionError": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            },
+            "IdisAnswer": {
+                "type": "object",
+                "required": ["status", "message", "data"],
+                "properties": {
+                    "status": {"type": "integer", "enum": [1, -1, -2, -3, -4]},
+                    "message": {"type": "string"},
+                    "data": {"nullable": True},
+                },
+            },
+            "IdisValue": {
+                "type": "object",
+                "required": ["index", "type"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                    "type": {"type": "string"},
+                    "data": {},
+                    "ttl": {},
+                    "auth": {"description": "present and true: not public"},
+                },
+            },
+            "IdisRecord": {
+                "type": "object",
+                "required": ["handle"],
+                "properties": {
+                    "handle": {"type": "string"},
+                    "templateVersion": {"type": "string"},
+                    "value": {"type": "array", "items": _ref("IdisValue")},
+                },
+            },
+        },
+    },
     "paths": {
         "/api/handles/{handle}": {
             "get": {
                 "summary": "Resolve a handle",
                 "parameters": [
                     _HANDLE_PARAM,
-                    {"name": "index", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "type", "in": "query", "schema": {"type": "string"}},
-                    {"name": "publicOnly", "in": "query", "schema": {"type": "boolean"}},
+                    _INDEX,
+                    _query("type", {"type": "string"}),
+                    _query("publicOnly", _BOOL),
                 ],
                 "responses": {
-                    "200": {"description": "values", "content": _JSON},
-                    "404": {"description": "not found", "content": _JSON},
+                    "200": _json(_ref("HandleRecord"), "values (none may match: 200 too)"),
+                    **_REFUSED,
                 },
             },
             "put": {
                 "summary": "Create a handle, or add/replace values with ?index=",
-                "security": [{"basic": []}],
+                "security": [{"basic": []}, {"bearer": []}],
                 "parameters": [
                     _HANDLE_PARAM,
-                    {"name": "index", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "overwrite", "in": "query", "schema": {"type": "boolean"}},
-                    {"name": "mintNewSuffix", "in": "query", "schema": {"type": "boolean"}},
+                    _INDEX,
+                    _query("overwrite", _BOOL),
+                    _query("mintNewSuffix", _BOOL),
                 ],
-                "requestBody": {"content": _JSON},
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"type": "array", "items": _ref("ValueInput")},
+                                    {
+                                        "type": "object",
+                                        "required": ["values"],
+                                        "properties": {
+                                            "values": {
+                                                "type": "array",
+                                                "items": _ref("ValueInput"),
+                                            },
+                                            "handle": {"type": "string"},
+                                            "responseCode": {"type": "integer"},
+                                        },
+                                        "additionalProperties": False,
+                                    },
+                                ]
+                            }
+                        }
+                    }
+                },
                 "responses": {
-                    "201": {"description": "created", "content": _JSON},
-                    "200": {"description": "values written", "content": _JSON},
-                    "409": {"description": "exists", "content": _JSON},
+                    "201": _json(_ref("Written"), "created"),
+                    "200": _json(_ref("Written"), "replaced, or values written"),
+                    **_REFUSED,
                 },
             },
             "delete": {
                 "summary": "Delete a handle, or values with ?index=",
-                "security": [{"basic": []}],
-                "parameters": [
-                    _HANDLE_PARAM,
-                    {"name": "index", "in": "query", "schema": {"type": "integer"}},
-                ],
-                "responses": {
-                    "200": {"description": "deleted", "content": _JSON},
-                    "404": {"description": "not found", "content": _JSON},
-                },
+                "security": [{"basic": []}, {"bearer": []}],
+                "parameters": [_HANDLE_PARAM, _INDEX],
+                "responses": {"200": _json(_ref("Written"), "deleted"), **_REFUSED},
             },
         },
         "/api/handles": {
             "get": {
                 "summary": "List the handles under a prefix",
-                "security": [{"basic": []}],
+                "security": [{"basic": []}, {"bearer": []}],
                 "parameters": [
-                    {
-                        "name": "prefix",
-                        "in": "query",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    },
-                    {"name": "page", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+                    _query("prefix", {"type": "string"}, required=True),
+                    _query("page", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}),
+                    _query("pageSize", {"type": "integer", "minimum": 1, "maximum": 10_000}),
                 ],
-                "responses": {"200": {"description": "handles", "content": _JSON}},
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["responseCode", "handles"],
+                            "properties": {
+                                "responseCode": {"type": "integer"},
+                                "prefix": {"type": "string"},
+                                "totalCount": {"type": "string"},
+                                "page": {"type": "integer"},
+                                "pageSize": {"type": "integer"},
+                                "handles": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        "handles",
+                    ),
+                    **_REFUSED,
+                },
             },
         },
         "/api/prefixes": {
             "get": {
                 "summary": "Prefixes homed here",
-                "responses": {"200": {"description": "prefixes", "content": _JSON}},
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["responseCode", "prefixes"],
+                            "properties": {
+                                "responseCode": {"type": "integer"},
+                                "prefixes": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        "prefixes",
+                    )
+                },
             }
         },
         "/api/sessions": {
             "post": {
                 "summary": "Open a session: its sessionId and the nonce to sign",
-                "responses": {"201": {"description": "sessionId, nonce", "content": _JSON}},
+                "responses": {
+                    "201": _json(_ref("Session"), "sessionId, nonce"),
+                    **_SESSION_REFUSED,
+                },
             }
         },
         "/api/sessions/this": {
@@ -695,25 +942,118 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "The session; checks an answer it carries",
                 "responses": {
-                    "200": {"description": "the session", "content": _JSON},
-                    "401": {"description": "the answer is wrong", "content": _JSON},
-                    "403": {"description": "unknown or expired session", "content": _JSON},
+                    "200": _json(
+                        {"oneOf": [_ref("Session"), {"type": "object"}]},
+                        "the session (without one: whether Basic credentials authenticate)",
+                    ),
+                    **_SESSION_REFUSED,
                 },
             },
             "put": {
                 "summary": "Answer the session's nonce",
                 "responses": {
-                    "200": {"description": "authenticated", "content": _JSON},
-                    "401": {"description": "the answer is wrong", "content": _JSON},
-                    "403": {"description": "unknown or expired session", "content": _JSON},
+                    "200": _json({"oneOf": [_ref("Session"), {"type": "object"}]}, "authenticated"),
+                    **_SESSION_REFUSED,
                 },
             },
             "delete": {
                 "summary": "End the session",
-                "responses": {
-                    "204": {"description": "ended"},
-                    "403": {"description": "unknown or expired session", "content": _JSON},
-                },
+                "responses": {"204": {"description": "ended"}, **_SESSION_REFUSED},
+            },
+        },
+        "/identity/token": {
+            "post": {
+                "summary": "IDIS login: a token (24 h) for an admin key and its secret",
+                "requestBody": _idis_body(
+                    {
+                        "type": "object",
+                        "required": ["username", "password"],
+                        "properties": {
+                            "username": {"type": "string", "example": "300:0.NA/88.166"},
+                            "password": {"type": "string"},
+                        },
+                    }
+                ),
+                "responses": _IDIS_ANSWER,
+            }
+        },
+        "/identityv2/data/detail": {
+            "get": {
+                "summary": "An identifier's public values and template version",
+                "parameters": [_query("handle", {"type": "string"}, required=True)],
+                "responses": _IDIS_ANSWER,
+            }
+        },
+        "/identityv2/data": {
+            method: {
+                "summary": summary,
+                "security": [{"bearer": []}],
+                "requestBody": _idis_body(schema),
+                "responses": _IDIS_ANSWER,
+            }
+            for method, summary, schema in (
+                ("post", "Register an identifier", _ref("IdisRecord")),
+                ("put", "Add or replace values of an identifier", _ref("IdisRecord")),
+                (
+                    "delete",
+                    "Delete an identifier",
+                    {
+                        "type": "object",
+                        "required": ["handle"],
+                        "properties": {"handle": {"type": "string"}},
+                    },
+                ),
+            )
+        },
+        **{
+            f"/identityv2/data/{name}": {
+                method: {
+                    "summary": f"{name}: at most 2000 records, a result for each",
+                    "security": [{"bearer": []}],
+                    "requestBody": _idis_body(
+                        {
+                            "oneOf": [
+                                {"type": "array", "items": item, "maxItems": 2000},
+                                {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {
+                                        "data": {"type": "array", "items": item, "maxItems": 2000}
+                                    },
+                                },
+                            ]
+                        }
+                    ),
+                    "responses": _IDIS_ANSWER,
+                }
+            }
+            for name, method, item in (
+                ("batchCreate", "post", _ref("IdisRecord")),
+                ("batchUpdate", "put", _ref("IdisRecord")),
+                (
+                    "batchDelete",
+                    "delete",
+                    {"oneOf": [{"type": "string"}, _ref("IdisRecord")]},
+                ),
+            )
+        },
+        "/snms/api/v5/template": {
+            "get": {
+                "summary": "A prefix's templates, or one version",
+                "parameters": [
+                    _query("prefix", {"type": "string"}, required=True),
+                    _query("version", {"type": "string"}),
+                ],
+                "responses": _IDIS_ANSWER,
+            },
+            **{
+                method: {
+                    "summary": "Publish a template version (never deleted: DELETE is refused)",
+                    "security": [{"bearer": []}],
+                    "requestBody": _IDIS_JSON_BODY,
+                    "responses": _IDIS_ANSWER,
+                }
+                for method in ("post", "put", "delete")
             },
         },
     },

@@ -71,10 +71,10 @@ class Settings:
         },
     )
     udp_reassembly_per_client: int = field(
-        default=8,
+        default=32,
         metadata={
-            "help": "unfinished multi-datagram UDP requests kept per client address (the "
-            "oldest is dropped; also 512 KiB per client, 16 MiB in all)"
+            "help": "unfinished multi-datagram UDP requests kept per client address, any "
+            "port (a NAT shares one; the oldest is dropped; also 512 KiB per client, 16 MiB in all)"
         },
     )
     udp_reassembly_max: int = field(

@@ -178,7 +178,7 @@ class UdpDoor(asyncio.DatagramProtocol):
         max_inflight: int = 10_000,
         max_datagrams: int = 16,
         rrl: ResponseRateLimiter | None = None,
-        reassembly_per_client: int = 8,
+        reassembly_per_client: int = 32,
         reassembly_max: int = 4096,
     ) -> None:
         self.service = service

@@ -40,7 +40,7 @@ BIG = "88.166.7/big60"  # 60 values, about 64 KB: 127 datagrams without a cap
 MID = "88.166.7/mid"  # about 7 KB: 15 datagrams, under the default cap of 16
 SMALL = "88.166.7/small"
 RRL_BYTES = 262_144  # the default rate (bytes/s per network), bursts of twice that
-PER_CLIENT = 8  # the default unfinished multi-datagram requests per client address
+PER_CLIENT = 32  # the default unfinished multi-datagram requests per client address
 
 
 def _values(n: int, size: int) -> list[dict[str, object]]:
