@@ -119,7 +119,10 @@ _PBKDF2_FIELDS = ("salt", "iterations", "length")
 
 def _bounded(text: str, high: int) -> int:
     """A positive count no larger than ``high``; ValueError otherwise (never a huge int
-    that would break the encoding or burn the CPU)."""
+    that would break the encoding or burn the CPU, nor digits of another script, which
+    int() reads too)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise ValueError(f"{text[:20]!r} is not a count")
     n = int(text)
     if not 0 < n <= high:
         raise ValueError(f"{n} is out of range")
@@ -282,7 +285,7 @@ def _answer_problem(fields: dict[str, str]) -> str:
 def _claimed_identity(text: str) -> Identity:
     """``300:0.NA/88.166``, or a bare handle meaning "any of its keys" (index 0)."""
     index, sep, handle = text.partition(":")
-    if sep and index.isdigit() and handle:
+    if sep and index.isascii() and index.isdigit() and handle:
         return Identity(handle, int(index))
     if not text:
         raise ValueError("empty id")

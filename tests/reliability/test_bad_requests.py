@@ -282,3 +282,26 @@ def test_deep_json_in_a_grpc_template(node: NodeProcess) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     assert "nests more than" in str(err.value.details())
     Answer(0, b"", _log_since(node, start)).assert_quiet_log()
+
+
+@pytest.mark.parametrize("iterations", ["\u0663", "1_000"])
+def test_a_session_answer_with_a_count_that_is_not_ascii_digits(
+    node: NodeProcess, iterations: str
+) -> None:
+    """PBKDF2 iterations "٣" were read as 3 by int(): now a malformed answer."""
+    opened = send(node, "POST", "/api/sessions")
+    assert opened.status == 201, opened.body
+    answer = {
+        "sessionId": opened.json()["sessionId"],
+        "id": ADMIN,
+        "type": "HS_SECKEY",
+        "cnonce": "AAAA",
+        "alg": "PBKDF2-HMAC-SHA1",
+        "signature": "AAAA",
+        "salt": "AAAA",
+        "iterations": iterations,
+        "length": "160",
+    }
+    a = send(node, "PUT", "/api/sessions/this", json.dumps(answer).encode(), dict(JSON))
+    assert a.status == 401 and a.json()["error"] == "Error parsing Authorization: Handle", a.body
+    a.assert_quiet_log()
