@@ -462,12 +462,19 @@ class PostgresStore(Store):
                 " SELECT count(*) FROM d",
                 now,
             )
+            # A live session's unanswered challenge: its request goes, the session stays.
+            stale = await c.fetchval(
+                "WITH u AS (UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL"
+                " WHERE request IS NOT NULL AND challenge_expires < $1 RETURNING id)"
+                " SELECT count(*) FROM u",
+                now,
+            )
             await c.execute(
                 "DELETE FROM session_replays r WHERE r.expires < $1 OR NOT EXISTS"
                 " (SELECT 1 FROM sessions s WHERE s.id = r.session_id)",
                 now,
             )
-        return int(gone or 0)
+        return int(gone or 0) + int(stale or 0)
 
     async def sessions_open_by(self, client: str, now: float) -> int:
         async with self.pool.acquire() as c:
@@ -484,6 +491,25 @@ class PostgresStore(Store):
                 "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE expires >= $1 LIMIT $2) s",
                 now,
                 limit,
+            )
+        return int(n or 0)
+
+    async def sessions_held_by(self, client: str, now: float) -> tuple[int, int]:
+        # octet_length() of a TOASTed value reads its size from the pointer, not the value.
+        async with self.pool.acquire() as c:
+            row = await c.fetchrow(
+                "SELECT count(*) FILTER (WHERE expires >= $2) AS n,"
+                " coalesce(sum(octet_length(request)), 0) AS b FROM sessions WHERE client = $1",
+                client,
+                now,
+            )
+        return (int(row["n"]), int(row["b"])) if row is not None else (0, 0)
+
+    async def challenge_bytes(self) -> int:
+        async with self.pool.acquire() as c:
+            n = await c.fetchval(
+                "SELECT coalesce(sum(octet_length(request)), 0) FROM sessions"
+                " WHERE request IS NOT NULL"
             )
         return int(n or 0)
 

@@ -14,11 +14,19 @@ never seen before, acts as that identity. The session id alone authorises nothin
 without the key no MAC can be made, and a captured request's counter is spent.
 
 Idle sessions expire (the client's timeout, capped at ``session_ttl``); a session that
-never authenticated lives only ``challenge_ttl``. ``reap`` deletes what expired. What
-one client may hold open is capped (``per_client``), and so is what all clients hold
-(``total``): UDP source addresses can be forged, so the per-client cap alone does not
-bound the table. The request waiting for a challenge is stored sealed under the node
-key (it may carry secret values being written).
+never authenticated lives only ``challenge_ttl``. ``reap`` deletes what expired (the
+node runs it every 30 s, on either backend), and empties a live session's challenge
+that was not answered in time. What one client may hold open is capped (``per_client``),
+and so is what all clients hold (``total``): UDP source addresses can be forged, so the
+per-client cap alone does not bound the table.
+
+The request waiting for a challenge must be kept whole: the answer carries only the
+signature, and the operation (a CREATE_HANDLE with its values, up to 256 KiB) runs
+after it, on whichever worker the answer reaches. It is stored sealed under the node
+key (it may carry secret values being written), and its bytes are capped per client
+(``client_bytes``) and in all (``total_bytes``), counting what is on disk until the
+reaper removes it: an unauthenticated client cannot grow the registry past those caps
+(plus what ``total`` small rows take).
 """
 
 from __future__ import annotations
@@ -63,6 +71,39 @@ class Headroom:
         return self._full
 
 
+SMALL_REQUEST = 4096  # kept bytes of a typical administration request (a URL, an HS_ADMIN)
+
+
+class ByteBudget:
+    """Are the requests kept for challenges under ``limit`` bytes, node-wide? Summed at
+    most once a ``period`` per worker; between sums, the bytes this worker admitted are
+    added, so it never overshoots by itself. Workers admitting at the same moment may
+    each use the room they saw: at worst ``limit`` times the workers, for one period.
+
+    Requests over SMALL_REQUEST may fill only 7/8 of it: the rest is kept for small
+    ones, so a flood of large requests does not refuse an administrator's usual write."""
+
+    def __init__(self, count: Callable[[], Awaitable[int]], limit: int, period: float = 1.0):
+        self.count = count
+        self.limit = limit
+        self.period = period
+        self._counted_at = float("-inf")
+        self._counted = 0
+        self._since = 0  # admitted by this worker since the last sum
+
+    async def admit(self, size: int) -> bool:
+        now = time.monotonic()
+        if now - self._counted_at >= self.period:
+            self._counted_at = now
+            self._counted = await self.count()
+            self._since = 0
+        limit = self.limit if size <= SMALL_REQUEST else self.limit - self.limit // 8
+        if self._counted + self._since + size > limit:
+            return False
+        self._since += size
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     request: bytes  # the request waiting for authentication, as it came (wire form)
@@ -98,23 +139,40 @@ class SessionStore:
         session_ttl: float = 600.0,
         per_client: int = 64,
         total: int = 100_000,
+        client_bytes: int = 4 << 20,
+        total_bytes: int = 32 << 20,
     ) -> None:
         self.store = store
         self.sealer = sealer
         self.challenge_ttl = challenge_ttl
         self.session_ttl = session_ttl
         self.per_client = per_client
+        self.client_bytes = client_bytes
         self.headroom = Headroom(store.sessions_count, total)
+        self.budget = ByteBudget(store.challenge_bytes, total_bytes)
 
-    async def room(self, client: str) -> None:
-        """Raise SessionLimit unless ``client`` (and the node) may open one more."""
-        if client and await self.store.sessions_open_by(client, time.time()) >= self.per_client:
-            raise SessionLimit(
-                f"{self.per_client} sessions and challenges are already open from {client}"
-            )
-        if await self.headroom.full():
+    async def room(self, client: str, kept: int = 0, *, opens: bool = True) -> None:
+        """Raise SessionLimit unless ``client`` (and the node) may open one more session
+        or challenge (``opens``), keeping ``kept`` bytes of a request for it."""
+        if client:
+            held, held_bytes = await self.store.sessions_held_by(client, time.time())
+            if opens and held >= self.per_client:
+                raise SessionLimit(
+                    f"{self.per_client} sessions and challenges are already open from {client}"
+                )
+            if kept and held_bytes + kept > self.client_bytes:
+                raise SessionLimit(
+                    f"requests of {held_bytes} bytes from {client} already wait for their"
+                    " challenges to be answered; answer them or try later"
+                )
+        if opens and await self.headroom.full():
             raise SessionLimit(
                 f"the node holds {self.headroom.limit} sessions and challenges; try later"
+            )
+        if kept and not await self.budget.admit(kept):
+            raise SessionLimit(
+                f"the node keeps {self.budget.limit} bytes of requests waiting for their"
+                " challenges to be answered; try later"
             )
 
     # --- challenges ----------------------------------------------------------------------
@@ -128,11 +186,16 @@ class SessionStore:
         now = time.time()
         until = now + self.challenge_ttl
         kept = self.sealer.seal(request) if self.sealer is not None else request
-        if session_id and await self.store.session_challenge(
-            session_id, nonce, digest, kept, until, until, new=False
-        ):
-            return session_id, nonce
-        await self.room(client)
+        if session_id:
+            # The session exists already: only the request's bytes need room.
+            await self.room(client, len(kept), opens=False)
+            if await self.store.session_challenge(
+                session_id, nonce, digest, kept, until, until, new=False
+            ):
+                return session_id, nonce
+            await self.room(client)  # no such session after all: a new row, counted
+        else:
+            await self.room(client, len(kept))
         for _ in range(8):
             sid = secrets.randbelow(0x7FFFFFFE) + 1
             if await self.store.session_challenge(

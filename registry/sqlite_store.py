@@ -406,12 +406,18 @@ class SqliteStore(Store):
     async def sessions_reap(self, now: float) -> int:
         with self.transaction() as db:
             cur = db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+            # A live session's unanswered challenge: its request goes, the session stays.
+            stale = db.execute(
+                "UPDATE sessions SET nonce = NULL, digest = NULL, request = NULL"
+                " WHERE request IS NOT NULL AND challenge_expires < ?",
+                (now,),
+            )
             db.execute(
                 "DELETE FROM session_replays WHERE expires < ?"
                 " OR session_id NOT IN (SELECT id FROM sessions)",
                 (now,),
             )
-        return int(cur.rowcount)
+        return int(cur.rowcount) + int(stale.rowcount)
 
     async def sessions_open_by(self, client: str, now: float) -> int:
         row = self.db.execute(
@@ -423,6 +429,21 @@ class SqliteStore(Store):
         row = self.db.execute(
             "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE expires >= ? LIMIT ?)",
             (now, limit),
+        ).fetchone()
+        return int(row[0])
+
+    async def sessions_held_by(self, client: str, now: float) -> tuple[int, int]:
+        # length() of a blob reads its size from the record header, not its pages.
+        row = self.db.execute(
+            "SELECT coalesce(sum(expires >= ?), 0), coalesce(sum(length(request)), 0)"
+            " FROM sessions WHERE client = ?",
+            (now, client),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    async def challenge_bytes(self) -> int:
+        row = self.db.execute(
+            "SELECT coalesce(sum(length(request)), 0) FROM sessions WHERE request IS NOT NULL"
         ).fetchone()
         return int(row[0])
 

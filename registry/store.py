@@ -310,8 +310,9 @@ class SessionTable(ABC):
 
     @abstractmethod
     async def sessions_reap(self, now: float) -> int:
-        """Delete expired sessions, their replay records and stale challenges; how many
-        sessions and challenges went."""
+        """Delete expired sessions, their replay records and stale challenges (a live
+        session's expired challenge loses its request); how many sessions and challenges
+        went."""
 
     @abstractmethod
     async def sessions_open_by(self, client: str, now: float) -> int:
@@ -320,6 +321,15 @@ class SessionTable(ABC):
     @abstractmethod
     async def sessions_count(self, now: float, limit: int) -> int:
         """Live sessions and pending challenges of every client, counted up to ``limit``."""
+
+    @abstractmethod
+    async def sessions_held_by(self, client: str, now: float) -> tuple[int, int]:
+        """Live sessions and pending challenges opened from ``client``, and the bytes of
+        the requests its challenges keep (until reaped, expired or not: they are on disk)."""
+
+    @abstractmethod
+    async def challenge_bytes(self) -> int:
+        """The bytes of every request kept for a challenge, until reaped."""
 
 
 class RestSessionTable(ABC):

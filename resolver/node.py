@@ -261,6 +261,8 @@ class Node:
             session_ttl=s.session_ttl,
             per_client=s.sessions_per_client,
             total=s.sessions_max,
+            client_bytes=s.challenge_mb_per_client << 20,
+            total_bytes=s.challenge_mb_max << 20,
         )
 
     async def _server_key(self, store: Store, sealer: Sealer | None) -> ServerKey | None:

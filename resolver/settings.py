@@ -208,6 +208,20 @@ class Settings:
             "with RC 3 (REST: 503) until some expire"
         },
     )
+    challenge_mb_per_client: int = field(
+        default=4,
+        metadata={
+            "help": "MiB of requests one client address may have waiting for their 402 "
+            "challenges to be answered (kept sealed in the registry; RC 3 beyond)"
+        },
+    )
+    challenge_mb_max: int = field(
+        default=32,
+        metadata={
+            "help": "MiB of requests all clients together may have waiting for their 402 "
+            "challenges (RC 3 beyond): what unauthenticated clients can put in the registry"
+        },
+    )
 
     @property
     def site_address(self) -> str:
@@ -276,6 +290,12 @@ def load_settings(
         raise ConfigError("workers must be at least 1")
     if s.session_cipher.lower() not in ("aes", "desede", "des"):
         raise ConfigError("session_cipher must be aes, desede or des")
+    if s.challenge_mb_per_client < 1 or s.challenge_mb_max < s.challenge_mb_per_client:
+        # a request is up to 256 KiB (sealed, about 350 KB): below 1 MiB a client could
+        # not wait for one large write
+        raise ConfigError(
+            "challenge_mb_per_client must be at least 1, and challenge_mb_max at least that"
+        )
     for port_name in ("handle_port", "http_port", "grpc_port"):
         if not 0 <= getattr(s, port_name) <= 65535:
             raise ConfigError(f"{port_name} must be a port number")
