@@ -1,7 +1,10 @@
 """What proves who a caller is: keys stored in handles (HS_SECKEY sealed, HS_PUBKEY),
 API keys (only their SHA-256 is stored) and the node's sealed bearer tokens.
 
-The checks of an answer against a key are in auth.py; this module finds the key.
+The checks of an answer against a key are in auth.py; this module finds the key. A
+door that names its client's address (``client=``) has the check throttled and its
+failure audited by the login guard (login_guard.py): Throttled is then raised instead
+of checking a secret the client may only be guessing.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from idnode.resolver.codec import ResponseCode, decode_values
+from idnode.resolver.codec import decode_values
 from idnode.resolver.codec.codes import TYPE_PUBKEY, TYPE_SECKEY
 
 from .audit_trail import AuditTrail
 from .auth import AuthError, Identity
+from .login_guard import LoginGuard
 from .names import normalize
 from .sealing import Sealer, SecretError
 from .store import Store
@@ -27,6 +31,7 @@ class Credentials:
         self.audit = audit
         self.sealer = sealer
         self.case_sensitive = store.case_sensitive
+        self.guard = LoginGuard(audit)  # the node replaces it with its configured one
 
     async def key_for(self, who: Identity, auth_type: str) -> bytes:
         """The key material an answer must prove: a raw secret, or HS_PUBKEY data."""
@@ -60,18 +65,42 @@ class Credentials:
         indexes = sorted(v.index for v in decode_values(raw) if v.type == wanted)
         return [Identity(handle, i) for i in indexes]
 
-    async def check_password(self, who: Identity, secret: bytes) -> bool:
-        """HTTP Basic or IDIS login: is ``secret`` the HS_SECKEY at ``who``? Constant-time."""
+    async def check_password(
+        self, who: Identity, secret: bytes, *, client: str | None = None, door: str = ""
+    ) -> bool:
+        """HTTP Basic or IDIS login: is ``secret`` the HS_SECKEY at ``who``? Constant-time.
+        With ``client``: throttled (Throttled) and a failure audited."""
+        if client is not None:
+            self.guard.admit(client, who)
         try:
             stored = await self.key_for(who, "HS_SECKEY")
         except AuthError:
-            return False
-        return hmac.compare_digest(stored, secret)
+            stored = None
+        ok = stored is not None and hmac.compare_digest(stored, secret)
+        if client is not None:
+            if ok:
+                self.guard.passed(client, who)
+            else:
+                await self.guard.failed(client, who, door or "password", "wrong password")
+        return ok
 
-    async def api_key_identity(self, token: str) -> Identity | None:
-        """The admin an API key (idnode apikey create) acts as; None when unknown."""
+    async def api_key_identity(
+        self, token: str, *, client: str | None = None, door: str = ""
+    ) -> Identity | None:
+        """The admin an API key (idnode apikey create) acts as; None when unknown. With
+        ``client``: throttled per address (Throttled) and a failure audited."""
+        if client is not None:
+            self.guard.admit(client)
         row = await self.store.api_key(hashlib.sha256(token.encode()).hexdigest())
-        return None if row is None else Identity(row[0], row[1])
+        who = None if row is None else Identity(row[0], row[1])
+        if client is not None:
+            if who is not None:
+                self.guard.passed(client)
+            else:
+                await self.guard.failed(
+                    client, f"client {client}", door or "api key", "unknown API key"
+                )
+        return who
 
     @property
     def issues_tokens(self) -> bool:
@@ -91,7 +120,10 @@ class Credentials:
         payload = self.sealer.open_token(token, TOKEN_SECONDS)
         return None if payload is None else Identity.parse(payload.decode())
 
-    async def failed_login(self, who: Identity, target: str, reason: str) -> None:
-        """Audit a login that did not prove its key, under the handle it was acting on."""
-        failed = ResponseCode.AUTHENTICATION_FAILED
-        await self.audit.record(who, "AUTHENTICATE", target, failed, reason)
+    async def failed_login(
+        self, who: Identity, target: str, reason: str, *, client: str = "", door: str = "handle"
+    ) -> None:
+        """Audit a login that did not prove its key, under the handle it was acting on
+        (summarised by the login guard: a flood of failures writes a bounded number of
+        rows)."""
+        await self.guard.failed(client, who, door, reason, target)

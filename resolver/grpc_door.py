@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
 
 from idnode.errors import RequestRefused
 from idnode.registry.auth import Identity
+from idnode.registry.login_guard import Throttled
 
 from .codec import HandleValue, ProtocolError, ResponseCode, decode_values
 from .codec.codes import TtlType
@@ -74,6 +75,16 @@ async def fail(context: grpc.aio.ServicerContext, rc: int, message: str) -> NoRe
     context.set_trailing_metadata((("idnode-handle-code", str(int(rc))),))
     await context.abort(grpc_status(rc), f"[{int(rc)}] {message}")
     raise RuntimeError("grpc.aio abort returned")  # it raises AbortError; typing cannot say
+
+
+def peer_address(peer: str) -> str:
+    """The address of a gRPC peer such as ``ipv4:127.0.0.1:5000`` or ``ipv6:[::1]:5000``."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return peer
 
 
 def _varint(n: int) -> bytes:
@@ -220,7 +231,12 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
         cached = self._keys.get(digest)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        who = await self.registry.credentials.api_key_identity(token)
+        try:
+            who = await self.registry.credentials.api_key_identity(
+                token, client=peer_address(context.peer()), door="gRPC"
+            )
+        except Throttled as exc:  # too many unknown keys from this address
+            await fail(context, RC.REQUEST_LIMIT_DAILY, str(exc))
         if who is None:
             self._keys.pop(digest, None)
             await fail(context, RC.AUTHENTICATION_FAILED, "unknown API key")

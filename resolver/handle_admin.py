@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from idnode.registry.auth import AuthBusy, AuthError, Identity, check_answer, check_secret_key
+from idnode.registry.login_guard import Throttled
 from idnode.registry.service import UNAVAILABLE
 from idnode.registry.service import unavailable as registry_unavailable
 from idnode.registry.sessions import SessionLimit
@@ -215,6 +216,7 @@ class AdminRequests:
         t0: float,
         conn: Connection | None,
         session: Session | None,
+        client: str = "",
     ) -> bytes | None:
         """CHALLENGE_RESPONSE. ``session``: the keyed session under the answer's id, as
         the dispatch found it (None for a bare challenge)."""
@@ -222,8 +224,16 @@ class AdminRequests:
             return await self.replies.send(
                 m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
             )
+        who = Identity(m.body.key_handle, m.body.key_index)
+        guard = self.reg.registry.credentials.guard
+        try:
+            # Before the challenge is taken: a throttled client may answer it later.
+            guard.admit(client, who)
+        except Throttled as exc:
+            return await self._throttled(m, wire, door, t0, exc)
         pending = await self.reg.sessions.take(m.session_id) if m.session_id else None
         if pending is None:
+            guard.passed(client, who)  # nothing was checked
             return await self.replies.send(
                 m,
                 wire,
@@ -234,19 +244,19 @@ class AdminRequests:
                 door,
                 t0,
             )
-        who = Identity(m.body.key_handle, m.body.key_index)
         request = decode(pending.request)
         try:
             key = await self.reg.registry.key_for(who, m.body.auth_type)
             await check_answer(m.body, key, pending.nonce, pending.digest)
         except AuthBusy as exc:
+            guard.passed(client, who)  # not checked: no failure
             return await self.replies.send(
                 m, wire, ResponseCode.SERVER_TOO_BUSY, ErrorResponse(str(exc)), door, t0
             )
         except AuthError as exc:
             log.info("authentication of %s failed: %s", who, exc)
             await self.reg.registry.credentials.failed_login(
-                who, login_target(request.body), str(exc)
+                who, login_target(request.body), str(exc), client=client, door=door
             )
             return await self.replies.send(
                 m,
@@ -256,6 +266,7 @@ class AdminRequests:
                 door,
                 t0,
             )
+        guard.passed(client, who)
         if session is not None:
             # A challenge inside a keyed session. The waiting request must carry the
             # session's MAC, checked first: only a request made with the session key
@@ -297,6 +308,7 @@ class AdminRequests:
         door: str,
         t0: float,
         conn: Connection | None,
+        client: str = "",
     ) -> bytes | None:
         """IDIS LOGIN (2000): a user name and password, for the TCP connection."""
         body = m.body
@@ -323,11 +335,14 @@ class AdminRequests:
             return await self.replies.send(
                 m, wire, ResponseCode.AUTHENTICATION_FAILED, ErrorResponse(str(exc)), door, t0
             )
-        if not await self.reg.registry.check_password(who, body.password.encode()):
-            log.info("password login of %s failed", who)
-            await self.reg.registry.credentials.failed_login(
-                who, login_target(m.body), "wrong password (LOGIN)"
+        try:
+            ok = await self.reg.registry.check_password(
+                who, body.password.encode(), client=client, door=f"{door} LOGIN"
             )
+        except Throttled as exc:
+            return await self._throttled(m, wire, door, t0, exc)
+        if not ok:  # audited by check_password
+            log.info("password login of %s failed", who)
             return await self.replies.send(
                 m,
                 wire,
@@ -342,27 +357,50 @@ class AdminRequests:
             m, wire, ResponseCode.SUCCESS, ResolutionResponse(body.username, ()), door, t0
         )
 
-    async def verify(self, m: Message, wire: bytes, door: str, t0: float) -> bytes | None:
-        """VERIFY_RESPONSE (201): does this HS_SECKEY answer prove the key stored here?"""
+    async def verify(
+        self, m: Message, wire: bytes, door: str, t0: float, client: str = ""
+    ) -> bytes | None:
+        """VERIFY_RESPONSE (201): does this HS_SECKEY answer prove the key stored here?
+        A guess answered "no" is a failed authentication: throttled and audited."""
         body = m.body
         if not isinstance(body, VerifyAuthRequest):  # pragma: no cover - by dispatch
             return await self.replies.send(
                 m, wire, ResponseCode.PROTOCOL_ERROR, ErrorResponse(""), door, t0
             )
+        who = Identity(body.handle, body.index)
+        credentials = self.reg.registry.credentials
         try:
-            secret = await self.reg.registry.key_for(Identity(body.handle, body.index), "HS_SECKEY")
+            credentials.guard.admit(client, who)
+        except Throttled as exc:
+            return await self._throttled(m, wire, door, t0, exc)
+        try:
+            secret = await self.reg.registry.key_for(who, "HS_SECKEY")
             await check_secret_key(
                 secret, body.signed_response, signed_data(body.nonce, body.digest.digest)
             )
             valid = True
+            credentials.guard.passed(client, who)
         except AuthBusy as exc:
+            credentials.guard.passed(client, who)  # not checked: no failure
             return await self.replies.send(
                 m, wire, ResponseCode.SERVER_TOO_BUSY, ErrorResponse(str(exc)), door, t0
             )
-        except AuthError:
+        except AuthError as exc:
             valid = False
+            await credentials.failed_login(
+                who, body.handle, f"VERIFY_RESPONSE: {exc}", client=client, door=door
+            )
         return await self.replies.send(
             m, wire, ResponseCode.SUCCESS, VerifyAuthResponse(valid), door, t0
+        )
+
+    async def _throttled(
+        self, m: Message, wire: bytes, door: str, t0: float, exc: Throttled
+    ) -> bytes | None:
+        """Too many failed authentications: the IDIS rate code, as --rate-limit answers
+        (the reference clients show the message with the code)."""
+        return await self.replies.send(
+            m, wire, ResponseCode.REQUEST_LIMIT_DAILY, ErrorResponse(str(exc)), door, t0
         )
 
     async def _execute(self, m: Message, who: Identity) -> tuple[int, Any]:

@@ -390,11 +390,11 @@ class HandleService:
         if op in AUTHENTICATED_OPS:
             return await admin.authenticated(m, wire, door, t0, client, conn, session)
         if op == OpCode.CHALLENGE_RESPONSE:
-            return await admin.answer(m, wire, door, t0, conn, session)
+            return await admin.answer(m, wire, door, t0, conn, session, client)
         if op == OpCode.VERIFY_RESPONSE:
-            return await admin.verify(m, wire, door, t0)
+            return await admin.verify(m, wire, door, t0, client)
         if op == OpCode.LOGIN:
-            return await admin.password_login(m, wire, door, t0, conn)
+            return await admin.password_login(m, wire, door, t0, conn, client)
         if op == OpCode.SESSION_SETUP:
             rc, body, opened = await reg.door.setup(m, client)
             return await self.replies.send(

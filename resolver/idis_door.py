@@ -23,6 +23,7 @@ from aiohttp import web
 from idnode.errors import IdnodeError
 from idnode.registry.auth import Identity
 from idnode.registry.credentials import TOKEN_SECONDS
+from idnode.registry.login_guard import Throttled
 from idnode.registry.templates import TEMPLATE_INDEX
 
 from .codec import HandleValue, Permission, ProtocolError, ResponseCode, decode_values
@@ -157,9 +158,19 @@ class IdisApi:
         except ValueError as exc:
             raise _Refused(BUSINESS, str(exc)) from None
         credentials = registry.credentials
-        if not credentials.issues_tokens or not await registry.check_password(
-            who, body["password"].encode()
-        ):
+        if not credentials.issues_tokens:
+            raise _Refused(NOT_LOGGED_IN, "wrong username or password")
+        try:
+            ok = await registry.check_password(
+                who, body["password"].encode(), client=request.remote or "", door="IDIS token"
+            )
+        except Throttled as exc:
+            # Too many failed logins: "not logged in" for SNMS clients, 429 for HTTP ones.
+            refused = result(NOT_LOGGED_IN, str(exc))
+            refused.set_status(429)
+            refused.headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.5)))
+            return refused
+        if not ok:
             raise _Refused(NOT_LOGGED_IN, "wrong username or password")
         return result(OK, data={"token": credentials.issue_token(who), "expiresIn": TOKEN_SECONDS})
 

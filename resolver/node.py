@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from idnode.registry.auth import Identity
+from idnode.registry.login_guard import LoginGuard
 from idnode.registry.names import PrefixAuthority
 from idnode.registry.quotas import Quotas
 from idnode.registry.sealing import Sealer, SecretError
@@ -253,6 +254,12 @@ class Node:
             server_admins=admins,
             on_change=core.invalidate,
             quotas=Quotas.parse(s.quota_per_prefix, s.quota_overrides),
+        )
+        registry.credentials.guard = LoginGuard(
+            registry.audit,
+            failures=s.auth_failures,
+            identity_failures=s.auth_identity_failures,
+            interval=s.auth_retry_interval,
         )
         return registry, SessionStore(
             store,

@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from idnode.registry.auth import Identity
+from idnode.registry.login_guard import Throttled
 from idnode.registry.names import InvalidName, check_handle, prefix_of
 from idnode.registry.service import UNAVAILABLE
 from idnode.registry.service import unavailable as registry_unavailable
@@ -217,8 +219,19 @@ class RestApi:
         if not header.isascii():  # every scheme's credentials are ASCII (base64, tokens)
             raise _JsonError(401, RC.INVALID_CREDENTIAL, "the Authorization header is not ASCII")
         scheme, _, token = header.strip().partition(" ")
+        try:
+            return await self._credentials(request, header, scheme, token)
+        except Throttled as exc:  # too many failed authentications: not even checked
+            raise _JsonError(
+                429, RC.REQUEST_LIMIT_DAILY, str(exc), retry_after=exc.retry_after
+            ) from None
+
+    async def _credentials(
+        self, request: web.Request, header: str, scheme: str, token: str
+    ) -> Identity | None:
+        client = request.remote or ""
         if self.sessions is not None and scheme.lower() == "handle":
-            return await self._session_identity(header, self.sessions)
+            return await self._session_identity(header, self.sessions, client)
         registry = self.registry
         if registry is None or scheme.lower() not in ("basic", "bearer"):
             raise _JsonError(
@@ -231,10 +244,10 @@ class RestApi:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         if scheme.lower() == "bearer":
-            return await self._bearer(token.strip(), registry)
-        return await self._basic(token, registry)
+            return await self._bearer(token.strip(), registry, client)
+        return await self._basic(token, registry, client)
 
-    async def _basic(self, token: str, registry: RegistryService) -> Identity:
+    async def _basic(self, token: str, registry: RegistryService, client: str) -> Identity:
         """The admin whose HS_SECKEY secret Basic credentials give; 401 unless it is right."""
         try:
             user, _, secret = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
@@ -248,14 +261,18 @@ class RestApi:
                 RC.INVALID_CREDENTIAL,
                 "Basic credentials must be index%3Ahandle:secret",
             ) from None
-        if not await registry.check_password(who, secret.encode()):
+        if not await registry.check_password(
+            who, secret.encode(), client=client, door="REST Basic"
+        ):
             raise _JsonError(401, RC.AUTHENTICATION_FAILED, f"authentication of {who} failed")
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
         return who
 
-    async def _session_identity(self, header: str, sessions: RestSessions) -> Identity | None:
+    async def _session_identity(
+        self, header: str, sessions: RestSessions, client: str
+    ) -> Identity | None:
         """Who a ``Handle`` authorization names: the identity its session proved, after
         checking the answer it may carry. Like the reference's authentication filter, an
         unknown or expired session, or a wrong answer, is a 401."""
@@ -273,7 +290,7 @@ class RestApi:
             return None
         session = await sessions.find(session_id)
         if session is not None and is_answer(fields):
-            session = await sessions.answer(session, fields)
+            session = await sessions.answer(session, fields, client)
         if session is None:
             raise _JsonError(401, RC.AUTHENTICATION_NEEDED, "unknown or expired session")
         if session.error:
@@ -282,10 +299,13 @@ class RestApi:
             )
         return session.identity
 
-    async def _bearer(self, token: str, registry: RegistryService) -> Identity:
+    async def _bearer(self, token: str, registry: RegistryService, client: str) -> Identity:
         """An API key (idnode apikey create) or an IDIS login token (POST /identity/token)."""
         credentials = registry.credentials
-        who = await credentials.api_key_identity(token) or credentials.token_identity(token)
+        # A sealed token first: it cannot be guessed, so only an API key miss is a failure.
+        who = credentials.token_identity(token) or await credentials.api_key_identity(
+            token, client=client, door="REST bearer"
+        )
         if who is None:
             raise _JsonError(
                 401,
@@ -428,12 +448,17 @@ class RestApi:
             fields = await self._session_fields(request)
         except ValueError as exc:
             return _session_error(400, str(exc))
-        if not path:
-            return await self._session_open(request, fields, sessions)
-        if request.method == "DELETE":
-            return await self._session_end(fields, sessions)
-        if request.method in ("GET", "HEAD", "PUT", "POST"):
-            return await self._session_this(request, fields, sessions)
+        try:
+            if not path:
+                return await self._session_open(request, fields, sessions)
+            if request.method == "DELETE":
+                return await self._session_end(fields, sessions)
+            if request.method in ("GET", "HEAD", "PUT", "POST"):
+                return await self._session_this(request, fields, sessions)
+        except Throttled as exc:  # too many failed authentications: not even checked
+            refused = _session_error(429, str(exc))
+            refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+            return refused
         return _session_error(405, f"{request.method} is not a session operation")
 
     async def _session_fields(self, request: web.Request) -> dict[str, str]:
@@ -488,7 +513,7 @@ class RestApi:
         if scheme.lower() != "basic":
             return web.json_response({"authenticated": False})
         try:
-            who = await self._basic(token, registry)
+            who = await self._basic(token, registry, request.remote or "")
         except _JsonError:
             return web.json_response({"error": NOT_VERIFIED}, status=401)
         return web.json_response({"authenticated": True, "id": str(who)})
@@ -503,12 +528,12 @@ class RestApi:
         """The session after the answer or Basic credentials the request carries (the
         reference accepts both); None when the session vanished meanwhile."""
         if is_answer(fields):
-            return await sessions.answer(session, fields)
+            return await sessions.answer(session, fields, request.remote or "")
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "basic":
             return session
         try:
-            who = await self._basic(token, sessions.registry)
+            who = await self._basic(token, sessions.registry, request.remote or "")
         except _JsonError:
             return replace(session, error=NOT_VERIFIED)
         return await sessions.prove(session, who)
@@ -589,11 +614,15 @@ async def _json_object(request: web.Request) -> dict[str, str]:
 
 
 class _JsonError(web.HTTPException):
-    def __init__(self, status: int, rc: int, message: str, *, challenge: str = "") -> None:
+    def __init__(
+        self, status: int, rc: int, message: str, *, challenge: str = "", retry_after: float = 0
+    ) -> None:
         self.status_code = status
         headers = None
         if status == 401:
             headers = {"WWW-Authenticate": challenge or 'Basic realm="idnode"'}
+        elif retry_after > 0:
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
         super().__init__(
             text=json.dumps({"responseCode": rc, "message": message}),
             content_type="application/json",

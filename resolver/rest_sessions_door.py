@@ -219,11 +219,14 @@ class RestSessions:
         await self.kept.prove(session.session_id, who)
         return replace(session, identity=who)
 
-    async def answer(self, session: SessionView, fields: dict[str, str]) -> SessionView | None:
+    async def answer(
+        self, session: SessionView, fields: dict[str, str], client: str = ""
+    ) -> SessionView | None:
         """Check an answer to the session's nonce; the nonce is used up either way.
 
         The view returned carries the fresh nonce, and either the identity proved or an
         error (the session keeps any identity proved before). None: the session is gone.
+        Throttled (login_guard) when ``client`` or the identity failed too often.
         """
         problem = _answer_problem(fields)
         swapped = await self.kept.swap_nonce(session.session_id)
@@ -239,12 +242,17 @@ class RestSessions:
             cnonce = b64decode_lenient(fields["cnonce"])
         except (ValueError, binascii.Error):
             return replace(after, error=BAD_HEADER)
+        guard = self.registry.credentials.guard
+        guard.admit(client, claimed)
         try:
             who = await self._verify(claimed, fields["type"], signed, signed_data(nonce, cnonce))
         except AuthBusy as exc:
+            guard.passed(client, claimed)  # not checked: no failure
             return replace(after, error=str(exc))
         if who is None:
+            await guard.failed(client, claimed, "REST session", NOT_VERIFIED)
             return replace(after, error=NOT_VERIFIED)
+        guard.passed(client, claimed)
         await self.kept.prove(session.session_id, who)
         return replace(after, identity=who)
 

@@ -222,6 +222,25 @@ class Settings:
             "challenges (RC 3 beyond): what unauthenticated clients can put in the registry"
         },
     )
+    auth_failures: int = field(
+        default=10,
+        metadata={
+            "help": "failed authentications a client address may make, on every door, "
+            "before it gets one try per --auth-retry-interval (Handle RC 603, REST 429, "
+            "gRPC RESOURCE_EXHAUSTED); per worker; 0 = off"
+        },
+    )
+    auth_identity_failures: int = field(
+        default=100,
+        metadata={
+            "help": "failed authentications for one identity (INDEX:HANDLE), from every "
+            "address together, before it gets one try per --auth-retry-interval; per worker"
+        },
+    )
+    auth_retry_interval: float = field(
+        default=6.0,
+        metadata={"help": "seconds per try a throttled client address or identity gets back"},
+    )
 
     @property
     def site_address(self) -> str:
@@ -296,6 +315,8 @@ def load_settings(
         raise ConfigError(
             "challenge_mb_per_client must be at least 1, and challenge_mb_max at least that"
         )
+    if s.auth_retry_interval <= 0:
+        raise ConfigError("auth_retry_interval must be positive")
     for port_name in ("handle_port", "http_port", "grpc_port"):
         if not 0 <= getattr(s, port_name) <= 65535:
             raise ConfigError(f"{port_name} must be a port number")

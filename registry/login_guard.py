@@ -1,0 +1,246 @@
+"""Failed authentications, throttled and audited, on every door.
+
+Guessing a password or a secret key costs an attacker nothing but a packet unless the
+node makes it cost time. Every check of a presented secret (a challenge answer, a
+VERIFY_RESPONSE, an IDIS login, REST Basic, a REST session answer, an IDIS token login,
+an API key) asks ``admit`` first and reports the outcome:
+
+* Each client address, and each identity (``index:handle``) a secret is presented for,
+  has a bucket of ``failures`` (per identity ``identity_failures``) tries that refills
+  one every ``interval`` seconds. ``admit`` takes one from each bucket before the check
+  (so a burst of parallel guesses cannot all pass before their failures are counted);
+  ``passed`` gives it back. An empty bucket is refused with ``Throttled`` and its
+  retry-after, which each door answers with its own "too many attempts" code. A client
+  that mistypes a few times is never refused; a guesser gets one try per ``interval``.
+  The identity bucket is larger than the client's, so one guessing address is refused
+  long before the identity's owner is; guessing from many addresses at once does
+  throttle the identity for everyone (the price of bounding it at all).
+* The buckets live in LRUs of ``max_keys`` entries: memory is bounded whatever the
+  number of addresses or names sprayed (the least recently seen, the full buckets of
+  clients long gone, are forgotten first). Per worker: with N workers a client may
+  land on each, so a node allows up to N times these rates.
+* Failed authentications are audited without letting the audit log fill the disk: the
+  first failure of an identity in an ``audit_interval`` writes a row at once, the rest
+  are counted and written as one summary row when the interval ends; at most
+  ``audit_rows`` identities get rows of their own per interval, the others share one
+  summary row. So a worker writes at most 2 × ``audit_rows`` + 1 rows an interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from idnode.resolver.codec import ResponseCode
+
+from .audit_trail import AuditTrail
+from .auth import AuthError, Identity
+
+log = logging.getLogger("idnode.auth")
+
+NAME_KEPT = 128  # longer names are keyed (and audited) by a digest: an attacker names them
+
+
+class Throttled(AuthError):
+    """Too many failed authentications from this client or for this identity."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def client_key(client: str) -> str:
+    """The address a client is throttled as: an IPv6 client by its /64 (one host
+    holds a whole /64), anything else as given."""
+    try:
+        addr = ipaddress.ip_address(client)
+    except ValueError:
+        return client[:NAME_KEPT]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+def identity_key(who: Identity) -> str:
+    handle = who.handle.upper()
+    if len(handle) > NAME_KEPT:
+        handle = "sha256:" + hashlib.sha256(handle.encode("utf-8", "replace")).hexdigest()
+    return f"{who.index}:{handle}"
+
+
+class Buckets:
+    """Token buckets in an LRU of at most ``max_keys``: ``capacity`` tries, one more
+    every ``interval`` seconds."""
+
+    def __init__(self, capacity: int, interval: float, max_keys: int) -> None:
+        self.capacity = float(capacity)
+        self.interval = interval
+        self.max_keys = max_keys
+        self._b: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._b)
+
+    def take(self, key: str, now: float) -> float:
+        """Take one try: 0.0, or the seconds until one is back (nothing taken)."""
+        tokens, last = self._b.pop(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) / self.interval)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) * self.interval
+        self._b[key] = (tokens, now)
+        while len(self._b) > self.max_keys:
+            self._b.popitem(last=False)
+        return wait
+
+    def give(self, key: str) -> None:
+        """Give back a try taken for an attempt that succeeded."""
+        kept = self._b.get(key)
+        if kept is not None:
+            self._b[key] = (min(self.capacity, kept[0] + 1.0), kept[1])
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Failures of one identity in the current audit interval, not yet written."""
+
+    who: str
+    target: str
+    door: str
+    reason: str
+    count: int = 0
+    clients: set[str] = field(default_factory=set)
+
+
+class LoginGuard:
+    def __init__(
+        self,
+        audit: AuditTrail | None = None,
+        *,
+        failures: int = 10,
+        identity_failures: int = 100,
+        interval: float = 6.0,
+        max_keys: int = 20_000,
+        audit_interval: float = 60.0,
+        audit_rows: int = 20,
+    ) -> None:
+        self.audit = audit
+        self.enabled = failures > 0
+        self.clients = Buckets(max(failures, 1), interval, max_keys)
+        self.identities = Buckets(max(identity_failures, 1), interval, max_keys)
+        self.audit_interval = audit_interval
+        self.audit_rows = audit_rows
+        self.refused = 0  # attempts refused without being checked
+        self.failed_total = 0
+        self._window: dict[str, _Tally] = {}
+        self._others = _Tally("*", "", "", "")  # identities past audit_rows
+        self._flusher: asyncio.Task[None] | None = None
+
+    # --- the throttle ----------------------------------------------------------------
+
+    def admit(self, client: str, who: Identity | None = None) -> None:
+        """Take a try for ``client`` and ``who``; Throttled when either has none left."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        ckey = client_key(client) if client else ""
+        wait = self.clients.take(ckey, now) if ckey else 0.0
+        if wait:
+            self.refused += 1
+            raise Throttled(
+                f"too many failed authentications from {ckey}; try again in {wait:.0f} s"
+                if wait >= 1
+                else f"too many failed authentications from {ckey}; try again shortly",
+                wait,
+            )
+        if who is not None:
+            wait = self.identities.take(identity_key(who), now)
+            if wait:
+                if ckey:
+                    self.clients.give(ckey)  # this client's try was not used
+                self.refused += 1
+                raise Throttled(
+                    f"too many failed authentications for {who}; try again in {wait:.0f} s"
+                    if wait >= 1
+                    else f"too many failed authentications for {who}; try again shortly",
+                    wait,
+                )
+
+    def passed(self, client: str, who: Identity | None = None) -> None:
+        """The attempt admitted for ``client`` and ``who`` proved its secret."""
+        if not self.enabled:
+            return
+        if client:
+            self.clients.give(client_key(client))
+        if who is not None:
+            self.identities.give(identity_key(who))
+
+    # --- the audit -------------------------------------------------------------------
+
+    async def failed(
+        self, client: str, who: Identity | str, door: str, reason: str, target: str = ""
+    ) -> None:
+        """Audit a failed authentication: a row for the first of an identity in an
+        interval, a summary row for the rest when it ends."""
+        self.failed_total += 1
+        if isinstance(who, Identity):
+            name = identity_key(who)
+            actor = str(who) if len(who.handle) <= NAME_KEPT else name
+        else:
+            name = actor = str(who)[:NAME_KEPT]
+        target = target[:NAME_KEPT]
+        tally = self._window.get(name)
+        if tally is None and len(self._window) >= self.audit_rows:
+            tally = self._others
+        if tally is None:
+            self._window[name] = _Tally(actor, target, door, reason)
+            self._schedule()
+            detail = f"{door}: {reason} (from {client or 'unknown'})"
+            await self._write(actor, target, detail)
+            return
+        tally.count += 1
+        if len(tally.clients) < 16:
+            tally.clients.add(client)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        while self._window or self._others.count:
+            await asyncio.sleep(self.audit_interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the summary rows of the interval that ended and start a new one."""
+        window, others = self._window, self._others
+        self._window, self._others = {}, _Tally("*", "", "", "")
+        for t in [*window.values(), others]:
+            if t.count:
+                many = "+" if len(t.clients) >= 16 else ""
+                detail = (
+                    f"{t.count} more failed authentications in {self.audit_interval:.0f} s"
+                    f" from {len(t.clients)}{many} addresses"
+                    + (f" ({t.door}: {t.reason})" if t.door else " for other identities")
+                )
+                await self._write(t.who, t.target, detail)
+
+    async def _write(self, who: str, target: str, detail: str) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit.record(
+                who, "AUTHENTICATE", target, ResponseCode.AUTHENTICATION_FAILED, detail
+            )
+        except Exception as exc:  # an audit that cannot be written must not fail the answer
+            log.warning("cannot audit a failed authentication: %s", exc)
