@@ -21,9 +21,11 @@ an API key) asks ``admit`` first and reports the outcome:
   land on each, so a node allows up to N times these rates.
 * Failed authentications are audited without letting the audit log fill the disk: the
   first failure of an identity in an ``audit_interval`` writes a row at once, the rest
-  are counted and written as one summary row when the interval ends; at most
-  ``audit_rows`` identities get rows of their own per interval, the others share one
-  summary row. So a worker writes at most 2 × ``audit_rows`` + 1 rows an interval.
+  (and the attempts the throttle refused unchecked) are counted and written as one
+  summary row when the interval ends; at most ``audit_rows`` identities get rows of
+  their own per interval, the others share one summary row. So a worker writes at most
+  2 × ``audit_rows`` + 1 rows an interval. Counts still pending when a worker stops are
+  lost (at most one interval's summary).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class _Tally:
     door: str
     reason: str
     count: int = 0
+    refused: int = 0  # attempts the throttle refused unchecked
     clients: set[str] = field(default_factory=set)
 
 
@@ -155,7 +158,7 @@ class LoginGuard:
         ckey = client_key(client) if client else ""
         wait = self.clients.take(ckey, now) if ckey else 0.0
         if wait:
-            self.refused += 1
+            self._note_refused(client, who if who is not None else f"client {ckey}")
             raise Throttled(
                 f"too many failed authentications from {ckey}; try again in {wait:.0f} s"
                 if wait >= 1
@@ -167,7 +170,7 @@ class LoginGuard:
             if wait:
                 if ckey:
                     self.clients.give(ckey)  # this client's try was not used
-                self.refused += 1
+                self._note_refused(client, who)
                 raise Throttled(
                     f"too many failed authentications for {who}; try again in {wait:.0f} s"
                     if wait >= 1
@@ -186,23 +189,46 @@ class LoginGuard:
 
     # --- the audit -------------------------------------------------------------------
 
+    @staticmethod
+    def _names(who: Identity | str) -> tuple[str, str]:
+        """(the key a tally is kept under, the actor its rows name)."""
+        if isinstance(who, Identity):
+            name = identity_key(who)
+            return name, str(who) if len(who.handle) <= NAME_KEPT else name
+        return str(who)[:NAME_KEPT], str(who)[:NAME_KEPT]
+
+    def _note_refused(self, client: str, who: Identity | str) -> None:
+        """Count an attempt refused unchecked, for the interval's summary row (no row of
+        its own: refusals come as fast as an attacker sends them)."""
+        self.refused += 1
+        name, actor = self._names(who)
+        tally = self._window.get(name)
+        if tally is None:
+            if len(self._window) >= self.audit_rows:
+                tally = self._others
+            else:
+                tally = self._window[name] = _Tally(actor, "", "", "")
+        tally.refused += 1
+        if len(tally.clients) < 16:
+            tally.clients.add(client)
+        self._schedule()
+
     async def failed(
         self, client: str, who: Identity | str, door: str, reason: str, target: str = ""
     ) -> None:
         """Audit a failed authentication: a row for the first of an identity in an
         interval, a summary row for the rest when it ends."""
         self.failed_total += 1
-        if isinstance(who, Identity):
-            name = identity_key(who)
-            actor = str(who) if len(who.handle) <= NAME_KEPT else name
-        else:
-            name = actor = str(who)[:NAME_KEPT]
+        name, actor = self._names(who)
         target = target[:NAME_KEPT]
         tally = self._window.get(name)
         if tally is None and len(self._window) >= self.audit_rows:
             tally = self._others
-        if tally is None:
-            self._window[name] = _Tally(actor, target, door, reason)
+        if tally is None or (tally is not self._others and not tally.door):
+            # the first failure checked in this interval (refusals may have come first)
+            if tally is None:
+                tally = self._window[name] = _Tally(actor, target, door, reason)
+            tally.target, tally.door, tally.reason = target, door, reason
             self._schedule()
             detail = f"{door}: {reason} (from {client or 'unknown'})"
             await self._write(actor, target, detail)
@@ -217,7 +243,7 @@ class LoginGuard:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        while self._window or self._others.count:
+        while self._window or self._others.count or self._others.refused:
             await asyncio.sleep(self.audit_interval)
             await self.flush()
 
@@ -226,12 +252,19 @@ class LoginGuard:
         window, others = self._window, self._others
         self._window, self._others = {}, _Tally("*", "", "", "")
         for t in [*window.values(), others]:
-            if t.count:
+            if t.count or t.refused:
                 many = "+" if len(t.clients) >= 16 else ""
+                what = f"{t.count} more failed authentications" if t.count else ""
+                if t.refused:
+                    what += f"{' and ' if what else ''}{t.refused} attempts refused unchecked"
                 detail = (
-                    f"{t.count} more failed authentications in {self.audit_interval:.0f} s"
-                    f" from {len(t.clients)}{many} addresses"
-                    + (f" ({t.door}: {t.reason})" if t.door else " for other identities")
+                    f"{what} in {self.audit_interval:.0f} s from {len(t.clients)}{many}"
+                    " addresses"
+                    + (
+                        f" ({t.door}: {t.reason})"
+                        if t.door
+                        else (" for other identities" if t is others else " (throttled)")
+                    )
                 )
                 await self._write(t.who, t.target, detail)
 
