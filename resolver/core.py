@@ -64,6 +64,7 @@ class Resolver:
         self._listening = False
         self._doubts = 0
         self._wake = asyncio.Event()
+        self._caught_up = asyncio.Event()  # set while trusted
         self._in_step: asyncio.Task[None] | None = None
         # Bumped when a key is invalidated: a lookup that started before the
         # invalidation must not put what it read into any stage afterwards.
@@ -182,11 +183,19 @@ class Resolver:
         """Whether the caches are used (in step with every write's invalidation)."""
         return self._trusted
 
+    async def in_step(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until the caches are in use (the node's start waits for
+        its first catch-up, so a node that says it is ready serves from them)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), timeout)
+        return self._trusted
+
     def _distrust(self) -> None:
         self._doubts += 1
         if self._trusted and self._in_step is not None:
             log.warning("caches unused until this worker catches up from the change feed")
         self._trusted = False
+        self._caught_up.clear()
         self._recall = _no_memory  # the doors' fast path: nothing cached is served
         self._generation.clear()
         self._epoch += 1  # lookups in flight fill nothing
@@ -231,6 +240,7 @@ class Resolver:
             if doubts == self._doubts and self._listening:
                 self.changes.caught_up(newest, at)
                 self._trusted = True
+                self._caught_up.set()
                 self._recall = self._memory
                 log.info(
                     "caught up from the change feed (%d keys changed): caches in use", len(keys)

@@ -193,7 +193,7 @@ class AdminRequests:
         except Exception as exc:  # a challenge is kept in the registry: say it is down
             if not registry_unavailable(exc):
                 raise
-            _down.warning("cannot issue a challenge: registry unavailable (%s)", exc)
+            _down.warning("issuing a challenge failed: registry unavailable (%s)", exc)
             return await self.replies.send(
                 m, wire, ResponseCode.ERROR, ErrorResponse(UNAVAILABLE), door, t0
             )

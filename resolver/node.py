@@ -60,6 +60,7 @@ log = logging.getLogger("idnode.node")
 
 PREFIX_REFRESH_SECONDS = 30.0
 SESSION_REAP_SECONDS = 30.0
+FIRST_CATCH_UP_SECONDS = 3.0  # how long a start waits for Redis before serving without it
 PARENT_CHECK_SECONDS = 1.0
 
 
@@ -167,6 +168,13 @@ class Node:
             # after losing Redis or its listener (resolver/changefeed.py).
             changes=ChangeLog(store) if self.l2 is not None else None,
         )
+        if self.l2 is not None:
+            # Listen before the doors open and let the first catch-up finish (if Redis
+            # answers): a node that says it is ready serves from its caches at once.
+            self._listen = asyncio.get_running_loop().create_task(
+                self.l2.listen(core.forget, core.listener_subscribed, core.listener_lost)
+            )
+            await core.in_step(FIRST_CATCH_UP_SECONDS)
         registry, sessions = self._registry(store, authority, core)
         server_key = await self._server_key(store, registry.sealer)
         limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None
@@ -217,10 +225,6 @@ class Node:
         self._refresh = loop.create_task(self._refresh_prefixes(store, authority))
         self._reap = loop.create_task(self._reap_sessions(sessions))
         self._flush = loop.create_task(self._flush_metrics())
-        if self.l2 is not None:
-            self._listen = loop.create_task(
-                self.l2.listen(core.forget, core.listener_subscribed, core.listener_lost)
-            )
         log.info(
             "serving: handle udp+tcp %s:%d, http %s:%d, grpc %d; registry %s; redis %s; homed %s",
             s.listen,
