@@ -38,6 +38,8 @@ SKIPPED = {
     "pip install -e .": "the suite runs inside that install (and test_wheel.py installs the "
     "wheel and runs idnode demo from it); the demo itself is the sandbox this test starts",
     "./scripts/test": "this suite is what it runs",
+    "pytest tests/reliability/test_schema_fuzz.py": "the fuzz's longer run (minutes): the "
+    "suite runs the same tests on their small deterministic budget",
     "java ": "the reference Java tools: tests/interop runs them (needs ../shared/clients)",
     "~/.handle/local_nas": "the reference Java library's settings: tests/interop",
     "loadtest run --doors udp,tcp,http": "a minutes-long load run: test_loadtest_run.py runs "
