@@ -4,7 +4,9 @@ Not SO_REUSEPORT: with it, a second node started on the same ports joined them a
 kernel spread clients over both nodes. Bound without it, by the supervisor (or the only
 worker), a port another node holds fails the start with one line naming it; the workers
 get copies of the sockets (multiprocessing passes descriptors to spawned children), and
-the kernel hands each connection or datagram to one of them.
+the kernel hands each connection to one of them. UDP has one SO_REUSEPORT socket per
+worker, bound here too: no other node can join them while the node holds the TCP port of
+the same number.
 """
 
 from __future__ import annotations
@@ -17,21 +19,28 @@ from .settings import ConfigError, Settings
 
 
 class Listeners(NamedTuple):
-    """The node's bound sockets, made once and served by every worker."""
+    """The node's bound sockets, made once. The TCP ones are served by every worker; UDP
+    has one socket per worker (``for_worker``), see bind_listeners."""
 
-    handle_udp: socket.socket
+    handle_udp: tuple[socket.socket, ...]
     handle_tcp: socket.socket
     http: socket.socket
 
+    def for_worker(self, i: int) -> Listeners:
+        """What worker ``i`` serves: the TCP sockets and its own UDP socket."""
+        return Listeners((self.handle_udp[i],), self.handle_tcp, self.http)
+
     def close(self) -> None:
-        for sock in self:
+        for sock in (*self.handle_udp, self.handle_tcp, self.http):
             sock.close()
 
 
-def _bind(kind: int, host: str, port: int, what: str) -> socket.socket:
+def _bind(kind: int, host: str, port: int, what: str, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if kind == socket.SOCK_STREAM:
             # Not SO_REUSEPORT (that would let a second node share the port): only
             # SO_REUSEADDR, so a restart binds past connections still in TIME_WAIT.
@@ -67,12 +76,23 @@ def bind_listeners(s: Settings) -> Listeners:
     port) if one is taken."""
     socks: list[socket.socket] = []
     try:
-        socks.append(_bind(socket.SOCK_DGRAM, s.listen, s.handle_port, "Handle"))
-        socks.append(_bind(socket.SOCK_STREAM, s.listen, s.handle_port, "Handle"))
-        socks.append(_bind(socket.SOCK_STREAM, s.listen, s.http_port, "HTTP"))
+        # TCP first and exclusive: a second node stops here, before it could join the
+        # UDP sockets below (the Handle port is the same number for both).
+        tcp = _bind(socket.SOCK_STREAM, s.listen, s.handle_port, "Handle")
+        socks.append(tcp)
+        http = _bind(socket.SOCK_STREAM, s.listen, s.http_port, "HTTP")
+        socks.append(http)
         _check_grpc_port(s.listen, s.grpc_port)
+        # UDP: one SO_REUSEPORT socket per worker, so the kernel keeps sending a client
+        # address and port to the same worker (a challenge and its answer, the datagrams
+        # of one message), as when every worker bound the port itself.
+        udp = []
+        for _ in range(s.workers):
+            sock = _bind(socket.SOCK_DGRAM, s.listen, s.handle_port, "Handle", reuse_port=True)
+            socks.append(sock)
+            udp.append(sock)
     except ConfigError:
         for sock in socks:
             sock.close()
         raise
-    return Listeners(*socks)
+    return Listeners(tuple(udp), tcp, http)

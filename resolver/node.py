@@ -186,7 +186,7 @@ class Node:
         loop = asyncio.get_running_loop()
         ports = self.listeners
         udp = self.udp = UdpDoor.from_settings(service, s)
-        await loop.create_datagram_endpoint(lambda: udp, sock=ports.handle_udp)
+        await loop.create_datagram_endpoint(lambda: udp, sock=ports.handle_udp[0])
         descriptors = raise_descriptor_limit()
         limits = ConnectionLimits(s.conns_per_client, connection_ceiling(descriptors))
         self.tcp = TcpDoor(

@@ -73,7 +73,9 @@ def supervise(settings: Settings, listeners: Listeners) -> int:
 
     def start(i: int) -> tuple[BaseProcess, float]:
         p = ctx.Process(
-            target=_worker, args=(settings, listeners, os.getpid()), name=f"idnode-worker-{i}"
+            target=_worker,
+            args=(settings, listeners.for_worker(i), os.getpid()),
+            name=f"idnode-worker-{i}",
         )
         p.start()
         log.info("worker %d started (pid %s)", i, p.pid)
