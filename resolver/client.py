@@ -158,7 +158,12 @@ def exchange(
     host, port = parse_server(server, default_port)
     try:
         if transport == "udp":
-            return exchange_udp(host, port, request, timeout)
+            m = exchange_udp(host, port, request, timeout)
+            if m.response_code != ResponseCode.ERROR:
+                return m
+            # As the reference client does: an error over UDP (a node refusing a long
+            # answer or one over its UDP rate says "ask over TCP") is asked again over TCP.
+            transport = "tcp"
         if transport == "tcp":
             return exchange_tcp(host, port, request, timeout)[-1]
         if transport == "http":

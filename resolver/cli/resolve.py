@@ -56,7 +56,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("handle")
     p.add_argument("--server", help="HOST:PORT (default 127.0.0.1:2641, or :8000 with --http)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--udp", action="store_true", help="UDP (the default)")
+    group.add_argument(
+        "--udp",
+        action="store_true",
+        help="UDP (the default; an error answer is asked again over TCP, as the reference "
+        "client does)",
+    )
     group.add_argument("--tcp", action="store_true", help="TCP")
     group.add_argument("--http", action="store_true", help="the HTTP tunnel (POST /)")
     p.add_argument(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from idnode.resolver.client import exchange_tcp, resolution_request
+from idnode.resolver.client import exchange, exchange_tcp, resolution_request
 from idnode.resolver.codec import (
     ErrorResponse,
     Reassembler,
@@ -215,6 +215,21 @@ def test_one_udp_answer_is_capped_and_tcp_still_answers_in_full(node: NodeProces
     (m,) = exchange_tcp("127.0.0.1", node.handle_port, resolution_request(BIG))
     assert m.response_code == ResponseCode.SUCCESS and isinstance(m.body, ResolutionResponse)
     assert len(m.body.values) == 60
+
+
+def test_idnode_resolve_falls_back_to_tcp_for_a_capped_answer(node: NodeProcess) -> None:
+    """idnode's own client does what the reference client does with the cap's RC 2."""
+    m = exchange(f"127.0.0.1:{node.handle_port}", resolution_request(BIG), "udp")
+    assert m.response_code == ResponseCode.SUCCESS and isinstance(m.body, ResolutionResponse)
+    assert len(m.body.values) == 60
+    p = subprocess.run(
+        [IDNODE, "resolve", BIG, "--server", f"127.0.0.1:{node.handle_port}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 0 and len(json.loads(p.stdout)["values"]) == 60, p.stderr
 
 
 def test_answers_to_one_network_are_rate_limited_with_slip(node: NodeProcess) -> None:
