@@ -1,7 +1,7 @@
 """UDP reassembly under a fragment flood, measured (issue 12); not a test.
 
-    python scripts/udp_flood_bench.py cost            # µs per fragment at 8k and 32k pending
-    python scripts/udp_flood_bench.py flood [--pending 8000] [--seconds 10]
+    python -m idnode.loadtest.udp_flood_bench cost   # µs per fragment at 8k and 32k pending
+    python -m idnode.loadtest.udp_flood_bench flood [--pending 8000] [--seconds 10]
 
 ``cost`` times, in process, the datagrams of one client at its limit of unfinished
 messages while N other messages are pending. ``flood`` starts a real `idnode serve` on
@@ -9,7 +9,8 @@ loopback, keeps about N unfinished messages pending from one attacking address (
 fragments from rotating source ports) plus one source port at its limit sending 430
 fragments/s, and measures a well-behaved client's resolutions meanwhile (one at a time,
 2 s timeout) and the node's CPU and RSS. It runs whatever `idnode` is importable: point
-PYTHONPATH at another checkout (a git worktree) to measure that code.
+PYTHONPATH at another checkout (a git worktree) and run this file by its path
+(``python /work/main/loadtest/udp_flood_bench.py``) to measure that code.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Challenge floods and password guessing against a real node, measured (issue 12); not a test.
 
-    python scripts/auth_abuse_bench.py flood [--senders 20] [--per-sender 30]
+    python -m idnode.loadtest.auth_abuse_bench flood [--senders 20] [--per-sender 30]
         [--size 250000] [--transport tcp|http] [--pg postgresql://.../scratch_db]
-    python scripts/auth_abuse_bench.py guess [--seconds 5]
+    python -m idnode.loadtest.auth_abuse_bench guess [--seconds 5]
 
 ``flood`` sends unauthenticated CREATE_HANDLEs with a large value, one per connection,
 each sender from its own loopback address (127.0.x.y), and prints the answers and the
@@ -11,7 +11,8 @@ made) the sessions table's rows and pg_total_relation_size. ``guess`` sends wron
 VERIFY_RESPONSE answers over one TCP connection, then wrong REST Basic secrets, for
 ``--seconds`` each from one address, and prints how many got a verdict and the audit rows
 written. Both start `idnode serve` with its defaults on loopback and run whatever `idnode`
-is importable: point PYTHONPATH at another checkout to measure that code.
+is importable: point PYTHONPATH at another checkout and run this file by its path to
+measure that code.
 """
 
 from __future__ import annotations
