@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
@@ -341,6 +343,78 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
         return pb2.PrefixList(prefixes=sorted(self.registry.authority.homed))
 
 
+class _Corrupt:
+    """What a request deserializer returns for bytes that are not the message (instead
+    of raising: grpc.aio would log that with a traceback and answer UNKNOWN)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserialize: Any) -> Any:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Corrupt(str(exc))
+
+    return parse
+
+
+async def _reject(context: grpc.aio.ServicerContext, request: Any) -> None:
+    if isinstance(request, _Corrupt):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request: {request.reason}")
+
+
+class RejectCorruptRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A request whose bytes do not parse as the method's message gets INVALID_ARGUMENT
+    (a client error, logged by no one), not UNKNOWN with a traceback at ERROR."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method: (handler, its wrapper)
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any) -> Any:
+        parse = _tolerant(handler.request_deserializer)
+        if handler.unary_unary is not None and asyncio.iscoroutinefunction(handler.unary_unary):
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await _reject(context, request)
+                return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=parse, response_serializer=handler.response_serializer
+            )
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            stream = handler.stream_stream
+
+            async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+                async for request in requests:
+                    await _reject(context, request)
+                    yield request
+
+            async def streams(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+                async for response in stream(checked(requests, context), context):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(
+                streams, request_deserializer=parse, response_serializer=handler.response_serializer
+            )
+        return handler
+
+
 RESOLVER = pb2.DESCRIPTOR.services_by_name["Resolver"].full_name
 REGISTRY = pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 REFLECTION_V1ALPHA = str(reflection.SERVICE_NAME)
@@ -420,11 +494,12 @@ async def start_grpc(
     key: str = "",
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
+        interceptors=(RejectCorruptRequests(),),
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ]
+        ],
     )
     resolver = ResolverService(core)
     # Registered by hand (not with the generated helper) for one reason: BatchResolve

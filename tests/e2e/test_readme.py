@@ -40,6 +40,8 @@ SKIPPED = {
     "./scripts/test": "this suite is what it runs",
     "pytest tests/reliability/test_schema_fuzz.py": "the fuzz's longer run (minutes): the "
     "suite runs the same tests on their small deterministic budget",
+    "pytest -s tests/reliability/test_mutation_fuzz.py": "the mutation fuzz's longer run "
+    "(40 times CI's count): the suite runs the same test on its small deterministic budget",
     "java ": "the reference Java tools: tests/interop runs them (needs ../shared/clients)",
     "~/.handle/local_nas": "the reference Java library's settings: tests/interop",
     "loadtest run --doors udp,tcp,http": "a minutes-long load run: test_loadtest_run.py runs "

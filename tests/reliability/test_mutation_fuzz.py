@@ -1,0 +1,435 @@
+"""A bounded mutation fuzz of every door (issue 12): valid requests built with the codec
+(resolutions with index and type filters, CREATE/DELETE/ADD/MODIFY/REMOVE/LIST,
+SESSION_SETUP, GET_SITE_INFO, challenge answers) and the fuzz corpus, mutated with a
+seeded random (bit flips, byte insert/delete, length-field corruption, truncation,
+duplication, splicing two messages), are sent to one real `idnode serve` over UDP
+(whole and as multi-datagram fragments), Handle TCP (one message per connection and
+pipelined, framed and unframed), the HTTP tunnel, and raw bytes to every gRPC method.
+
+After each door's batch: the node and its workers are alive, a well-behaved client
+resolves on every door, the node's RSS stays under a bound, the registry's rows are
+exactly as before (no unauthenticated mutation wrote anything), and the node logged no
+traceback and nothing at ERROR.
+
+CI runs a small deterministic budget; IDNODE_FUZZ_MUTATIONS scales it (the UDP count;
+the other doors get the same fractions as in CI), IDNODE_FUZZ_SEED changes the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import socket
+import sqlite3
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from idnode.resolver.codec import (
+    AddValueRequest,
+    ChallengeAnswer,
+    CreateHandleRequest,
+    DeleteHandleRequest,
+    GetSiteInfoRequest,
+    HandleValue,
+    ListHandlesRequest,
+    Message,
+    ModifyValueRequest,
+    OpCode,
+    RemoveValueRequest,
+    ResolutionRequest,
+    encode,
+)
+from idnode.resolver.codec.bodies import SessionSetupRequest
+from idnode.resolver.codec.datagrams import split_datagrams
+from idnode.resolver.grpc_protos import load
+from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
+from tests.reliability.nodes import alive, children, node_rss_mib, served_correctly
+
+pytestmark = pytest.mark.e2e
+pb2, pb2_grpc = load()
+
+SECRET = "S3cret-for-the-mutation-fuzz"
+UDP_COUNT = int(os.environ.get("IDNODE_FUZZ_MUTATIONS", "5000"))
+SCALE = UDP_COUNT / 5000
+TCP_COUNT = max(1, int(1000 * SCALE))
+HTTP_COUNT = max(1, int(300 * SCALE))
+GRPC_COUNT = max(1, int(300 * SCALE))
+SEED = int(os.environ.get("IDNODE_FUZZ_SEED", "12"))
+RSS_GROWTH_MIB = 250  # above the node's RSS once it has served one request of each door
+CORPUS = Path(__file__).parents[1] / "fuzz_corpus"
+GRPC_METHODS = {
+    "/idnode.v1.Resolver/Resolve": pb2.ResolveRequest(handle="88.166.1001/P-0", types=["URL"]),
+    "/idnode.v1.Resolver/BatchResolve": pb2.BatchResolveRequest(
+        requests=[pb2.ResolveRequest(handle="88.166.1001/P-1")]
+    ),
+    "/idnode.v1.Registry/CreateHandle": pb2.CreateHandleRequest(
+        record=pb2.HandleRecord(handle="88.166/FUZZ-G", values=[])
+    ),
+    "/idnode.v1.Registry/DeleteHandle": pb2.DeleteHandleRequest(handle="88.166.1001/P-3"),
+    "/idnode.v1.Registry/AddValues": pb2.ValuesRequest(handle="88.166.1001/P-4"),
+    "/idnode.v1.Registry/ModifyValues": pb2.ValuesRequest(handle="88.166.1001/P-5"),
+    "/idnode.v1.Registry/RemoveValues": pb2.RemoveValuesRequest(handle="88.166.1001/P-6"),
+    "/idnode.v1.Registry/BatchCreate": pb2.BatchCreateRequest(),
+    "/idnode.v1.Registry/ListHandles": pb2.ListHandlesRequest(),
+    "/idnode.v1.Registry/PutTemplate": pb2.PutTemplateRequest(),
+    "/idnode.v1.Registry/HomePrefix": pb2.PrefixRequest(),
+    "/idnode.v1.Registry/UnhomePrefix": pb2.PrefixRequest(),
+    "/idnode.v1.Registry/ListPrefixes": pb2.Empty(),
+}
+GRPC_STREAM = "/idnode.v1.Resolver/ResolveStream"
+
+
+# --- the node ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """A registry homing 88.166 with the administrator 300:0.NA/88.166 and the handles
+    88.166.1001/P-0..9; the node with two workers, no Redis."""
+    tmp = tmp_path_factory.mktemp("mutfuzz")
+    url, key, _ = init_registry(tmp, "fuzz", "--admin-secret", SECRET)
+    lines = [
+        {
+            "handle": f"88.166.1001/P-{i}",
+            "values": [{"index": 1, "type": "URL", "data": {"format": "string", "value": f"u{i}"}}],
+        }
+        for i in range(10)
+    ]
+    data = tmp / "fuzz.jsonl"
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    p = subprocess.run(
+        [IDNODE, "import", str(data), "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    n = NodeProcess(url, workers=2, log=tmp / "fuzz.log", extra=("--secret-key-file", key))
+    n.wait_ready()
+    yield n
+    n.stop()
+
+
+def registry_digest(node: NodeProcess) -> tuple[int, str]:
+    """The registry's handle count and a digest of every row of the tables a write could
+    change (handles, prefixes, templates, API keys), read from the SQLite file."""
+    path = node.database_url.removeprefix("sqlite:///")
+    h = hashlib.sha256()
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        count = db.execute("SELECT count(*) FROM handles").fetchone()[0]
+        for table, key in (
+            ("handles", "handle"),
+            ("prefixes", "1"),
+            ("templates", "1"),
+            ("api_keys", "1"),
+        ):
+            for row in db.execute(f"SELECT * FROM {table} ORDER BY {key}"):
+                h.update(repr(row).encode())
+    return int(count), h.hexdigest()
+
+
+def resolves_over_grpc(node: NodeProcess) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{node.grpc_port}") as ch:
+        got = pb2_grpc.ResolverStub(ch).Resolve(
+            pb2.ResolveRequest(handle="88.166.1001/P-7"), timeout=10
+        )
+    assert [v.data for v in got.values] == [b"u7"], got
+
+
+class Checks:
+    """What must hold after every door's batch."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self.node = node
+        served_correctly(node)
+        resolves_over_grpc(node)
+        self.workers = sorted(children(node.proc.pid))  # the workers (and helpers)
+        assert len(self.workers) >= 2, self.workers
+        self.rows = registry_digest(node)
+        self.rss_bound = node_rss_mib(node) + RSS_GROWTH_MIB
+        assert node.log_path is not None
+        self.log_offset = node.log_path.stat().st_size
+
+    def after(self, door: str) -> None:
+        n = self.node
+        assert n.proc.poll() is None, f"{door}: the node exited\n{n.log_text()}"
+        assert all(alive(w) for w in self.workers), (door, self.workers)
+        assert sorted(children(n.proc.pid)) == self.workers, f"{door}: a worker was replaced"
+        served_correctly(n)
+        resolves_over_grpc(n)
+        rss = node_rss_mib(n)
+        print(f"{door}: node RSS {rss:.0f} MiB (bound {self.rss_bound:.0f})")
+        assert rss < self.rss_bound, f"{door}: RSS {rss:.0f} MiB over {self.rss_bound:.0f}"
+        assert registry_digest(n) == self.rows, f"{door}: the registry changed"
+        assert n.log_path is not None
+        with n.log_path.open("rb") as f:
+            f.seek(self.log_offset)
+            logged = f.read().decode("utf-8", "replace")
+        assert "Traceback" not in logged and " ERROR " not in logged, f"{door}:\n{logged[-4000:]}"
+
+
+# --- the corpus and its mutations ----------------------------------------------------
+
+
+def _request(op: int, body: object, rid: int) -> bytes:
+    return encode(
+        Message(
+            op_code=op,
+            body=body,  # type: ignore[arg-type]
+            request_id=rid,
+            expiration=int(time.time()) + 3600,
+        )
+    )
+
+
+def corpus() -> list[bytes]:
+    """Valid requests for every door, and the checked-in fuzz corpus."""
+    v = (HandleValue(1, "URL", b"https://fuzz.example"), HandleValue(2, "EMAIL", b"a@b.c"))
+    big = tuple(HandleValue(10 + k, "DESC", bytes([97 + k]) * 900) for k in range(4))
+    out = [
+        _request(OpCode.RESOLUTION, ResolutionRequest("88.166.1001/P-0", (), ()), 1),
+        _request(OpCode.RESOLUTION, ResolutionRequest("88.166.1001/P-1", (1, 2), ()), 2),
+        _request(OpCode.RESOLUTION, ResolutionRequest("88.166.1001/P-2", (), ("URL",)), 3),
+        _request(OpCode.RESOLUTION, ResolutionRequest("0.NA/88.166", (300,), ("HS_ADMIN",)), 4),
+        _request(OpCode.GET_SITE_INFO, GetSiteInfoRequest(""), 5),
+        _request(OpCode.CREATE_HANDLE, CreateHandleRequest("88.166/FUZZ-1", v), 6),
+        _request(OpCode.CREATE_HANDLE, CreateHandleRequest("88.166/FUZZ-BIG", big), 7),
+        _request(OpCode.DELETE_HANDLE, DeleteHandleRequest("88.166.1001/P-3"), 8),
+        _request(OpCode.ADD_VALUE, AddValueRequest("88.166.1001/P-4", v[1:]), 9),
+        _request(OpCode.MODIFY_VALUE, ModifyValueRequest("88.166.1001/P-5", v[:1]), 10),
+        _request(OpCode.REMOVE_VALUE, RemoveValueRequest("88.166.1001/P-6", (1,)), 11),
+        _request(OpCode.LIST_HANDLES, ListHandlesRequest("0.NA/88.166"), 12),
+        _request(OpCode.SESSION_SETUP, SessionSetupRequest(2, 60, "0.NA/88.166", 300), 13),
+        _request(
+            OpCode.SESSION_SETUP,
+            SessionSetupRequest(4, 60, "0.NA/88.166", 300, public_key=b"\x00" * 64),
+            14,
+        ),
+        _request(
+            OpCode.CHALLENGE_RESPONSE,
+            ChallengeAnswer("HS_SECKEY", "0.NA/88.166", 300, b"\x00\x00\x00\x01\x01" + b"x" * 20),
+            15,
+        ),
+    ]
+    out += [p.read_bytes() for p in sorted(CORPUS.glob("*.bin"))]
+    return out
+
+
+def _put_u32(b: bytearray, at: int, rng: random.Random) -> None:
+    if at + 4 <= len(b):
+        value = rng.choice([0, 1, 0x7FFFFFFF, 0xFFFFFFFF, len(b), len(b) + 1, rng.getrandbits(32)])
+        b[at : at + 4] = struct.pack(">I", value)
+
+
+def mutate(rng: random.Random, pool: list[bytes]) -> bytes:
+    """One to three seeded mutations of a corpus message."""
+    b = bytearray(rng.choice(pool))
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.randrange(7)
+        if kind == 0 and b:  # bit flips
+            for _ in range(rng.randint(1, 8)):
+                i = rng.randrange(len(b))
+                b[i] ^= 1 << rng.randrange(8)
+        elif kind == 1:  # insert bytes
+            i = rng.randint(0, len(b))
+            b[i:i] = rng.randbytes(rng.randint(1, 16))
+        elif kind == 2 and b:  # delete bytes
+            i = rng.randrange(len(b))
+            del b[i : i + rng.randint(1, 16)]
+        elif kind == 3:  # a length field: the envelope's, the header's, or any u32
+            _put_u32(b, rng.choice([16, 40, rng.randrange(max(1, len(b)))]), rng)
+        elif kind == 4 and b:  # truncation
+            del b[rng.randrange(len(b)) :]
+        elif kind == 5 and b:  # duplication of a slice
+            i = rng.randrange(len(b))
+            j = min(len(b), i + rng.randint(1, 64))
+            b[j:j] = b[i:j] * rng.randint(1, 4)
+        else:  # splice with another message
+            other = rng.choice(pool)
+            b = b[: rng.randint(0, len(b))] + bytearray(other[rng.randint(0, len(other)) :])
+    return bytes(b[:70_000])
+
+
+# --- the doors -----------------------------------------------------------------------
+
+
+def fuzz_udp(
+    node: NodeProcess, rng: random.Random, pool: list[bytes], count: int
+) -> tuple[int, int]:
+    """Whole datagrams, and valid messages split into fragments with one mutated: how
+    many messages went, and how many datagrams came back."""
+    sent = answers = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        addr = ("127.0.0.1", node.handle_port)
+        long = [w for w in pool if len(w) > 1500 and len(w) >= 20]
+        while sent < count:
+            if long and rng.random() < 0.1:
+                grams = split_datagrams(rng.choice(long), payload_size=rng.choice([512, 1024]))
+                i = rng.randrange(len(grams))
+                grams[i] = mutate(rng, [grams[i]])
+                if rng.random() < 0.3:
+                    rng.shuffle(grams)
+            else:
+                grams = [mutate(rng, pool)]
+            for g in grams:
+                if not g:
+                    continue
+                try:
+                    s.sendto(g[:65_000], addr)
+                except (BlockingIOError, OSError):
+                    time.sleep(0.001)
+            sent += 1
+            if sent % 50 == 0:  # drain answers, pace a little so the kernel keeps them
+                answers += _drain(s)
+                time.sleep(0.002)
+        time.sleep(0.2)
+        answers += _drain(s)
+    return sent, answers
+
+
+def _drain(s: socket.socket) -> int:
+    n = 0
+    while True:
+        try:
+            s.recv(65535)
+            n += 1
+        except (BlockingIOError, OSError):
+            return n
+
+
+def _tcp_exchange(node: NodeProcess, payload: bytes) -> int:
+    """Send, half-close, read until the node closes (or 3 s): the bytes it answered."""
+    got = 0
+    with socket.create_connection(("127.0.0.1", node.handle_port), timeout=10) as s:
+        try:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(3)
+            while data := s.recv(65536):
+                got += len(data)
+        except OSError:  # reset, timeout: the node may drop a hostile connection
+            pass
+    return got
+
+
+def fuzz_tcp(
+    node: NodeProcess, rng: random.Random, pool: list[bytes], count: int
+) -> tuple[int, int]:
+    """Batches on one connection: one mutated message; several pipelined (a valid one
+    among them); unframed random bytes. How many went, and the bytes answered."""
+    sent = answered = 0
+    while sent < count:
+        shape = rng.randrange(3)
+        if shape == 0:
+            batch = [mutate(rng, pool)]
+        elif shape == 1:
+            batch = [mutate(rng, pool) for _ in range(rng.randint(2, 10))]
+            batch.insert(rng.randrange(len(batch)), pool[0])
+        else:
+            batch = [rng.randbytes(rng.randint(1, 300))]
+        answered += _tcp_exchange(node, b"".join(batch))
+        sent += len(batch)
+    return sent, answered
+
+
+def fuzz_http(node: NodeProcess, rng: random.Random, pool: list[bytes], count: int) -> int:
+    for i in range(count):
+        body = mutate(rng, pool) if i % 10 else rng.randbytes(rng.randint(0, 200))
+        c = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=15)
+        try:
+            c.request("POST", "/", body=body, headers={"Content-Type": "application/x-hdl-message"})
+            r = c.getresponse()
+            r.read()
+            assert r.status < 500, (r.status, body.hex())
+        finally:
+            c.close()
+    return count
+
+
+def fuzz_grpc(node: NodeProcess, rng: random.Random, count: int) -> int:
+    pool = {
+        m: (req.SerializeToString() if req is not None else b"") for m, req in GRPC_METHODS.items()
+    }
+    pool[GRPC_STREAM] = pb2.ResolveRequest(handle="88.166.1001/P-0").SerializeToString()
+    methods = sorted(pool)
+    with grpc.insecure_channel(f"127.0.0.1:{node.grpc_port}") as ch:
+        for i in range(count):
+            method = methods[i % len(methods)]
+            seed = pool[method]
+            body = (
+                mutate(rng, [seed])
+                if seed and rng.random() < 0.7
+                else rng.randbytes(rng.randint(0, 64))
+            )
+            try:
+                if method == GRPC_STREAM:  # no serializers: the bytes go as they are
+                    for _ in ch.stream_stream(method)(iter([body, body]), timeout=10):
+                        pass
+                else:
+                    ch.unary_unary(method)(body, timeout=10)
+            except grpc.RpcError as err:
+                code = err.code()
+                assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED), (
+                    method,
+                    code,
+                    err.details(),
+                    body.hex(),
+                )
+    return count
+
+
+# --- the test ------------------------------------------------------------------------
+
+
+def test_mutation_fuzz_of_every_door(node: NodeProcess) -> None:
+    rng = random.Random(SEED)
+    pool = corpus()
+    checks = Checks(node)
+    sent, answers = fuzz_udp(node, rng, pool, UDP_COUNT)
+    print(f"udp: {sent} mutated messages, {answers} datagrams answered")
+    assert sent == UDP_COUNT and answers > 0  # the node read them (some still parse)
+    checks.after("udp")
+    sent, answered = fuzz_tcp(node, rng, pool, TCP_COUNT)
+    print(f"tcp: {sent} messages, {answered} bytes answered")
+    assert sent >= TCP_COUNT and answered > 0
+    checks.after("tcp")
+    assert fuzz_http(node, rng, pool, HTTP_COUNT) == HTTP_COUNT
+    checks.after("http tunnel")
+    assert fuzz_grpc(node, rng, GRPC_COUNT) == GRPC_COUNT
+    checks.after("grpc")
+
+
+def test_corrupt_grpc_requests_get_invalid_argument(node: NodeProcess) -> None:
+    """The inputs the fuzz found (tests/fuzz_corpus/grpc/<Service>.<Method>-*.bin):
+    bytes that do not parse as the method's protobuf message once got UNKNOWN and a
+    traceback at ERROR from grpc.aio; now INVALID_ARGUMENT, and nothing logged."""
+    assert node.log_path is not None
+    start = node.log_path.stat().st_size
+    inputs = sorted((CORPUS / "grpc").glob("*.bin"))
+    assert inputs
+    with grpc.insecure_channel(f"127.0.0.1:{node.grpc_port}") as ch:
+        for path in inputs:
+            method = "/idnode.v1." + path.name.split("-", 1)[0].replace(".", "/")
+            body = path.read_bytes()
+            with pytest.raises(grpc.RpcError) as err:
+                if method == GRPC_STREAM:
+                    list(ch.stream_stream(method)(iter([body]), timeout=10))
+                else:
+                    ch.unary_unary(method)(body, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (path.name, err.value)
+            assert "bad request" in str(err.value.details()), err.value
+    with node.log_path.open("rb") as f:
+        f.seek(start)
+        logged = f.read().decode("utf-8", "replace")
+    assert "Traceback" not in logged and " ERROR " not in logged, logged
