@@ -14,7 +14,7 @@ nested loop prunes to one partition per key (79k keys/s).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import astuple
 
 import asyncpg
@@ -27,6 +27,7 @@ from .store import (
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
     AuditEntry,
+    CommitUnknown,
     HandleRecord,
     Keep,
     Mutator,
@@ -107,10 +108,27 @@ class PostgresStore(Store):
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one transaction: the block's end commits; an
         exception rolls everything back and is raised again, and so does a COMMIT the
-        server refuses. (A connection lost during COMMIT leaves the outcome unknown, as
-        with any client; the error is raised all the same.)"""
-        async with self.pool.acquire() as c, c.transaction():
-            yield c
+        server refuses. A connection lost during COMMIT leaves the outcome unknown: that
+        is CommitUnknown, which the doors report as neither failure nor success."""
+        async with self.pool.acquire() as c:
+            tx = c.transaction()
+            await tx.start()
+            try:
+                yield c
+            except BaseException:
+                with suppress(Exception):  # a connection that is gone rolled back itself
+                    await tx.rollback()
+                raise
+            try:
+                await tx.commit()
+            except (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError) as exc:
+                raise CommitUnknown(f"the connection went away during COMMIT ({exc})") from exc
+            except asyncpg.PostgresError:
+                raise  # the server refused the COMMIT: rolled back, a definite failure
+            except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                # reset or closed mid-COMMIT (asyncpg says InternalClientError when the
+                # server's goodbye arrived just before COMMIT was sent)
+                raise CommitUnknown(f"the connection went away during COMMIT ({exc})") from exc
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         async with self.pool.acquire() as c:

@@ -36,12 +36,22 @@ from .prefix_templates import PrefixTemplates
 from .quotas import Quotas
 from .rest_sessions import RestSessionStore
 from .sealing import Sealer
-from .store import Store, StoreError
+from .store import CommitUnknown, Store, StoreError
 from .writes import HandleWrites, OnChange
 
-__all__ = ["MAX_BATCH", "RegistryService", "unavailable"]
+__all__ = ["MAX_BATCH", "OUTCOME_UNKNOWN", "RegistryService", "outcome_unknown", "unavailable"]
 
 UNAVAILABLE = "The registry is unavailable; try again"
+OUTCOME_UNKNOWN = (
+    "The registry went away while committing this write: it may have taken effect; "
+    "read the handle before you retry"
+)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a write's outcome cannot be known (the connection was lost during COMMIT):
+    a door says so, never "failed" (it may have committed) nor "done"."""
+    return isinstance(exc, CommitUnknown)
 
 
 def unavailable(exc: BaseException) -> bool:

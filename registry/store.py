@@ -35,6 +35,12 @@ class StoreError(RegistryError, RuntimeError):
     """The store cannot be reached or refused an operation (not a lookup miss)."""
 
 
+class CommitUnknown(StoreError):
+    """The connection went away during COMMIT: the write may or may not have taken
+    effect, and nobody can tell until the database answers again. Never reported as a
+    failure (a committed write is never reported as failed), nor as a success."""
+
+
 class Keep:
     """A mutation that changes nothing (an idempotent retry): audited, not written."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from idnode.registry.auth import AuthBusy, AuthError, Identity, check_answer, check_secret_key
 from idnode.registry.login_guard import Throttled
-from idnode.registry.service import UNAVAILABLE
+from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
 from idnode.registry.service import unavailable as registry_unavailable
 from idnode.registry.sessions import SessionLimit
 
@@ -408,6 +408,9 @@ class AdminRequests:
             return ResponseCode.SUCCESS, Empty()
         try:
             return await perform(self.reg.registry, m, who)
-        except Exception:  # the store failed: say so; never leave the client hanging
+        except Exception as exc:  # the store failed: say so; never leave the client hanging
+            if outcome_unknown(exc):  # it may have committed: never say it failed
+                log.warning("registry operation: %s", exc)
+                return ResponseCode.ERROR, ErrorResponse(OUTCOME_UNKNOWN)
             log.exception("registry operation failed")
             return ResponseCode.ERROR, ErrorResponse("the registry could not complete the write")

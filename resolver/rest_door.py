@@ -30,7 +30,7 @@ from aiohttp.typedefs import Handler
 from idnode.registry.auth import Identity
 from idnode.registry.login_guard import Throttled
 from idnode.registry.names import InvalidName, check_handle, prefix_of
-from idnode.registry.service import UNAVAILABLE
+from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
 from idnode.registry.service import unavailable as registry_unavailable
 from idnode.registry.sessions import SessionLimit
 from idnode.registry.writes import mint_handle
@@ -124,6 +124,9 @@ async def _registry_down(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception as exc:
         if not (request.path.startswith("/api/") and registry_unavailable(exc)):
             raise
+        if outcome_unknown(exc):  # 504: the registry did not confirm; not a failure
+            _down.warning("%s %s: outcome unknown (%s)", request.method, request.path, exc)
+            return reply(RC.ERROR, status=504, message=OUTCOME_UNKNOWN)
         _down.warning("%s %s: registry unavailable (%s)", request.method, request.path, exc)
         return reply(RC.ERROR, status=503, message=UNAVAILABLE)
 

@@ -230,3 +230,34 @@ def test_a_refused_mutation_writes_only_its_audit_row(store_url: str) -> None:
             await s.close()
 
     asyncio.run(go())
+
+
+def test_a_connection_lost_during_commit_is_outcome_unknown_not_failure(pg_url: str) -> None:
+    """The database connection goes away between the last statement and COMMIT: nobody can
+    know whether the write took effect, so the store says exactly that (CommitUnknown,
+    which the doors answer as "may have taken effect", never as a failure)."""
+    import asyncpg
+
+    from idnode.registry.store import CommitUnknown
+
+    async def scenario() -> None:
+        s = PostgresStore(pg_url)
+        await s.open()
+        killer = await asyncpg.connect(pg_url)
+        try:
+            with pytest.raises(CommitUnknown):
+                async with s.transaction() as c:
+                    pid = await c.fetchval("SELECT pg_backend_pid()")
+                    await c.execute("CREATE TEMP TABLE scratch (x int)")
+                    await killer.execute("SELECT pg_terminate_backend($1)", pid)
+            # a statement that fails before COMMIT is still that failure, not "unknown"
+            with pytest.raises(asyncpg.UndefinedTableError):
+                async with s.transaction() as c:
+                    await c.execute("SELECT * FROM no_such_table")
+            # and the store writes on, on a fresh connection
+            assert await s.put_many([HandleRecord("88.166/after", b"\x00\x00\x00\x00")]) == 1
+        finally:
+            await killer.close()
+            await s.close()
+
+    asyncio.run(scenario())

@@ -5,10 +5,12 @@ SIGKILL and started again on the same data directory: crash recovery).
 Writer threads create distinct handles over REST PUT and one over the Handle protocol
 (an authenticated AdminClient), and record each write's outcome: acknowledged (2xx, RC
 1), refused with an explicit answer (any other status or RC) or unanswered (reset,
-refused connection, timeout). Afterwards, what the registry holds must agree with what
-was answered: every acknowledged write is there with its value and its audit row, and
-none that was answered as failed is there (a committed write is never reported failed).
-An unanswered write may be either; the counts are printed. No timing is asserted.
+refused connection, timeout, or the node saying it cannot know: the registry's
+connection went during COMMIT, REST 504 / RC 2 "may have taken effect"). Afterwards,
+what the registry holds must agree with what was answered: every acknowledged write is
+there with its value and its audit row, and none that was answered as failed is there (a
+committed write is never reported failed). An unanswered write may be either; the counts
+are printed. No timing is asserted.
 
 Redis killed during writes is tests/reliability/test_outages.py.
 """
@@ -102,6 +104,10 @@ def rest_put(n: NodeProcess, handle: str, value: str) -> tuple[str, str]:
             raw = e.read()
         except (OSError, http.client.HTTPException) as exc:  # the answer was cut short
             return "unanswered", f"{e.code} then {exc!r}"
+        if e.code == 504 and b"may have taken effect" in raw:
+            # the connection to the registry went during COMMIT: the node says it cannot
+            # know, which is not a failure report; such a write may be there or not
+            return "unanswered", f"{e.code} {raw[:120]!r}"
         return "refused", f"{e.code} {e.headers.get_content_type()} {raw[:120]!r}"
     except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
         return "unanswered", repr(exc)
@@ -149,6 +155,8 @@ def writers(
                         break  # a new connection
                     if r.response_code == ResponseCode.SUCCESS:
                         out.record("acked", h, v)
+                    elif "may have taken effect" in repr(r.body):  # outcome unknown
+                        out.record("unanswered", h, f"RC {int(r.response_code)} {r.body!r}"[:200])
                     else:
                         out.record("refused", h, f"RC {int(r.response_code)} {r.body!r}"[:200])
 
