@@ -642,6 +642,18 @@ _HANDLE_PARAM = {
 }
 
 
+# What a write or a refusal answers: the Handle response code, the handle, and why.
+_OUTCOME = {
+    "type": "object",
+    "required": ["responseCode"],
+    "properties": {
+        "responseCode": {"type": "integer"},
+        "handle": {"type": "string"},
+        "message": {"type": "string"},
+    },
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -664,6 +676,10 @@ _BOOL = {"type": "boolean"}
 _REFUSED = {
     "4XX": _json(_ref("Refusal"), "refused: the Handle response code and why"),
     "503": _json(_ref("Refusal"), "the registry cannot be reached: try again"),
+    "504": _json(
+        _ref("Refusal"),
+        "the registry went away during the write's COMMIT: it may have taken effect",
+    ),
 }
 _SESSION_REFUSED = {
     "4XX": _json(_ref("SessionError"), "refused, with why"),
@@ -702,15 +718,7 @@ OPENAPI: dict[str, Any] = {
             },
         },
         "schemas": {
-            "Refusal": {
-                "type": "object",
-                "required": ["responseCode"],
-                "properties": {
-                    "responseCode": {"type": "integer"},
-                    "handle": {"type": "string"},
-                    "message": {"type": "string"},
-                },
-            },
+            "Refusal": _OUTCOME,
             "Value": {
                 "type": "object",
                 "required": ["index", "type", "data", "ttl", "timestamp"],
@@ -794,15 +802,7 @@ OPENAPI: dict[str, Any] = {
                     "values": {"type": "array", "items": _ref("Value")},
                 },
             },
-            "Written": {
-                "type": "object",
-                "required": ["responseCode"],
-                "properties": {
-                    "responseCode": {"type": "integer"},
-                    "handle": {"type": "string"},
-                    "message": {"type": "string"},
-                },
-            },
+            "Written": _OUTCOME,
             "Session": {
                 "type": "object",
                 "required": ["sessionId", "nonce"],
