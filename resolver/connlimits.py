@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 from collections import Counter
+
+from .logs import Repeats
 
 log = logging.getLogger("idnode.limits")
 
@@ -21,29 +22,17 @@ FD_RESERVE = 128  # descriptors kept for the registry, Redis, logs and files
 
 
 class LimitLog:
-    """Counts refusals by kind and logs a summary of each kind at most every LOG_EVERY s."""
+    """Refusals by a limit, logged through logs.Repeats: the first of each kind at once,
+    then at most one line per LOG_EVERY s with how many came meanwhile."""
 
     def __init__(self, every: float = LOG_EVERY) -> None:
-        self.every = every
-        self._counts: Counter[str] = Counter()
-        self._last: dict[str, float] = {}
-        self._example: dict[str, str] = {}
+        self._repeats = Repeats(log, every)
 
     def bite(self, kind: str, client: str) -> None:
-        self._counts[kind] += 1
-        self._example.setdefault(kind, client)
-        now = time.monotonic()
-        if now - self._last.get(kind, -self.every) >= self.every:
-            n = self._counts.pop(kind)
-            example = self._example.pop(kind)
-            self._last[kind] = now
-            log.warning(
-                "limit reached: %s (%d time%s since the last report; e.g. client %s)",
-                kind,
-                n,
-                "" if n == 1 else "s",
-                example or "?",
-            )
+        # The kind is part of the format string, so each kind is counted on its own.
+        self._repeats.warning(
+            f"limit reached: {kind.replace('%', '%%')} (e.g. client %s)", client or "?"
+        )
 
 
 class ConnectionLimits:
