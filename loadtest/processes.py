@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,20 +49,42 @@ class ProcessError(IdnodeError, RuntimeError):
     """A process did not come up, or exited, or nothing answers where it should."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
     """A port free for both TCP and UDP on 127.0.0.1 (a node takes both on its Handle
-    port)."""
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise ProcessError("no port free for both TCP and UDP on 127.0.0.1 after 50 tries")
+    port).
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out for bind(0)
+    is also one it hands to the next outgoing connection, so between this check and the
+    node's bind a client socket elsewhere could take it (seen in CI: "Address already in
+    use" on a port picked a moment before). A port is not handed out twice by one
+    process."""
+    low, _ = _ephemeral_range()
+    pool_low, pool_high = (10000, low - 1) if low > 12000 else (1024 + 1, low - 1)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(pool_low, pool_high)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                t.bind(("127.0.0.1", port))
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise ProcessError("no port free for both TCP and UDP on 127.0.0.1 after 200 tries")
 
 
 def pinned(cpus: Iterable[int]) -> Callable[[], None]:
