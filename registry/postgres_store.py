@@ -57,6 +57,19 @@ ON CONFLICT (handle) DO UPDATE SET display = EXCLUDED.display, vals = EXCLUDED.v
 """
 
 
+# The connection went away (as opposed to the server answering with an error): asyncpg
+# says InternalClientError when the server's goodbye arrived just before a statement was
+# sent, InterfaceError when the connection was already closed, OSError when it was reset.
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+
 async def _on_release(con: asyncpg.Connection) -> None:
     """Run by the pool as a connection comes back. The store sets no session state (no
     SET, LISTEN, cursors or advisory locks), so asyncpg's default reset query is a
@@ -121,14 +134,20 @@ class PostgresStore(Store):
                 raise
             try:
                 await tx.commit()
-            except (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError) as exc:
+            except _CONNECTION_LOST as exc:
                 raise CommitUnknown(f"the connection went away during COMMIT ({exc})") from exc
-            except asyncpg.PostgresError:
-                raise  # the server refused the COMMIT: rolled back, a definite failure
-            except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-                # reset or closed mid-COMMIT (asyncpg says InternalClientError when the
-                # server's goodbye arrived just before COMMIT was sent)
-                raise CommitUnknown(f"the connection went away during COMMIT ({exc})") from exc
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for a write of one statement, which commits on its own. A
+        connection lost while the statement runs leaves its outcome unknown (the server
+        may have committed before the answer was lost): CommitUnknown, as for a
+        transaction's COMMIT. An error the server answers with stays that error."""
+        async with self.pool.acquire() as c:
+            try:
+                yield c
+            except _CONNECTION_LOST as exc:
+                raise CommitUnknown(f"the connection went away during a write ({exc})") from exc
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         async with self.pool.acquire() as c:
@@ -140,14 +159,14 @@ class PostgresStore(Store):
         if not rows:
             return 0
         cols = list(zip(*rows, strict=True))
-        async with self.pool.acquire() as c:
+        async with self.autocommit() as c:
             await c.execute(
                 PUT_MANY, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), now()
             )
         return len(rows)
 
     async def home_prefix(self, prefix: str, owner: str = "") -> None:
-        async with self.pool.acquire() as c:
+        async with self.autocommit() as c:
             await c.execute(
                 "INSERT INTO prefixes (prefix, display, owner, status, created_at)"
                 " VALUES ($1, $2, $3, 'homed', $4) ON CONFLICT (prefix) DO UPDATE"
@@ -552,7 +571,7 @@ class PostgresStore(Store):
             )
 
     async def add_api_key(self, key_sha256: str, handle: str, index: int, label: str) -> None:
-        async with self.pool.acquire() as c:
+        async with self.autocommit() as c:
             await c.execute(
                 "INSERT INTO api_keys (key_sha256, identity_handle, identity_index, label,"
                 " created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -580,7 +599,7 @@ class PostgresStore(Store):
         return [(r[0], r[1], int(r[2]), r[3], int(r[4])) for r in rows]
 
     async def delete_api_key(self, key_sha256: str) -> bool:
-        async with self.pool.acquire() as c:
+        async with self.autocommit() as c:
             status = await c.execute("DELETE FROM api_keys WHERE key_sha256 = $1", key_sha256)
         return str(status) != "DELETE 0"
 
@@ -593,7 +612,7 @@ class PostgresStore(Store):
         return None if sealed is None else bytes(sealed)
 
     async def put_node_key_check(self, sealed: bytes) -> None:
-        async with self.pool.acquire() as c:
+        async with self.autocommit() as c:
             await c.execute(
                 "INSERT INTO node_key_check (id, sealed, created_at) VALUES (1, $1, $2)"
                 " ON CONFLICT (id) DO NOTHING",
@@ -602,7 +621,7 @@ class PostgresStore(Store):
             )
 
     async def put_template(self, prefix: str, version: str, document: str, actor: str) -> bool:
-        async with self.pool.acquire() as c:
+        async with self.autocommit() as c:
             r = await c.fetchval(
                 "INSERT INTO templates (prefix, version, document, created_at, created_by)"
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (prefix, version) DO NOTHING"
@@ -650,7 +669,7 @@ class PostgresStore(Store):
         return [r[0] for r in rows]
 
     async def unhome_prefix(self, prefix: str) -> bool:
-        async with self.pool.acquire() as c:
+        async with self.autocommit() as c:
             r = await c.execute(
                 "UPDATE prefixes SET status = 'unhomed' WHERE prefix = $1 AND status = 'homed'",
                 self.key(prefix),

@@ -261,3 +261,51 @@ def test_a_connection_lost_during_commit_is_outcome_unknown_not_failure(pg_url: 
             await s.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_lost_during_a_one_statement_write_is_outcome_unknown(pg_url: str) -> None:
+    """A write of one statement commits on its own: a connection lost while it runs may
+    have lost the answer of a committed write, so it too is CommitUnknown, not a failure.
+    (The statement is held on a row lock so that its backend can be terminated mid-way.)"""
+    import asyncpg
+
+    from idnode.registry.store import CommitUnknown
+
+    async def scenario() -> None:
+        s = PostgresStore(pg_url)
+        await s.open()
+        holder = await asyncpg.connect(pg_url)
+        killer = await asyncpg.connect(pg_url)
+        try:
+            await s.home_prefix("88.977", "first")
+            hold = holder.transaction()
+            await hold.start()
+            await holder.execute(
+                "SELECT 1 FROM prefixes WHERE prefix = $1 FOR UPDATE", s.key("88.977")
+            )
+            write = asyncio.create_task(s.home_prefix("88.977", "second"))
+            for _ in range(200):  # until the write waits on the lock
+                pid = await killer.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'INSERT INTO prefixes%'"
+                )
+                if pid is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert pid is not None, "the write never waited on the held row"
+            await killer.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(CommitUnknown):
+                await write
+            await hold.rollback()
+            # a statement the server refuses is still that error, not "unknown"
+            with pytest.raises(asyncpg.PostgresError):
+                async with s.autocommit() as c:
+                    await c.execute("INSERT INTO no_such_table VALUES (1)")
+            await s.home_prefix("88.977", "third")  # and the store writes on
+            assert "88.977" in await s.homed_prefixes()
+        finally:
+            await holder.close()
+            await killer.close()
+            await s.close()
+
+    asyncio.run(scenario())
