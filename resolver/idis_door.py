@@ -24,11 +24,14 @@ from idnode.errors import IdnodeError
 from idnode.registry.auth import Identity
 from idnode.registry.credentials import TOKEN_SECONDS
 from idnode.registry.login_guard import Throttled
+from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
+from idnode.registry.service import unavailable as registry_unavailable
 from idnode.registry.templates import TEMPLATE_INDEX
 
 from .codec import HandleValue, Permission, ProtocolError, ResponseCode, decode_values
 from .codec.jsonform import loads, value_from_json, value_to_json
 from .core import Resolution, answer
+from .logs import Repeats
 
 if TYPE_CHECKING:
     from idnode.registry.service import RegistryService
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from .core import Resolver
 
 log = logging.getLogger("idnode.idis")
+_down = Repeats(log)
 RC = ResponseCode
 OK, NOT_LOGGED_IN, BUSINESS, NO_PERMISSION, INTERNAL = 1, -1, -2, -3, -4
 MAX_BATCH = 2000
@@ -70,6 +74,24 @@ def status_of(rc: int) -> int:
     if rc == RC.ERROR:
         return INTERNAL
     return BUSINESS
+
+
+def _registry_down(request: web.Request, exc: BaseException) -> web.Response:
+    """The registry is unreachable (-4, "try again") or went away while committing (-4,
+    "may have taken effect": never reported as a failure). IDIS has no status of its
+    own for either; the message tells them apart."""
+    if outcome_unknown(exc):
+        _down.warning("%s %s: outcome unknown (%s)", request.method, request.path, exc)
+        return result(INTERNAL, OUTCOME_UNKNOWN)
+    _down.warning("%s %s: registry unavailable (%s)", request.method, request.path, exc)
+    return result(INTERNAL, UNAVAILABLE)
+
+
+def _item_down(handle: object, exc: BaseException) -> dict[str, Any]:
+    """A batch record the registry could not take: its own outcome, so that the records
+    committed before it are still reported as done."""
+    msg = OUTCOME_UNKNOWN if outcome_unknown(exc) else UNAVAILABLE
+    return {"handle": handle, "code": INTERNAL, "msg": msg}
 
 
 class _Refused(IdnodeError):
@@ -113,7 +135,9 @@ class IdisApi:
                 return result(exc.status, exc.message)
             except web.HTTPException:
                 raise
-            except Exception:
+            except Exception as exc:
+                if registry_unavailable(exc):  # expected in an outage: no traceback
+                    return _registry_down(request, exc)
                 log.exception("IDIS API call failed")
                 return result(INTERNAL, "internal error; see the node log")
 
@@ -302,6 +326,10 @@ class IdisApi:
                         "msg": exc.message,
                     }
                 )
+            except Exception as exc:
+                if not registry_unavailable(exc):
+                    raise
+                out.append(_item_down(item.get("handle") if isinstance(item, dict) else None, exc))
         return batch_result(out)
 
     async def batch_delete(
@@ -313,7 +341,13 @@ class IdisApi:
             if not isinstance(handle, str):
                 out.append({"handle": None, "code": BUSINESS, "msg": "no handle"})
                 continue
-            r = await registry.delete(handle, who)
+            try:
+                r = await registry.delete(handle, who)
+            except Exception as exc:
+                if not registry_unavailable(exc):
+                    raise
+                out.append(_item_down(handle, exc))
+                continue
             out.append({"handle": handle, "code": status_of(r.code), "msg": r.message or "success"})
         return batch_result(out)
 

@@ -188,10 +188,18 @@ def auth() -> dict[str, str]:
 
 
 def http(
-    n: NodeProcess, method: str, path: str, body: bytes | None = None, *, anonymous: bool = False
+    n: NodeProcess,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    *,
+    anonymous: bool = False,
+    bearer: str | None = None,
 ) -> tuple[int, str, dict[str, Any]]:
     """Status, content type and JSON body (an empty dict for a body that is not JSON)."""
     headers = {} if anonymous else auth()
+    if bearer is not None:
+        headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
     req = urllib.request.Request(n.http + path, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -401,6 +409,15 @@ def test_registry_down_writes_get_a_clear_error_and_cached_reads_go_on(
         h = "88.166/PGDOWN-1"
         assert put(n, h, "cached") in (200, 201)
         assert udp_value(n, h) == "cached" and rest_value(n, h) == "cached"
+        _, _, doc = http(
+            n,
+            "POST",
+            "/identity/token",
+            json.dumps({"username": f"{ADMIN[1]}:{ADMIN[0]}", "password": SECRET}).encode(),
+            anonymous=True,
+        )
+        assert doc["status"] == 1, doc
+        idis_token = doc["data"]["token"]
         relay.cut()
 
         status, ctype, doc = http(
@@ -411,6 +428,26 @@ def test_registry_down_writes_get_a_clear_error_and_cached_reads_go_on(
         )
         assert (status, ctype) == (503, "application/json"), (status, ctype, doc)
         assert doc["responseCode"] == ResponseCode.ERROR and "unavailable" in doc["message"]
+
+        # The IDIS facade (token issued before the outage): its "internal error" status
+        # with the same "try again" message, and no traceback in the log.
+        status, _, doc = http(
+            n,
+            "POST",
+            "/identityv2/data",
+            json.dumps({"handle": "88.166/PGDOWN-4", "value": []}).encode(),
+            bearer=idis_token,
+        )
+        assert status == 200 and doc["status"] == -4 and "unavailable" in doc["message"], doc
+        status, _, doc = http(
+            n,
+            "PUT",
+            "/identityv2/data/batchUpdate",
+            json.dumps([{"handle": h, "value": []}]).encode(),
+            bearer=idis_token,
+        )
+        (item,) = doc["data"]
+        assert (item["handle"], item["code"]) == (h, -4) and "unavailable" in item["msg"], doc
 
         with AdminClient(
             n.server, *ADMIN, secret=SECRET.encode(), session=False, timeout=15
@@ -427,6 +464,7 @@ def test_registry_down_writes_get_a_clear_error_and_cached_reads_go_on(
         assert isinstance(r.body, ErrorResponse) and "unavailable" in r.body.message
 
         assert udp_value(n, h) == "cached" and rest_value(n, h) == "cached"
+        assert "IDIS API call failed" not in n.log_text()
     finally:
         relay.cut()
         n.stop()
