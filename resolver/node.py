@@ -299,9 +299,12 @@ class Node:
         return key
 
     async def _reap_sessions(self, sessions: SessionStore) -> None:
-        """Expired sessions and challenges leave the registry within a minute."""
+        """Expired sessions and challenges leave the registry within a minute, or within
+        twice the challenge lifetime when that is shorter (an operator who shortens it
+        wants the unanswered ones gone sooner)."""
+        every = min(SESSION_REAP_SECONDS, max(1.0, sessions.challenge_ttl))
         while True:
-            await asyncio.sleep(SESSION_REAP_SECONDS)
+            await asyncio.sleep(every)
             try:
                 gone = await sessions.reap()
                 if gone:

@@ -28,6 +28,7 @@ import grpc
 import pytest
 from cryptography.fernet import Fernet
 
+from idnode.loadtest.processes import wait_until
 from idnode.registry.auth import Identity
 from idnode.registry.sealing import Sealer
 from idnode.registry.sessions import SessionLimit, SessionStore
@@ -456,3 +457,38 @@ def test_challenge_bytes_are_capped_and_reaped(store_url: str) -> None:
             await store.close()
 
     asyncio.run(go())
+
+
+def test_the_running_node_reaps_unanswered_challenges_on_its_timer(tmp_path: Path) -> None:
+    """End to end: challenges nobody answers leave the registry on the node's own timer
+    (every min(30 s, challenge TTL)), with no request from anyone to trigger it."""
+    db, key, _ = init_registry(tmp_path, "reap", "--admin-secret", SECRET.decode())
+    n = NodeProcess(
+        db, log=tmp_path / "reap.log", extra=("--secret-key-file", key, "--challenge-ttl", "2")
+    )
+    n.wait_ready()
+
+    def held() -> int:
+        with sqlite3.connect(tmp_path / "reap.db") as c:
+            return int(
+                c.execute("SELECT count(*) FROM sessions WHERE request IS NOT NULL").fetchone()[0]
+            )
+
+    try:
+        for k in range(5):
+            c = HandleTcp(n, f"127.0.2.{k + 1}")
+            assert (
+                c.ask(create(f"88.166/reap-{k}", rid=k + 1)).response_code
+                == RC.AUTHENTICATION_NEEDED
+            )
+            c.close()
+        assert held() == 5
+        wait_until(
+            lambda: held() == 0,
+            "the reaper to remove the unanswered challenges",
+            timeout=30,
+            proc=n.proc,
+        )
+        admin_writes(n, "88.166/after-the-reaper")
+    finally:
+        assert n.stop() == 0, n.log_text()

@@ -391,6 +391,33 @@ def test_a_read_on_another_node_after_an_acknowledged_write_is_never_stale(
             n.stop()
 
 
+def test_a_listener_that_does_not_confirm_delays_the_writer_by_a_bound_only(
+    tmp_path: Path, pg_url: str, private_redis: PrivateRedis
+) -> None:
+    """The other node's listener is frozen (SIGSTOP): the writer waits for its confirmation
+    at most ACK_WAIT, then acknowledges the committed write all the same and logs which
+    wait ran out; once the frozen node runs again it drops the old value and serves the
+    new one (the README states this bound)."""
+    db, key, _ = init_registry(tmp_path, "frozen", "--admin-secret", SECRET, database_url=pg_url)
+    a = node(tmp_path, db, key, private_redis.url, "a")
+    b = node(tmp_path, db, key, private_redis.url, "b")
+    h = "88.166/FROZEN-1"
+    try:
+        assert put(a, h, "old") in (200, 201)
+        assert udp_value(b, h) == "old"  # b's L1 holds it
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert put(a, h, "new") in (200, 201)  # acknowledged although b never confirmed
+            assert "did not confirm within" in a.log_text()
+            assert udp_value(a, h) == "new"
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: udp_value(b, h) == "new", "b to apply the invalidation", timeout=10)
+    finally:
+        for n in (a, b):
+            n.stop()
+
+
 # --- PostgreSQL down ------------------------------------------------------------------
 
 
