@@ -6,6 +6,9 @@ service. A Handle response code becomes a gRPC status (NOT_FOUND, ALREADY_EXISTS
 PERMISSION_DENIED, UNAUTHENTICATED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...), with
 the Handle code in the trailing metadata ``idnode-handle-code`` and in the details.
 Registry calls need ``authorization: Bearer <API key>`` (``idnode apikey create``).
+Calls in flight per client address and in all, and the connections one address has
+calls on, are capped (CallLimits); message sizes, streams per connection, idle
+connections and pings are bounded by the server's options (start_grpc).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -32,6 +36,7 @@ from idnode.registry.login_guard import Throttled
 from .codec import HandleValue, ProtocolError, ResponseCode, decode_values
 from .codec.codes import TtlType
 from .codec.jsonform import loads
+from .connlimits import LimitLog
 from .core import Resolution, answer
 from .grpc_protos import load
 
@@ -48,6 +53,18 @@ SC = grpc.StatusCode
 MAX_BATCH_RESOLVE = 10_000
 MAX_BATCH_CREATE = 2000
 KEY_CHECK_SECONDS = 10.0  # how long an API key's check is trusted (revocation delay)
+# Bounds of the gRPC server (grpc core channel arguments), see start_grpc:
+# - the largest request: a BatchResolve of 10,000 handles or a BatchCreate of 2,000
+#   records is a few MiB; 16 MiB leaves room for long handles and values and refuses
+#   (RESOURCE_EXHAUSTED, before it is buffered whole) the 64 MiB one client could send.
+MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+# - the largest answer: a BatchResolve of 10,000 large handles (the node builds it).
+MAX_SEND_BYTES = 64 * 1024 * 1024
+STREAMS_PER_CONNECTION = 100  # HTTP/2 streams one connection may have open at once
+IDLE_CONNECTION_MS = 120_000  # a connection with no call this long gets GOAWAY
+HANDSHAKE_MS = 20_000  # a connection that has not finished its HTTP/2 (TLS) handshake
+KEEPALIVE_MS = 60_000  # the node pings an idle connection: a dead peer's is closed
+KEEPALIVE_TIMEOUT_MS = 20_000
 
 _STATUS: dict[int, Any] = {
     RC.HANDLE_NOT_FOUND: SC.NOT_FOUND,
@@ -415,6 +432,131 @@ class RejectCorruptRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return handler
 
 
+class CallLimits(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Calls in flight per client address and in all, and the connections (peer address
+    and port) one client address may have calls on, per worker: a call past a cap ends
+    at once with RESOURCE_EXHAUSTED and a message saying which, logged in summary
+    (connlimits.LimitLog). grpc.aio tells no one of a connection that carries no call;
+    those are closed after IDLE_CONNECTION_MS (start_grpc)."""
+
+    def __init__(
+        self, per_client: int, total: int, conns_per_client: int, report: LimitLog | None = None
+    ) -> None:
+        self.per_client = per_client
+        self.total = total
+        self.conns_per_client = conns_per_client
+        self.report = report or LimitLog()
+        self.calls: Counter[str] = Counter()  # client address: calls in flight
+        self.peers: dict[str, Counter[str]] = {}  # client address: {peer: calls in flight}
+        self.count = 0
+        self.refused = 0
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    def refusal(self, peer: str) -> str | None:
+        """Why a call from ``peer`` may not start now, or None (it is then counted until
+        done())."""
+        client = peer_address(peer)
+        why = None
+        conns = self.peers.get(client)
+        if self.total > 0 and self.count >= self.total:
+            why = f"{self.total} gRPC calls in flight in this worker"
+        elif (
+            self.conns_per_client > 0
+            and conns is not None
+            and peer not in conns
+            and len(conns) >= self.conns_per_client
+        ):
+            why = f"{self.conns_per_client} gRPC connections with calls from one client address"
+        elif self.per_client > 0 and self.calls[client] >= self.per_client:
+            why = f"{self.per_client} gRPC calls in flight from one client address"
+        if why is not None:
+            self.refused += 1
+            self.report.bite(f"grpc: {why}", client)
+            return why
+        self.count += 1
+        self.calls[client] += 1
+        self.peers.setdefault(client, Counter())[peer] += 1
+        return None
+
+    def done(self, peer: str) -> None:
+        client = peer_address(peer)
+        self.count -= 1
+        self.calls[client] -= 1
+        if self.calls[client] <= 0:
+            del self.calls[client]
+        conns = self.peers[client]
+        conns[peer] -= 1
+        if conns[peer] <= 0:
+            del conns[peer]
+            if not conns:
+                del self.peers[client]
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> str:
+        peer = context.peer() or ""
+        why = self.refusal(peer)
+        if why is not None:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"limit reached: {why}; retry later"
+            )
+        return peer
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any) -> Any:
+        admit, done = self._admit, self.done
+
+        def unary(inner: Any) -> Any:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                peer = await admit(context)
+                try:
+                    result = inner(request, context)
+                    return await result if inspect.isawaitable(result) else result
+                finally:
+                    done(peer)
+
+            return call
+
+        def streaming(inner: Any) -> Any:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                peer = await admit(context)
+                try:
+                    result = inner(request, context)
+                    if inspect.isawaitable(result):  # a handler that writes with context.write
+                        await result
+                    else:
+                        async for response in result:
+                            yield response
+                finally:
+                    done(peer)
+
+            return call
+
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, unary),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, unary),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, streaming),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, streaming),
+        )
+        for attr, make, wrap in kinds:
+            inner = getattr(handler, attr)
+            if inner is not None:
+                return make(
+                    wrap(inner),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+
 RESOLVER = pb2.DESCRIPTOR.services_by_name["Resolver"].full_name
 REGISTRY = pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 REFLECTION_V1ALPHA = str(reflection.SERVICE_NAME)
@@ -492,13 +634,26 @@ async def start_grpc(
     *,
     cert: str = "",
     key: str = "",
+    limits: CallLimits | None = None,
 ) -> grpc.aio.Server:
+    """Serve gRPC on ``host:port`` (every worker binds it, with SO_REUSEPORT): calls past
+    ``limits`` are refused; connections, streams and messages are bounded as set out at
+    MAX_RECEIVE_BYTES."""
     server = grpc.aio.server(
-        interceptors=(RejectCorruptRequests(),),
+        interceptors=(*((limits,) if limits is not None else ()), RejectCorruptRequests()),
         options=[
             ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+            ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
+            ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            # A client's pings: at most one per 10 s without calls, two strikes and the
+            # connection goes (ping floods cost the node CPU and answers).
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
         ],
     )
     resolver = ResolverService(core)

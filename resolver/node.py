@@ -217,10 +217,19 @@ class Node:
         self._http_server = await loop.create_server(
             lambda: GuardedHttp(server, limits), sock=ports.http
         )
-        from .grpc_door import start_grpc  # imported here: it builds the code from protos/
+        # imported here: it builds the code from protos/
+        from .grpc_door import CallLimits, start_grpc
 
         self.grpc = await start_grpc(
-            core, registry, s.listen, s.grpc_port, cert=s.grpc_tls_cert, key=s.grpc_tls_key
+            core,
+            registry,
+            s.listen,
+            s.grpc_port,
+            cert=s.grpc_tls_cert,
+            key=s.grpc_tls_key,
+            limits=CallLimits(
+                s.grpc_calls_per_client, s.grpc_calls_max, s.conns_per_client, limits.report
+            ),
         )
         self._refresh = loop.create_task(self._refresh_prefixes(store, authority))
         self._reap = loop.create_task(self._reap_sessions(sessions))

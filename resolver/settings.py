@@ -128,7 +128,22 @@ class Settings:
         default=256,
         metadata={
             "help": "open Handle TCP and HTTP connections per client address, per worker; "
-            "more are closed at once (0 = no cap)"
+            "more are closed at once (0 = no cap); also gRPC connections with calls in "
+            "flight (calls on more are refused, RESOURCE_EXHAUSTED)"
+        },
+    )
+    grpc_calls_per_client: int = field(
+        default=256,
+        metadata={
+            "help": "gRPC calls (streams included) in flight per client address, per "
+            "worker; more are refused with RESOURCE_EXHAUSTED (0 = no cap)"
+        },
+    )
+    grpc_calls_max: int = field(
+        default=10_000,
+        metadata={
+            "help": "gRPC calls in flight in all, per worker; more are refused with "
+            "RESOURCE_EXHAUSTED (0 = no cap)"
         },
     )
     http_idle_timeout: float = field(
