@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.web_protocol import RequestHandler
@@ -47,12 +47,23 @@ def _json_error(status: int, message: str, **headers: str) -> web.Response:
 
 class GuardedHttp(asyncio.Protocol):
     """aiohttp's connection handler behind the per-client and per-worker connection caps:
-    a connection over a cap is closed before aiohttp sees it (and counted in the log)."""
+    a connection over a cap is closed before aiohttp sees it (and counted in the log).
 
-    def __init__(self, server: web.Server, limits: ConnectionLimits) -> None:
+    And behind a send timeout: when the answers queued for a client pass the transport's
+    high-water mark (it pauses writing: the client does not read them), the connection
+    is aborted unless they drain below the low-water mark within ``send_timeout``
+    seconds. aiohttp waits for the drain without a deadline, so a client that asks and
+    never reads would otherwise keep its answer and its handler for ever."""
+
+    def __init__(
+        self, server: web.Server, limits: ConnectionLimits, send_timeout: float = 30.0
+    ) -> None:
         self.server = server
         self.limits = limits
+        self.send_timeout = send_timeout
         self.inner: RequestHandler | None = None
+        self.transport: asyncio.BaseTransport | None = None
+        self.stalled: asyncio.TimerHandle | None = None
         self.client = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,8 +72,21 @@ class GuardedHttp(asyncio.Protocol):
         if not self.limits.admit(self.client, "http"):
             transport.close()
             return
+        self.transport = transport
         self.inner = self.server()
         self.inner.connection_made(transport)
+
+    def _unread(self) -> None:
+        """The answers queued stayed over the high-water mark for send_timeout: abort."""
+        self.stalled = None
+        # (uvloop's transports are no asyncio.WriteTransport to isinstance: a cast)
+        t = cast(asyncio.Transport | None, self.transport)
+        if t is None or t.is_closing():
+            return
+        self.limits.report.bite(
+            f"http: answers not read within {self.send_timeout:g} s", self.client
+        )
+        t.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
@@ -74,13 +98,23 @@ class GuardedHttp(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.inner is not None:
+            if self.stalled is None and self.send_timeout > 0:
+                loop = asyncio.get_running_loop()
+                self.stalled = loop.call_later(self.send_timeout, self._unread)
             self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
         if self.inner is not None:
             self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+        self.transport = None
         if self.inner is not None:
             self.limits.release(self.client)
             self.inner.connection_lost(exc)

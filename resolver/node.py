@@ -215,7 +215,7 @@ class Node:
         server = self.http.server
         assert server is not None
         self._http_server = await loop.create_server(
-            lambda: GuardedHttp(server, limits), sock=ports.http
+            lambda: GuardedHttp(server, limits, s.http_send_timeout), sock=ports.http
         )
         # imported here: it builds the code from protos/
         from .grpc_door import CallLimits, start_grpc

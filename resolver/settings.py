@@ -157,6 +157,13 @@ class Settings:
         default=30.0,
         metadata={"help": "longest an HTTP request body may take to arrive (then 408), seconds"},
     )
+    http_send_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "close an HTTP connection whose client does not read the answers "
+            "queued for it (over 64 KiB) for this long, seconds (0 = never)"
+        },
+    )
     http_body_max_mb: int = field(
         default=64,
         metadata={
