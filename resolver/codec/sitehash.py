@@ -11,6 +11,7 @@ import hashlib
 
 from .codes import HashOption
 from .errors import ProtocolError
+from .hs_site import ServerInfo, SiteInfo
 
 _UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -40,3 +41,9 @@ def server_index(handle: str, option: int, server_count: int) -> int:
     if server_count <= 0:
         raise ProtocolError("a site needs at least one server")
     return site_hash(handle, option) % server_count
+
+
+def responsible_server(site: SiteInfo, handle: str) -> ServerInfo:
+    """The server of ``site`` that holds ``handle``: SiteInfo.determineServer. A client
+    asks that server only; another server of the site does not hold the handle."""
+    return site.servers[server_index(handle, site.hash_option, len(site.servers))]
