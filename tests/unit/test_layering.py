@@ -47,6 +47,10 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.l2",
             "idnode.resolver.coalesce",
             "idnode.resolver.changefeed",
+            # Upstream resolution (the client side of the hierarchy): it uses the codec
+            # and the client, and the node's stages may call it, so it sits in the core.
+            "idnode.resolver.upstream",
+            "idnode.resolver.upstream.*",
         ],
     ),
     (
