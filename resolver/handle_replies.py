@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
@@ -31,12 +32,22 @@ from .handle_sessions import Secured
 if TYPE_CHECKING:
     from idnode.registry.sessions import Session
 
+    from .connlimits import LimitLog
     from .handle_sessions import SessionDoor
+    from .ratelimit import RateLimiter
 
 AT = int(OpFlag.AT)
 RD = int(OpFlag.RD)
 SECURE = int(OpFlag.CT | OpFlag.ENC)  # answers that must be signed or encrypted
 MAX_REASON = 120  # keeps error answers to junk small (no amplification worth having)
+CT_BYTE = 28  # the byte of a message (envelope included) holding the certify flag
+CT_BIT = int(OpFlag.CT) >> 24
+# Operations whose certified answer is signed with the server key even in a session.
+SIGNED_IN_SESSION = (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGEKEY)
+# Whose signature budget a certified answer spends: the client address of the request
+# being answered, set by HandleService.respond (the doors await, or start a task for,
+# the answer at once, so it runs in a copy of the context the address was set in).
+SIGNING_CLIENT: ContextVar[str] = ContextVar("idnode_signing_client", default="")
 
 
 class Replies:
@@ -45,6 +56,49 @@ class Replies:
         self.door = door
         self.latency = {d: metrics.LATENCY.labels(d) for d in ("udp", "tcp", "http")}
         self.tally = metrics.TALLY
+        self.signing: RateLimiter | None = None
+        self.report: LimitLog | None = None
+
+    def limit_signing(self, budget: RateLimiter, report: LimitLog) -> None:
+        """Spend a token of ``budget`` (per client address) on each answer signed with
+        the server key; without one the request is refused with RC 603."""
+        self.signing = budget
+        self.report = report
+
+    def _server_signed(self, m: Message, session: Session | None) -> bool:
+        """Whether the answer to ``m`` would be signed with the server key (an RSA, DSA
+        or Ed25519 signature) rather than MAC'd with a session key (cheap)."""
+        if not m.op_flags & OpFlag.CT or self.door is None or self.door.server_key is None:
+            return False
+        return session is None or session.key is None or m.op_code in SIGNED_IN_SESSION
+
+    def _over_signing_budget(self, m: Message, session: Session | None) -> bool:
+        budget = self.signing
+        if budget is None or not self._server_signed(m, session):
+            return False
+        client = SIGNING_CLIENT.get()
+        if budget.allow(client):
+            return False
+        if self.report is not None:
+            self.report.bite(
+                f"handle: {budget.rate:g} signed answers/s for one client address", client
+            )
+        return True
+
+    def unsigned_refusal(self, m: Message, wire: bytes) -> bytes:
+        """RC 603 to a certified request over its client's signature budget: not signed
+        (that would spend what the budget keeps), and not the answer it asked for unsigned
+        (a client asking for a certified answer must not get one it cannot check)."""
+        digest = digest_request(wire) if m.op_flags & RD else None
+        message = "certified answers (signed) for this client over their rate; slow down"
+        res = response_to(
+            m,
+            ResponseCode.REQUEST_LIMIT_DAILY,
+            ErrorResponse(message),
+            site_info_serial=self.site_serial,
+            request_digest=digest,
+        )
+        return encode(res)
 
     async def send(
         self,
@@ -87,6 +141,8 @@ class Replies:
     ) -> bytes | None:
         if out is None or not m.op_flags & SECURE or self.door is None:
             return out
+        if self._over_signing_budget(m, session):
+            return self.unsigned_refusal(m, wire)
         how = Secured(
             certify=bool(m.op_flags & OpFlag.CT),
             encrypt=bool(m.op_flags & OpFlag.ENC),

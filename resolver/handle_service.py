@@ -42,7 +42,7 @@ from .codec.digest import digest_request
 from .codec.message import PREAMBLE_SIZE, is_encrypted
 from .core import Resolution, Resolver, answer
 from .handle_admin import AdminRequests, Connection, Registration
-from .handle_replies import Replies
+from .handle_replies import CT_BIT, CT_BYTE, SIGNING_CLIENT, Replies
 from .handle_sessions import (
     MSG_NO_SESSION,
     SessionDoor,
@@ -149,6 +149,8 @@ class HandleService:
         t0 = time.perf_counter()
         if self.limiter is not None and client and not counted and not self.limiter.allow(client):
             return self.replies.limited(wire, door, t0)
+        if len(wire) > CT_BYTE and wire[CT_BYTE] & CT_BIT:
+            SIGNING_CLIENT.set(client)  # certified: its answer spends this client's budget
         if is_encrypted(wire):
             return self._encrypted(wire, door, client, conn)
         n = len(wire)

@@ -37,7 +37,13 @@ from .codec import (
     SessionCipher,
     SiteInfo,
 )
-from .connlimits import ByteBudget, ConnectionLimits, connection_ceiling, raise_descriptor_limit
+from .connlimits import (
+    ByteBudget,
+    ConnectionLimits,
+    LimitLog,
+    connection_ceiling,
+    raise_descriptor_limit,
+)
 from .core import Resolver
 from .handle_service import HandleService
 from .handle_sessions import SessionDoor
@@ -183,12 +189,16 @@ class Node:
         )
         site = site_info(s, server_key.public_data if server_key is not None else b"")
         service = HandleService(core, site, registry, sessions, limiter, door)
+        report = LimitLog()  # every bound's refusals, summarised
+        if s.signatures_per_client > 0:  # each signature is an RSA/DSA/Ed25519 operation
+            budget = RateLimiter(s.signatures_per_client, float(s.signature_burst))
+            service.replies.limit_signing(budget, report)
         loop = asyncio.get_running_loop()
         ports = self.listeners
         udp = self.udp = UdpDoor.from_settings(service, s)
         await loop.create_datagram_endpoint(lambda: udp, sock=ports.handle_udp[0])
         descriptors = raise_descriptor_limit()
-        limits = ConnectionLimits(s.conns_per_client, connection_ceiling(descriptors))
+        limits = ConnectionLimits(s.conns_per_client, connection_ceiling(descriptors), report)
         self.tcp = TcpDoor(
             service,
             idle_timeout=s.tcp_idle_timeout,

@@ -186,6 +186,21 @@ class Settings:
             "over it: RC 603 (0 = off)"
         },
     )
+    signatures_per_client: float = field(
+        default=20.0,
+        metadata={
+            "help": "answers signed with the server key (certified, outside a keyed "
+            "session) per second per client address, per worker; over it the request "
+            "gets RC 603, unsigned (0 = no limit)"
+        },
+    )
+    signature_burst: int = field(
+        default=40,
+        metadata={
+            "help": "signed answers a client address may have at once before "
+            "--signatures-per-client paces it"
+        },
+    )
     quota_per_prefix: int = field(
         default=0,
         metadata={
@@ -337,6 +352,8 @@ def load_settings(
         raise ConfigError(
             "challenge_mb_per_client must be at least 1, and challenge_mb_max at least that"
         )
+    if s.signatures_per_client > 0 and s.signature_burst < 1:
+        raise ConfigError("signature_burst must be at least 1")
     if s.auth_retry_interval <= 0:
         raise ConfigError("auth_retry_interval must be positive")
     for port_name in ("handle_port", "http_port", "grpc_port"):
