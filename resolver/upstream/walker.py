@@ -1,0 +1,517 @@
+"""Resolve any handle from a root site, as the reference client (HandleResolver) does.
+
+1. The service of a prefix lives in ``0.NA/<prefix>``, asked of the root. Its HS_SITE
+   values are the sites; with none, an HS_SERV value names a service handle whose HS_SITE
+   values are. A derived prefix the root does not know (``88.166`` when only ``0.NA/88``
+   exists) is looked up parent first: ``0.NA/88`` at the root, then ``0.NA/88.166`` at the
+   sites it names (its HS_NA_DELEGATE / HS_SITE.PREFIX sites when it has them).
+2. Within a site the handle's hash picks the one server to ask (SiteInfo.determineServer);
+   UDP first, TCP when UDP fails or the answer says "ask over TCP" (RC 2, which idnode's
+   UDP door answers past its datagram cap) or is truncated.
+3. A server that does not answer in ``timeout`` is left for the next site.
+4. RC 302/303 answers are referrals: the sites in their body, or those of their referral
+   handle. At most ``max_referrals`` are followed (then RC 6), and a site asked twice for
+   the same handle in one walk is a loop (RC 6 too, said as a loop): a walk always ends.
+
+Site lists are cached by prefix for the TTL of the values they came from, in a bounded
+LRU, so a busy node asks the root once per prefix per TTL, not once per handle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from ..client import ClientError, resolution_request
+from ..codec import (
+    HandleValue,
+    Message,
+    OpFlag,
+    ProtocolError,
+    ReferralResponse,
+    ResolutionResponse,
+    ResponseCode,
+    ServerInfo,
+    SiteInfo,
+)
+from ..codec.codes import EnvelopeFlag, InterfaceProtocol, TtlType, rc_name
+from ..codec.credential import HS_DSAPUBKEY, HS_SIGNED, decode_credential, signed_prefix
+from ..codec.message import header_and_body
+from ..codec.sitehash import responsible_server
+from .exchange import Answer, Unanswered, exchange_tcp, exchange_udp
+from .sites import (
+    DELEGATE_TYPES,
+    LOCATION_TYPES,
+    SERVICE_TYPES,
+    TYPE_SERV,
+    site_identity,
+    site_label,
+    sites_from_values,
+)
+
+NA = "0.NA/"
+REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
+# Answers that say "not this site" rather than anything about the handle: another site
+# of the same service (a mirror) may still answer.
+TRY_ANOTHER_SITE = (
+    ResponseCode.SERVER_NOT_RESPONSIBLE_FOR_HANDLE,
+    ResponseCode.SERVER_TOO_BUSY,
+    ResponseCode.SERVER_BACKUP,
+)
+OUR_VERSION = (2, 10)
+
+
+class WalkError(ClientError):
+    """The walk ended without an answer; ``rc`` is the response code a node would give
+    its own client for it (RC 6 for a referral loop or too many referrals)."""
+
+    def __init__(self, rc: int, message: str, hops: Sequence[Hop] = ()) -> None:
+        super().__init__(message)
+        self.rc = rc
+        self.hops = tuple(hops)
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One request sent (HDLTrace's lines)."""
+
+    number: int
+    handle: str
+    site: str
+    server: str  # host:port
+    transport: str
+    response_code: int | None  # None: no usable answer
+    note: str = ""
+
+    def __str__(self) -> str:
+        got = rc_name(self.response_code) if self.response_code is not None else "no answer"
+        tail = f" ({self.note})" if self.note else ""
+        return (
+            f"hop {self.number}: {self.handle} -> {self.server}/{self.transport} "
+            f"{self.site}: {got}{tail}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WalkResult:
+    message: Message  # the final answer (any response code but a referral)
+    site: SiteInfo
+    server: ServerInfo
+    hops: tuple[Hop, ...]
+
+
+@dataclass
+class _Walk:
+    """What one walk has done: its hops, referrals followed and (site, handle) asked."""
+
+    trace: Callable[[Hop], None] | None
+    hops: list[Hop] = field(default_factory=list)
+    referrals: int = 0
+    asked: set[tuple[object, str]] = field(default_factory=set)
+
+    def hop(self, hop: Hop) -> None:
+        self.hops.append(hop)
+        if self.trace is not None:
+            self.trace(hop)
+
+
+class SiteCache:
+    """Site lists by prefix handle, each until its values' TTL runs out; bounded LRU."""
+
+    def __init__(self, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic):
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, tuple[SiteInfo, ...]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> tuple[SiteInfo, ...] | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        expires, sites = hit
+        if expires <= self.clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return sites
+
+    def put(self, key: str, sites: tuple[SiteInfo, ...], ttl: float) -> None:
+        if ttl <= 0 or self.max_entries <= 0:
+            return
+        self._entries[key] = (self.clock() + ttl, sites)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+def value_ttl(v: HandleValue, now: float | None = None) -> float:
+    """Seconds a value may be kept: relative TTLs as they are; an absolute one is a Unix
+    time, so what is left of it."""
+    if v.ttl_type == TtlType.ABSOLUTE:
+        return v.ttl - (time.time() if now is None else now)
+    return float(v.ttl)
+
+
+def prefix_handle(handle: str) -> str:
+    """``0.NA/<prefix>`` for a handle; a handle without a slash names a prefix."""
+    if handle[: len(NA)].upper() == NA.upper():
+        return NA + handle[len(NA) :]
+    slash = handle.find("/")
+    return NA + (handle if slash < 0 else handle[:slash])
+
+
+def is_global(handle: str) -> bool:
+    """Handles the root itself holds: ``0.NA/...`` and the rest of the ``0`` namespace."""
+    return handle.startswith(("0.", "0/"))
+
+
+class Walker:
+    def __init__(
+        self,
+        roots: Sequence[SiteInfo],
+        *,
+        timeout: float = 2.0,
+        max_referrals: int = 8,
+        cache: SiteCache | None = None,
+        certify: bool = False,
+    ) -> None:
+        if not roots:
+            raise ValueError("a walker needs at least one root site")
+        self.roots = tuple(roots)
+        self.timeout = timeout
+        self.max_referrals = max_referrals
+        self.cache = cache if cache is not None else SiteCache()
+        self.certify = certify
+
+    # --- the public calls ---------------------------------------------------------------
+
+    async def resolve(
+        self,
+        handle: str,
+        *,
+        types: tuple[str, ...] = (),
+        indexes: tuple[int, ...] = (),
+        trace: Callable[[Hop], None] | None = None,
+    ) -> WalkResult:
+        """Find the service of ``handle`` from the root, ask it, follow referrals."""
+        walk = _Walk(trace)
+        sites = await self._service(handle, walk)
+        return await self._ask_following(sites, handle, types, indexes, walk)
+
+    async def resolve_at(
+        self,
+        sites: Sequence[SiteInfo],
+        handle: str,
+        *,
+        types: tuple[str, ...] = (),
+        indexes: tuple[int, ...] = (),
+        trace: Callable[[Hop], None] | None = None,
+    ) -> WalkResult:
+        """Ask ``sites`` for ``handle`` directly, following any referral they give."""
+        return await self._ask_following(tuple(sites), handle, types, indexes, _Walk(trace))
+
+    async def service_of(self, handle: str) -> tuple[SiteInfo, ...]:
+        return await self._service(handle, _Walk(None))
+
+    # --- finding a prefix's service -----------------------------------------------------
+
+    async def _service(self, handle: str, walk: _Walk) -> tuple[SiteInfo, ...]:
+        if is_global(handle):
+            return self.roots
+        na_handle = prefix_handle(handle)
+        key = na_handle.upper()
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        prefix = na_handle[len(NA) :]
+        found = await self._location(na_handle, self.roots, walk)
+        sites, ttl = found.sites, found.ttl
+        if not sites and found.rc == ResponseCode.HANDLE_NOT_FOUND and "." in prefix:
+            sites, ttl = await self._derived(prefix, walk)
+        if not sites:
+            raise WalkError(
+                found.rc if found.rc != ResponseCode.SUCCESS else ResponseCode.HANDLE_NOT_FOUND,
+                f"no service found for prefix {prefix}: {na_handle} answered "
+                f"{rc_name(found.rc)}" + ("" if found.rc != 1 else " without HS_SITE or HS_SERV"),
+                walk.hops,
+            )
+        self.cache.put(key, sites, ttl)
+        return sites
+
+    async def _derived(self, prefix: str, walk: _Walk) -> tuple[tuple[SiteInfo, ...], float]:
+        """``a.b.c`` unknown at the root: ``0.NA/a`` at the root, then each longer prefix
+        at the sites (or delegate sites) the one before named."""
+        parts = prefix.split(".")
+        asking: tuple[SiteInfo, ...] = self.roots
+        ttl = float("inf")
+        for i in range(1, len(parts) + 1):
+            name = NA + ".".join(parts[:i])
+            found = await self._location(name, asking, walk)
+            ttl = min(ttl, found.ttl)
+            if i == len(parts):
+                return found.sites, ttl
+            nxt = found.delegates or found.sites
+            if not nxt:
+                return (), 0.0
+            asking = nxt
+        return (), 0.0
+
+    async def _location(
+        self, na_handle: str, sites: tuple[SiteInfo, ...], walk: _Walk
+    ) -> _Location:
+        """The location values of a prefix (or service) handle, asked of ``sites``."""
+        result = await self._ask_following(sites, na_handle, LOCATION_TYPES, (), walk)
+        m = result.message
+        if m.response_code != ResponseCode.SUCCESS or not isinstance(m.body, ResolutionResponse):
+            return _Location(m.response_code)
+        values = m.body.values
+        service = [v for v in values if v.type in SERVICE_TYPES]
+        delegate = [v for v in values if v.type in DELEGATE_TYPES]
+        sites_found = sites_from_values(service)
+        delegates = sites_from_values(delegate, DELEGATE_TYPES)
+        used = service + delegate
+        if not sites_found and not delegates:
+            serv = next((v for v in values if v.type == TYPE_SERV), None)
+            if serv is not None:
+                # HS_SERV names a service handle; its HS_SITE values are the service.
+                # Resolving it counts as a referral, so a chain of them is bounded too.
+                self._count_referral(walk, f"HS_SERV of {na_handle}")
+                target = serv.data.decode("utf-8", "replace").strip()
+                inner = await self._location_anywhere(target, walk)
+                return _Location(
+                    ResponseCode.SUCCESS,
+                    inner.sites,
+                    inner.delegates,
+                    min(inner.ttl, value_ttl(serv)),
+                )
+        ttl = min((value_ttl(v) for v in used), default=0.0)
+        return _Location(ResponseCode.SUCCESS, sites_found, delegates, ttl)
+
+    async def _location_anywhere(self, handle: str, walk: _Walk) -> _Location:
+        """The location values of any handle (a service or referral handle), wherever its
+        own service is."""
+        if "/" not in handle:
+            handle = NA + handle  # a bare prefix names its prefix handle
+        sites = await self._service(handle, walk)
+        return await self._location(handle, sites, walk)
+
+    # --- asking sites and following referrals --------------------------------------------
+
+    def _count_referral(self, walk: _Walk, what: str) -> None:
+        walk.referrals += 1
+        if walk.referrals > self.max_referrals:
+            raise WalkError(
+                ResponseCode.RECURSION_COUNT_TOO_HIGH,
+                f"gave up after {self.max_referrals} referrals (the last: {what})",
+                walk.hops,
+            )
+
+    async def _ask_following(
+        self,
+        sites: tuple[SiteInfo, ...],
+        handle: str,
+        types: tuple[str, ...],
+        indexes: tuple[int, ...],
+        walk: _Walk,
+    ) -> WalkResult:
+        while True:
+            site, server, answer = await self._ask_sites(sites, handle, types, indexes, walk)
+            m = answer.message
+            if m.response_code not in REFERRALS:
+                return WalkResult(m, site, server, tuple(walk.hops))
+            body = m.body
+            target = body.referral_handle if isinstance(body, ReferralResponse) else ""
+            self._count_referral(walk, f"{rc_name(m.response_code)} to {target or '?'}")
+            values = body.values if isinstance(body, ReferralResponse) and body.values else ()
+            sites = sites_from_values(values, SERVICE_TYPES + DELEGATE_TYPES)
+            if not sites:
+                if not target:
+                    raise WalkError(
+                        ResponseCode.ERROR,
+                        f"{rc_name(m.response_code)} without sites or a referral handle",
+                        walk.hops,
+                    )
+                found = await self._location_anywhere(target, walk)
+                sites = found.sites or found.delegates
+                if not sites:
+                    raise WalkError(
+                        ResponseCode.ERROR,
+                        f"referral to {target}, which names no site ({rc_name(found.rc)})",
+                        walk.hops,
+                    )
+
+    async def _ask_sites(
+        self,
+        sites: tuple[SiteInfo, ...],
+        handle: str,
+        types: tuple[str, ...],
+        indexes: tuple[int, ...],
+        walk: _Walk,
+    ) -> tuple[SiteInfo, ServerInfo, Answer]:
+        """The first usable answer of the sites (primary sites first); a site already
+        asked for this handle in this walk is a loop and is not asked again."""
+        ordered = sorted(sites, key=lambda s: not s.primary)  # stable: file order within
+        failures: list[str] = []
+        looped: list[str] = []
+        fallback: tuple[SiteInfo, ServerInfo, Answer] | None = None
+        for site in ordered:
+            key = (site_identity(site), handle.upper())
+            if key in walk.asked:
+                looped.append(site_label(site))
+                continue
+            walk.asked.add(key)
+            server = responsible_server(site, handle)
+            try:
+                answer = await self._ask_server(site, server, handle, types, indexes, walk)
+            except Unanswered as exc:
+                failures.append(f"{site_label(site)}: {exc}")
+                continue
+            if answer.message.response_code in TRY_ANOTHER_SITE:
+                fallback = fallback or (site, server, answer)
+                continue
+            return site, server, answer
+        if fallback is not None:
+            return fallback
+        if looped and not failures:
+            raise WalkError(
+                ResponseCode.RECURSION_COUNT_TOO_HIGH,
+                f"referral loop: {', '.join(looped)} already asked for {handle}",
+                walk.hops,
+            )
+        raise WalkError(
+            ResponseCode.ERROR,
+            f"no server answered for {handle}: "
+            + "; ".join(failures + [f"{x}: loop" for x in looped]),
+            walk.hops,
+        )
+
+    async def _ask_server(
+        self,
+        site: SiteInfo,
+        server: ServerInfo,
+        handle: str,
+        types: tuple[str, ...],
+        indexes: tuple[int, ...],
+        walk: _Walk,
+    ) -> Answer:
+        ports = {
+            i.protocol: i.port
+            for i in reversed(server.interfaces)  # the first interface of a protocol wins
+            if i.serves_queries and i.protocol in (InterfaceProtocol.UDP, InterfaceProtocol.TCP)
+        }
+        if not ports:
+            raise Unanswered(f"server {server.server_id} has no UDP or TCP query interface")
+        version = min(OUR_VERSION, (site.major_version, site.minor_version))
+        flags = OpFlag.REC | OpFlag.CA | OpFlag.PO | (OpFlag.CT if self.certify else 0)
+        request = replace(
+            resolution_request(handle, types=types, indexes=indexes, flags=flags),
+            major_version=version[0],
+            minor_version=version[1],
+            site_info_serial=site.serial,
+            recursion_count=min(walk.referrals, 255),
+        )
+        host = server.ip
+        label = site_label(site)
+        last: Unanswered | None = None
+        for proto in (InterfaceProtocol.UDP, InterfaceProtocol.TCP):
+            port = ports.get(proto)
+            if port is None:
+                continue
+            name = proto.name.lower()
+            ask = exchange_udp if proto == InterfaceProtocol.UDP else exchange_tcp
+            try:
+                answer = await ask(host, port, request, self.timeout)
+            except Unanswered as exc:
+                walk.hop(
+                    Hop(len(walk.hops) + 1, handle, label, f"{host}:{port}", name, None, str(exc))
+                )
+                last = exc
+                continue
+            m = answer.message
+            too_big = m.response_code == ResponseCode.ERROR or (
+                m.envelope_flags & EnvelopeFlag.TRUNCATED
+            )
+            if proto == InterfaceProtocol.UDP and too_big and InterfaceProtocol.TCP in ports:
+                walk.hop(
+                    Hop(
+                        len(walk.hops) + 1,
+                        handle,
+                        label,
+                        f"{host}:{port}",
+                        name,
+                        m.response_code,
+                        "asking over TCP",
+                    )
+                )
+                continue
+            note = ""
+            if m.response_code in REFERRALS and isinstance(m.body, ReferralResponse):
+                note = f"referral to {m.body.referral_handle}"
+            if self.certify:
+                try:
+                    check_certified(answer, server, request)
+                except Unanswered as exc:
+                    walk.hop(
+                        Hop(
+                            len(walk.hops) + 1,
+                            handle,
+                            label,
+                            f"{host}:{port}",
+                            name,
+                            m.response_code,
+                            str(exc),
+                        )
+                    )
+                    raise
+                note = "signature verified" + (f"; {note}" if note else "")
+            walk.hop(
+                Hop(
+                    len(walk.hops) + 1, handle, label, f"{host}:{port}", name, m.response_code, note
+                )
+            )
+            return answer
+        assert last is not None
+        raise last
+
+
+@dataclass(frozen=True, slots=True)
+class _Location:
+    rc: int
+    sites: tuple[SiteInfo, ...] = ()
+    delegates: tuple[SiteInfo, ...] = ()
+    ttl: float = 0.0
+
+
+def check_certified(answer: Answer, server: ServerInfo, request: Message) -> None:
+    """An answer asked with CT must carry the server's HS_SIGNED credential, valid for the
+    public key the server's HS_SITE record gives; anything else is no answer."""
+    from idnode.registry.server_key import verify  # the cryptography import, only when asked
+
+    if not server.public_key:
+        raise Unanswered(f"server {server.server_id}'s site record has no public key to check")
+    if not answer.message.credential:
+        raise Unanswered("a certified answer was asked for and the answer is not signed")
+    try:
+        cred = decode_credential(answer.message.credential)
+    except ProtocolError as exc:
+        raise Unanswered(f"the answer's credential does not decode: {exc.reason}") from None
+    if cred.type not in (HS_SIGNED, HS_DSAPUBKEY):
+        raise Unanswered(f"the answer is signed as {cred.type}, not {HS_SIGNED}")
+    wire = answer.wire
+    version = (wire[0], wire[1])
+    suggested = (wire[2] & 0x03, wire[3]) if wire[2] & 0x03 or wire[3] else version
+    ours = (request.major_version, request.minor_version)
+    data = signed_prefix(
+        max(version, ours),
+        version,
+        suggested,
+        int.from_bytes(wire[4:8], "big"),
+        int.from_bytes(wire[8:12], "big"),
+        0,
+    ) + header_and_body(wire)
+    if not verify(server.public_key, data, cred.signature):
+        raise Unanswered("the answer's signature does not verify with the server's key")
