@@ -32,6 +32,8 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
 from idnode.errors import RequestRefused
 from idnode.registry.auth import Identity
 from idnode.registry.login_guard import Throttled
+from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
+from idnode.registry.service import unavailable as registry_unavailable
 
 from .codec import HandleValue, ProtocolError, ResponseCode, decode_values
 from .codec.codes import TtlType
@@ -39,6 +41,7 @@ from .codec.jsonform import loads
 from .connlimits import LimitLog
 from .core import Resolution, answer
 from .grpc_protos import load
+from .logs import Repeats
 
 if TYPE_CHECKING:
     from idnode.registry.results import Listing, WriteResult
@@ -315,8 +318,9 @@ class RegistryApi(pb2_grpc.RegistryServicer):  # type: ignore[misc,name-defined]
             await fail(context, exc.rc, exc.message)
             raise
         except Exception as exc:
+            if registry_unavailable(exc):
+                raise  # the outage's own status (GuardCalls)
             await fail(context, RC.ERROR, str(exc))
-            raise
         return pb2.BatchCreateResponse(
             items=[
                 pb2.BatchItem(
@@ -383,9 +387,28 @@ async def _reject(context: grpc.aio.ServicerContext, request: Any) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request: {request.reason}")
 
 
-class RejectCorruptRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+_down = Repeats(log)
+
+
+async def _registry_down(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    """The registry is unreachable: UNAVAILABLE ("try again", as REST's 503), or it went
+    away while committing: DEADLINE_EXCEEDED, the one status gRPC documents as "may have
+    completed" (REST's 504), never a failure. Both carry Handle RC 2; logged in summary."""
+    context.set_trailing_metadata((("idnode-handle-code", str(int(RC.ERROR))),))
+    if outcome_unknown(exc):
+        _down.warning("gRPC call: outcome unknown (%s)", exc)
+        await context.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED, f"[{int(RC.ERROR)}] {OUTCOME_UNKNOWN}"
+        )
+    _down.warning("gRPC call: registry unavailable (%s)", exc)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"[{int(RC.ERROR)}] {UNAVAILABLE}")
+    raise RuntimeError("grpc.aio abort returned")
+
+
+class GuardCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """A request whose bytes do not parse as the method's message gets INVALID_ARGUMENT
-    (a client error, logged by no one), not UNKNOWN with a traceback at ERROR."""
+    (a client error, logged by no one), not UNKNOWN with a traceback at ERROR; and a
+    unary call that meets a registry outage gets the outage's status (_registry_down)."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[Any, Any]] = {}  # method: (handler, its wrapper)
@@ -409,7 +432,12 @@ class RejectCorruptRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await _reject(context, request)
-                return await inner(request, context)
+                try:
+                    return await inner(request, context)
+                except Exception as exc:
+                    if registry_unavailable(exc):
+                        await _registry_down(context, exc)
+                    raise
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, request_deserializer=parse, response_serializer=handler.response_serializer
@@ -640,7 +668,7 @@ async def start_grpc(
     ``limits`` are refused; connections, streams and messages are bounded as set out at
     MAX_RECEIVE_BYTES."""
     server = grpc.aio.server(
-        interceptors=(*((limits,) if limits is not None else ()), RejectCorruptRequests()),
+        interceptors=(*((limits,) if limits is not None else ()), GuardCalls()),
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),

@@ -17,6 +17,7 @@ def setup_logging(level: str = "info") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_bad_http_is_the_clients)
+    logging.getLogger("asyncpg.pool").addFilter(_pool_reconnects_in_one_line)
 
 
 def _bad_http_is_the_clients(record: logging.LogRecord) -> bool:
@@ -30,6 +31,25 @@ def _bad_http_is_the_clients(record: logging.LogRecord) -> bool:
         record.msg, record.args = "%s: %s", (record.getMessage(), why)
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info, record.exc_text = None, None
+    return True
+
+
+_pool_lines: dict[str, float] = {}
+
+
+def _pool_reconnects_in_one_line(record: logging.LogRecord) -> bool:
+    """asyncpg's pool retries its connections while PostgreSQL is down and logs each
+    retry with a traceback: during an outage (already reported by the doors) that is one
+    line with the error, at most once per 10 s per message, not a 25-line traceback."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is None or not isinstance(exc, (OSError, ConnectionError)):
+        return True
+    now, key = time.monotonic(), record.getMessage()
+    if now - _pool_lines.get(key, -1e9) < 10.0:
+        return False
+    _pool_lines[key] = now
+    record.msg, record.args = "%s: %s", (key, " ".join(str(exc).split())[:200])
+    record.exc_info, record.exc_text = None, None
     return True
 
 

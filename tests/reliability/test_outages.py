@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import grpc
 import pytest
 import redis
 
-from idnode.loadtest.processes import free_port, stop, wait_until
+from idnode.loadtest.processes import IDNODE, free_port, stop, wait_until
 from idnode.resolver.client import AdminClient, exchange_udp, resolution_request
 from idnode.resolver.codec import (
     CreateHandleRequest,
@@ -41,6 +42,7 @@ from idnode.resolver.codec import (
     ResolutionResponse,
     ResponseCode,
 )
+from idnode.resolver.grpc_protos import load
 from tests.e2e.node_process import NodeProcess, init_registry
 
 pytestmark = pytest.mark.e2e
@@ -418,6 +420,20 @@ def test_a_listener_that_does_not_confirm_delays_the_writer_by_a_bound_only(
             n.stop()
 
 
+def grpc_create(n: NodeProcess, api_key: str, handle: str) -> None:
+    pb2, pb2_grpc = load()
+    with grpc.insecure_channel(f"127.0.0.1:{n.grpc_port}") as channel:
+        pb2_grpc.RegistryStub(channel).CreateHandle(
+            pb2.CreateHandleRequest(
+                record=pb2.HandleRecord(
+                    handle=handle, values=[pb2.HandleValue(index=1, type="URL", data=b"x")]
+                )
+            ),
+            metadata=(("authorization", f"Bearer {api_key}"),),
+            timeout=15,
+        )
+
+
 # --- PostgreSQL down ------------------------------------------------------------------
 
 
@@ -445,6 +461,15 @@ def test_registry_down_writes_get_a_clear_error_and_cached_reads_go_on(
         )
         assert doc["status"] == 1, doc
         idis_token = doc["data"]["token"]
+        made = subprocess.run(
+            [IDNODE, "apikey", "create", "--admin", "300:0.NA/88.166", "--database-url", db],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        api_key = made.stdout.strip()
+        grpc_create(n, api_key, "88.166/PGDOWN-GRPC")
         relay.cut()
 
         status, ctype, doc = http(
@@ -491,7 +516,15 @@ def test_registry_down_writes_get_a_clear_error_and_cached_reads_go_on(
         assert isinstance(r.body, ErrorResponse) and "unavailable" in r.body.message
 
         assert udp_value(n, h) == "cached" and rest_value(n, h) == "cached"
-        assert "IDIS API call failed" not in n.log_text()
+        # gRPC (its API key known from a write before the outage): UNAVAILABLE with the
+        # same message, carrying Handle RC 2.
+        with pytest.raises(grpc.RpcError) as refused:
+            grpc_create(n, api_key, "88.166/PGDOWN-5")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+        assert "unavailable" in (refused.value.details() or "")
+        assert dict(refused.value.trailing_metadata() or ())["idnode-handle-code"] == "2"
+        log_text = n.log_text()
+        assert "IDIS API call failed" not in log_text and "Traceback" not in log_text
     finally:
         relay.cut()
         n.stop()
