@@ -9,6 +9,8 @@ writes ``200:0.NA/<prefix>`` as the owner of the handles it creates.
 
 from __future__ import annotations
 
+import dataclasses
+
 from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -18,19 +20,22 @@ from idnode.resolver.codec import (
     HandleValue,
     ProtocolError,
     RsaPublicKey,
+    SiteInfo,
     decode_public_key,
+    decode_site,
     decode_values,
     encode_admin,
     encode_public_key,
+    encode_site,
     encode_values,
 )
-from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS, Permission
+from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS, TYPE_SITE, Permission
 from idnode.resolver.codec.values import ValueReference
 from idnode.resolver.codec.vlist import encode_vlist
 
 from .names import NA_PREFIX
 from .sealing import Sealer
-from .store import Outcome, Store, now
+from .store import KEEP, Keep, Outcome, Store, now
 
 ADMIN_INDEX = 100
 GROUP_INDEX = 200
@@ -103,3 +108,56 @@ async def create_prefix_admin(
 
     await store.mutate(handle, fn, actor="cli", op="INIT_ADMIN")
     return f"{KEY_INDEX}:{handle}"
+
+
+# --- the node's HS_SITE in its prefix records -------------------------------------------
+
+SITE_INDEX = 1  # where the reference's prefix records keep HS_SITE
+
+
+def _site_index(values: list[HandleValue]) -> int:
+    taken = {v.index: v for v in values}
+    if SITE_INDEX not in taken or taken[SITE_INDEX].type == TYPE_SITE:
+        return SITE_INDEX
+    return max(taken) + 1
+
+
+def site_update(before: bytes | None, site: SiteInfo) -> bytes | None:
+    """``0.NA/<prefix>``'s values with ``site`` as its HS_SITE, or None when they hold it
+    already. A changed site replaces the old one with a higher serial (clients that cache
+    site records see it is newer); every other value is kept."""
+    values = list(decode_values(before)) if before else []
+    index = _site_index(values)
+    current = next((v for v in values if v.index == index), None)
+    serial = site.serial
+    if current is not None:
+        try:
+            old: SiteInfo | None = decode_site(current.data)
+        except ProtocolError:
+            old = None
+        if old is not None:
+            if dataclasses.replace(old, serial=site.serial) == site:
+                return None
+            serial = max(site.serial, (old.serial + 1) & 0xFFFF)
+    data = encode_site(dataclasses.replace(site, serial=serial))
+    fresh = HandleValue(index, TYPE_SITE, data, timestamp=now())
+    kept = [v for v in values if v.index != index]
+    return encode_values(sorted([*kept, fresh], key=lambda v: v.index))
+
+
+async def publish_site(store: Store, prefix: str, site: SiteInfo, *, actor: str = "node") -> bool:
+    """Put this node's HS_SITE into ``0.NA/<prefix>`` when it lacks it or it changed
+    (keeping HS_ADMIN, keys and the rest); whether it wrote."""
+    handle = NA_PREFIX + prefix
+    key = store.key(handle)
+    if site_update((await store.get_many([key])).get(key), site) is None:
+        return False  # the usual start: nothing to write, no audit row
+
+    def fn(before: bytes | None) -> Outcome:
+        new = site_update(before, site)
+        if new is None:
+            return Outcome(KEEP, 1, None, "HS_SITE unchanged")
+        return Outcome(new, 1, None, "HS_SITE of this node published")
+
+    o = await store.mutate(handle, fn, actor=actor, op="PUBLISH_SITE")
+    return not isinstance(o.new, Keep)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from idnode.resolver.codec import (
     AdminPermission,
@@ -30,6 +31,9 @@ from idnode.resolver.codec.vlist import decode_vlist
 from .auth import Identity
 from .names import NA_PREFIX, normalize, prefix_of
 from .store import Refusal, Store
+
+if TYPE_CHECKING:
+    from .delegations import Delegations
 
 GROUP_DEPTH = 3  # HS_VLIST groups of groups, followed this deep
 Key = tuple[str, int]  # a key as the registry compares it: (normalised handle, index)
@@ -102,6 +106,8 @@ class Permissions:
         self.case_sensitive = store.case_sensitive
         # A set of keys, not identities: the configuration may spell a handle in any case.
         self.server_admins = {self.key(i) for i in server_admins}
+        # The node's delegated prefixes (registry/delegations.py), when it serves.
+        self.delegations: Delegations | None = None
 
     def key(self, who: Identity) -> Key:
         return normalize(who.handle, self.case_sensitive), who.index
@@ -223,6 +229,8 @@ class Permissions:
         """HS_ADMIN of the nearest existing prefix handle: ``0.NA/88.166.1001``, else
         ``0.NA/88.166``, ... A parent prefix's admins govern a derived prefix until that
         prefix has its own handle (then only its admins, and server admins, do)."""
+        if self._delegated(handle):
+            return []
         prefix = prefix_of(handle)
         candidates = []
         while prefix:
@@ -245,6 +253,9 @@ class Permissions:
             prefix = normalize(prefix_of(h), self.case_sensitive)
             if prefix in chains:
                 continue
+            if self._delegated(h):
+                chains[prefix] = []
+                continue
             chain, p = [], prefix
             while p:
                 chain.append(normalize(NA_PREFIX + p, self.case_sensitive))
@@ -262,6 +273,16 @@ class Permissions:
                 decoded[nearest] = admins_in(decode_values(found[nearest]))
             out[prefix] = decoded[nearest]
         return out
+
+    def _delegated(self, handle: str) -> bool:
+        """A handle (not a prefix handle) under a prefix delegated to another node: that
+        node registers it, so no prefix admin here governs it (only server admins, and
+        an existing handle's own HS_ADMIN). The admin a top-level node gives a secondary
+        node in ``0.NA/88.166`` may so write that record and create ``0.NA/88.166.*``
+        (ADD_DERIVED_PREFIX of its parent's admins), never ``88.166/...`` here."""
+        if handle.endswith("/"):  # "88.166/": a prefix's admins asked for, not a handle
+            return False
+        return self.delegations is not None and self.delegations.delegated(handle)
 
     async def load_groups(self, admins: list[AdminRecord]) -> Groups:
         """HS_VLIST groups named by admin records, followed up to GROUP_DEPTH levels."""

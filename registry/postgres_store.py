@@ -21,7 +21,7 @@ import asyncpg
 
 from idnode.resolver.codec.codes import ResponseCode
 
-from .names import key_range, storage_prefix
+from .names import NA_PREFIX, key_range, storage_prefix
 from .store import (
     FEED_KEEP_SECONDS,
     REGISTERED_ALREADY,
@@ -667,6 +667,16 @@ class PostgresStore(Store):
                 limit,
             )
         return [r[0] for r in rows]
+
+    async def prefix_records(self, limit: int = 100_000) -> list[tuple[str, bytes]]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                "SELECT display, vals FROM handles WHERE handle >= $1 AND handle < $2"
+                " ORDER BY handle LIMIT $3",
+                *key_range(self.key(NA_PREFIX[:-1])),
+                limit,
+            )
+        return [(r[0], bytes(r[1])) for r in rows]
 
     async def unhome_prefix(self, prefix: str) -> bool:
         async with self.autocommit() as c:

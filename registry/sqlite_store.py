@@ -15,7 +15,7 @@ from dataclasses import astuple
 
 from idnode.resolver.codec.codes import ResponseCode
 
-from .names import key_range, storage_prefix
+from .names import NA_PREFIX, key_range, storage_prefix
 from .store import (
     FEED_KEEP_SECONDS,
     REGISTERED_ALREADY,
@@ -191,6 +191,14 @@ class SqliteStore(Store):
             (*key_range(self.key(prefix)), limit),
         )
         return [r[0] for r in rows]
+
+    async def prefix_records(self, limit: int = 100_000) -> list[tuple[str, bytes]]:
+        rows = self.db.execute(
+            "SELECT display, vals FROM handles WHERE handle >= ? AND handle < ?"
+            " ORDER BY handle LIMIT ?",
+            (*key_range(self.key(NA_PREFIX[:-1])), limit),
+        )
+        return [(r[0], bytes(r[1])) for r in rows]
 
     async def unhome_prefix(self, prefix: str) -> bool:
         cur = self.db.execute(

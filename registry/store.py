@@ -178,6 +178,12 @@ class HandleStore(ABC):
         """Handles (as registered) under a prefix, in key order."""
 
     @abstractmethod
+    async def prefix_records(self, limit: int = 100_000) -> list[tuple[str, bytes]]:
+        """Every prefix handle ``0.NA/...`` (as registered, with its value list), in key
+        order: one range of the primary key (``names.key_range("0.NA")``). The node reads
+        its delegations from them (registry/delegations.py)."""
+
+    @abstractmethod
     async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
         """Read a handle's values under a lock, let ``fn`` decide, write, audit: one transaction.
 

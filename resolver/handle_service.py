@@ -26,6 +26,7 @@ from .codec import (
     OpCode,
     OpFlag,
     ProtocolError,
+    ReferralResponse,
     ResolutionQuery,
     ResolutionRequest,
     ResponseCode,
@@ -33,6 +34,7 @@ from .codec import (
     SiteInfoResponse,
     decode,
     decode_resolution,
+    decode_values,
     encode,
     encode_digest,
     encode_resolution_answer,
@@ -286,7 +288,10 @@ class HandleService:
             out = encode(
                 Message(
                     op_code=OpCode.RESOLUTION,
-                    body=ErrorResponse(res.message),
+                    # a referral (302/303): the handle to ask instead and its HS_SITE values
+                    body=ReferralResponse(res.referral, decode_values(res.values_wire))
+                    if res.referral
+                    else ErrorResponse(res.message),
                     response_code=res.response_code,
                     op_flags=flags,
                     request_id=q.request_id,

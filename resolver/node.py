@@ -19,6 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from idnode.registry.auth import Identity
+from idnode.registry.bootstrap import publish_site
+from idnode.registry.delegations import Delegations
 from idnode.registry.login_guard import LoginGuard
 from idnode.registry.names import PrefixAuthority
 from idnode.registry.quotas import Quotas
@@ -55,6 +57,7 @@ from .listeners import Listeners, bind_listeners
 from .ratelimit import RateLimiter
 from .settings import Settings
 from .stages.authority import AuthorityStage
+from .stages.delegation import DelegationStage
 from .stages.l1_cache import L1CacheStage
 from .stages.redis_cache import RedisCacheStage
 from .stages.registry_lookup import RegistryStage
@@ -105,11 +108,16 @@ def lookup_chain(
     lifetimes: Lifetimes,
     *,
     max_batch: int = 256,
+    delegations: Delegations | None = None,
 ) -> list[Stage]:
     """The resolver core's stages, in the order a lookup walks them: the one place that
     order is set (resolver/stages/stage.py describes what a stage is)."""
     stages: list[Stage | None] = [
         L1CacheStage(l1),  # this worker's memory; also the doors' synchronous fast path
+        # served by another node (a delegated prefix): a referral, before anything else
+        DelegationStage(delegations, store, on_change=l1.clear)
+        if delegations is not None
+        else None,
         AuthorityStage(authority),  # not homed here: answered before any shared tier
         RedisCacheStage(redis, lifetimes) if redis is not None else None,
         RegistryStage(store, lifetimes, max_batch=max_batch),
@@ -166,8 +174,20 @@ class Node:
             feed = LocalChangeFeed(store, change_feed_path(s.database_url))
         l1 = self.l1 = L1Cache(s.l1_max_mb * 1024 * 1024)
         lifetimes = Lifetimes(s.l1_ttl, s.negative_ttl)
+        delegations = Delegations(authority)
+        chain = lookup_chain(
+            store,
+            authority,
+            l1,
+            self.l2,
+            lifetimes,
+            max_batch=s.batch_max,
+            delegations=delegations,
+        )
+        delegation = next(x for x in chain if isinstance(x, DelegationStage))
+        await delegation.refresh()
         core = self.core = Resolver(
-            lookup_chain(store, authority, l1, self.l2, lifetimes, max_batch=s.batch_max),
+            chain,
             case_sensitive=store.case_sensitive,
             feed=feed,
             # With Redis, the registry's change feed is what a worker catches up from
@@ -182,12 +202,16 @@ class Node:
             )
             await core.in_step(FIRST_CATCH_UP_SECONDS)
         registry, sessions = self._registry(store, authority, core)
+        # Handles under a delegated prefix are the delegate's: no prefix admin here
+        # creates them (registry/permissions.py).
+        registry.permissions.delegations = delegations
         server_key = await self._server_key(store, registry.sealer)
         limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None
         door = SessionDoor(
             sessions, registry, server_key, cipher=SessionCipher[s.session_cipher.upper()]
         )
         site = site_info(s, server_key.public_data if server_key is not None else b"")
+        await self._publish_site(store, homed, site, core)
         service = HandleService(core, site, registry, sessions, limiter, door)
         report = LimitLog()  # every bound's refusals, summarised
         if s.signatures_per_client > 0:  # each signature is an RSA/DSA/Ed25519 operation
@@ -241,7 +265,7 @@ class Node:
                 s.grpc_calls_per_client, s.grpc_calls_max, s.conns_per_client, limits.report
             ),
         )
-        self._refresh = loop.create_task(self._refresh_prefixes(store, authority))
+        self._refresh = loop.create_task(self._refresh_prefixes(store, authority, delegation))
         self._reap = loop.create_task(self._reap_sessions(sessions))
         self._flush = loop.create_task(self._flush_metrics())
         log.info(
@@ -331,14 +355,34 @@ class Node:
             except Exception as exc:
                 log.warning("cannot remove expired sessions: %s", exc)
 
-    async def _refresh_prefixes(self, store: Store, authority: PrefixAuthority) -> None:
-        """Pick up prefixes homed (idnode init) while the node runs."""
+    async def _publish_site(
+        self, store: Store, homed: list[str], site: SiteInfo, core: Resolver
+    ) -> None:
+        """This node's HS_SITE in ``0.NA/<prefix>`` of each homed prefix, written when it
+        lacks one or it changed (the other values kept); every worker checks, the first
+        writes."""
+        written = []
+        for prefix in homed:
+            try:
+                if await publish_site(store, prefix, site):
+                    written.append(f"0.NA/{prefix}")
+            except Exception as exc:
+                log.warning("cannot publish this node's HS_SITE in 0.NA/%s: %s", prefix, exc)
+        if written:
+            log.info("published this node's HS_SITE in %s", ", ".join(written))
+            await core.invalidate(written)
+
+    async def _refresh_prefixes(
+        self, store: Store, authority: PrefixAuthority, delegation: DelegationStage
+    ) -> None:
+        """Pick up prefixes homed (idnode init) and delegations made while the node runs."""
         while True:
             await asyncio.sleep(PREFIX_REFRESH_SECONDS)
             try:
                 authority.replace(await store.homed_prefixes())
+                await delegation.reload()
             except Exception as exc:
-                log.warning("cannot refresh homed prefixes: %s", exc)
+                log.warning("cannot refresh homed and delegated prefixes: %s", exc)
 
     async def _flush_metrics(self) -> None:
         from . import metrics

@@ -360,6 +360,15 @@ class RestApi:
             return reply(RC.SUCCESS, handle, values=values)
         if res.response_code == RC.VALUES_NOT_FOUND:
             return reply(RC.VALUES_NOT_FOUND, handle, status=200, values=[])
+        if res.referral:  # served by another node: where to ask, as the reference's JSON
+            return reply(
+                res.response_code,
+                handle,
+                status=300,  # the reference proxy's status for 302 and 303
+                message=res.message,
+                referralHandle=res.referral,
+                values=[value_to_json(v) for v in decode_values(res.values_wire)],
+            )
         return reply(res.response_code, handle, message=res.message)
 
     async def put(self, request: web.Request) -> web.Response:

@@ -38,11 +38,17 @@ class Lookup(NamedTuple):
 
 
 class Resolution(NamedTuple):
-    """A finished answer: SUCCESS with the values, or an error code and its message."""
+    """A finished answer: SUCCESS with the values, an error code and its message, or a
+    referral (302/303): the handle to ask about instead, with its HS_SITE values."""
 
     response_code: int
-    values_wire: bytes = b""  # int4 n + values, when SUCCESS
-    message: str = ""  # for error answers
+    values_wire: bytes = b""  # int4 n + values, when SUCCESS or a referral (the sites)
+    message: str = ""  # for error answers (and people, with a referral)
+    referral: str = ""  # the referral handle of a 302/303
+
+    @property
+    def is_referral(self) -> bool:
+        return bool(self.referral)
 
 
 class Stage(ABC):

@@ -1,0 +1,121 @@
+"""Delegation stage: a handle under a prefix another node serves gets a referral (302 for
+handles, 303 for prefix handles; registry/delegations.py says which and why), before
+the authority stage, any shared cache or the registry is asked.
+
+The map is this worker's, built from the registry's prefix records at start, rebuilt
+when a write touches a ``0.NA/`` handle (the core hands every invalidation to
+:meth:`DelegationStage.forget`; the writer's own worker rebuilds before the write is
+acknowledged, in :meth:`DelegationStage.invalidate`) and on the node's prefix-refresh
+timer (:meth:`DelegationStage.reload`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from idnode.registry.delegations import Delegations, service_handle
+from idnode.registry.names import NA_PREFIX, normalize
+from idnode.registry.store import Store
+
+from ..l1 import Entry
+from .stage import Lookup, Resolution, Stage
+
+log = logging.getLogger("idnode.delegation")
+
+_NA = NA_PREFIX.upper()
+
+
+def touches_prefixes(keys: Sequence[str]) -> bool:
+    return any(k[:5].upper() == _NA for k in keys)
+
+
+class DelegationStage(Stage):
+    def __init__(
+        self,
+        delegations: Delegations,
+        store: Store,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.delegations = delegations
+        self.store = store
+        # Called when the map changed: a cache in front of this stage (L1) may hold
+        # handles that are now referred elsewhere.
+        self.on_change = on_change
+        self._pending: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def lookup(self, q: Lookup) -> Entry | Resolution | None:
+        r = self.delegations.referral(q.key)
+        if r is None:
+            return None
+        d = r.delegation
+        return Resolution(r.response_code, d.sites_wire, d.describe(), d.referral_handle)
+
+    async def reload(self) -> None:
+        """Rebuild the map from the registry (raises if the registry cannot be read)."""
+        async with self._lock:
+            candidates = self.delegations.candidates(await self.store.prefix_records())
+            services = [
+                normalize(s, self.delegations.case_sensitive)
+                for _, values in candidates
+                if (s := service_handle(values)) is not None
+            ]
+            held = await self.store.get_many(sorted(set(services))) if services else {}
+            if self.delegations.build(candidates, held):
+                log.info(
+                    "delegated prefixes: %s",
+                    ", ".join(sorted(self.delegations.prefixes)) or "(none)",
+                )
+                if self.on_change is not None:
+                    self.on_change()
+
+    async def refresh(self) -> None:
+        """:meth:`reload`, logging (not raising) when the registry cannot be read."""
+        try:
+            await self.reload()
+        except Exception as exc:
+            log.warning("cannot reload the delegated prefixes: %s", exc)
+
+    def _schedule(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            # One more after the one under way: it may have read before this change.
+            prev = self._pending
+
+            async def after() -> None:
+                with contextlib.suppress(Exception):
+                    await prev
+                await self.refresh()
+
+            self._pending = asyncio.get_running_loop().create_task(after())
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a test calling forget directly)
+            return
+        self._pending = loop.create_task(self.refresh())
+
+    def forget(self, keys: Sequence[str]) -> None:
+        if touches_prefixes(keys):
+            self._schedule()
+
+    def forget_all(self) -> None:
+        self._schedule()
+
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        # This worker's own write: rebuild before the write is acknowledged, so the
+        # writer's next lookup here already sees it (never raises: the write committed).
+        if touches_prefixes(keys):
+            await self.refresh()
+
+    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
+        if everything or touches_prefixes(keys):
+            await self.refresh()
+
+    async def drain(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pending
