@@ -196,6 +196,57 @@ async def check_before_serving(url: str, key_file: str, case_sensitive: bool = F
         return await check_node_key(store, Sealer.from_file(key_file), key_file)
 
 
+# --- the node in the hierarchy ---------------------------------------------------------
+
+
+async def grant_prefix(
+    url: str,
+    prefix: str,
+    *,
+    key_file: str,
+    admin: AdminKey,
+    case_sensitive: bool = False,
+) -> str:
+    """On a node that homes a parent prefix (a top-level node homing 88): write the
+    administrator of the derived prefix ``0.NA/<prefix>`` (88.166) with the node that will
+    serve it's key, without homing it here. That admin may then write its node's HS_SITE
+    into ``0.NA/<prefix>`` (``idnode register-upward``) and create ``0.NA/<prefix>.*``;
+    nothing else here (registry/permissions.py). The admin, INDEX:HANDLE."""
+    check_prefix(prefix)
+    pubkey = admin.pubkey()
+    if admin.secret is None and pubkey is None:
+        raise TaskError("give the delegate's key: --admin-secret or --admin-pubkey")
+    async with open_registry(url, case_sensitive) as store:
+        authority = PrefixAuthority(await store.homed_prefixes(), case_sensitive)
+        if prefix.upper() in {p.upper() for p in authority.homed}:
+            raise TaskError(f"{prefix} is homed on this node; grant a prefix another node serves")
+        if not authority.is_homed(prefix):
+            homed = ", ".join(sorted(authority.homed)) or "none"
+            raise TaskError(f"{prefix} is not under a prefix this node homes ({homed})")
+        sealer = Sealer.from_file(key_file) if admin.secret is not None else None
+        if sealer is not None:
+            await check_node_key(store, sealer, key_file)
+        return await create_prefix_admin(
+            store,
+            prefix,
+            sealer=sealer,
+            secret=admin.secret.encode() if admin.secret is not None else None,
+            pubkey_pem=pubkey,
+        )
+
+
+async def node_site_parts(url: str, case_sensitive: bool = False) -> tuple[list[str], bytes]:
+    """What this node's HS_SITE is made of that the registry holds: its homed prefixes
+    and the server key's public part (empty without one)."""
+    async with open_registry(url, case_sensitive) as store:
+        homed = sorted(await store.homed_prefixes())
+        try:
+            row = await store.server_key()
+        except StoreError:
+            row = None
+    return homed, (row[2] if row is not None else b"")
+
+
 # --- templates ------------------------------------------------------------------------
 
 

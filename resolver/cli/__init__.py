@@ -1,7 +1,7 @@
 """The ``idnode`` command line: it maps flags onto the registry's tasks and the node.
 
 One module per command group (serve and demo, init, resolve, inspecting, templates,
-apikeys, audit, importing; loadtest hands over to the harness); what the commands do
+apikeys, audit, importing, hierarchy; loadtest hands over to the harness); what the commands do
 lives in the registry (idnode.registry.admin_tasks, api_keys) and the node. An error
 the node raises (IdnodeError) ends a command with one line on stderr and exit status 2,
 never a traceback.
@@ -17,7 +17,18 @@ from collections.abc import Sequence
 from idnode.errors import IdnodeError
 
 from ..settings import ConfigError
-from . import apikeys, audit, importing, init, inspecting, loadtest, resolve, serve, templates
+from . import (
+    apikeys,
+    audit,
+    hierarchy,
+    importing,
+    init,
+    inspecting,
+    loadtest,
+    resolve,
+    serve,
+    templates,
+)
 from .options import EXIT_USAGE, CommandError
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
@@ -41,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser(sub)
     importing.add_parser(sub)
     resolve.add_parser(sub)
+    hierarchy.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,168 @@
+"""The node in the identifier hierarchy: ``idnode grant-prefix`` (on the node above: an
+administrator for a derived prefix another node will serve) and ``idnode register-upward``
+(on the node below: write this node's HS_SITE into ``0.NA/<prefix>`` at the node above,
+as an authenticated Handle client, only when it is missing or changed)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from idnode.registry.admin_tasks import AdminKey, grant_prefix, node_site_parts
+from idnode.registry.auth import Identity
+from idnode.registry.bootstrap import site_update
+
+from ..client import AdminClient
+from ..codec import (
+    AddValueRequest,
+    CreateHandleRequest,
+    Message,
+    ModifyValueRequest,
+    OpCode,
+    ResolutionResponse,
+    ResponseCode,
+    decode_values,
+    encode_values,
+)
+from ..codec.codes import rc_name
+from .options import EXIT_OK, CommandError, add_setting_flags, settings
+
+# What this node's HS_SITE is made of (serve reads the same settings).
+SITE_SETTINGS = (
+    "database_url",
+    "case_sensitive",
+    "listen",
+    "advertise_address",
+    "handle_port",
+    "http_port",
+    "site_serial",
+)
+
+
+def grant(args: argparse.Namespace) -> int:
+    s = settings(args)
+    who = asyncio.run(
+        grant_prefix(
+            s.database_url,
+            args.prefix,
+            key_file=s.secret_key_file,
+            admin=AdminKey(args.admin_secret, args.admin_pubkey),
+            case_sensitive=s.case_sensitive,
+        )
+    )
+    print(
+        f"0.NA/{args.prefix}: administrator {who} (HS_ADMIN at 100, key at 300); it may write "
+        f"0.NA/{args.prefix} (idnode register-upward) and create 0.NA/{args.prefix}.*"
+    )
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    try:
+        who = Identity.parse(args.admin)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.key_file:
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            key = load_pem_private_key(Path(args.key_file).read_bytes(), None)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot use {args.key_file}: {exc}") from None
+        return AdminClient(args.top, who.handle, who.index, private_key=key, timeout=args.timeout)
+    return AdminClient(
+        args.top, who.handle, who.index, secret=args.secret.encode(), timeout=args.timeout
+    )
+
+
+def register_one(client: AdminClient, prefix: str, site: Any) -> str:
+    """Write ``site`` into ``0.NA/<prefix>`` at the node above when missing or changed;
+    what was done, for people. Raises CommandError on a refusal."""
+    handle = f"0.NA/{prefix}"
+    got = client.resolve(handle)
+    if got.response_code == ResponseCode.SUCCESS and isinstance(got.body, ResolutionResponse):
+        before = encode_values(got.body.values)
+        indexes = {v.index for v in got.body.values}
+    elif got.response_code == ResponseCode.HANDLE_NOT_FOUND:
+        before, indexes = None, set()
+    else:
+        raise CommandError(f"{handle} at {client.host}:{client.port}: {rc_name(got.response_code)}")
+    after = site_update(before, site)
+    if after is None:
+        return f"{handle}: HS_SITE up to date"
+    old = {v.index: v for v in (decode_values(before) if before is not None else ())}
+    (fresh,) = [v for v in decode_values(after) if old.get(v.index) != v]  # the HS_SITE
+    if before is None:
+        body: Any = CreateHandleRequest(handle, (fresh,))
+        op, did = OpCode.CREATE_HANDLE, "created with this node's HS_SITE"
+    elif fresh.index in indexes:
+        body = ModifyValueRequest(handle, (fresh,))
+        op, did = OpCode.MODIFY_VALUE, "HS_SITE updated"
+    else:
+        body = AddValueRequest(handle, (fresh,))
+        op, did = OpCode.ADD_VALUE, "HS_SITE added"
+    answer = client.request(Message(op_code=op, body=body))[-1]
+    if answer.response_code != ResponseCode.SUCCESS:
+        why = getattr(answer.body, "message", "")
+        raise CommandError(f"{handle}: {rc_name(answer.response_code)} {why}".strip())
+    return f"{handle}: {did} (index {fresh.index})"
+
+
+def register_upward(args: argparse.Namespace) -> int:
+    s = settings(args)
+    homed, public = asyncio.run(node_site_parts(s.database_url, s.case_sensitive))
+    prefixes = args.prefix or homed
+    if not prefixes:
+        raise CommandError("this node homes no prefix: run idnode init --prefix PREFIX first")
+    unknown = [p for p in prefixes if p.upper() not in {h.upper() for h in homed}]
+    if unknown:
+        raise CommandError(f"not homed on this node: {', '.join(unknown)}")
+    from ..node import site_info  # the node's modules load only for this command
+
+    site = site_info(s, public)
+    with _client(args) as client:  # a ClientError is one line on stderr, exit 2
+        for p in prefixes:
+            print(register_one(client, p, site))
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "grant-prefix",
+        help="on the node above: an administrator for a derived prefix another node serves",
+        description="Write 0.NA/PREFIX's administrator (HS_ADMIN at 100 naming "
+        "300:0.NA/PREFIX, its key at 300) without homing PREFIX here. PREFIX must be under "
+        "a prefix this node homes. That administrator may write 0.NA/PREFIX (its node's "
+        "HS_SITE: idnode register-upward) and create 0.NA/PREFIX.*, nothing else.",
+    )
+    p.add_argument("--prefix", required=True, help="the derived prefix, e.g. 88.166")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--admin-secret", metavar="SECRET", help="the administrator's secret key")
+    key.add_argument(
+        "--admin-pubkey", metavar="PEM_FILE", help="the administrator's RSA or DSA public key"
+    )
+    add_setting_flags(p, ("database_url", "case_sensitive", "secret_key_file"))
+    p.set_defaults(func=grant)
+
+    p = sub.add_parser(
+        "register-upward",
+        help="write this node's HS_SITE into 0.NA/PREFIX at the node above",
+        description="For each prefix this node homes (or --prefix), write this node's "
+        "HS_SITE (its address, ports and server public key, as serve publishes it) into "
+        "0.NA/PREFIX at the node above, authenticated as --admin: created, added or "
+        "modified when missing or changed, left alone when it is up to date. Give the "
+        "same settings (or --config) as idnode serve.",
+    )
+    p.add_argument("--top", required=True, metavar="HOST:PORT", help="the node above (Handle TCP)")
+    p.add_argument("--admin", required=True, metavar="INDEX:HANDLE", help="e.g. 300:0.NA/88.166")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--secret", help="the administrator's secret key")
+    key.add_argument("--key-file", metavar="PEM_FILE", help="the administrator's RSA private key")
+    p.add_argument(
+        "--prefix", action="append", default=[], help="only this homed prefix (repeatable)"
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per answer (default 5)")
+    add_setting_flags(p, SITE_SETTINGS)
+    p.set_defaults(func=register_upward)
