@@ -19,6 +19,7 @@ LRU, so a busy node asks the root once per prefix per TTL, not once per handle.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -178,6 +179,7 @@ class Walker:
         max_referrals: int = 8,
         cache: SiteCache | None = None,
         certify: bool = False,
+        udp: bool = True,
     ) -> None:
         if not roots:
             raise ValueError("a walker needs at least one root site")
@@ -186,6 +188,8 @@ class Walker:
         self.max_referrals = max_referrals
         self.cache = cache if cache is not None else SiteCache()
         self.certify = certify
+        self.udp = udp  # False: TCP only (a network that drops UDP, or --tcp)
+        self._pending: dict[str, asyncio.Future[tuple[SiteInfo, ...]]] = {}
 
     # --- the public calls ---------------------------------------------------------------
 
@@ -214,6 +218,28 @@ class Walker:
         """Ask ``sites`` for ``handle`` directly, following any referral they give."""
         return await self._ask_following(tuple(sites), handle, types, indexes, _Walk(trace))
 
+    async def follow(
+        self,
+        referral: Message,
+        handle: str,
+        *,
+        asked: SiteInfo | None = None,
+        first_hop: Hop | None = None,
+        types: tuple[str, ...] = (),
+        indexes: tuple[int, ...] = (),
+        trace: Callable[[Hop], None] | None = None,
+    ) -> WalkResult:
+        """Carry on from a 302/303 someone else received (``idnode resolve --server``):
+        ``asked`` is the site that gave it (asking it again for ``handle`` is a loop),
+        ``first_hop`` the request that got it, traced as the walk's first hop."""
+        walk = _Walk(trace)
+        if first_hop is not None:
+            walk.hop(first_hop)
+        if asked is not None:
+            walk.asked.add((site_identity(asked), handle.upper()))
+        sites = await self._referred_sites(referral, walk)
+        return await self._ask_following(sites, handle, types, indexes, walk)
+
     async def service_of(self, handle: str) -> tuple[SiteInfo, ...]:
         return await self._service(handle, _Walk(None))
 
@@ -227,6 +253,39 @@ class Walker:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        # Walks that miss the same prefix at once wait for the first one's lookup: the
+        # root is asked once, however many handles of a new prefix arrive together.
+        pending = self._pending.get(key)
+        if pending is not None:
+            await asyncio.wait({pending})  # neither raises nor cancels the shared lookup
+            if not pending.cancelled():
+                exc = pending.exception()
+                if exc is not None:
+                    raise exc
+                return pending.result()
+        fut: asyncio.Future[tuple[SiteInfo, ...]] = asyncio.get_running_loop().create_future()
+        self._pending[key] = fut
+        try:
+            sites, ttl = await self._lookup_service(na_handle, walk)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: nobody waiting is not an error to report
+            raise
+        else:
+            fut.set_result(sites)
+            self.cache.put(key, sites, ttl)
+            return sites
+        finally:
+            if self._pending.get(key) is fut:
+                del self._pending[key]
+
+    async def _lookup_service(
+        self, na_handle: str, walk: _Walk
+    ) -> tuple[tuple[SiteInfo, ...], float]:
+        """The sites of a prefix handle and how long they may be kept, from the root."""
         prefix = na_handle[len(NA) :]
         found = await self._location(na_handle, self.roots, walk)
         sites, ttl = found.sites, found.ttl
@@ -239,8 +298,7 @@ class Walker:
                 f"{rc_name(found.rc)}" + ("" if found.rc != 1 else " without HS_SITE or HS_SERV"),
                 walk.hops,
             )
-        self.cache.put(key, sites, ttl)
-        return sites
+        return sites, ttl
 
     async def _derived(self, prefix: str, walk: _Walk) -> tuple[tuple[SiteInfo, ...], float]:
         """``a.b.c`` unknown at the root: ``0.NA/a`` at the root, then each longer prefix
@@ -323,26 +381,33 @@ class Walker:
             m = answer.message
             if m.response_code not in REFERRALS:
                 return WalkResult(m, site, server, tuple(walk.hops))
-            body = m.body
-            target = body.referral_handle if isinstance(body, ReferralResponse) else ""
-            self._count_referral(walk, f"{rc_name(m.response_code)} to {target or '?'}")
-            values = body.values if isinstance(body, ReferralResponse) and body.values else ()
-            sites = sites_from_values(values, SERVICE_TYPES + DELEGATE_TYPES)
-            if not sites:
-                if not target:
-                    raise WalkError(
-                        ResponseCode.ERROR,
-                        f"{rc_name(m.response_code)} without sites or a referral handle",
-                        walk.hops,
-                    )
-                found = await self._location_anywhere(target, walk)
-                sites = found.sites or found.delegates
-                if not sites:
-                    raise WalkError(
-                        ResponseCode.ERROR,
-                        f"referral to {target}, which names no site ({rc_name(found.rc)})",
-                        walk.hops,
-                    )
+            sites = await self._referred_sites(m, walk)
+
+    async def _referred_sites(self, m: Message, walk: _Walk) -> tuple[SiteInfo, ...]:
+        """Where a 302/303 sends the request: the sites in its body, else those of its
+        referral handle. Counts against the referral bound."""
+        body = m.body
+        target = body.referral_handle if isinstance(body, ReferralResponse) else ""
+        self._count_referral(walk, f"{rc_name(m.response_code)} to {target or '?'}")
+        values = body.values if isinstance(body, ReferralResponse) and body.values else ()
+        sites = sites_from_values(values, SERVICE_TYPES + DELEGATE_TYPES)
+        if sites:
+            return sites
+        if not target:
+            raise WalkError(
+                ResponseCode.ERROR,
+                f"{rc_name(m.response_code)} without sites or a referral handle",
+                walk.hops,
+            )
+        found = await self._location_anywhere(target, walk)
+        sites = found.sites or found.delegates
+        if not sites:
+            raise WalkError(
+                ResponseCode.ERROR,
+                f"referral to {target}, which names no site ({rc_name(found.rc)})",
+                walk.hops,
+            )
+        return sites
 
     async def _ask_sites(
         self,
@@ -403,6 +468,8 @@ class Walker:
             for i in reversed(server.interfaces)  # the first interface of a protocol wins
             if i.serves_queries and i.protocol in (InterfaceProtocol.UDP, InterfaceProtocol.TCP)
         }
+        if not self.udp:
+            ports.pop(InterfaceProtocol.UDP, None)
         if not ports:
             raise Unanswered(f"server {server.server_id} has no UDP or TCP query interface")
         version = min(OUR_VERSION, (site.major_version, site.minor_version))
@@ -417,14 +484,24 @@ class Walker:
         host = server.ip
         label = site_label(site)
         last: Unanswered | None = None
+        # One server costs at most ``timeout`` in all: a silent one (datagrams dropped,
+        # not refused) is left after that, UDP and TCP together. UDP gets half when TCP
+        # is there to fall back on; TCP gets what is left.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         for proto in (InterfaceProtocol.UDP, InterfaceProtocol.TCP):
             port = ports.get(proto)
-            if port is None:
+            if port is None or (proto == InterfaceProtocol.UDP and not self.udp):
                 continue
             name = proto.name.lower()
             ask = exchange_udp if proto == InterfaceProtocol.UDP else exchange_tcp
+            budget = deadline - loop.time()
+            if proto == InterfaceProtocol.UDP and InterfaceProtocol.TCP in ports:
+                budget /= 2
             try:
-                answer = await ask(host, port, request, self.timeout)
+                if budget <= 0:
+                    raise Unanswered(f"no time left of {self.timeout:g}s for {name}")
+                answer = await ask(host, port, request, budget)
             except Unanswered as exc:
                 walk.hop(
                     Hop(len(walk.hops) + 1, handle, label, f"{host}:{port}", name, None, str(exc))

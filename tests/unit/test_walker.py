@@ -393,3 +393,74 @@ def test_derived_prefix_is_found_through_its_parent() -> None:
     assert root.asked == [("udp", "0.NA/88.166"), ("udp", "0.NA/88")]
     assert parent.asked == [("udp", "0.NA/88.166")]
     assert end.asked == [("udp", "88.166/x")]
+
+
+def test_a_silent_server_is_left_after_its_timeout() -> None:
+    """Datagrams dropped and a TCP connection accepted but never answered (no refusal
+    to end the wait early): the walker gives up on that server and asks the next site."""
+    live = Fake(url("88.166/x"))
+
+    class _Mute(asyncio.DatagramProtocol):
+        pass
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        port = free_port()
+        udp, _ = await loop.create_datagram_endpoint(_Mute, local_addr=("127.0.0.1", port))
+
+        async def never(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.read(65536)  # reads the request, answers nothing
+            await asyncio.sleep(3600)
+
+        tcp = await asyncio.start_server(never, "127.0.0.1", port)
+        try:
+            mute = SiteInfo(
+                (ServerInfo.at("127.0.0.1", 1, (Interface(2, 0, port), Interface(2, 1, port))),)
+            )
+            hops: list[Hop] = []
+            sites = [mute, live.site()]
+            r = await Walker(sites, timeout=0.4).resolve_at(sites, "88.166/x", trace=hops.append)
+            assert r.message.response_code == ResponseCode.SUCCESS
+            assert [(h.transport, h.response_code) for h in hops] == [
+                ("udp", None),
+                ("tcp", None),
+                ("udp", 1),
+            ]
+            assert "no answer" in hops[0].note and "no answer" in hops[1].note
+        finally:
+            udp.close()
+            tcp.close()
+
+    run([live], body)
+
+
+def test_concurrent_walks_ask_the_root_once_per_prefix() -> None:
+    end = Fake(url("88.166/x"))
+
+    def root_reply(req: Message, _t: str) -> Message:
+        v = HandleValue(1, "HS_SITE", encode_site(end.site()), ttl=60)
+        return response_to(req, ResponseCode.SUCCESS, ResolutionResponse("0.NA/88.166", (v,)))
+
+    root = Fake(root_reply)
+    missing = Fake(
+        lambda req, _t: response_to(req, ResponseCode.HANDLE_NOT_FOUND, ErrorResponse(""))
+    )
+
+    async def body() -> None:
+        w = Walker([root.site()])
+        results = await asyncio.gather(*(w.resolve(f"88.166/h{i}") for i in range(8)))
+        assert all(r.message.response_code == ResponseCode.SUCCESS for r in results)
+        assert root.asked == [("udp", "0.NA/88.166")]
+        assert len(end.asked) == 8
+        # a failed lookup fails every walk waiting on it, and is not cached
+        w2 = Walker([missing.site()])
+        outcomes = await asyncio.gather(
+            *(w2.resolve(f"77/h{i}") for i in range(4)), return_exceptions=True
+        )
+        assert all(isinstance(o, WalkError) for o in outcomes)
+        assert missing.asked == [("udp", "0.NA/77")]
+        with pytest.raises(WalkError):
+            await w2.resolve("77/again")
+        assert len(missing.asked) == 2
+
+    run([root, end, missing], body)
