@@ -17,6 +17,14 @@ _UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUV
 
 
 def hash_part(handle: str, option: int) -> bytes:
+    """The bytes a hash option takes, upper-cased (ASCII letters only, as Util.upperCase).
+
+    A handle without a slash names a prefix: by prefix it hashes as ``0.NA``, by suffix
+    as itself (handle-protocol.md §6, and Util.getPrefixPart/getSuffixPart from 8.x on).
+    The 7.3 library took the whole handle by prefix and nothing by suffix there; no
+    client hashes such a handle to pick a server (prefix lookups are ``0.NA/<prefix>``),
+    so the two rules never meet on the wire.
+    """
     raw = handle.encode("utf-8")
     slash = raw.find(b"/")
     if option == HashOption.BY_PREFIX:

@@ -61,6 +61,11 @@ def test_the_rule_spelled_out() -> None:
     assert hash_part("88/é-x", HashOption.BY_SUFFIX) == "é-X".encode()
     # the first slash splits; later ones belong to the suffix
     assert hash_part("88/a/b", HashOption.BY_SUFFIX) == b"A/B"
+    # a slashless handle names a prefix: "0.NA" by prefix, itself by suffix
+    assert hash_part("88.166", HashOption.BY_PREFIX) == b"0.NA"
+    assert hash_part("88.abc", HashOption.BY_SUFFIX) == b"88.ABC"
+    # prefix handles hash as written: the prefix part of 0.NA/x is "0.NA"
+    assert hash_part("0.NA/88.166", HashOption.BY_PREFIX) == b"0.NA"
 
 
 def test_unknown_option_and_empty_site_are_refused() -> None:
