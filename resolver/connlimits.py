@@ -9,9 +9,12 @@ would otherwise flood the log with one line per refused connection).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import resource
 from collections import Counter
+from collections.abc import Callable
+from typing import cast
 
 from .logs import Repeats
 
@@ -82,6 +85,7 @@ class ByteBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self._peak = 0  # most held since the budget last emptied
 
     def take(self, n: int, size: int | None = None) -> bool:
         """Count ``n`` more bytes for a request of ``size`` bytes (default ``n``);
@@ -90,10 +94,36 @@ class ByteBudget:
         if self.used + n > ceiling:
             return False
         self.used += n
+        self._peak = max(self._peak, self.used)
         return True
 
     def give(self, n: int) -> None:
         self.used = max(0, self.used - n)
+        if self.used == 0 and self._peak >= TRIM_AFTER:
+            self._peak = 0
+            release_freed_memory()
+
+
+TRIM_AFTER = 16 * 1024 * 1024  # bytes held at once before an emptied budget trims the heap
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return cast("Callable[[int], int]", ctypes.CDLL(None).malloc_trim)
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_trim = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system. Request bodies arrive as many
+    chunks of tens of KiB, freed into glibc's heap where they stay resident: measured,
+    a worker that held 64 MiB of tunnel bodies kept ~95 MiB more RSS for minutes after
+    the connections closed. Called only when a budget that held a lot empties."""
+    if _trim is not None:
+        _trim(0)
 
 
 def raise_descriptor_limit() -> int:
