@@ -308,6 +308,10 @@ class Walker:
         ttl = float("inf")
         for i in range(1, len(parts) + 1):
             name = NA + ".".join(parts[:i])
+            if all((site_identity(s), name.upper()) in walk.asked for s in asking):
+                # The parent's sites are those already asked (the root serving the
+                # parent too): they said "not found" once, and would again.
+                return (), 0.0
             found = await self._location(name, asking, walk)
             ttl = min(ttl, found.ttl)
             if i == len(parts):

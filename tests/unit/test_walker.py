@@ -464,3 +464,26 @@ def test_concurrent_walks_ask_the_root_once_per_prefix() -> None:
         assert len(missing.asked) == 2
 
     run([root, end, missing], body)
+
+
+def test_a_prefix_neither_the_root_nor_its_parent_knows() -> None:
+    """0.NA/88 at the root names the root itself, which has no 0.NA/88.999: the walk ends
+    with "no service" (HANDLE_NOT_FOUND), not a loop, and asks nothing twice."""
+    root: Fake
+
+    def reply(req: Message, _t: str) -> Message:
+        assert isinstance(req.body, ResolutionRequest)
+        if req.body.handle == "0.NA/88":
+            v = HandleValue(1, "HS_SITE", encode_site(root.site()))
+            return response_to(req, ResponseCode.SUCCESS, ResolutionResponse("0.NA/88", (v,)))
+        return response_to(req, ResponseCode.HANDLE_NOT_FOUND, ErrorResponse(""))
+
+    root = Fake(reply)
+
+    async def body() -> None:
+        with pytest.raises(WalkError, match=r"no service found for prefix 88\.999") as err:
+            await Walker([root.site()]).resolve("88.999/x")
+        assert err.value.rc == ResponseCode.HANDLE_NOT_FOUND
+
+    run([root], body)
+    assert root.asked == [("udp", "0.NA/88.999"), ("udp", "0.NA/88")]
