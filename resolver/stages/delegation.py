@@ -48,6 +48,12 @@ class DelegationStage(Stage):
         self._lock = asyncio.Lock()
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
+        pending = self._pending
+        if pending is not None and not pending.done():
+            # Another worker's write of a prefix handle was just heard: answer from the
+            # rebuilt map, not the one it replaces (shielded: a cancelled lookup must
+            # not cancel the rebuild).
+            await asyncio.shield(pending)
         r = self.delegations.referral(q.key)
         if r is None:
             return None

@@ -1,0 +1,144 @@
+"""The HANDLE.NET 7.3.1 library follows idnode's referrals with its own referral handling.
+
+Inside a loopback-only namespace: a top-level node T (homes 88, port 2641), a secondary
+node S (homes 88.166, port 2642, registered at T with ``idnode register-upward``) and an
+enterprise node E (homes 88.166.1001, port 2643; S's administrator writes E's HS_SITE
+into 0.NA/88.166.1001 at S). The identifier 88.166.1001/x lives only at E.
+
+* The stock tool HDLTrace with ``resolver_site`` = S's site (the library sends every
+  public resolution to S): S answers RC 302 SERVICE_REFERRAL with E's HS_SITE, the
+  library re-sends the request to E (HandleResolver.sendRequestToService) and prints
+  E's values.
+
+Not tested here: the library's other path, with its root (root_info) at T and no
+resolver_site. T answers 0.NA/88.166.1001 with RC 303 and S's site, and the library
+follows it, but then asks S for the prefix without "0.NA/" ("88.166.1001":
+HandleResolver.getServiceInfoForNA, makeSlashless), which idnode answers 100.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idnode.loadtest.processes import IDNODE
+from tests.interop import harness as h
+
+pytestmark = pytest.mark.e2e
+
+PORTS = {"t": (2641, 8000, 50051), "s": (2642, 8001, 50052), "e": (2643, 8002, 50053)}
+PREFIXES = {"t": "88", "s": "88.166", "e": "88.166.1001"}
+SECRETS = {"t": "top secret", "s": "secondary secret", "e": "enterprise secret"}
+UPWARD = "upward secret"
+VALUE = "https://e.example.cn/x"
+
+
+def setup_after_e() -> None:
+    """Run inside the namespace once all three nodes serve: the identifier at E, the
+    delegation record at S (E's own published HS_SITE), the library's resolver_site."""
+    from idnode.resolver.client import AdminClient, exchange, resolution_request
+    from idnode.resolver.codec import (
+        CreateHandleRequest,
+        GetSiteInfoRequest,
+        HandleValue,
+        Message,
+        OpCode,
+        ResolutionResponse,
+        SiteInfoResponse,
+        encode_site,
+    )
+
+    home = Path(sys.argv[2])
+
+    def write(port: int, who: str, secret: str, body: Any) -> None:
+        with AdminClient(f"127.0.0.1:{port}", who, 300, secret=secret.encode()) as c:
+            r = c.request(Message(op_code=OpCode.CREATE_HANDLE, body=body))[-1]
+        assert r.response_code == 1, r
+
+    e, s = PORTS["e"][0], PORTS["s"][0]
+    value = HandleValue(1, "URL", VALUE.encode())
+    write(e, "0.NA/88.166.1001", SECRETS["e"], CreateHandleRequest("88.166.1001/x", (value,)))
+    got = exchange(f"127.0.0.1:{e}", resolution_request("0.NA/88.166.1001"), "tcp")
+    assert isinstance(got.body, ResolutionResponse), got
+    e_site = next(v for v in got.body.values if v.type == "HS_SITE")
+    write(s, "0.NA/88.166", SECRETS["s"], CreateHandleRequest("0.NA/88.166.1001", (e_site,)))
+    ask = Message(op_code=OpCode.GET_SITE_INFO, body=GetSiteInfoRequest("/"))
+    site = exchange(f"127.0.0.1:{s}", ask, "tcp")
+    assert isinstance(site.body, SiteInfoResponse), site
+    (home / ".handle").mkdir(parents=True, exist_ok=True)
+    (home / ".handle" / "resolver_site").write_bytes(encode_site(site.body.site))
+    print("set up")
+
+
+def node(work: Path, name: str, before: list[list[str]], after: list[list[str]]) -> h.Server:
+    db, key = f"sqlite:///{work}/{name}.db", str(work / f"{name}.key")
+    handle, http, grpc = PORTS[name]
+    init = h.idnode_init(db, key, PREFIXES[name], "--admin-secret", SECRETS[name])
+    return h.Server(
+        name,
+        h.idnode_serve(db, key, handle=handle, http=http, grpc=grpc),
+        port=http,
+        before=[init, *before],
+        after=after,
+        settle=0.5,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    h.skip_unless_ready()
+    work = tmp_path_factory.mktemp("javareferral")
+    build, home = work / "build", work / "home"
+    h.compile_drivers(build)
+    t_db, t_key = f"sqlite:///{work}/t.db", str(work / "t.key")
+    grant = [IDNODE, "grant-prefix", "--prefix", "88.166", "--admin-secret", UPWARD]
+    grant += ["--database-url", t_db, "--secret-key-file", t_key]
+    s_db = f"sqlite:///{work}/s.db"
+    upward = [IDNODE, "register-upward", "--top", f"127.0.0.1:{PORTS['t'][0]}"]
+    upward += ["--admin", "300:0.NA/88.166", "--secret", UPWARD, "--database-url", s_db]
+    upward += ["--listen", "127.0.0.1", "--handle-port", str(PORTS["s"][0])]
+    upward += ["--http-port", str(PORTS["s"][1])]
+    setup = [sys.executable, "-m", "tests.interop.test_java_referral", "setup", str(home)]
+    servers = [
+        node(work, "t", [grant], []),
+        node(work, "s", [], [upward]),
+        node(work, "e", [], [setup]),
+    ]
+    steps = [
+        h.Step(
+            "HDLTrace-resolver-site",
+            h.cnri_java(build, home, "net.handle.apps.simple.HDLTrace", "88.166.1001/x"),
+        ),
+    ]
+    return h.in_namespace(work, servers, steps)
+
+
+def test_the_hierarchy_is_set_up(run: dict[str, Any]) -> None:
+    upward, setup = run["setup"]["s.after.0"], run["setup"]["e.after.0"]
+    assert upward["rc"] == 0 and "HS_SITE added" in upward["stdout"], upward
+    assert setup["rc"] == 0 and "set up" in setup["stdout"], setup
+
+
+def test_the_library_follows_a_service_referral_from_the_secondary(run: dict[str, Any]) -> None:
+    step = run["steps"]["HDLTrace-resolver-site"]
+    out = step["stdout"]
+    assert step["rc"] == 0, step
+    assert "Got Response" in out and VALUE in out, f"{out}\n{step['stderr']}"
+    # its trace: asked S, referred (302) with E's site, asked E, answered
+    trace = [ln.strip() for ln in step["stderr"].splitlines() if ln.strip()]
+    sent = [ln.rsplit(" to ", 1)[-1] for ln in trace if ln.startswith("sending")]
+    assert sent == [f"127.0.0.1:{PORTS['s'][0]}", f"127.0.0.1:{PORTS['e'][0]}"], trace
+    received = [ln for ln in trace if ln.startswith("received")]
+    assert "rc=302" in received[0] and "0.NA/88.166.1001" in received[0], received
+    assert "rc=1;" in received[1], received
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["setup"]:
+        setup_after_e()
+    else:
+        subprocess.run([sys.executable, "-m", "pytest", "-q", __file__], check=False)
