@@ -16,6 +16,9 @@ library follows referrals (net/handle/hdllib/HandleResolver.java):
 * ``0.NA/X`` whose longest homed-or-delegated proper ancestor of X is a delegation:
   RC 303 (the library's RC_NA_DELEGATE), which the library follows only where it looks
   a prefix up (``getServiceInfoForNA``): it asks the referred sites for ``0.NA/X`` again.
+* a prefix named without ``0.NA/`` (``88.166.1001``), as the library asks the referred
+  sites after a 303: a 303 likewise when under a delegation, else the HS_SITE values of
+  where it is served (the delegation's, or this node's for a prefix homed here).
 * anything else (``0.NA/D`` itself included): answered here as before.
 
 The reference server itself (HandleServer.java) never sends either code; it answers
@@ -94,6 +97,7 @@ class Delegations:
         self.case_sensitive = authority.case_sensitive
         self._by_prefix: dict[str, Delegation] = {}
         self._homed: frozenset[str] = authority.homed  # as of the last build
+        self._own: dict[str, bytes] = {}  # homed prefix -> its record's HS_SITE values
 
     def __len__(self) -> int:
         return len(self._by_prefix)
@@ -122,13 +126,31 @@ class Delegations:
                 out.append((prefix, values))
         return out
 
+    def own_sites(self, records: Iterable[tuple[str, bytes]]) -> dict[str, bytes]:
+        """The HS_SITE values of the homed prefixes' records (this node's, as it
+        publishes them), by normalised prefix."""
+        homed = self.authority.homed
+        out = {}
+        for handle, vals in records:
+            key = normalize(prefix_of(handle), self.case_sensitive)
+            if key not in homed:
+                continue
+            try:
+                sites = site_values(decode_values(vals))
+            except ProtocolError:
+                continue
+            if sites:
+                out[key] = encode_values(sites)
+        return out
+
     def build(
         self,
         candidates: Iterable[tuple[str, list[HandleValue]]],
         services: dict[str, bytes],
+        own: dict[str, bytes] | None = None,
     ) -> bool:
         """Replace the map; ``services``: value lists of the HS_SERV handles held here
-        (normalised). Whether it changed."""
+        (normalised); ``own``: :meth:`own_sites`. Whether the delegations changed."""
         found: dict[str, Delegation] = {}
         for prefix, values in candidates:
             sites = site_values(values)
@@ -147,6 +169,7 @@ class Delegations:
         changed = found != self._by_prefix
         self._by_prefix = found
         self._homed = self.authority.homed
+        self._own = dict(own or {})
         return changed
 
     def referral(self, handle: str) -> Referral | None:
@@ -154,15 +177,15 @@ class Delegations:
         if not self._by_prefix:
             return None
         key = normalize(handle, self.case_sensitive)
-        if key[:5].upper() == NA_PREFIX.upper():
-            named = key[5:]
+        slash = key.find("/")
+        if key[:5].upper() == NA_PREFIX.upper() or slash < 0:
+            named = key[5:] if slash >= 0 else key  # "88.166.1001" names the prefix too
             if named in self._by_prefix:
                 return None  # the delegation record itself: held here
             p = named.rpartition(".")[0]  # the proper ancestors of the prefix it names
             code = ResponseCode.PREFIX_REFERRAL
         else:
-            slash = key.find("/")
-            p = key if slash < 0 else key[:slash]
+            p = key[:slash]
             code = ResponseCode.SERVICE_REFERRAL
         homed = self._homed
         while p:
@@ -171,6 +194,24 @@ class Delegations:
                 return Referral(int(code), d)
             if p in homed:
                 return None
+            p = p.rpartition(".")[0]
+        return None
+
+    def prefix_sites(self, handle: str) -> bytes | None:
+        """For a prefix named without "0.NA/" ("88.166.1001", what the HANDLE.NET library
+        asks the referred sites after a 303: HandleResolver.getServiceInfoForNA,
+        makeSlashless): the HS_SITE values (``int4 n`` + values) of where it is served,
+        a delegation's or this node's own; None when neither is known here."""
+        key = normalize(handle, self.case_sensitive)
+        if "/" in key:
+            return None
+        p = key
+        while p:
+            d = self._by_prefix.get(p)
+            if d is not None:
+                return d.sites_wire if p == key else None  # deeper: a 303 (referral)
+            if p in self._homed:
+                return self._own.get(p)
             p = p.rpartition(".")[0]
         return None
 

@@ -20,6 +20,7 @@ from idnode.registry.delegations import Delegations, service_handle
 from idnode.registry.names import NA_PREFIX, normalize
 from idnode.registry.store import Store
 
+from ..codec import ResponseCode
 from ..l1 import Entry
 from .stage import Lookup, Resolution, Stage
 
@@ -56,21 +57,26 @@ class DelegationStage(Stage):
             await asyncio.shield(pending)
         r = self.delegations.referral(q.key)
         if r is None:
-            return None
+            if "/" in q.key:
+                return None
+            sites = self.delegations.prefix_sites(q.key)  # "88.166.1001": where it lives
+            return None if sites is None else Resolution(ResponseCode.SUCCESS, sites)
         d = r.delegation
         return Resolution(r.response_code, d.sites_wire, d.describe(), d.referral_handle)
 
     async def reload(self) -> None:
         """Rebuild the map from the registry (raises if the registry cannot be read)."""
         async with self._lock:
-            candidates = self.delegations.candidates(await self.store.prefix_records())
+            records = await self.store.prefix_records()
+            candidates = self.delegations.candidates(records)
             services = [
                 normalize(s, self.delegations.case_sensitive)
                 for _, values in candidates
                 if (s := service_handle(values)) is not None
             ]
             held = await self.store.get_many(sorted(set(services))) if services else {}
-            if self.delegations.build(candidates, held):
+            own = self.delegations.own_sites(records)
+            if self.delegations.build(candidates, held, own):
                 log.info(
                     "delegated prefixes: %s",
                     ", ".join(sorted(self.delegations.prefixes)) or "(none)",

@@ -9,11 +9,11 @@ into 0.NA/88.166.1001 at S). The identifier 88.166.1001/x lives only at E.
   public resolution to S): S answers RC 302 SERVICE_REFERRAL with E's HS_SITE, the
   library re-sends the request to E (HandleResolver.sendRequestToService) and prints
   E's values.
-
-Not tested here: the library's other path, with its root (root_info) at T and no
-resolver_site. T answers 0.NA/88.166.1001 with RC 303 and S's site, and the library
-follows it, but then asks S for the prefix without "0.NA/" ("88.166.1001":
-HandleResolver.getServiceInfoForNA, makeSlashless), which idnode answers 100.
+* The same tool with its root (root_info) at T and no resolver_site, the library's
+  prefix look-up (HandleResolver.findPrefixService): T answers 0.NA/88.166.1001 with
+  RC 303 (RC_NA_DELEGATE) and S's site; the library asks S for "88.166.1001" (the
+  prefix without 0.NA/: getServiceInfoForNA, makeSlashless), S answers with E's HS_SITE,
+  and the library asks E for the identifier.
 """
 
 from __future__ import annotations
@@ -71,6 +71,14 @@ def setup_after_e() -> None:
     assert isinstance(site.body, SiteInfoResponse), site
     (home / ".handle").mkdir(parents=True, exist_ok=True)
     (home / ".handle" / "resolver_site").write_bytes(encode_site(site.body.site))
+    # a second home whose root is T (root_info)
+    from idnode.resolver.upstream.root_info import write_root_info
+
+    top = exchange(f"127.0.0.1:{PORTS['t'][0]}", ask, "tcp")
+    assert isinstance(top.body, SiteInfoResponse), top
+    rooted = Path(sys.argv[3]) / ".handle"
+    rooted.mkdir(parents=True, exist_ok=True)
+    write_root_info(rooted / "root_info", [top.body.site])
     print("set up")
 
 
@@ -102,7 +110,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     upward += ["--admin", "300:0.NA/88.166", "--secret", UPWARD, "--database-url", s_db]
     upward += ["--listen", "127.0.0.1", "--handle-port", str(PORTS["s"][0])]
     upward += ["--http-port", str(PORTS["s"][1])]
+    rooted = work / "rooted"
     setup = [sys.executable, "-m", "tests.interop.test_java_referral", "setup", str(home)]
+    setup.append(str(rooted))
     servers = [
         node(work, "t", [grant], []),
         node(work, "s", [], [upward]),
@@ -112,6 +122,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         h.Step(
             "HDLTrace-resolver-site",
             h.cnri_java(build, home, "net.handle.apps.simple.HDLTrace", "88.166.1001/x"),
+        ),
+        h.Step(
+            "HDLTrace-root",
+            h.cnri_java(build, rooted, "net.handle.apps.simple.HDLTrace", "88.166.1001/x"),
         ),
     ]
     return h.in_namespace(work, servers, steps)
@@ -135,6 +149,22 @@ def test_the_library_follows_a_service_referral_from_the_secondary(run: dict[str
     received = [ln for ln in trace if ln.startswith("received")]
     assert "rc=302" in received[0] and "0.NA/88.166.1001" in received[0], received
     assert "rc=1;" in received[1], received
+
+
+def test_the_library_follows_a_prefix_referral_from_its_root(run: dict[str, Any]) -> None:
+    step = run["steps"]["HDLTrace-root"]
+    out = step["stdout"]
+    assert "Got Response" in out and VALUE in out, f"{out}\n{step['stderr']}"
+    trace = [ln.strip() for ln in step["stderr"].splitlines() if ln.strip()]
+    sent = [ln for ln in trace if ln.startswith("sending")]
+    received = [ln for ln in trace if ln.startswith("received")]
+    t, s, e = (f"127.0.0.1:{PORTS[n][0]}" for n in "tse")
+    # T refers the prefix look-up to S (303), S says where 88.166.1001 lives (E)
+    i = next(n for n, ln in enumerate(received) if "rc=303" in ln)
+    assert sent[i].endswith(t) and "0.NA/88.166.1001" in sent[i], trace
+    assert sent[i + 1].endswith(s) and " 88.166.1001 [" in sent[i + 1], trace
+    assert "rc=1;" in received[i + 1], trace
+    assert sent[-1].endswith(e) and "88.166.1001/x" in sent[-1], trace
 
 
 if __name__ == "__main__":

@@ -109,6 +109,28 @@ def test_prefix_handles_strictly_under_a_delegation_get_a_prefix_referral() -> N
     assert r is not None and r.delegation.referral_handle == "0.NA/88.166.1001"
 
 
+def test_a_prefix_named_without_0na_is_answered_with_where_it_lives() -> None:
+    """After a 303 the library asks the referred sites for "88.166.1001" (no 0.NA/)."""
+    d = Delegations(PrefixAuthority(["88"]))
+    d.build(d.candidates(records()), {}, d.own_sites(records()))
+
+    def port(name: str) -> int | None:
+        got = d.prefix_sites(name)
+        if got is None:
+            return None
+        (v,) = decode_values(got)
+        return decode_site(v.data).servers[0].interfaces[0].port
+
+    assert port("88.166") == 2641 and port("88.166.1001") == 3641  # delegations
+    assert port("88") == 1 and port("88.200") == 1 and port("88.5.6") == 1  # served here
+    assert port("99.1") is None and port("0") is None and port("88/x") is None
+    assert d.prefix_sites("88.166.1001.5") is None  # under a delegation: a referral
+    r = d.referral("88.166.1001.5")
+    assert r is not None and r.response_code == ResponseCode.PREFIX_REFERRAL
+    assert r.delegation.referral_handle == "0.NA/88.166.1001"
+    assert d.referral("88.166.1001") is None and d.referral("88") is None
+
+
 def test_a_service_handle_delegation_refers_to_the_service() -> None:
     d = Delegations(PrefixAuthority(["88"]))
     held = {"0.NA/SERVICE.300": encode_values([site_value(5641)])}
