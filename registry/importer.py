@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from idnode.resolver.codec import HandleValue, ProtocolError, ResponseCode
+from idnode.resolver.codec.codes import NOT_HOMED_MESSAGE
 from idnode.resolver.codec.jsonform import values_from_json
 
 from .auth import Identity
@@ -72,7 +73,10 @@ async def import_lines(
             if rc == ResponseCode.SUCCESS:
                 report.imported += 1
             else:
-                if rc == ResponseCode.SERVER_NOT_RESPONSIBLE_FOR_HANDLE:
+                if (
+                    rc == ResponseCode.SERVER_NOT_RESPONSIBLE_FOR_HANDLE
+                    and msg == NOT_HOMED_MESSAGE
+                ):
                     prefix = prefix_of(handle)
                     msg = f"prefix {prefix} is not homed here (idnode init --prefix {prefix})"
                 report.rejected.append((number, f"{handle}: {msg}"))

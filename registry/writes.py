@@ -32,6 +32,7 @@ from .prefix_templates import PrefixTemplates, check_values
 from .quotas import Quotas
 from .results import WriteResult
 from .sealing import Sealer
+from .site_servers import SiteServers
 from .store import KEEP, Outcome, Refusal, Store
 from .templates import Template
 from .value_checks import encode_sorted, keep_unchanged_timestamps, prepare
@@ -90,6 +91,9 @@ class HandleWrites:
         self.sealer = sealer
         self.quotas = quotas
         self.on_change = on_change
+        # One server of a multi-server site: handles that hash to another server of the
+        # site are that server's to write (registry/site_servers.py); set by the node.
+        self.site: SiteServers | None = None
 
     # --- create ------------------------------------------------------------------------
 
@@ -112,7 +116,12 @@ class HandleWrites:
             return await self._create_one(handle, values, who, overwrite=overwrite)
         created = WriteResult(RC.ERROR, "no handle minted", handle=handle)
         for _ in range(MINT_ATTEMPTS):  # a UUID collision is a retry, never a failure
-            created = await self._create_one(mint_handle(handle), values, who, overwrite=False)
+            minted = mint_handle(handle)
+            for _ in range(64):  # on a site of N servers: one that hashes to this one
+                if self.site is None or self.site.holder(minted) is None:
+                    break
+                minted = mint_handle(handle)
+            created = await self._create_one(minted, values, who, overwrite=False)
             if created.code != RC.HANDLE_ALREADY_EXISTS:
                 break
         return created
@@ -345,6 +354,11 @@ class HandleWrites:
             raise Refusal(RC.INVALID_HANDLE, str(exc)) from None
         if not self.authority.serves(handle):
             refusal = Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
+            await self.audit.refused(who, op, handle, refusal)
+            raise refusal
+        elsewhere = self.site.refusal(handle) if self.site is not None else None
+        if elsewhere is not None:
+            refusal = Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, elsewhere)
             await self.audit.refused(who, op, handle, refusal)
             raise refusal
 

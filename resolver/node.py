@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from idnode.registry.sealing import Sealer, SecretError
 from idnode.registry.server_key import ServerKey, ServerKeyError
 from idnode.registry.service import RegistryService
 from idnode.registry.sessions import SessionStore
+from idnode.registry.site_servers import SiteServers
 from idnode.registry.store import Store, open_store, redact_url
 
 from .changefeed import ChangeLog, LocalChangeFeed
@@ -55,12 +57,13 @@ from .l1 import L1Cache, Lifetimes
 from .l2 import RedisTier
 from .listeners import Listeners, bind_listeners
 from .ratelimit import RateLimiter
-from .settings import Settings
+from .settings import SITE_HASHES, Settings, site_members
 from .stages.authority import AuthorityStage
 from .stages.delegation import DelegationStage
 from .stages.l1_cache import L1CacheStage
 from .stages.redis_cache import RedisCacheStage
 from .stages.registry_lookup import RegistryStage
+from .stages.site_peers import SitePeersStage
 from .stages.stage import Stage
 from .tcp_door import TcpDoor
 from .udp_door import UdpDoor
@@ -73,9 +76,32 @@ FIRST_CATCH_UP_SECONDS = 3.0  # how long a start waits for Redis before serving 
 PARENT_CHECK_SECONDS = 1.0
 
 
-def site_info(s: Settings, public_key: bytes = b"") -> SiteInfo:
+def site_info(
+    s: Settings, public_key: bytes = b"", peer_keys: Mapping[int, bytes] | None = None
+) -> SiteInfo:
     """This node's HS_SITE: one server with Handle TCP/UDP and HTTP interfaces, and the
-    public key clients check certified answers against."""
+    public key clients check certified answers against; or, with --site-servers, every
+    server of the site in the order given, with the site's hash option (each server's
+    key where known: this one's, and ``peer_keys`` by server id)."""
+    members = site_members(s)
+    if members:
+        keys = {**(peer_keys or {}), s.site_server_id: public_key}
+        http = {m.server_id: m.http_port for m in members if m.http_port}
+        http.setdefault(s.site_server_id, s.http_port)
+        return SiteInfo(
+            servers=tuple(
+                ServerInfo.at(
+                    m.host,
+                    server_id=m.server_id,
+                    public_key=keys.get(m.server_id, b""),
+                    interfaces=_interfaces(m.port, http.get(m.server_id)),
+                )
+                for m in members
+            ),
+            serial=s.site_serial,
+            hash_option=SITE_HASHES[s.site_hash.lower()],
+            attributes=(("desc", f"idnode site of {len(members)} servers"),),
+        )
     return SiteInfo(
         servers=(
             ServerInfo.at(
@@ -94,6 +120,21 @@ def site_info(s: Settings, public_key: bytes = b"") -> SiteInfo:
     )
 
 
+def _interfaces(handle_port: int, http_port: int | None) -> tuple[Interface, ...]:
+    handle = (
+        Interface(InterfaceType.ADMIN_AND_QUERY, InterfaceProtocol.TCP, handle_port),
+        Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, handle_port),
+    )
+    if not http_port:
+        return handle
+    return (*handle, Interface(InterfaceType.ADMIN_AND_QUERY, InterfaceProtocol.HTTP, http_port))
+
+
+def site_servers(s: Settings) -> SiteServers | None:
+    """Which server of this node's site holds a handle, with --site-servers; else None."""
+    return SiteServers(site_info(s), s.site_server_id) if site_members(s) else None
+
+
 def change_feed_path(database_url: str) -> Path:
     """One file per registry, shared by the workers of a node on this machine."""
     digest = hashlib.sha256(database_url.encode()).hexdigest()[:16]
@@ -109,6 +150,9 @@ def lookup_chain(
     *,
     max_batch: int = 256,
     delegations: Delegations | None = None,
+    site: SiteServers | None = None,
+    site_peer_timeout: float = 1.0,
+    site_peer_ttl: float = 5.0,
 ) -> list[Stage]:
     """The resolver core's stages, in the order a lookup walks them: the one place that
     order is set (resolver/stages/stage.py describes what a stage is)."""
@@ -119,6 +163,11 @@ def lookup_chain(
         if delegations is not None
         else None,
         AuthorityStage(authority),  # not homed here: answered before any shared tier
+        # held by another server of this multi-server site: asked of it (L1 keeps the
+        # answer for at most site_peer_ttl; neither Redis nor the registry hold it here)
+        SitePeersStage(site, lifetimes, timeout=site_peer_timeout, ttl=site_peer_ttl)
+        if site is not None
+        else None,
         RedisCacheStage(redis, lifetimes) if redis is not None else None,
         RegistryStage(store, lifetimes, max_batch=max_batch),
     ]
@@ -183,6 +232,9 @@ class Node:
             lifetimes,
             max_batch=s.batch_max,
             delegations=delegations,
+            site=(partition := site_servers(s)),
+            site_peer_timeout=s.site_peer_timeout,
+            site_peer_ttl=s.site_peer_ttl,
         )
         delegation = next(x for x in chain if isinstance(x, DelegationStage))
         await delegation.refresh()
@@ -205,6 +257,7 @@ class Node:
         # Handles under a delegated prefix are the delegate's: no prefix admin here
         # creates them (registry/permissions.py).
         registry.permissions.delegations = delegations
+        registry.writes.site = partition  # a handle of another server of the site: refused
         server_key = await self._server_key(store, registry.sealer)
         limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None
         door = SessionDoor(

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from idnode.errors import IdnodeError
 
@@ -174,6 +175,37 @@ class Settings:
     site_serial: int = field(default=1, metadata={"help": "serial of this node's HS_SITE"})
     advertise_address: str = field(
         default="", metadata={"help": "address put in HS_SITE (default: the listen address)"}
+    )
+    site_servers: str = field(
+        default="",
+        metadata={
+            "help": "every server of this node's site when it has several, this one "
+            "included: comma-separated ID=HOST:PORT[:HTTP_PORT] (Handle UDP+TCP port, "
+            "optional HTTP port); each server holds the handles that hash to it and asks "
+            "the responsible one for the others; empty = a site of one server"
+        },
+    )
+    site_server_id: int = field(default=0, metadata={"help": "this server's ID in --site-servers"})
+    site_hash: str = field(
+        default="handle",
+        metadata={
+            "help": "what picks the server of a multi-server site: prefix, suffix or "
+            "handle (the whole handle), as HS_SITE's hash option"
+        },
+    )
+    site_peer_timeout: float = field(
+        default=1.0,
+        metadata={
+            "help": "longest a lookup waits for the server of the site a handle hashes "
+            "to (then RC 2 naming it), seconds"
+        },
+    )
+    site_peer_ttl: float = field(
+        default=5.0,
+        metadata={
+            "help": "longest an answer of another server of the site is kept in L1: a "
+            "write there is seen here within this, seconds (0 = not kept)"
+        },
     )
     shutdown_grace: float = field(
         default=10.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"}
@@ -356,10 +388,64 @@ def load_settings(
         raise ConfigError("signature_burst must be at least 1")
     if s.auth_retry_interval <= 0:
         raise ConfigError("auth_retry_interval must be positive")
+    site_members(s)  # --site-servers, --site-server-id and --site-hash agree
     for port_name in ("handle_port", "http_port", "grpc_port"):
         if not 0 <= getattr(s, port_name) <= 65535:
             raise ConfigError(f"{port_name} must be a port number")
     return s
+
+
+class SiteMember(NamedTuple):
+    """One server of this node's site, as --site-servers names it."""
+
+    server_id: int
+    host: str
+    port: int  # Handle UDP and TCP
+    http_port: int | None = None
+
+
+SITE_HASHES = {"prefix": 0, "suffix": 1, "handle": 2}  # HS_SITE's hashOption
+
+
+def site_members(s: Settings) -> tuple[SiteMember, ...]:
+    """The servers of --site-servers in the order given (the hash's order); () for a
+    site of one server. ConfigError when the list, the ID or the hash option is wrong."""
+    if s.site_hash.lower() not in SITE_HASHES:
+        raise ConfigError("site_hash must be prefix, suffix or handle")
+    if not s.site_servers.strip():
+        return ()
+    members: list[SiteMember] = []
+    for item in s.site_servers.split(","):
+        sid, eq, where = item.strip().partition("=")
+        parts = where.rsplit(":", 2) if where.count(":") in (1, 2) else []
+        if where.startswith("["):  # [v6]:port[:http]
+            host, _, ports = where[1:].partition("]")
+            parts = [host, *ports.lstrip(":").split(":")]
+        try:
+            if not eq or len(parts) not in (2, 3) or not parts[0]:
+                raise ValueError(item)
+            m = SiteMember(
+                int(sid),
+                parts[0],
+                int(parts[1]),
+                int(parts[2]) if len(parts) == 3 else None,
+            )
+            ipaddress.ip_address(m.host)
+        except ValueError:
+            raise ConfigError(
+                f"site_servers: {item.strip()!r} is not ID=HOST:PORT[:HTTP_PORT] "
+                "(HOST an IP address)"
+            ) from None
+        members.append(m)
+    ids = [m.server_id for m in members]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("site_servers: a server ID appears twice")
+    if s.site_server_id not in ids:
+        raise ConfigError(
+            f"site_server_id {s.site_server_id} is not one of the IDs in site_servers "
+            f"({', '.join(map(str, ids))})"
+        )
+    return tuple(members)
 
 
 def existing_registry_url(cwd: Path | None = None) -> str:

@@ -15,6 +15,7 @@ from idnode.registry.names import PrefixAuthority
 from idnode.registry.sealing import Sealer
 from idnode.registry.service import MAX_BATCH, RegistryService
 
+from ..node import site_servers
 from .options import EXIT_OK, EXIT_UNDECODABLE, CommandError, add_setting_flags, registry_settings
 
 
@@ -47,6 +48,9 @@ async def _import(args: argparse.Namespace) -> ImportReport:
         # The operator running import on the node is trusted like a server admin; the
         # audit log names it "0:idnode-import".
         service = RegistryService(store, authority, sealer=sealer, server_admins=[IMPORTER])
+        # One server of a multi-server site: lines that hash to another server are
+        # rejected naming it (import each server's own lines on each server).
+        service.writes.site = site_servers(s)
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             report = await import_lines(
                 service, f, batch_size=args.batch_size, replace=args.replace, progress=progress
@@ -96,5 +100,15 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="replace handles registered with other values (default: reject them)",
     )
-    add_setting_flags(p, ("database_url", "case_sensitive", "secret_key_file"))
+    add_setting_flags(
+        p,
+        (
+            "database_url",
+            "case_sensitive",
+            "secret_key_file",
+            "site_servers",
+            "site_server_id",
+            "site_hash",
+        ),
+    )
     p.set_defaults(func=run)
