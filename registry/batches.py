@@ -68,6 +68,9 @@ class Batches:
                 check_handle(handle)
                 if not self.writes.authority.serves(handle):
                     raise Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
+                suspensions = self.writes.suspensions
+                if suspensions and (suspended := suspensions.refusal(handle)) is not None:
+                    raise suspended
                 site = self.writes.site
                 if site is not None and (elsewhere := site.refusal(handle)) is not None:
                     raise Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, elsewhere)

@@ -23,9 +23,11 @@ from idnode.resolver.codec.codes import ResponseCode
 
 from .names import NA_PREFIX, key_range, storage_prefix
 from .store import (
+    APPLICATION_COLUMNS,
     FEED_KEEP_SECONDS,
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
+    ApplicationRow,
     AuditEntry,
     CommitUnknown,
     HandleRecord,
@@ -38,6 +40,7 @@ from .store import (
     SessionRow,
     Store,
     StoreError,
+    application_row,
     feed_prune_due,
     now,
     redact_url,
@@ -766,6 +769,140 @@ class PostgresStore(Store):
                 now,
             )
         return bool(r.endswith(" 1"))
+
+    # --- prefix lifecycle (0011) -----------------------------------------------------
+
+    async def add_prefix_application(
+        self,
+        prefix: str,
+        mode: str,
+        admin_kind: str,
+        admin_key: bytes,
+        site: bytes | None,
+        contact: str,
+        applicant: str,
+        *,
+        max_pending: int = 1000,
+    ) -> int | None:
+        key = self.key(prefix)
+        async with self.transaction() as c:
+            # One open application per prefix, even when two arrive at once on two nodes.
+            await c.execute("SELECT pg_advisory_xact_lock(hashtext('prefix_applications'))")
+            taken = await c.fetchval(
+                "SELECT 1 FROM prefix_applications WHERE prefix = $1"
+                " AND status IN ('pending', 'approved')",
+                key,
+            )
+            waiting = await c.fetchval(
+                "SELECT count(*) FROM prefix_applications WHERE status = 'pending'"
+            )
+            if taken is not None or int(waiting) >= max_pending:
+                return None
+            app_id = await c.fetchval(
+                "INSERT INTO prefix_applications (prefix, display, mode, status, admin_kind,"
+                " admin_key, site, contact, applicant, created_at)"
+                " VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9) RETURNING id",
+                key,
+                prefix,
+                mode,
+                admin_kind,
+                admin_key,
+                site,
+                contact,
+                applicant,
+                now(),
+            )
+        return int(app_id)
+
+    async def prefix_application(self, app_id: int) -> ApplicationRow | None:
+        async with self.pool.acquire() as c:
+            row = await c.fetchrow(
+                f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications WHERE id = $1", app_id
+            )
+        return None if row is None else application_row(tuple(row))
+
+    async def prefix_applications(
+        self, status: str | None = None, limit: int = 1000
+    ) -> list[ApplicationRow]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications"
+                " WHERE $1::text IS NULL OR status = $1 ORDER BY id LIMIT $2",
+                status,
+                limit,
+            )
+        return [application_row(tuple(r)) for r in rows]
+
+    async def decide_prefix_application(
+        self, app_id: int, status: str, decided_by: str, reason: str, upward: str = ""
+    ) -> bool:
+        async with self.autocommit() as c:
+            done = await c.fetchval(
+                "UPDATE prefix_applications SET status = $2, decided_by = $3, reason = $4,"
+                " decided_at = $5, upward = $6 WHERE id = $1 AND status = 'pending'"
+                " RETURNING 1",
+                app_id,
+                status,
+                decided_by,
+                reason,
+                now(),
+                upward,
+            )
+        return done is not None
+
+    async def set_prefix_upward(
+        self, app_id: int, upward: str, error: str, attempts: int, next_at: float
+    ) -> None:
+        async with self.autocommit() as c:
+            await c.execute(
+                "UPDATE prefix_applications SET upward = $2, upward_error = $3,"
+                " upward_attempts = $4, upward_next_at = $5 WHERE id = $1",
+                app_id,
+                upward,
+                error,
+                attempts,
+                next_at,
+            )
+
+    async def claim_prefix_upward(
+        self, now: float, lease: float, limit: int = 100
+    ) -> list[ApplicationRow]:
+        async with self.autocommit() as c:
+            rows = await c.fetch(
+                "UPDATE prefix_applications SET upward_next_at = $1 WHERE id IN (SELECT id"
+                " FROM prefix_applications WHERE upward = 'queued' AND upward_next_at <= $2"
+                " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {APPLICATION_COLUMNS}",
+                now + lease,
+                now,
+                limit,
+            )
+        return sorted((application_row(tuple(r)) for r in rows), key=lambda a: a.id)
+
+    async def suspend_prefix(self, prefix: str, reason: str, by: str) -> bool:
+        async with self.autocommit() as c:
+            done = await c.fetchval(
+                "INSERT INTO prefix_suspensions (prefix, display, reason, suspended_by, at)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (prefix) DO NOTHING RETURNING 1",
+                self.key(prefix),
+                prefix,
+                reason,
+                by,
+                now(),
+            )
+        return done is not None
+
+    async def resume_prefix(self, prefix: str) -> bool:
+        async with self.autocommit() as c:
+            r = await c.execute(
+                "DELETE FROM prefix_suspensions WHERE prefix = $1", self.key(prefix)
+            )
+        return bool(r.endswith(" 1"))
+
+    async def suspended_prefixes(self) -> list[tuple[str, str]]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch("SELECT display, reason FROM prefix_suspensions ORDER BY prefix")
+        return [(r[0], r[1]) for r in rows]
 
 
 _AUDIT = (

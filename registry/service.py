@@ -32,6 +32,7 @@ from .credentials import Credentials
 from .homed_prefixes import HomedPrefixes
 from .names import PrefixAuthority
 from .permissions import Key, Permissions
+from .prefix_applications import PrefixApplications
 from .prefix_templates import PrefixTemplates
 from .quotas import Quotas
 from .rest_sessions import RestSessionStore
@@ -104,6 +105,12 @@ class RegistryService:
         self.batches = Batches(self.writes, self.permissions, self.templates)
         self.prefixes = HomedPrefixes(store, authority, self.permissions, self.audit)
         self.credentials = Credentials(store, self.audit, sealer)
+        # The prefix lifecycle: applications, approvals, suspensions (writes under a
+        # suspended prefix are refused with the same set the resolver answers from).
+        self.applications = PrefixApplications(
+            store, authority, self.permissions, self.audit, sealer=sealer, on_change=on_change
+        )
+        self.writes.suspensions = self.applications.suspensions
 
         # What the front doors call, by the names they use.
         self.create = self.writes.create

@@ -17,9 +17,11 @@ from idnode.resolver.codec.codes import ResponseCode
 
 from .names import NA_PREFIX, key_range, storage_prefix
 from .store import (
+    APPLICATION_COLUMNS,
     FEED_KEEP_SECONDS,
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
+    ApplicationRow,
     AuditEntry,
     HandleRecord,
     Keep,
@@ -31,6 +33,7 @@ from .store import (
     SessionRow,
     Store,
     StoreError,
+    application_row,
     feed_prune_due,
     now,
     session_row,
@@ -571,3 +574,107 @@ class SqliteStore(Store):
             "DELETE FROM rest_sessions WHERE id_sha256 = ? AND expires >= ?", (id_sha256, now)
         )
         return cur.rowcount == 1
+
+    # --- prefix lifecycle (0011) -----------------------------------------------------
+
+    async def add_prefix_application(
+        self,
+        prefix: str,
+        mode: str,
+        admin_kind: str,
+        admin_key: bytes,
+        site: bytes | None,
+        contact: str,
+        applicant: str,
+        *,
+        max_pending: int = 1000,
+    ) -> int | None:
+        key = self.key(prefix)
+        with self.transaction() as db:  # the write lock first: one open application
+            taken = db.execute(
+                "SELECT 1 FROM prefix_applications WHERE prefix = ?"
+                " AND status IN ('pending', 'approved')",
+                (key,),
+            ).fetchone()
+            (waiting,) = db.execute(
+                "SELECT count(*) FROM prefix_applications WHERE status = 'pending'"
+            ).fetchone()
+            if taken is not None or int(waiting) >= max_pending:
+                return None
+            cur = db.execute(
+                "INSERT INTO prefix_applications (prefix, display, mode, status, admin_kind,"
+                " admin_key, site, contact, applicant, created_at)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+                (key, prefix, mode, admin_kind, admin_key, site, contact, applicant, now()),
+            )
+        return int(cur.lastrowid or 0)
+
+    async def prefix_application(self, app_id: int) -> ApplicationRow | None:
+        row = self.db.execute(
+            f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications WHERE id = ?", (app_id,)
+        ).fetchone()
+        return None if row is None else application_row(row)
+
+    async def prefix_applications(
+        self, status: str | None = None, limit: int = 1000
+    ) -> list[ApplicationRow]:
+        if status is None:
+            rows = self.db.execute(
+                f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications ORDER BY id LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = self.db.execute(
+                f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications WHERE status = ?"
+                " ORDER BY id LIMIT ?",
+                (status, limit),
+            )
+        return [application_row(r) for r in rows.fetchall()]
+
+    async def decide_prefix_application(
+        self, app_id: int, status: str, decided_by: str, reason: str, upward: str = ""
+    ) -> bool:
+        cur = self.db.execute(
+            "UPDATE prefix_applications SET status = ?, decided_by = ?, reason = ?,"
+            " decided_at = ?, upward = ? WHERE id = ? AND status = 'pending'",
+            (status, decided_by, reason, now(), upward, app_id),
+        )
+        return cur.rowcount == 1
+
+    async def set_prefix_upward(
+        self, app_id: int, upward: str, error: str, attempts: int, next_at: float
+    ) -> None:
+        self.db.execute(
+            "UPDATE prefix_applications SET upward = ?, upward_error = ?, upward_attempts = ?,"
+            " upward_next_at = ? WHERE id = ?",
+            (upward, error, attempts, next_at, app_id),
+        )
+
+    async def claim_prefix_upward(
+        self, now: float, lease: float, limit: int = 100
+    ) -> list[ApplicationRow]:
+        rows = self.db.execute(
+            "UPDATE prefix_applications SET upward_next_at = ? WHERE id IN (SELECT id FROM"
+            " prefix_applications WHERE upward = 'queued' AND upward_next_at <= ?"
+            f" ORDER BY id LIMIT ?) RETURNING {APPLICATION_COLUMNS}",
+            (now + lease, now, limit),
+        ).fetchall()  # fetch all: an unfinished statement would keep the write lock
+        return sorted((application_row(r) for r in rows), key=lambda a: a.id)
+
+    async def suspend_prefix(self, prefix: str, reason: str, by: str) -> bool:
+        cur = self.db.execute(
+            "INSERT INTO prefix_suspensions (prefix, display, reason, suspended_by, at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (prefix) DO NOTHING",
+            (self.key(prefix), prefix, reason, by, now()),
+        )
+        return cur.rowcount == 1
+
+    async def resume_prefix(self, prefix: str) -> bool:
+        cur = self.db.execute(
+            "DELETE FROM prefix_suspensions WHERE prefix = ?", (self.key(prefix),)
+        )
+        return cur.rowcount == 1
+
+    async def suspended_prefixes(self) -> list[tuple[str, str]]:
+        rows = self.db.execute("SELECT display, reason FROM prefix_suspensions ORDER BY prefix")
+        return [(r[0], r[1]) for r in rows]

@@ -6,8 +6,8 @@ Reads are batched (``get_many``): the resolver coalesces its misses into one que
 
 The interface is split by concern (``HandleStore``, ``PrefixStore``, ``AuditLog``,
 ``InvalidationLog``, ``SessionTable``, ``RestSessionTable``, ``ServerKeyStore``,
-``ApiKeyStore``, ``TemplateStore``) so a caller can name the one part it uses;
-``Store`` is all of them, and is what a backend implements.
+``ApiKeyStore``, ``TemplateStore``, ``PrefixLifecycleStore``) so a caller can name the
+one part it uses; ``Store`` is all of them, and is what a backend implements.
 """
 
 from __future__ import annotations
@@ -438,6 +438,121 @@ class TemplateStore(ABC):
         """(version, document) of a prefix's templates, oldest first."""
 
 
+@dataclass(frozen=True, slots=True)
+class ApplicationRow:
+    """An enterprise's application for a prefix (registry/prefix_applications.py)."""
+
+    id: int
+    prefix: str  # as applied for
+    mode: str  # "hosted" or "delegated"
+    status: str  # "pending", "approved" or "rejected"
+    admin_kind: str  # "secret" (sealed under the node key) or "pubkey" (HS_PUBKEY data)
+    admin_key: bytes
+    site: bytes | None  # HS_SITE data of the enterprise's node (delegated)
+    contact: str  # JSON
+    applicant: str
+    reason: str
+    decided_by: str
+    created_at: int
+    decided_at: int
+    upward: str  # "" (not asked), "queued" or "registered"
+    upward_error: str
+    upward_attempts: int
+    upward_next_at: float
+
+
+# The columns of an ApplicationRow, in its order: both stores select them so.
+APPLICATION_COLUMNS = (
+    "id, display, mode, status, admin_kind, admin_key, site, contact, applicant, reason,"
+    " decided_by, created_at, decided_at, upward, upward_error, upward_attempts, upward_next_at"
+)
+
+
+def application_row(r: Sequence[Any]) -> ApplicationRow:
+    return ApplicationRow(
+        int(r[0]),
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        bytes(r[5]),
+        None if r[6] is None else bytes(r[6]),
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        int(r[11]),
+        int(r[12]),
+        r[13],
+        r[14],
+        int(r[15]),
+        float(r[16]),
+    )
+
+
+class PrefixLifecycleStore(ABC):
+    """Prefix applications (apply, decide, the upward registration queue) and suspended
+    prefixes (migration 0011)."""
+
+    @abstractmethod
+    async def add_prefix_application(
+        self,
+        prefix: str,
+        mode: str,
+        admin_kind: str,
+        admin_key: bytes,
+        site: bytes | None,
+        contact: str,
+        applicant: str,
+        *,
+        max_pending: int = 1000,
+    ) -> int | None:
+        """Record a pending application; its id. None when the prefix has a pending or
+        approved application already, or ``max_pending`` applications wait already."""
+
+    @abstractmethod
+    async def prefix_application(self, app_id: int) -> ApplicationRow | None: ...
+
+    @abstractmethod
+    async def prefix_applications(
+        self, status: str | None = None, limit: int = 1000
+    ) -> list[ApplicationRow]:
+        """Applications (of one status, or all), oldest first."""
+
+    @abstractmethod
+    async def decide_prefix_application(
+        self, app_id: int, status: str, decided_by: str, reason: str, upward: str = ""
+    ) -> bool:
+        """Approve or reject a pending application (False: unknown or decided already:
+        one decision per application, even when two operators race)."""
+
+    @abstractmethod
+    async def set_prefix_upward(
+        self, app_id: int, upward: str, error: str, attempts: int, next_at: float
+    ) -> None:
+        """Record an upward registration's state (queued with its error and next try,
+        or registered)."""
+
+    @abstractmethod
+    async def claim_prefix_upward(
+        self, now: float, lease: float, limit: int = 100
+    ) -> list[ApplicationRow]:
+        """Queued upward registrations due at ``now``, each moved to ``now + lease`` in
+        the same statement: of several workers polling, one takes a row."""
+
+    @abstractmethod
+    async def suspend_prefix(self, prefix: str, reason: str, by: str) -> bool:
+        """Suspend a prefix (False: suspended already)."""
+
+    @abstractmethod
+    async def resume_prefix(self, prefix: str) -> bool:
+        """Lift a suspension (False: it was not suspended)."""
+
+    @abstractmethod
+    async def suspended_prefixes(self) -> list[tuple[str, str]]:
+        """(prefix as suspended, reason) of every suspended prefix."""
+
+
 class Store(
     HandleStore,
     PrefixStore,
@@ -448,6 +563,7 @@ class Store(
     ServerKeyStore,
     ApiKeyStore,
     TemplateStore,
+    PrefixLifecycleStore,
 ):
     """A registry backend: every part above, over one database. Callers that need one
     part may ask for it (``HandleStore``, ``SessionTable``, ...); a backend is all of

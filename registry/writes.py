@@ -28,6 +28,7 @@ from .audit_trail import AuditTrail
 from .auth import Identity
 from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, prefix_of, storage_prefix
 from .permissions import Groups, Permissions, admins_in
+from .prefix_applications import Suspensions
 from .prefix_templates import PrefixTemplates, check_values
 from .quotas import Quotas
 from .results import WriteResult
@@ -91,6 +92,8 @@ class HandleWrites:
         self.sealer = sealer
         self.quotas = quotas
         self.on_change = on_change
+        # Suspended prefixes (registry/prefix_applications.py): no writes under them.
+        self.suspensions: Suspensions | None = None
         # One server of a multi-server site: handles that hash to another server of the
         # site are that server's to write (registry/site_servers.py); set by the node.
         self.site: SiteServers | None = None
@@ -356,6 +359,10 @@ class HandleWrites:
             refusal = Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
             await self.audit.refused(who, op, handle, refusal)
             raise refusal
+        suspended = self.suspensions.refusal(handle) if self.suspensions else None
+        if suspended is not None:
+            await self.audit.refused(who, op, handle, suspended)
+            raise suspended
         elsewhere = self.site.refusal(handle) if self.site is not None else None
         if elsewhere is not None:
             refusal = Refusal(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, elsewhere)

@@ -24,6 +24,7 @@ from idnode.registry.bootstrap import publish_site
 from idnode.registry.delegations import Delegations
 from idnode.registry.login_guard import LoginGuard
 from idnode.registry.names import PrefixAuthority
+from idnode.registry.prefix_applications import Suspensions
 from idnode.registry.quotas import Quotas
 from idnode.registry.sealing import Sealer, SecretError
 from idnode.registry.server_key import ServerKey, ServerKeyError
@@ -65,6 +66,7 @@ from .stages.redis_cache import RedisCacheStage
 from .stages.registry_lookup import RegistryStage
 from .stages.site_peers import SitePeersStage
 from .stages.stage import Stage
+from .stages.suspension import SuspensionStage, prefix_lifecycle_timer
 from .tcp_door import TcpDoor
 from .udp_door import UdpDoor
 
@@ -153,11 +155,16 @@ def lookup_chain(
     site: SiteServers | None = None,
     site_peer_timeout: float = 1.0,
     site_peer_ttl: float = 5.0,
+    suspensions: Suspensions | None = None,
 ) -> list[Stage]:
     """The resolver core's stages, in the order a lookup walks them: the one place that
     order is set (resolver/stages/stage.py describes what a stage is)."""
     stages: list[Stage | None] = [
         L1CacheStage(l1),  # this worker's memory; also the doors' synchronous fast path
+        # a prefix an operator suspended: RC 605, before a referral or anything else
+        SuspensionStage(suspensions, store, on_change=l1.clear)
+        if suspensions is not None
+        else None,
         # served by another node (a delegated prefix): a referral, before anything else
         DelegationStage(delegations, store, on_change=l1.clear)
         if delegations is not None
@@ -193,6 +200,7 @@ class Node:
         self._reap: asyncio.Task[None] | None = None
         self._http_server: asyncio.Server | None = None
         self._parent: asyncio.Task[None] | None = None
+        self._lifecycle: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -235,9 +243,12 @@ class Node:
             site=(partition := site_servers(s)),
             site_peer_timeout=s.site_peer_timeout,
             site_peer_ttl=s.site_peer_ttl,
+            suspensions=Suspensions(store.case_sensitive),
         )
         delegation = next(x for x in chain if isinstance(x, DelegationStage))
         await delegation.refresh()
+        suspension = next(x for x in chain if isinstance(x, SuspensionStage))
+        await suspension.refresh()
         core = self.core = Resolver(
             chain,
             case_sensitive=store.case_sensitive,
@@ -265,6 +276,7 @@ class Node:
         )
         site = site_info(s, server_key.public_data if server_key is not None else b"")
         await self._publish_site(store, homed, site, core)
+        self._prefix_lifecycle(registry, suspension, site)
         service = HandleService(core, site, registry, sessions, limiter, door)
         report = LimitLog()  # every bound's refusals, summarised
         if s.signatures_per_client > 0:  # each signature is an RSA/DSA/Ed25519 operation
@@ -331,6 +343,28 @@ class Node:
             redact_url(s.database_url),
             s.redis_url or "off",
             ", ".join(sorted(homed)) or "(none: run idnode init)",
+        )
+
+    def _prefix_lifecycle(
+        self, registry: RegistryService, stage: SuspensionStage, site: SiteInfo
+    ) -> None:
+        """Applications, approvals and suspensions (registry/prefix_applications.py):
+        this worker's suspended set is the stage's; approved prefixes go upward."""
+        s = self.settings
+        apps = registry.applications
+        apps.suspensions = registry.writes.suspensions = stage.suspensions
+        apps.site, apps.retry_max = site, s.upward_retry_max
+        if s.upward_top:
+            from .upstream.register import Upward
+
+            apps.upward = Upward(
+                s.upward_top,
+                Identity.parse(s.upward_admin),
+                s.upward_secret.encode() if s.upward_secret else None,
+                s.upward_key_file or None,
+            ).register
+        self._lifecycle = asyncio.get_running_loop().create_task(
+            prefix_lifecycle_timer(stage, apps)
         )
 
     def _registry(
@@ -449,7 +483,14 @@ class Node:
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace
         log.info("shutting down: finishing requests in flight (up to %.0fs)", grace)
-        for task in (self._refresh, self._flush, self._listen, self._reap, self._parent):
+        for task in (
+            self._refresh,
+            self._flush,
+            self._listen,
+            self._reap,
+            self._parent,
+            self._lifecycle,
+        ):
             if task is not None:
                 task.cancel()
         if self.udp is not None:

@@ -162,6 +162,9 @@ class RestApi:
         app.router.add_route("*", SESSIONS, self.session_route)
         app.router.add_route("*", SESSIONS + r"/{tail:[\s\S]*}", self.session_route)
         app.router.add_get("/openapi.json", self.openapi)
+        from .rest_prefixes_door import PrefixApi  # it builds on this module
+
+        PrefixApi(self).add_routes(app)  # the prefix lifecycle
 
     # --- request parsing -------------------------------------------------------------
 

@@ -310,6 +310,31 @@ class Settings:
         default=6.0,
         metadata={"help": "seconds per try a throttled client address or identity gets back"},
     )
+    # The node above, for registering prefixes approved here (idnode prefix approve).
+    upward_top: str = field(
+        default="",
+        metadata={
+            "help": "the node above (HOST:PORT, Handle TCP) where approved prefixes are "
+            "registered; empty = not registered upward"
+        },
+    )
+    upward_admin: str = field(
+        default="",
+        metadata={"help": "the administrator at the node above, INDEX:HANDLE (300:0.NA/88.166)"},
+    )
+    upward_secret: str = field(
+        default="", metadata={"help": "that administrator's secret key (or --upward-key-file)"}
+    )
+    upward_key_file: str = field(
+        default="", metadata={"help": "that administrator's RSA private key, PEM"}
+    )
+    upward_retry_max: float = field(
+        default=300.0,
+        metadata={
+            "help": "longest wait between attempts of a queued upward registration "
+            "(doubling from 2 s), seconds"
+        },
+    )
 
     @property
     def site_address(self) -> str:
@@ -388,6 +413,8 @@ def load_settings(
         raise ConfigError("signature_burst must be at least 1")
     if s.auth_retry_interval <= 0:
         raise ConfigError("auth_retry_interval must be positive")
+    if s.upward_top and not (s.upward_admin and (s.upward_secret or s.upward_key_file)):
+        raise ConfigError("upward_top needs upward_admin and upward_secret or upward_key_file")
     site_members(s)  # --site-servers, --site-server-id and --site-hash agree
     for port_name in ("handle_port", "http_port", "grpc_port"):
         if not 0 <= getattr(s, port_name) <= 65535:

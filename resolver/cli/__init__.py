@@ -25,6 +25,7 @@ from . import (
     init,
     inspecting,
     loadtest,
+    prefixes,
     resolve,
     serve,
     templates,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_parser(sub)
     resolve.add_parser(sub)
     hierarchy.add_parsers(sub)
+    prefixes.add_parser(sub)
     return parser
 
 

@@ -12,21 +12,9 @@ from typing import Any
 
 from idnode.registry.admin_tasks import AdminKey, grant_prefix, node_site_parts
 from idnode.registry.auth import Identity
-from idnode.registry.bootstrap import site_update
 
 from ..client import AdminClient
-from ..codec import (
-    AddValueRequest,
-    CreateHandleRequest,
-    Message,
-    ModifyValueRequest,
-    OpCode,
-    ResolutionResponse,
-    ResponseCode,
-    decode_values,
-    encode_values,
-)
-from ..codec.codes import rc_name
+from ..upstream.register import register_one
 from .options import EXIT_OK, CommandError, add_setting_flags, settings
 
 # What this node's HS_SITE is made of (serve reads the same settings).
@@ -75,39 +63,6 @@ def _client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(
         args.top, who.handle, who.index, secret=args.secret.encode(), timeout=args.timeout
     )
-
-
-def register_one(client: AdminClient, prefix: str, site: Any) -> str:
-    """Write ``site`` into ``0.NA/<prefix>`` at the node above when missing or changed;
-    what was done, for people. Raises CommandError on a refusal."""
-    handle = f"0.NA/{prefix}"
-    got = client.resolve(handle)
-    if got.response_code == ResponseCode.SUCCESS and isinstance(got.body, ResolutionResponse):
-        before = encode_values(got.body.values)
-        indexes = {v.index for v in got.body.values}
-    elif got.response_code == ResponseCode.HANDLE_NOT_FOUND:
-        before, indexes = None, set()
-    else:
-        raise CommandError(f"{handle} at {client.host}:{client.port}: {rc_name(got.response_code)}")
-    after = site_update(before, site)
-    if after is None:
-        return f"{handle}: HS_SITE up to date"
-    old = {v.index: v for v in (decode_values(before) if before is not None else ())}
-    (fresh,) = [v for v in decode_values(after) if old.get(v.index) != v]  # the HS_SITE
-    if before is None:
-        body: Any = CreateHandleRequest(handle, (fresh,))
-        op, did = OpCode.CREATE_HANDLE, "created with this node's HS_SITE"
-    elif fresh.index in indexes:
-        body = ModifyValueRequest(handle, (fresh,))
-        op, did = OpCode.MODIFY_VALUE, "HS_SITE updated"
-    else:
-        body = AddValueRequest(handle, (fresh,))
-        op, did = OpCode.ADD_VALUE, "HS_SITE added"
-    answer = client.request(Message(op_code=op, body=body))[-1]
-    if answer.response_code != ResponseCode.SUCCESS:
-        why = getattr(answer.body, "message", "")
-        raise CommandError(f"{handle}: {rc_name(answer.response_code)} {why}".strip())
-    return f"{handle}: {did} (index {fresh.index})"
 
 
 def register_upward(args: argparse.Namespace) -> int:

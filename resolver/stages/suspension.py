@@ -1,0 +1,132 @@
+"""Suspension stage: a handle under a prefix an operator suspended answers RC 605
+(PREFIX_LIMIT) with "prefix P is suspended", on every door, before a referral, the
+authority stage, any shared cache or the registry is asked.
+
+Why 605: it is the IDIS code for a prefix that may not be served now (the IDIS SDK
+and the SNMS know it), it is final (a client does not try another server of the site,
+as it would after 301, 3 or 7), and the REST door's reference mapping makes it a 403
+with the JSON body and the message. RC 2 would say "the server failed" and REST 500.
+
+The set is this worker's (registry/prefix_applications.py ``Suspensions``), shared with
+the write path; it is read at start, rebuilt when a ``0.NA/`` key is invalidated (a
+suspension or resumption invalidates ``0.NA/<prefix>``, which reaches every worker and
+node through Redis or the change feed; the writer's worker rebuilds before it answers)
+and on the node's prefix-refresh timer. A change clears L1, which sits in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from idnode.registry.prefix_applications import (
+    SUSPENDED_RC,
+    PrefixApplications,
+    Suspensions,
+    suspended_message,
+)
+from idnode.registry.store import Store
+
+from ..l1 import Entry
+from .delegation import touches_prefixes
+from .stage import Lookup, Resolution, Stage
+
+log = logging.getLogger("idnode.suspension")
+
+
+class SuspensionStage(Stage):
+    def __init__(
+        self,
+        suspensions: Suspensions,
+        store: Store,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.suspensions = suspensions
+        self.store = store
+        self.on_change = on_change
+        self._pending: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def lookup(self, q: Lookup) -> Entry | Resolution | None:
+        pending = self._pending
+        if pending is not None and not pending.done():
+            await asyncio.shield(pending)  # a suspension just heard of: answer after it
+        if not self.suspensions:
+            return None
+        p = self.suspensions.of(q.key)
+        if p is None:
+            return None
+        return Resolution(SUSPENDED_RC, message=suspended_message(p))
+
+    async def reload(self) -> None:
+        """Re-read the suspended prefixes (raises if the registry cannot be read)."""
+        async with self._lock:
+            if self.suspensions.replace(await self.store.suspended_prefixes()):
+                log.info("suspended prefixes: %s", ", ".join(self.suspensions.prefixes) or "(none)")
+                if self.on_change is not None:
+                    self.on_change()
+
+    async def refresh(self) -> None:
+        try:
+            await self.reload()
+        except Exception as exc:
+            log.warning("cannot reload the suspended prefixes: %s", exc)
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        prev = self._pending
+
+        async def after() -> None:
+            if prev is not None:
+                with contextlib.suppress(Exception):
+                    await prev
+            await self.refresh()
+
+        self._pending = loop.create_task(after())
+
+    def forget(self, keys: Sequence[str]) -> None:
+        if touches_prefixes(keys):
+            self._schedule()
+
+    def forget_all(self) -> None:
+        self._schedule()
+
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        if touches_prefixes(keys):
+            await self.refresh()
+
+    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
+        if everything or touches_prefixes(keys):
+            await self.refresh()
+
+    async def drain(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pending
+
+
+UPWARD_POLL_SECONDS = 2.0
+SUSPENSION_REFRESH_SECONDS = 30.0
+
+
+async def prefix_lifecycle_timer(stage: SuspensionStage, applications: PrefixApplications) -> None:
+    """The node's timer for the prefix lifecycle: queued upward registrations that are
+    due are tried (each worker polls; one claims a row), and the suspended prefixes are
+    re-read now and then (as the prefix-refresh timer does for homed prefixes)."""
+    since = 0.0
+    while True:
+        await asyncio.sleep(UPWARD_POLL_SECONDS)
+        since += UPWARD_POLL_SECONDS
+        try:
+            await applications.retry_upward()
+        except Exception as exc:
+            log.warning("cannot retry queued upward registrations: %s", exc)
+        if since >= SUSPENSION_REFRESH_SECONDS:
+            since = 0.0
+            await stage.refresh()

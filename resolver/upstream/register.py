@@ -1,0 +1,117 @@
+"""Registering a prefix at the node above: its ``0.NA/<prefix>`` there gets the HS_SITE of
+the node that serves it, written as an authenticated Handle client (CREATE_HANDLE,
+ADD_VALUE or MODIFY_VALUE) only when it is missing or changed.
+
+``idnode register-upward`` runs it for the prefixes a node homes; the node runs it for a
+prefix an operator approved (registry/prefix_applications.py), in a thread: the client
+is blocking. ``fetch_site`` asks a server for its HS_SITE (GET_SITE_INFO), for an
+enterprise that names its node by address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from idnode.registry.auth import Identity
+from idnode.registry.bootstrap import site_update
+
+from ..client import AdminClient, ClientError, exchange
+from ..codec import (
+    AddValueRequest,
+    CreateHandleRequest,
+    Message,
+    ModifyValueRequest,
+    OpCode,
+    ResolutionResponse,
+    ResponseCode,
+    SiteInfo,
+    decode_values,
+    encode_values,
+)
+from ..codec.bodies import GetSiteInfoRequest, SiteInfoResponse
+from ..codec.codes import rc_name
+
+
+class UpwardRefused(ClientError):
+    """The node above answered, and not with success."""
+
+
+def register_one(client: AdminClient, prefix: str, site: SiteInfo) -> str:
+    """Write ``site`` into ``0.NA/<prefix>`` at the node above when missing or changed;
+    what was done, for people. Raises UpwardRefused on a refusal, ClientError when the
+    node above does not answer."""
+    handle = f"0.NA/{prefix}"
+    got = client.resolve(handle)
+    if got.response_code == ResponseCode.SUCCESS and isinstance(got.body, ResolutionResponse):
+        before = encode_values(got.body.values)
+        indexes = {v.index for v in got.body.values}
+    elif got.response_code == ResponseCode.HANDLE_NOT_FOUND:
+        before, indexes = None, set()
+    else:
+        raise UpwardRefused(
+            f"{handle} at {client.host}:{client.port}: {rc_name(got.response_code)}"
+        )
+    after = site_update(before, site)
+    if after is None:
+        return f"{handle}: HS_SITE up to date"
+    old = {v.index: v for v in (decode_values(before) if before is not None else ())}
+    (fresh,) = [v for v in decode_values(after) if old.get(v.index) != v]  # the HS_SITE
+    if before is None:
+        body: Any = CreateHandleRequest(handle, (fresh,))
+        op, did = OpCode.CREATE_HANDLE, "created with this node's HS_SITE"
+    elif fresh.index in indexes:
+        body = ModifyValueRequest(handle, (fresh,))
+        op, did = OpCode.MODIFY_VALUE, "HS_SITE updated"
+    else:
+        body = AddValueRequest(handle, (fresh,))
+        op, did = OpCode.ADD_VALUE, "HS_SITE added"
+    answer = client.request(Message(op_code=op, body=body))[-1]
+    if answer.response_code != ResponseCode.SUCCESS:
+        why = getattr(answer.body, "message", "")
+        raise UpwardRefused(f"{handle}: {rc_name(answer.response_code)} {why}".strip())
+    return f"{handle}: {did} (index {fresh.index})"
+
+
+@dataclass(frozen=True)
+class Upward:
+    """The node above and the administrator this node writes there as (the admin a
+    ``grant-prefix`` there made: ``300:0.NA/<this node's prefix>``)."""
+
+    top: str  # HOST:PORT, Handle TCP
+    admin: Identity
+    secret: bytes | None = None
+    key_file: str | None = None
+    timeout: float = 5.0
+
+    def client(self) -> AdminClient:
+        a = self.admin
+        if self.key_file:
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+            try:
+                key = load_pem_private_key(Path(self.key_file).read_bytes(), None)
+            except (OSError, ValueError) as exc:
+                raise ClientError(f"cannot use {self.key_file}: {exc}") from None
+            return AdminClient(self.top, a.handle, a.index, private_key=key, timeout=self.timeout)
+        return AdminClient(self.top, a.handle, a.index, secret=self.secret, timeout=self.timeout)
+
+    def register_now(self, prefix: str, site: SiteInfo) -> str:
+        with self.client() as c:
+            return register_one(c, prefix, site)
+
+    async def register(self, prefix: str, site: SiteInfo) -> str:
+        """:meth:`register_now` off the event loop (the client blocks)."""
+        return await asyncio.to_thread(self.register_now, prefix, site)
+
+
+def fetch_site(server: str, timeout: float = 5.0) -> SiteInfo:
+    """The HS_SITE a Handle server says it is part of (GET_SITE_INFO over TCP)."""
+    m = exchange(
+        server, Message(op_code=OpCode.GET_SITE_INFO, body=GetSiteInfoRequest("/")), "tcp", timeout
+    )
+    if m.response_code != ResponseCode.SUCCESS or not isinstance(m.body, SiteInfoResponse):
+        raise UpwardRefused(f"{server} gave no site information: {rc_name(m.response_code)}")
+    return m.body.site
