@@ -8,6 +8,7 @@ workers of one node share a port, and a second node on it fails at start naming 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -64,7 +65,7 @@ from .stages.delegation import DelegationStage
 from .stages.l1_cache import L1CacheStage
 from .stages.redis_cache import RedisCacheStage
 from .stages.registry_lookup import RegistryStage
-from .stages.site_peers import SitePeersStage
+from .stages.site_peers import SitePeersStage, fetch_keys, stored_keys, with_keys
 from .stages.stage import Stage
 from .stages.suspension import SuspensionStage, prefix_lifecycle_timer
 from .tcp_door import TcpDoor
@@ -200,6 +201,7 @@ class Node:
         self._reap: asyncio.Task[None] | None = None
         self._http_server: asyncio.Server | None = None
         self._parent: asyncio.Task[None] | None = None
+        self._site_keys: asyncio.Task[None] | None = None
         self._lifecycle: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -275,9 +277,16 @@ class Node:
             sessions, registry, server_key, cipher=SessionCipher[s.session_cipher.upper()]
         )
         site = site_info(s, server_key.public_data if server_key is not None else b"")
+        if partition is not None and homed:  # the other servers' keys, as published before
+            key = store.key(f"0.NA/{homed[0]}")
+            site = with_keys(site, stored_keys((await store.get_many([key])).get(key), site))
         await self._publish_site(store, homed, site, core)
         self._prefix_lifecycle(registry, suspension, site)
         service = HandleService(core, site, registry, sessions, limiter, door)
+        if partition is not None:  # then asked of them until all are known
+            self._site_keys = asyncio.get_running_loop().create_task(
+                self._learn_site_keys(store, homed, core, service)
+            )
         report = LimitLog()  # every bound's refusals, summarised
         if s.signatures_per_client > 0:  # each signature is an RSA/DSA/Ed25519 operation
             budget = RateLimiter(s.signatures_per_client, float(s.signature_burst))
@@ -459,6 +468,24 @@ class Node:
             log.info("published this node's HS_SITE in %s", ", ".join(written))
             await core.invalidate(written)
 
+    async def _learn_site_keys(
+        self, store: Store, homed: list[str], core: Resolver, service: HandleService
+    ) -> None:
+        """A multi-server site's HS_SITE with every server's public key: each other server
+        is asked (GET_SITE_INFO) until all have answered, the site republished (and served
+        to GET_SITE_INFO) each time a key is learnt."""
+        s = self.settings
+        wait = 1.0
+        while not all(x.public_key for x in service.site.servers):
+            keys = await fetch_keys(service.site, s.site_server_id, max(1.0, s.site_peer_timeout))
+            site = with_keys(service.site, keys)
+            if site != service.site:  # a newer record: clients that cache sites see it
+                service.site = site = dataclasses.replace(site, serial=(site.serial + 1) & 0xFFFF)
+                await self._publish_site(store, homed, site, core)
+                continue
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 30.0)
+
     async def _refresh_prefixes(
         self, store: Store, authority: PrefixAuthority, delegation: DelegationStage
     ) -> None:
@@ -483,6 +510,8 @@ class Node:
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace
         log.info("shutting down: finishing requests in flight (up to %.0fs)", grace)
+        if self._site_keys is not None:
+            self._site_keys.cancel()
         for task in (
             self._refresh,
             self._flush,

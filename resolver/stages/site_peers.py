@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 from idnode.registry.site_servers import SiteServers, describe
 
@@ -36,16 +37,22 @@ from ..client import resolution_request
 from ..codec import (
     ErrorResponse,
     Message,
+    OpCode,
     OpFlag,
+    ProtocolError,
     ReferralResponse,
     ResolutionResponse,
     ResponseCode,
     ServerInfo,
+    SiteInfo,
+    decode_values,
     encode_values,
 )
+from ..codec.bodies import GetSiteInfoRequest, SiteInfoResponse
 from ..codec.codes import EnvelopeFlag, InterfaceProtocol
 from ..l1 import Entry, Lifetimes
 from ..upstream.exchange import Unanswered, exchange_tcp, exchange_udp
+from ..upstream.sites import sites_from_values
 from .stage import Lookup, Resolution, Stage
 
 log = logging.getLogger("idnode.site")
@@ -166,3 +173,62 @@ class SitePeersStage(Stage):
             pending.cancel()
             with contextlib.suppress(BaseException):
                 await pending
+
+
+# --- the other servers' public keys, for the published HS_SITE ------------------------
+
+
+async def fetch_keys(site: SiteInfo, own_id: int, timeout: float) -> dict[int, bytes]:
+    """The public keys of the other servers of ``site`` that answer GET_SITE_INFO over TCP
+    within ``timeout`` (each one's own record of itself), by server id."""
+
+    async def one(server: ServerInfo) -> tuple[int, bytes]:
+        port = next(
+            (i.port for i in server.interfaces if i.protocol == InterfaceProtocol.TCP), None
+        )
+        if port is None:
+            return server.server_id, b""
+        request = Message(OpCode.GET_SITE_INFO, GetSiteInfoRequest("/"))
+        try:
+            answer = await exchange_tcp(server.ip, port, request, timeout)
+        except Unanswered:
+            return server.server_id, b""
+        body = answer.message.body
+        if not isinstance(body, SiteInfoResponse):
+            return server.server_id, b""
+        same = [x for x in body.site.servers if x.server_id == server.server_id]
+        return server.server_id, same[0].public_key if same else b""
+
+    others = [x for x in site.servers if x.server_id != own_id]
+    found = await asyncio.gather(*(one(x) for x in others))
+    return {sid: key for sid, key in found if key}
+
+
+def stored_keys(values_wire: bytes | None, site: SiteInfo) -> dict[int, bytes]:
+    """Keys already published (in ``0.NA/<prefix>``'s HS_SITE) for servers of ``site`` still
+    at the same address and ports: a restarted server publishes them again at once
+    instead of dropping them until the others answer."""
+    if not values_wire:
+        return {}
+    try:
+        values = decode_values(values_wire)
+    except ProtocolError:
+        return {}
+    wanted = {(x.server_id, x.address, x.interfaces) for x in site.servers}
+    keys: dict[int, bytes] = {}
+    for old in sites_from_values(values):
+        for x in old.servers:
+            if x.public_key and (x.server_id, x.address, x.interfaces) in wanted:
+                keys[x.server_id] = x.public_key
+    return keys
+
+
+def with_keys(site: SiteInfo, keys: dict[int, bytes]) -> SiteInfo:
+    """``site`` with the servers' public keys from ``keys`` where it has none."""
+    servers = tuple(
+        replace(x, public_key=keys[x.server_id])
+        if not x.public_key and keys.get(x.server_id)
+        else x
+        for x in site.servers
+    )
+    return replace(site, servers=servers)

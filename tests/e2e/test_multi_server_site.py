@@ -233,7 +233,11 @@ def test_the_published_site_lists_every_server(site: Site) -> None:
         m = exchange(s.node.server, resolution_request(f"0.NA/{PREFIX}"), "tcp", 5)
         assert isinstance(m.body, ResolutionResponse)
         (value,) = [v for v in m.body.values if v.type == "HS_SITE"]
-        assert decode_site(value.data) == mine
+        stored = decode_site(value.data)
+        assert stored.hash_option == mine.hash_option
+        assert [(x.server_id, x.address, x.interfaces) for x in stored.servers] == [
+            (x.server_id, x.address, x.interfaces) for x in mine.servers
+        ]
 
 
 def test_the_hash_and_the_walker_pick_the_responsible_server(site: Site) -> None:
@@ -248,6 +252,30 @@ def test_the_hash_and_the_walker_pick_the_responsible_server(site: Site) -> None
             assert url_of(result.message) == URL + h
             assert result.server.server_id == holder.sid
             assert hops[-1].server == holder.node.server
+
+
+def test_every_server_learns_the_others_keys_and_certified_walks_verify(site: Site) -> None:
+    """Each server asks the others for their site record and publishes the site with all
+    three keys; a certified walk then checks every answer against its server's key."""
+    own = {s.sid: published_site(s.node).servers[s.sid - 1].public_key for s in site.servers}
+    deadline = time.monotonic() + 20
+    for s in site.servers:
+        while [x.public_key for x in published_site(s.node).servers] != [own[1], own[2], own[3]]:
+            assert time.monotonic() < deadline, f"server {s.sid} lacks keys"
+            time.sleep(0.2)
+        m = exchange(s.node.server, resolution_request(f"0.NA/{PREFIX}"), "tcp", 5)
+        assert isinstance(m.body, ResolutionResponse)
+        (value,) = [v for v in m.body.values if v.type == "HS_SITE"]
+        assert [x.public_key for x in decode_site(value.data).servers] == [own[1], own[2], own[3]]
+    root = published_site(site.servers[0].node)
+    for holder in site.servers:
+        for h in holder.handles[:1]:
+            hops: list[Hop] = []
+            walker = Walker([root], timeout=3.0, certify=True)
+            result = asyncio.run(walker.resolve(h, trace=hops.append))
+            assert url_of(result.message) == URL + h
+            assert result.server.server_id == holder.sid
+            assert [x.note for x in hops] == ["signature verified"] * 2
 
 
 def test_a_write_to_the_wrong_server_is_refused_naming_the_right_one(site: Site) -> None:

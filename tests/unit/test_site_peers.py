@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -24,6 +25,8 @@ from idnode.resolver.codec import (
     ServerInfo,
     SiteInfo,
     decode_values,
+    encode_site,
+    encode_values,
 )
 from idnode.resolver.codec.codes import HashOption, InterfaceProtocol
 from idnode.resolver.codec.message import response_to
@@ -31,7 +34,7 @@ from idnode.resolver.codec.sitehash import responsible_server, server_index
 from idnode.resolver.l1 import Entry, Lifetimes
 from idnode.resolver.node import site_info
 from idnode.resolver.settings import ConfigError, Settings, load_settings, site_members
-from idnode.resolver.stages.site_peers import SitePeersStage
+from idnode.resolver.stages.site_peers import SitePeersStage, stored_keys, with_keys
 from idnode.resolver.stages.stage import Lookup, Resolution
 from tests.unit.test_walker import Fake, run
 
@@ -253,3 +256,18 @@ def test_a_udp_error_is_asked_again_over_tcp() -> None:
 
     run([peer], body)
     assert [t for t, _ in peer.asked] == ["udp", "tcp"]
+
+
+def test_keys_published_before_are_kept_for_servers_that_did_not_move() -> None:
+    site = three()
+    keyed = with_keys(site, {1: b"k1", 3: b"k3"})
+    assert [x.public_key for x in keyed.servers] == [b"k1", b"", b"k3"]
+    assert with_keys(keyed, {1: b"other", 2: b"k2"}).servers[0].public_key == b"k1"
+    stored = encode_values([HandleValue(1, "HS_SITE", encode_site(keyed))])
+    assert stored_keys(stored, site) == {1: b"k1", 3: b"k3"}
+    moved = SiteInfo(
+        (site.servers[0], site.servers[1], replace(site.servers[2], interfaces=())),
+        hash_option=site.hash_option,
+    )
+    assert stored_keys(stored, moved) == {1: b"k1"}  # server 3 is elsewhere now
+    assert stored_keys(None, site) == {} and stored_keys(b"junk", site) == {}
