@@ -82,10 +82,13 @@ class Resolver:
             return None  # another worker wrote: catch up on the async path first
         return self._recall(normalize(handle, self.case_sensitive))
 
-    async def entry(self, handle: str, *, l1_checked: bool = False) -> Entry | Resolution:
+    async def entry(
+        self, handle: str, *, l1_checked: bool = False, flags: int = 0, recursion_count: int = 0
+    ) -> Entry | Resolution:
         """The cache entry for a handle, filling the stages on the way; or a refusal.
 
-        ``l1_checked``: the caller has just missed L1 through :meth:`cached`.
+        ``l1_checked``: the caller has just missed L1 through :meth:`cached`. ``flags``
+        and ``recursion_count``: the request's opFlag and recursionCount (recursion).
         """
         key = normalize(handle, self.case_sensitive)
         if self.feed is not None and self.feed.changed():
@@ -100,7 +103,7 @@ class Resolver:
             if e is not None:
                 return e
         gen = (self._epoch, self._generation.get(key, 0))
-        q = Lookup(handle, key)
+        q = Lookup(handle, key, flags, recursion_count)
         stages = self.stages
         for n in range(self._walk_from, len(stages)):
             if not self._trusted and stages[n].is_cache:
@@ -108,7 +111,11 @@ class Resolver:
             got = await stages[n].lookup(q)
             if got is None:
                 continue
-            if isinstance(got, Entry) and (self._epoch, self._generation.get(key, 0)) == gen:
+            if (
+                isinstance(got, Entry)
+                and stages[n].answers_learnt
+                and (self._epoch, self._generation.get(key, 0)) == gen
+            ):
                 for earlier in stages[:n]:
                     if self._trusted or not earlier.is_cache:
                         earlier.learn(q, got)
@@ -123,8 +130,12 @@ class Resolver:
         *,
         authorized: bool = False,
         l1_checked: bool = False,
+        flags: int = 0,
+        recursion_count: int = 0,
     ) -> Resolution:
-        e = await self.entry(handle, l1_checked=l1_checked)
+        e = await self.entry(
+            handle, l1_checked=l1_checked, flags=flags, recursion_count=recursion_count
+        )
         if isinstance(e, Resolution):
             return e
         return answer(e, indexes, types, authorized=authorized)

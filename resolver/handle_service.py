@@ -64,6 +64,7 @@ _PO = int(OpFlag.PO)
 _RD = int(OpFlag.RD)
 _NOT_RD = 0xFFFFFFFF & ~_RD
 _SECURE = int(OpFlag.CT | OpFlag.ENC)  # answers that must be signed or encrypted
+_RECURSION_COUNT = 34  # envelope (20) + the header's recursionCount offset (14)
 _MAX_REASON = 120  # keeps error answers to junk small (no amplification worth having)
 
 log = logging.getLogger("idnode.handle")
@@ -210,7 +211,14 @@ class HandleService:
     # --- resolution ------------------------------------------------------------------
 
     async def _resolve(self, q: ResolutionQuery, wire: bytes, door: str, t0: float) -> bytes | None:
-        res = await self.core.resolve(q.handle, q.indexes, q.types, l1_checked=True)
+        res = await self.core.resolve(
+            q.handle,
+            q.indexes,
+            q.types,
+            l1_checked=True,
+            flags=q.op_flags,
+            recursion_count=wire[_RECURSION_COUNT],  # the header's recursionCount byte
+        )
         return self._resolution(q, wire, res, door, t0)
 
     async def _resolve_as(
@@ -257,7 +265,7 @@ class HandleService:
                 who = session.identity
             elif not m.session_id and conn is not None:
                 who = conn.identity
-        e = await self.core.entry(q.handle)
+        e = await self.core.entry(q.handle, flags=m.op_flags, recursion_count=m.recursion_count)
         if isinstance(e, Resolution):
             res = e
         else:

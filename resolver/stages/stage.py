@@ -35,6 +35,8 @@ class Lookup(NamedTuple):
 
     handle: str  # as the client wrote it
     key: str  # normalized: what caches and the registry are keyed by
+    flags: int = 0  # the request's opFlag (REC: the client allows recursion)
+    recursion_count: int = 0  # the request header's recursionCount
 
 
 class Resolution(NamedTuple):
@@ -58,6 +60,9 @@ class Stage(ABC):
     # A cache may hold what a write changed: while the core cannot be sure it heard every
     # invalidation (Redis or its listener lost), lookups pass it by and it learns nothing.
     is_cache = False
+    # Whether the stages before this one (L1) keep the entries it answers. A stage whose
+    # answers depend on the request (recursion, for clients that allow it) keeps its own.
+    answers_learnt = True
 
     @abstractmethod
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:

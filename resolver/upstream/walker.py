@@ -110,6 +110,10 @@ class _Walk:
     trace: Callable[[Hop], None] | None
     hops: list[Hop] = field(default_factory=list)
     referrals: int = 0
+    # The recursionCount of the request that started the walk: a node resolving for a
+    # client (recursion) passes its client's count + 1, so nodes that refer to each other
+    # and recurse see the count grow and stop (RC 6).
+    base: int = 0
     asked: set[tuple[object, str]] = field(default_factory=set)
 
     def hop(self, hop: Hop) -> None:
@@ -200,9 +204,10 @@ class Walker:
         types: tuple[str, ...] = (),
         indexes: tuple[int, ...] = (),
         trace: Callable[[Hop], None] | None = None,
+        recursion_count: int = 0,
     ) -> WalkResult:
         """Find the service of ``handle`` from the root, ask it, follow referrals."""
-        walk = _Walk(trace)
+        walk = _Walk(trace, base=recursion_count)
         sites = await self._service(handle, walk)
         return await self._ask_following(sites, handle, types, indexes, walk)
 
@@ -214,9 +219,11 @@ class Walker:
         types: tuple[str, ...] = (),
         indexes: tuple[int, ...] = (),
         trace: Callable[[Hop], None] | None = None,
+        recursion_count: int = 0,
     ) -> WalkResult:
         """Ask ``sites`` for ``handle`` directly, following any referral they give."""
-        return await self._ask_following(tuple(sites), handle, types, indexes, _Walk(trace))
+        walk = _Walk(trace, base=recursion_count)
+        return await self._ask_following(tuple(sites), handle, types, indexes, walk)
 
     async def follow(
         self,
@@ -483,7 +490,7 @@ class Walker:
             major_version=version[0],
             minor_version=version[1],
             site_info_serial=site.serial,
-            recursion_count=min(walk.referrals, 255),
+            recursion_count=min(walk.base + walk.referrals, 255),
         )
         host = server.ip
         label = site_label(site)
