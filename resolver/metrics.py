@@ -81,6 +81,37 @@ UDP_TOO_LARGE = Counter(
     "UDP answers over the datagram cap, replaced by an ask-over-TCP error",
 )
 
+# Recursion and the health of the servers this node delegates to (issue 13).
+UPSTREAM_UP = Gauge(
+    "idnode_upstream_server_up",
+    "Whether a server of a delegated prefix's sites answers this node's probes (1) or "
+    "not (0), by server host:port (the lowest over workers)",
+    ["server"],
+    multiprocess_mode="livemin",
+)
+UPSTREAM_PROBE_SECONDS = Gauge(
+    "idnode_upstream_probe_seconds",
+    "Round trip of the last answered probe of a delegated prefix's server, by server",
+    ["server"],
+    multiprocess_mode="livemax",
+)
+UPSTREAM_PROBES = Counter(
+    "idnode_upstream_probes_total", "Probes of delegated servers, by result", ["result"]
+)
+RECURSION_CACHE = Counter(
+    "idnode_recursion_cache_total",
+    "Recursive lookups by what the recursion cache held: hit, stale (served past its "
+    "TTL while the upstream server does not answer) or miss",
+    ["result"],
+)
+UPSTREAM_LOOKUPS = Counter(
+    "idnode_upstream_lookups_total",
+    "Lookups this node made upstream for a client (recursion), by outcome: answered, "
+    "not_found, refused (another response code), recursion (RC 6: loop or bound), "
+    "unanswered (no server answered) or down (not asked: the server is marked down)",
+    ["outcome"],
+)
+
 _KNOWN_OPS = frozenset(int(c) for c in OpCode)
 _KNOWN_RCS = frozenset(int(c) for c in ResponseCode) | {-1}
 TIERS = (

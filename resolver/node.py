@@ -63,6 +63,7 @@ from .settings import SITE_HASHES, Settings, site_members
 from .stages.authority import AuthorityStage
 from .stages.delegation import DelegationStage
 from .stages.l1_cache import L1CacheStage
+from .stages.recursion import AnswerCache, Recursion, RecursionStage, delegated_servers
 from .stages.redis_cache import RedisCacheStage
 from .stages.registry_lookup import RegistryStage
 from .stages.site_peers import SitePeersStage, fetch_keys, stored_keys, with_keys
@@ -157,19 +158,23 @@ def lookup_chain(
     site_peer_timeout: float = 1.0,
     site_peer_ttl: float = 5.0,
     suspensions: Suspensions | None = None,
+    recursion: Recursion | None = None,
 ) -> list[Stage]:
     """The resolver core's stages, in the order a lookup walks them: the one place that
     order is set (resolver/stages/stage.py describes what a stage is)."""
+    delegation = (
+        DelegationStage(delegations, store, on_change=l1.clear) if delegations is not None else None
+    )
     stages: list[Stage | None] = [
         L1CacheStage(l1),  # this worker's memory; also the doors' synchronous fast path
         # a prefix an operator suspended: RC 605, before a referral or anything else
         SuspensionStage(suspensions, store, on_change=l1.clear)
         if suspensions is not None
         else None,
-        # served by another node (a delegated prefix): a referral, before anything else
-        DelegationStage(delegations, store, on_change=l1.clear)
-        if delegations is not None
-        else None,
+        # a client that allows recursion (REC), with --recursion: the answer of the node
+        # that serves the handle (delegated here, or with --root-info not held here)
+        RecursionStage(recursion, authority, delegation) if recursion is not None else None,
+        delegation,  # served by another node (a delegated prefix): a referral
         AuthorityStage(authority),  # not homed here: answered before any shared tier
         # held by another server of this multi-server site: asked of it (L1 keeps the
         # answer for at most site_peer_ttl; neither Redis nor the registry hold it here)
@@ -201,6 +206,7 @@ class Node:
         self._reap: asyncio.Task[None] | None = None
         self._http_server: asyncio.Server | None = None
         self._parent: asyncio.Task[None] | None = None
+        self._probes: asyncio.Task[None] | None = None  # health of delegated servers
         self._site_keys: asyncio.Task[None] | None = None
         self._lifecycle: asyncio.Task[None] | None = None
 
@@ -242,6 +248,7 @@ class Node:
             lifetimes,
             max_batch=s.batch_max,
             delegations=delegations,
+            recursion=(recursion := self._recursion() if s.recursion else None),
             site=(partition := site_servers(s)),
             site_peer_timeout=s.site_peer_timeout,
             site_peer_ttl=s.site_peer_ttl,
@@ -340,6 +347,9 @@ class Node:
             ),
         )
         self._refresh = loop.create_task(self._refresh_prefixes(store, authority, delegation))
+        if recursion is not None and recursion.health is not None:
+            health = recursion.health
+            self._probes = loop.create_task(health.run(lambda: delegated_servers(delegations)))
         self._reap = loop.create_task(self._reap_sessions(sessions))
         self._flush = loop.create_task(self._flush_metrics())
         log.info(
@@ -437,6 +447,34 @@ class Node:
         log.info("server key: %s (certified answers are signed with it)", key.algorithm)
         return key
 
+    def _recursion(self) -> Recursion:
+        """How this node recurses (--recursion): from the --root-info sites, else from
+        its own site (where a referral's service handle is asked first)."""
+        s = self.settings
+        from .upstream.health import ServerHealth
+        from .upstream.root_info import load_root_info
+        from .upstream.walker import Walker
+
+        roots = load_root_info(s.root_info).sites if s.root_info else (site_info(s),)
+        health = None
+        if s.probe_interval > 0:
+            health = ServerHealth(interval=s.probe_interval, failures=s.probe_failures)
+        log.info(
+            "recursion on for clients that set REC: %s; at most %d referrals; probes %s",
+            f"from the root in {s.root_info}" if s.root_info else "delegated prefixes only",
+            s.recursion_limit,
+            f"every {s.probe_interval:g}s" if health is not None else "off",
+        )
+        return Recursion(
+            Walker(roots, timeout=s.upstream_timeout, max_referrals=s.recursion_limit),
+            from_root=bool(s.root_info),
+            health=health,
+            limit=s.recursion_limit,
+            cache=AnswerCache(s.recursion_cache_entries, s.recursion_stale),
+            max_ttl=s.recursion_max_ttl,
+            negative_ttl=s.recursion_negative_ttl,
+        )
+
     async def _reap_sessions(self, sessions: SessionStore) -> None:
         """Expired sessions and challenges leave the registry within a minute, or within
         twice the challenge lifetime when that is shorter (an operator who shortens it
@@ -522,6 +560,8 @@ class Node:
         ):
             if task is not None:
                 task.cancel()
+        if self._probes is not None:
+            self._probes.cancel()
         if self.udp is not None:
             await self.udp.drain_and_close(grace)
         if self.tcp is not None:

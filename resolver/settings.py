@@ -218,6 +218,66 @@ class Settings:
             "over it: RC 603 (0 = off)"
         },
     )
+    # The node in the hierarchy: recursion for clients that allow it (opFlag REC).
+    recursion: bool = field(
+        default=False,
+        metadata={
+            "help": "resolve handles under a prefix delegated here at the delegate's node "
+            "for clients that set REC (the HANDLE.NET library does by default) and answer "
+            "with the result instead of a 302 referral; with --root-info, also any handle "
+            "not held here, from the root (default off, as the reference server's "
+            "allow_recursion)"
+        },
+    )
+    root_info: str = field(
+        default="",
+        metadata={
+            "help": "root sites for --recursion (the reference's root_info, an HS_SITE "
+            "record or siteinfo.json): a handle neither homed nor delegated here is "
+            "resolved from them; empty = only delegated prefixes are recursed"
+        },
+    )
+    recursion_limit: int = field(
+        default=8,
+        metadata={
+            "help": "highest recursionCount passed on (a request arriving with it or "
+            "more gets RC 6) and most referrals one recursive lookup follows"
+        },
+    )
+    upstream_timeout: float = field(
+        default=2.0,
+        metadata={"help": "longest one upstream server is waited for (UDP and TCP), seconds"},
+    )
+    recursion_cache_entries: int = field(
+        default=10_000,
+        metadata={"help": "answers of recursive lookups kept per worker (LRU)"},
+    )
+    recursion_max_ttl: float = field(
+        default=3600.0,
+        metadata={"help": "longest a recursive answer is kept (less when its TTL says so), s"},
+    )
+    recursion_negative_ttl: float = field(
+        default=30.0,
+        metadata={"help": "how long a recursive 'not found' is kept, seconds (at most 60)"},
+    )
+    recursion_stale: float = field(
+        default=3600.0,
+        metadata={
+            "help": "how long past its TTL a recursive answer is still served while its "
+            "server is down or does not answer, seconds (0 = never stale)"
+        },
+    )
+    probe_interval: float = field(
+        default=5.0,
+        metadata={
+            "help": "with --recursion: seconds between health probes (GET_SITE_INFO) of "
+            "the servers of delegated prefixes (with 20 percent jitter; 0 = no probes)"
+        },
+    )
+    probe_failures: int = field(
+        default=2,
+        metadata={"help": "probes in a row unanswered before a server is marked down"},
+    )
     signatures_per_client: float = field(
         default=20.0,
         metadata={
@@ -413,6 +473,17 @@ def load_settings(
         raise ConfigError("signature_burst must be at least 1")
     if s.auth_retry_interval <= 0:
         raise ConfigError("auth_retry_interval must be positive")
+    if s.recursion_limit < 0 or s.recursion_limit > 255:
+        raise ConfigError("recursion_limit must be 0-255 (recursionCount is one byte)")
+    if s.probe_failures < 1:
+        raise ConfigError("probe_failures must be at least 1")
+    if s.root_info:
+        from .upstream.root_info import load_root_info  # read once here: a bad file stops
+
+        try:
+            load_root_info(s.root_info)
+        except IdnodeError as exc:
+            raise ConfigError(f"root_info: {exc}") from None
     if s.upward_top and not (s.upward_admin and (s.upward_secret or s.upward_key_file)):
         raise ConfigError("upward_top needs upward_admin and upward_secret or upward_key_file")
     site_members(s)  # --site-servers, --site-server-id and --site-hash agree
