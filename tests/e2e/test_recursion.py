@@ -10,7 +10,7 @@ recursive role and the health of the enterprise node.
   0.NA/88.210 -> 0.NA/88.211 -> ... by HS_SERV (deeper than the referral bound);
 - R, a recursive node: homes only 77, runs with --recursion --root-info naming T.
 
-Outcomes are asserted, never durations. The clients' timeouts (5 s) are longer than
+Outcomes are asserted, never durations. The clients' timeouts (10 s) are longer than
 the probe interval and the upstream timeout, so an answer that waited for a dead server
 instead of the health marks would fail as a timeout.
 """
@@ -50,7 +50,7 @@ from tests.e2e.test_upstream_walk import (
 
 REC = OpFlag.REC | OpFlag.CA | OpFlag.PO  # what the HANDLE.NET library sends
 NO_REC = OpFlag.CA | OpFlag.PO
-CLIENT_TIMEOUT = 5.0
+CLIENT_TIMEOUT = 10.0
 CHAIN = 10  # HS_SERV records in a row at T: more than the bound of 8 referrals
 
 
@@ -136,12 +136,20 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
     try:
         e = serve(tmp, "e", e_reg, e_ports)
         nodes.append(e)
-        recursion = ("--recursion", "--probe-interval", "0.5", "--probe-failures", "2")
+        # A loop nests lookups (S -> Y -> S ...): an upstream timeout with room for the
+        # inner ones on a busy machine.
+        recursion = ("--recursion", "--upstream-timeout", "4", "--probe-interval", "0.5")
         s = serve(tmp, "s", s_reg, s_ports, *recursion)
         nodes.append(s)
         nodes.append(serve(tmp, "y", y_reg, y_ports))
         nodes.append(serve(tmp, "t", t_reg, t_ports))
-        r = serve(tmp, "r", r_reg, Ports.pick(), "--recursion", "--root-info", str(root_info))
+        r = serve(
+            tmp,
+            "r",
+            r_reg,
+            Ports.pick(),
+            *("--recursion", "--upstream-timeout", "4", "--root-info", str(root_info)),
+        )
         nodes.append(r)
         for n in nodes:
             n.wait_ready()
