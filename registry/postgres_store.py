@@ -25,27 +25,34 @@ from .names import NA_PREFIX, key_range, storage_prefix
 from .store import (
     APPLICATION_COLUMNS,
     FEED_KEEP_SECONDS,
+    RECEIVED_COLUMNS,
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
+    STATISTICS_COLUMNS,
     ApplicationRow,
     AuditEntry,
     CommitUnknown,
+    Counts,
     HandleRecord,
     Keep,
     Mutator,
     NewSession,
     Outcome,
+    ReceivedRow,
     Refusal,
     ReplayCheck,
     SessionRow,
+    StatisticsRow,
     Store,
     StoreError,
     application_row,
     feed_prune_due,
     now,
+    received_row,
     redact_url,
     session_row,
     sha256_hex,
+    statistics_row,
 )
 
 GET_MANY = (
@@ -903,6 +910,139 @@ class PostgresStore(Store):
         async with self.pool.acquire() as c:
             rows = await c.fetch("SELECT display, reason FROM prefix_suspensions ORDER BY prefix")
         return [(r[0], r[1]) for r in rows]
+
+    # --- statistics (0012) -------------------------------------------------------------
+
+    async def add_statistics(self, day: str, counts: Sequence[Counts]) -> None:
+        rows = [c for c in counts if c[1] or c[2] or c[3]]
+        if not rows:
+            return
+        async with self.autocommit() as c:
+            await c.execute(
+                "INSERT INTO statistics AS s (prefix, day, registrations, resolutions, errors,"
+                " seq) SELECT p, $2, g, r, e, 1 FROM unnest($1::text[], $3::bigint[],"
+                " $4::bigint[], $5::bigint[]) AS a(p, g, r, e)"
+                " ON CONFLICT (prefix, day) DO UPDATE SET"
+                " registrations = s.registrations + excluded.registrations,"
+                " resolutions = s.resolutions + excluded.resolutions,"
+                " errors = s.errors + excluded.errors, seq = s.seq + 1",
+                [x[0] for x in rows],
+                day,
+                [x[1] for x in rows],
+                [x[2] for x in rows],
+                [x[3] for x in rows],
+            )
+
+    async def statistics(
+        self, prefix: str | None = None, since: str = "", until: str = "9999-12-31"
+    ) -> list[StatisticsRow]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                f"SELECT {STATISTICS_COLUMNS} FROM statistics WHERE ($1::text IS NULL OR"
+                " prefix = $1) AND day >= $2 AND day <= $3 ORDER BY day, prefix",
+                prefix,
+                since,
+                until,
+            )
+        return [statistics_row(tuple(r)) for r in rows]
+
+    async def claim_statistics(
+        self, now: float, lease: float, limit: int = 500
+    ) -> list[StatisticsRow]:
+        async with self.autocommit() as c:
+            rows = await c.fetch(
+                "UPDATE statistics SET next_at = $1 WHERE (prefix, day) IN (SELECT prefix, day"
+                " FROM statistics WHERE seq > sent_seq AND next_at <= $2 ORDER BY day, prefix"
+                f" LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {STATISTICS_COLUMNS}",
+                now + lease,
+                now,
+                limit,
+            )
+        return sorted((statistics_row(tuple(r)) for r in rows), key=lambda r: (r.day, r.prefix))
+
+    async def statistics_sent(self, acked: Sequence[tuple[str, str, int]]) -> None:
+        if not acked:
+            return
+        async with self.autocommit() as c:
+            await c.execute(
+                "UPDATE statistics AS s SET sent_seq = GREATEST(s.sent_seq, a.seq),"
+                " attempts = 0, next_at = 0, error = '' FROM unnest($1::text[], $2::text[],"
+                " $3::bigint[]) AS a(prefix, day, seq) WHERE s.prefix = a.prefix"
+                " AND s.day = a.day",
+                [x[0] for x in acked],
+                [x[1] for x in acked],
+                [x[2] for x in acked],
+            )
+
+    async def statistics_failed(
+        self, rows: Sequence[tuple[str, str]], error: str, next_at: float
+    ) -> None:
+        if not rows:
+            return
+        async with self.autocommit() as c:
+            await c.execute(
+                "UPDATE statistics AS s SET attempts = s.attempts + 1, next_at = $3,"
+                " error = $4 FROM unnest($1::text[], $2::text[]) AS a(prefix, day)"
+                " WHERE s.prefix = a.prefix AND s.day = a.day",
+                [x[0] for x in rows],
+                [x[1] for x in rows],
+                next_at,
+                error,
+            )
+
+    async def statistics_pending(self) -> int:
+        async with self.pool.acquire() as c:
+            n = await c.fetchval("SELECT count(*) FROM statistics WHERE seq > sent_seq")
+        return int(n)
+
+    async def statistics_node(self) -> str:
+        async with self.pool.acquire() as c:
+            node = await c.fetchval("SELECT node FROM statistics_source WHERE id = 1")
+        if node is None:
+            raise StoreError("no statistics_source row: run idnode init to upgrade the registry")
+        return str(node)
+
+    async def receive_statistics(
+        self, sender: str, node: str, reports: Sequence[ReceivedRow]
+    ) -> None:
+        if not reports:
+            return
+        async with self.autocommit() as c:
+            await c.execute(
+                "INSERT INTO statistics_received AS s (node, prefix, day, display, sender,"
+                " registrations, resolutions, errors, seq, received_at)"
+                " SELECT $1, k, d, p, $2, g, r, e, q, $3 FROM unnest($4::text[], $5::text[],"
+                " $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])"
+                " AS a(k, d, p, g, r, e, q)"
+                " ON CONFLICT (node, prefix, day) DO UPDATE SET display = excluded.display,"
+                " sender = excluded.sender, registrations = excluded.registrations,"
+                " resolutions = excluded.resolutions, errors = excluded.errors,"
+                " seq = excluded.seq, received_at = excluded.received_at"
+                " WHERE excluded.seq > s.seq",
+                node,
+                sender,
+                now(),
+                [self.key(r.prefix) for r in reports],
+                [r.day for r in reports],
+                [r.prefix for r in reports],
+                [r.registrations for r in reports],
+                [r.resolutions for r in reports],
+                [r.errors for r in reports],
+                [r.seq for r in reports],
+            )
+
+    async def received_statistics(
+        self, prefix: str | None = None, since: str = "", until: str = "9999-12-31"
+    ) -> list[ReceivedRow]:
+        async with self.pool.acquire() as c:
+            rows = await c.fetch(
+                f"SELECT {RECEIVED_COLUMNS} FROM statistics_received WHERE ($1::text IS NULL"
+                " OR prefix = $1) AND day >= $2 AND day <= $3 ORDER BY day, prefix, node",
+                None if prefix is None else self.key(prefix),
+                since,
+                until,
+            )
+        return [received_row(tuple(r)) for r in rows]
 
 
 _AUDIT = (

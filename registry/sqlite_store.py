@@ -19,25 +19,32 @@ from .names import NA_PREFIX, key_range, storage_prefix
 from .store import (
     APPLICATION_COLUMNS,
     FEED_KEEP_SECONDS,
+    RECEIVED_COLUMNS,
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
+    STATISTICS_COLUMNS,
     ApplicationRow,
     AuditEntry,
+    Counts,
     HandleRecord,
     Keep,
     Mutator,
     NewSession,
     Outcome,
+    ReceivedRow,
     Refusal,
     ReplayCheck,
     SessionRow,
+    StatisticsRow,
     Store,
     StoreError,
     application_row,
     feed_prune_due,
     now,
+    received_row,
     session_row,
     sha256_hex,
+    statistics_row,
 )
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
@@ -678,3 +685,112 @@ class SqliteStore(Store):
     async def suspended_prefixes(self) -> list[tuple[str, str]]:
         rows = self.db.execute("SELECT display, reason FROM prefix_suspensions ORDER BY prefix")
         return [(r[0], r[1]) for r in rows]
+
+    # --- statistics (0012) -------------------------------------------------------------
+
+    async def add_statistics(self, day: str, counts: Sequence[Counts]) -> None:
+        rows = [c for c in counts if c[1] or c[2] or c[3]]
+        for i in range(0, len(rows), _CHUNK):  # one statement unless past 500 prefixes
+            part = rows[i : i + _CHUNK]
+            self.db.execute(
+                "INSERT INTO statistics (prefix, day, registrations, resolutions, errors, seq)"
+                " VALUES " + ", ".join(["(?, ?, ?, ?, ?, 1)"] * len(part)) + " ON CONFLICT"
+                " (prefix, day) DO UPDATE SET"
+                " registrations = statistics.registrations + excluded.registrations,"
+                " resolutions = statistics.resolutions + excluded.resolutions,"
+                " errors = statistics.errors + excluded.errors, seq = statistics.seq + 1",
+                [x for p, g, r, e in part for x in (p, day, g, r, e)],
+            )
+
+    async def statistics(
+        self, prefix: str | None = None, since: str = "", until: str = "9999-12-31"
+    ) -> list[StatisticsRow]:
+        rows = self.db.execute(
+            f"SELECT {STATISTICS_COLUMNS} FROM statistics WHERE (? IS NULL OR prefix = ?)"
+            " AND day >= ? AND day <= ? ORDER BY day, prefix",
+            (prefix, prefix, since, until),
+        ).fetchall()
+        return [statistics_row(r) for r in rows]
+
+    async def claim_statistics(
+        self, now: float, lease: float, limit: int = 500
+    ) -> list[StatisticsRow]:
+        rows = self.db.execute(
+            "UPDATE statistics SET next_at = ? WHERE rowid IN (SELECT rowid FROM statistics"
+            " WHERE seq > sent_seq AND next_at <= ? ORDER BY day, prefix LIMIT ?)"
+            f" RETURNING {STATISTICS_COLUMNS}",
+            (now + lease, now, limit),
+        ).fetchall()  # fetch all: an unfinished statement would keep the write lock
+        return sorted((statistics_row(r) for r in rows), key=lambda r: (r.day, r.prefix))
+
+    async def statistics_sent(self, acked: Sequence[tuple[str, str, int]]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE statistics SET sent_seq = max(sent_seq, ?), attempts = 0, next_at = 0,"
+                " error = '' WHERE prefix = ? AND day = ?",
+                [(seq, prefix, day) for prefix, day, seq in acked],
+            )
+
+    async def statistics_failed(
+        self, rows: Sequence[tuple[str, str]], error: str, next_at: float
+    ) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE statistics SET attempts = attempts + 1, next_at = ?, error = ?"
+                " WHERE prefix = ? AND day = ?",
+                [(next_at, error, prefix, day) for prefix, day in rows],
+            )
+
+    async def statistics_pending(self) -> int:
+        (n,) = self.db.execute("SELECT count(*) FROM statistics WHERE seq > sent_seq").fetchone()
+        return int(n)
+
+    async def statistics_node(self) -> str:
+        row = self.db.execute("SELECT node FROM statistics_source WHERE id = 1").fetchone()
+        if row is None:
+            raise StoreError("no statistics_source row: run idnode init to upgrade the registry")
+        return str(row[0])
+
+    async def receive_statistics(
+        self, sender: str, node: str, reports: Sequence[ReceivedRow]
+    ) -> None:
+        at = now()
+        for i in range(0, len(reports), _CHUNK // 2):
+            part = reports[i : i + _CHUNK // 2]
+            self.db.execute(
+                "INSERT INTO statistics_received (node, prefix, day, display, sender,"
+                " registrations, resolutions, errors, seq, received_at) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
+                + " ON CONFLICT (node, prefix, day) DO UPDATE SET display = excluded.display,"
+                " sender = excluded.sender, registrations = excluded.registrations,"
+                " resolutions = excluded.resolutions, errors = excluded.errors,"
+                " seq = excluded.seq, received_at = excluded.received_at"
+                " WHERE excluded.seq > statistics_received.seq",
+                [
+                    x
+                    for r in part
+                    for x in (
+                        node,
+                        self.key(r.prefix),
+                        r.day,
+                        r.prefix,
+                        sender,
+                        r.registrations,
+                        r.resolutions,
+                        r.errors,
+                        r.seq,
+                        at,
+                    )
+                ],
+            )
+
+    async def received_statistics(
+        self, prefix: str | None = None, since: str = "", until: str = "9999-12-31"
+    ) -> list[ReceivedRow]:
+        key = None if prefix is None else self.key(prefix)
+        rows = self.db.execute(
+            f"SELECT {RECEIVED_COLUMNS} FROM statistics_received WHERE (? IS NULL OR prefix = ?)"
+            " AND day >= ? AND day <= ? ORDER BY day, prefix, node",
+            (key, key, since, until),
+        ).fetchall()
+        return [received_row(r) for r in rows]

@@ -6,8 +6,9 @@ Reads are batched (``get_many``): the resolver coalesces its misses into one que
 
 The interface is split by concern (``HandleStore``, ``PrefixStore``, ``AuditLog``,
 ``InvalidationLog``, ``SessionTable``, ``RestSessionTable``, ``ServerKeyStore``,
-``ApiKeyStore``, ``TemplateStore``, ``PrefixLifecycleStore``) so a caller can name the
-one part it uses; ``Store`` is all of them, and is what a backend implements.
+``ApiKeyStore``, ``TemplateStore``, ``PrefixLifecycleStore``, ``StatisticsStore``) so a
+caller can name the one part it uses; ``Store`` is all of them, and is what a backend
+implements.
 """
 
 from __future__ import annotations
@@ -553,6 +554,122 @@ class PrefixLifecycleStore(ABC):
         """(prefix as suspended, reason) of every suspended prefix."""
 
 
+@dataclass(frozen=True, slots=True)
+class StatisticsRow:
+    """This node's counts for one prefix and UTC day (registry/statistics.py), and how far
+    they have been reported upward: ``seq`` is bumped by every flush that adds to the row,
+    ``sent_seq`` is the last ``seq`` the node above acknowledged."""
+
+    prefix: str
+    day: str  # YYYY-MM-DD
+    registrations: int
+    resolutions: int
+    errors: int
+    seq: int
+    sent_seq: int = 0
+    attempts: int = 0
+    next_at: float = 0.0
+    error: str = ""
+
+
+STATISTICS_COLUMNS = (
+    "prefix, day, registrations, resolutions, errors, seq, sent_seq, attempts, next_at, error"
+)
+
+
+def statistics_row(r: Sequence[Any]) -> StatisticsRow:
+    return StatisticsRow(
+        r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]),
+        float(r[8]), r[9],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRow:
+    """A child node's latest cumulative report for one prefix and day, at a top node."""
+
+    node: str  # the reporting registry's id
+    prefix: str  # as reported
+    day: str
+    sender: str  # the administrator it authenticated as
+    registrations: int
+    resolutions: int
+    errors: int
+    seq: int
+    received_at: int = 0
+
+
+RECEIVED_COLUMNS = (
+    "node, display, day, sender, registrations, resolutions, errors, seq, received_at"
+)
+
+
+def received_row(r: Sequence[Any]) -> ReceivedRow:
+    return ReceivedRow(
+        r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), int(r[7]), int(r[8])
+    )
+
+
+# (prefix, registrations, resolutions, errors): what one flush adds for one day.
+Counts = tuple[str, int, int, int]
+
+
+class StatisticsStore(ABC):
+    """Per-prefix, per-day statistics: this node's counts and their upward reports, and
+    at a top-level node the reports its children sent (migration 0012)."""
+
+    @abstractmethod
+    async def add_statistics(self, day: str, counts: Sequence[Counts]) -> None:
+        """Add a flush's counts to (prefix, day) rows in one statement (rows made as
+        needed; each row touched gets ``seq`` bumped, so it is reported again)."""
+
+    @abstractmethod
+    async def statistics(
+        self, prefix: str | None = None, since: str = "", until: str = "9999-12-31"
+    ) -> list[StatisticsRow]:
+        """This node's rows (of one prefix, or all), days in ``since..until``."""
+
+    @abstractmethod
+    async def claim_statistics(
+        self, now: float, lease: float, limit: int = 500
+    ) -> list[StatisticsRow]:
+        """Rows with a snapshot not yet acknowledged (``seq > sent_seq``) and due at
+        ``now``, each moved to ``now + lease`` in the same statement (one worker sends)."""
+
+    @abstractmethod
+    async def statistics_sent(self, acked: Sequence[tuple[str, str, int]]) -> None:
+        """(prefix, day, seq) acknowledged by the node above: ``sent_seq`` raised to it
+        (never lowered), the retry state cleared."""
+
+    @abstractmethod
+    async def statistics_failed(
+        self, rows: Sequence[tuple[str, str]], error: str, next_at: float
+    ) -> None:
+        """A report of these (prefix, day) rows failed: attempts counted, retried at
+        ``next_at``."""
+
+    @abstractmethod
+    async def statistics_pending(self) -> int:
+        """How many rows have a snapshot not yet acknowledged."""
+
+    @abstractmethod
+    async def statistics_node(self) -> str:
+        """This registry's reporting id (made by migration 0012)."""
+
+    @abstractmethod
+    async def receive_statistics(
+        self, sender: str, node: str, reports: Sequence[ReceivedRow]
+    ) -> None:
+        """Keep child reports in one statement: a (node, prefix, day) row is replaced
+        only by a report with a higher ``seq`` (a resend changes nothing)."""
+
+    @abstractmethod
+    async def received_statistics(
+        self, prefix: str | None = None, since: str = "", until: str = "9999-12-31"
+    ) -> list[ReceivedRow]:
+        """Received reports (of one prefix, or all), days in ``since..until``, by day."""
+
+
 class Store(
     HandleStore,
     PrefixStore,
@@ -564,6 +681,7 @@ class Store(
     ApiKeyStore,
     TemplateStore,
     PrefixLifecycleStore,
+    StatisticsStore,
 ):
     """A registry backend: every part above, over one database. Callers that need one
     part may ask for it (``HandleStore``, ``SessionTable``, ...); a backend is all of
