@@ -18,6 +18,7 @@ from .names import InvalidName, check_handle, normalize, prefix_of, storage_pref
 from .permissions import Permissions
 from .prefix_templates import PrefixTemplates, check_values
 from .results import BatchItem
+from .statistics import USAGE
 from .store import REGISTERED_ALREADY, AuditEntry, HandleRecord, Refusal, now
 from .templates import TEMPLATE_INDEX, Template
 from .value_checks import prepare
@@ -111,6 +112,7 @@ class Batches:
                 rc = exc.rc if isinstance(exc, Refusal) else RC.INVALID_HANDLE
                 msg = exc.message if isinstance(exc, Refusal) else str(exc)
                 results[i] = BatchItem(handle, rc, msg)
+                USAGE.refused(handle)
                 refused.append(
                     AuditEntry(
                         now(),
@@ -144,6 +146,7 @@ class Batches:
             results[i] = BatchItem(rec.handle, rc, msg)
             if rc == RC.SUCCESS and msg != REGISTERED_ALREADY:
                 changed.append(rec.handle)
+                USAGE.registered(rec.handle)  # statistics reported upward
                 if quotas is not None:
                     quotas.used(storage_prefix(rec.handle), 1)
         if changed:

@@ -37,6 +37,7 @@ from .prefix_templates import PrefixTemplates
 from .quotas import Quotas
 from .rest_sessions import RestSessionStore
 from .sealing import Sealer
+from .statistics import Statistics
 from .store import CommitUnknown, Store, StoreError
 from .writes import HandleWrites, OnChange
 
@@ -111,6 +112,8 @@ class RegistryService:
             store, authority, self.permissions, self.audit, sealer=sealer, on_change=on_change
         )
         self.writes.suspensions = self.applications.suspensions
+        # Statistics reported upward, and (at a top-level node) received from below.
+        self.statistics = Statistics(store, authority, self.permissions)
 
         # What the front doors call, by the names they use.
         self.create = self.writes.create

@@ -34,6 +34,7 @@ from .quotas import Quotas
 from .results import WriteResult
 from .sealing import Sealer
 from .site_servers import SiteServers
+from .statistics import USAGE
 from .store import KEEP, Outcome, Refusal, Store
 from .templates import Template
 from .value_checks import encode_sorted, keep_unchanged_timestamps, prepare
@@ -178,6 +179,11 @@ class HandleWrites:
         result = await self._write(handle, decide, who, "CREATE")
         if result.ok and not replaced and self.quotas is not None:
             self.quotas.used(storage_prefix(handle), 1)
+        if result.ok:  # statistics reported upward (registry/statistics.py)
+            if not replaced:
+                USAGE.registered(handle)
+        else:
+            USAGE.refused(handle)
         return WriteResult(result.code, result.message, result.changed, handle, replaced)
 
     # --- delete ------------------------------------------------------------------------

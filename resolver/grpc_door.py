@@ -34,6 +34,7 @@ from idnode.registry.auth import Identity
 from idnode.registry.login_guard import Throttled
 from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
 from idnode.registry.service import unavailable as registry_unavailable
+from idnode.registry.statistics import USAGE
 
 from .codec import HandleValue, ProtocolError, ResponseCode, decode_values
 from .codec.codes import TtlType
@@ -162,8 +163,13 @@ class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defi
     async def _resolution(self, r: Any) -> Resolution:
         e = self.core.cached(r.handle)
         if e is not None:
-            return answer(e, tuple(r.indexes), tuple(r.types))
-        return await self.core.resolve(r.handle, tuple(r.indexes), tuple(r.types), l1_checked=True)
+            res = answer(e, tuple(r.indexes), tuple(r.types))
+        else:
+            res = await self.core.resolve(
+                r.handle, tuple(r.indexes), tuple(r.types), l1_checked=True
+            )
+        USAGE.resolved(r.handle, res.response_code)  # per-prefix statistics
+        return res
 
     def _response(self, r: Any, res: Resolution) -> Any:
         values = self._values(res.values_wire) if res.response_code == RC.SUCCESS else []
@@ -181,6 +187,7 @@ class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defi
 
     def _item(self, r: Any, res: Resolution) -> bytes:
         """One serialised ResolveResponse, cached by (handle, values) when unfiltered."""
+        USAGE.resolved(r.handle, res.response_code)  # per-prefix statistics (a batch item)
         if r.indexes or r.types or res.response_code != RC.SUCCESS:
             return bytes(self._response(r, res).SerializeToString())
         key = (r.handle, res.values_wire)

@@ -19,6 +19,8 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from idnode.registry.statistics import USAGE
+
 from . import metrics
 from .codec import (
     ErrorResponse,
@@ -312,6 +314,7 @@ class HandleService:
                 )
             )
         self._tally.request(door, 1, res.response_code)
+        USAGE.resolved(q.handle, res.response_code)  # per-prefix statistics, reported upward
         if t0:
             self._latency[door].observe(time.perf_counter() - t0)
         return out

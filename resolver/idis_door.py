@@ -26,6 +26,7 @@ from idnode.registry.credentials import TOKEN_SECONDS
 from idnode.registry.login_guard import Throttled
 from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
 from idnode.registry.service import unavailable as registry_unavailable
+from idnode.registry.statistics import USAGE
 from idnode.registry.templates import TEMPLATE_INDEX
 
 from .codec import HandleValue, Permission, ProtocolError, ResponseCode, decode_values
@@ -241,9 +242,10 @@ class IdisApi:
         if not handle:
             raise _Refused(BUSINESS, "give ?handle=")
         e = await self.core.entry(handle)
+        res = e if isinstance(e, Resolution) else answer(e, (), ())
+        USAGE.resolved(handle, res.response_code)  # per-prefix statistics
         if isinstance(e, Resolution):
             return result(status_of(e.response_code), e.message)
-        res = answer(e, (), ())
         if res.response_code != RC.SUCCESS:
             return result(status_of(res.response_code), res.message)
         values = decode_values(res.values_wire)

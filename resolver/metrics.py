@@ -111,6 +111,25 @@ UPSTREAM_LOOKUPS = Counter(
     "unanswered (no server answered) or down (not asked: the server is marked down)",
     ["outcome"],
 )
+# Statistics reported upward (resolver/upstream/reporting.py).
+STATISTICS_QUEUED = Gauge(
+    "idnode_statistics_reports_queued",
+    "Per-prefix, per-day statistics rows with counts the node above has not acknowledged",
+    multiprocess_mode="livemax",
+)
+STATISTICS_SENT = Counter(
+    "idnode_statistics_reports_sent_total",
+    "Statistics reports (one prefix and day each) the node above acknowledged",
+)
+STATISTICS_FAILED = Counter(
+    "idnode_statistics_report_failures_total",
+    "Attempts to send statistics reports upward that failed (retried with backoff)",
+)
+STATISTICS_LAST = Gauge(
+    "idnode_statistics_last_report_seconds",
+    "Unix time of the last statistics report the node above acknowledged",
+    multiprocess_mode="max",
+)
 
 _KNOWN_OPS = frozenset(int(c) for c in OpCode)
 _KNOWN_RCS = frozenset(int(c) for c in ResponseCode) | {-1}

@@ -209,6 +209,8 @@ class Node:
         self._probes: asyncio.Task[None] | None = None  # health of delegated servers
         self._site_keys: asyncio.Task[None] | None = None
         self._lifecycle: asyncio.Task[None] | None = None
+        self._statistics: asyncio.Task[None] | None = None  # counts flushed and reported
+        self._authority: PrefixAuthority | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -289,6 +291,7 @@ class Node:
             site = with_keys(site, stored_keys((await store.get_many([key])).get(key), site))
         await self._publish_site(store, homed, site, core)
         self._prefix_lifecycle(registry, suspension, site)
+        self._start_statistics(store, authority)
         service = HandleService(core, site, registry, sessions, limiter, door)
         if partition is not None:  # then asked of them until all are known
             self._site_keys = asyncio.get_running_loop().create_task(
@@ -384,6 +387,32 @@ class Node:
             ).register
         self._lifecycle = asyncio.get_running_loop().create_task(
             prefix_lifecycle_timer(stage, apps)
+        )
+
+    def _start_statistics(self, store: Store, authority: PrefixAuthority) -> None:
+        """Per-prefix counts flushed into the registry, and reported to --upward-top
+        (registry/statistics.py, resolver/upstream/reporting.py)."""
+        from idnode.registry.statistics import USAGE, homed_prefix
+
+        from .upstream.reporting import Reporter, statistics_timer
+
+        s = self.settings
+        self._authority = authority
+        USAGE.homed_of = lambda p: homed_prefix(authority, p)
+        reporter = None
+        if s.upward_top and s.statistics_report > 0:
+            reporter = Reporter(
+                store,
+                s.upward_top,
+                Identity.parse(s.upward_admin),
+                secret=s.upward_secret.encode() if s.upward_secret else None,
+                key_file=s.upward_key_file or None,
+                http=s.upward_http,
+                retry_max=s.upward_retry_max,
+                timeout=max(2.0, min(10.0, 4 * s.statistics_report)),
+            )
+        self._statistics = asyncio.get_running_loop().create_task(
+            statistics_timer(store, authority, reporter, s.statistics_flush, s.statistics_report)
         )
 
     def _registry(
@@ -557,6 +586,7 @@ class Node:
             self._reap,
             self._parent,
             self._lifecycle,
+            self._statistics,
         ):
             if task is not None:
                 task.cancel()
@@ -576,6 +606,13 @@ class Node:
             await self.core.drain()
         if self.l2 is not None:
             await self.l2.close()
+        if self.store is not None and self._authority is not None:
+            from idnode.registry.statistics import flush
+
+            try:  # this worker's last counts (a kill -9 loses at most one interval's)
+                await flush(self.store, self._authority)
+            except Exception as exc:
+                log.warning("cannot store this worker's last statistics: %s", exc)
         if self.store is not None:
             await self.store.close()
         from . import metrics

@@ -33,6 +33,7 @@ from idnode.registry.names import InvalidName, check_handle, prefix_of
 from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
 from idnode.registry.service import unavailable as registry_unavailable
 from idnode.registry.sessions import SessionLimit
+from idnode.registry.statistics import USAGE
 from idnode.registry.writes import mint_handle
 
 from . import metrics
@@ -165,6 +166,9 @@ class RestApi:
         from .rest_prefixes_door import PrefixApi  # it builds on this module
 
         PrefixApi(self).add_routes(app)  # the prefix lifecycle
+        from .rest_statistics_door import StatisticsApi
+
+        StatisticsApi(self).add_routes(app)  # statistics reported upward and received
 
     # --- request parsing -------------------------------------------------------------
 
@@ -358,6 +362,7 @@ class RestApi:
             )
             res = answer(e, indexes, types, authorized=authorized)
         metrics.TALLY.request("rest", 1, res.response_code)
+        USAGE.resolved(handle, res.response_code)  # per-prefix statistics, reported upward
         if res.response_code == RC.SUCCESS:
             values = [value_to_json(v) for v in decode_values(res.values_wire)]
             return reply(RC.SUCCESS, handle, values=values)

@@ -395,6 +395,25 @@ class Settings:
             "(doubling from 2 s), seconds"
         },
     )
+    # Statistics reported upward (registry/statistics.py, resolver/upstream/reporting.py).
+    upward_http: str = field(
+        default="",
+        metadata={
+            "help": "the node above's HTTP port (HOST:PORT or http(s)://...) statistics are "
+            "POSTed to; empty = the HTTP interface its site information publishes"
+        },
+    )
+    statistics_flush: float = field(
+        default=10.0,
+        metadata={"help": "seconds between a worker's flushes of its per-prefix counts"},
+    )
+    statistics_report: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds between reports of per-prefix statistics to --upward-top "
+            "(0 = not reported; counted all the same)"
+        },
+    )
 
     @property
     def site_address(self) -> str:
