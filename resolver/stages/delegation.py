@@ -6,12 +6,12 @@ The map is this worker's, built from the registry's prefix records at start, reb
 when a write touches a ``0.NA/`` handle (the core hands every invalidation to
 :meth:`DelegationStage.forget`; the writer's own worker rebuilds before the write is
 acknowledged, in :meth:`DelegationStage.invalidate`) and on the node's prefix-refresh
-timer (:meth:`DelegationStage.reload`).
+timer (:meth:`DelegationStage.reload`). Rebuilds are coalesced (reloader.py): a burst
+of changes costs at most two, and a lookup waits only when a change is pending.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -22,6 +22,7 @@ from idnode.registry.store import Store
 
 from ..codec import ResponseCode
 from ..l1 import Entry
+from .reloader import Reloader
 from .stage import Lookup, Resolution, Stage
 
 log = logging.getLogger("idnode.delegation")
@@ -45,16 +46,13 @@ class DelegationStage(Stage):
         # Called when the map changed: a cache in front of this stage (L1) may hold
         # handles that are now referred elsewhere.
         self.on_change = on_change
-        self._pending: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        # One rebuild at a time and at most one queued, however many changes are heard.
+        self.reloader = Reloader(self._build, "the delegated prefixes")
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
-        pending = self._pending
-        if pending is not None and not pending.done():
-            # Another worker's write of a prefix handle was just heard: answer from the
-            # rebuilt map, not the one it replaces (shielded: a cancelled lookup must
-            # not cancel the rebuild).
-            await asyncio.shield(pending)
+        # Another worker's write of a prefix handle was just heard: answer from the
+        # rebuilt map, not the one it replaces (at once when no change is pending).
+        await self.reloader.fresh()
         r = self.delegations.referral(q.key)
         if r is None:
             if "/" in q.key:
@@ -65,69 +63,49 @@ class DelegationStage(Stage):
         return Resolution(r.response_code, d.sites_wire, d.describe(), d.referral_handle)
 
     async def reload(self) -> None:
-        """Rebuild the map from the registry (raises if the registry cannot be read)."""
-        async with self._lock:
-            records = await self.store.prefix_records()
-            candidates = self.delegations.candidates(records)
-            services = [
-                normalize(s, self.delegations.case_sensitive)
-                for _, values in candidates
-                if (s := service_handle(values)) is not None
-            ]
-            held = await self.store.get_many(sorted(set(services))) if services else {}
-            own = self.delegations.own_sites(records)
-            if self.delegations.build(candidates, held, own):
-                log.info(
-                    "delegated prefixes: %s",
-                    ", ".join(sorted(self.delegations.prefixes)) or "(none)",
-                )
-                if self.on_change is not None:
-                    self.on_change()
+        """Rebuild the map from the registry (raises if the registry cannot be read); a
+        timer's rebuild: lookups do not wait for it."""
+        await self.reloader.reload()
+
+    async def _build(self) -> None:
+        records = await self.store.prefix_records()
+        candidates = self.delegations.candidates(records)
+        services = [
+            normalize(s, self.delegations.case_sensitive)
+            for _, values in candidates
+            if (s := service_handle(values)) is not None
+        ]
+        held = await self.store.get_many(sorted(set(services))) if services else {}
+        own = self.delegations.own_sites(records)
+        if self.delegations.build(candidates, held, own):
+            log.info(
+                "delegated prefixes: %s",
+                ", ".join(sorted(self.delegations.prefixes)) or "(none)",
+            )
+            if self.on_change is not None:
+                self.on_change()
 
     async def refresh(self) -> None:
         """:meth:`reload`, logging (not raising) when the registry cannot be read."""
-        try:
+        with contextlib.suppress(Exception):  # logged by the reloader
             await self.reload()
-        except Exception as exc:
-            log.warning("cannot reload the delegated prefixes: %s", exc)
-
-    def _schedule(self) -> None:
-        if self._pending is not None and not self._pending.done():
-            # One more after the one under way: it may have read before this change.
-            prev = self._pending
-
-            async def after() -> None:
-                with contextlib.suppress(Exception):
-                    await prev
-                await self.refresh()
-
-            self._pending = asyncio.get_running_loop().create_task(after())
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a test calling forget directly)
-            return
-        self._pending = loop.create_task(self.refresh())
 
     def forget(self, keys: Sequence[str]) -> None:
         if touches_prefixes(keys):
-            self._schedule()
+            self.reloader.changed()
 
     def forget_all(self) -> None:
-        self._schedule()
+        self.reloader.changed()
 
     async def invalidate(self, keys: Sequence[str]) -> None:
         # This worker's own write: rebuild before the write is acknowledged, so the
         # writer's next lookup here already sees it (never raises: the write committed).
         if touches_prefixes(keys):
-            await self.refresh()
+            await self.reloader.changed_and_wait()
 
     async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
         if everything or touches_prefixes(keys):
-            await self.refresh()
+            await self.reloader.changed_and_wait()
 
     async def drain(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pending
+        await self.reloader.close()

@@ -11,7 +11,8 @@ The set is this worker's (registry/prefix_applications.py ``Suspensions``), shar
 the write path; it is read at start, rebuilt when a ``0.NA/`` key is invalidated (a
 suspension or resumption invalidates ``0.NA/<prefix>``, which reaches every worker and
 node through Redis or the change feed; the writer's worker rebuilds before it answers)
-and on the node's prefix-refresh timer. A change clears L1, which sits in front.
+and on the node's prefix-refresh timer, coalesced as the delegation map's
+(reloader.py). A change clears L1, which sits in front.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from idnode.registry.store import Store
 
 from ..l1 import Entry
 from .delegation import touches_prefixes
+from .reloader import Reloader
 from .stage import Lookup, Resolution, Stage
 
 log = logging.getLogger("idnode.suspension")
@@ -46,13 +48,10 @@ class SuspensionStage(Stage):
         self.suspensions = suspensions
         self.store = store
         self.on_change = on_change
-        self._pending: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self.reloader = Reloader(self._build, "the suspended prefixes")
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
-        pending = self._pending
-        if pending is not None and not pending.done():
-            await asyncio.shield(pending)  # a suspension just heard of: answer after it
+        await self.reloader.fresh()  # a suspension just heard of: answer after it
         if not self.suspensions:
             return None
         p = self.suspensions.of(q.key)
@@ -61,54 +60,37 @@ class SuspensionStage(Stage):
         return Resolution(SUSPENDED_RC, message=suspended_message(p))
 
     async def reload(self) -> None:
-        """Re-read the suspended prefixes (raises if the registry cannot be read)."""
-        async with self._lock:
-            if self.suspensions.replace(await self.store.suspended_prefixes()):
-                log.info("suspended prefixes: %s", ", ".join(self.suspensions.prefixes) or "(none)")
-                if self.on_change is not None:
-                    self.on_change()
+        """Re-read the suspended prefixes (raises if the registry cannot be read); a
+        timer's re-read: lookups do not wait for it."""
+        await self.reloader.reload()
+
+    async def _build(self) -> None:
+        if self.suspensions.replace(await self.store.suspended_prefixes()):
+            log.info("suspended prefixes: %s", ", ".join(self.suspensions.prefixes) or "(none)")
+            if self.on_change is not None:
+                self.on_change()
 
     async def refresh(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # logged by the reloader
             await self.reload()
-        except Exception as exc:
-            log.warning("cannot reload the suspended prefixes: %s", exc)
-
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        prev = self._pending
-
-        async def after() -> None:
-            if prev is not None:
-                with contextlib.suppress(Exception):
-                    await prev
-            await self.refresh()
-
-        self._pending = loop.create_task(after())
 
     def forget(self, keys: Sequence[str]) -> None:
         if touches_prefixes(keys):
-            self._schedule()
+            self.reloader.changed()
 
     def forget_all(self) -> None:
-        self._schedule()
+        self.reloader.changed()
 
     async def invalidate(self, keys: Sequence[str]) -> None:
         if touches_prefixes(keys):
-            await self.refresh()
+            await self.reloader.changed_and_wait()
 
     async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
         if everything or touches_prefixes(keys):
-            await self.refresh()
+            await self.reloader.changed_and_wait()
 
     async def drain(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pending
+        await self.reloader.close()
 
 
 UPWARD_POLL_SECONDS = 2.0
