@@ -46,6 +46,7 @@ Check = Callable[[int, str], None]  # refuse unless the writer has this permissi
 Apply = Callable[[Values, tuple[HandleValue, ...], Check], str]
 
 MINT_ATTEMPTS = 4
+MINT_DRAWS_PER_SERVER = 64  # draws per server of the site for one that hashes here
 
 log = logging.getLogger("idnode.registry")
 
@@ -120,15 +121,32 @@ class HandleWrites:
             return await self._create_one(handle, values, who, overwrite=overwrite)
         created = WriteResult(RC.ERROR, "no handle minted", handle=handle)
         for _ in range(MINT_ATTEMPTS):  # a UUID collision is a retry, never a failure
-            minted = mint_handle(handle)
-            for _ in range(64):  # on a site of N servers: one that hashes to this one
-                if self.site is None or self.site.holder(minted) is None:
-                    break
-                minted = mint_handle(handle)
+            minted = self._mint_here(handle)
+            if minted is None:
+                return WriteResult(
+                    RC.ERROR,
+                    f"no minted handle under {handle} hashed to this server of the site "
+                    f"in {self._mint_draws()} draws; mint on another server of the site",
+                    handle=handle,
+                )
             created = await self._create_one(minted, values, who, overwrite=False)
             if created.code != RC.HANDLE_ALREADY_EXISTS:
                 break
         return created
+
+    def _mint_draws(self) -> int:
+        # On a site of N servers a draw hashes here with chance 1/N: 64 * N draws all
+        # miss with chance (1 - 1/N) ** (64 * N) < e ** -64, never in practice.
+        return MINT_DRAWS_PER_SERVER * (len(self.site.site.servers) if self.site else 1)
+
+    def _mint_here(self, stem: str) -> str | None:
+        """A minted handle under ``stem`` that this server of the site holds (any, on a
+        single server); None when every draw hashed to another server."""
+        for _ in range(self._mint_draws()):
+            minted = mint_handle(stem)
+            if self.site is None or self.site.holder(minted) is None:
+                return minted
+        return None
 
     async def _create_one(
         self, handle: str, values: tuple[HandleValue, ...], who: Identity, *, overwrite: bool
