@@ -9,6 +9,7 @@ import collections
 import http.client
 import itertools
 import os
+import secrets
 import socket
 import time
 import urllib.error
@@ -55,7 +56,13 @@ from .codec.auth import (
 from .codec.credential import encode_credential, session_mac
 from .codec.message import header_and_body, is_encrypted, reseal, with_credential
 
-_ids = itertools.count(int.from_bytes(os.urandom(3), "big") + 1)
+
+def new_request_id() -> int:
+    """A random request id (1 .. 2^31-1): an off-path sender cannot guess the id of a
+    request in flight, as it could a counter's next value."""
+    return secrets.randbits(31) or 1
+
+
 SENT_KEPT = 64  # requests an AdminClient remembers (AdminClient.sent)
 
 
@@ -83,7 +90,7 @@ def resolution_request(
         op_code=OpCode.RESOLUTION,
         body=ResolutionRequest(handle, indexes, types),
         op_flags=flags,
-        request_id=next(_ids) & 0x7FFFFFFF,
+        request_id=new_request_id(),
         minor_version=minor_version,
         expiration=int(time.time()) + 3600,
     )
@@ -357,7 +364,7 @@ class AdminClient:
         return replace(
             m,
             session_id=self.session_id,
-            request_id=next(_ids) & 0x7FFFFFFF,
+            request_id=new_request_id(),
             major_version=self.version[0],
             minor_version=self.version[1],
             op_flags=flags,
@@ -408,7 +415,7 @@ class AdminClient:
                 op_code=OpCode.CHALLENGE_RESPONSE,
                 body=self._answer(first.body.nonce, first.request_digest.digest),
                 session_id=first.session_id,
-                request_id=next(_ids) & 0x7FFFFFFF,
+                request_id=new_request_id(),
                 major_version=m.major_version,
                 minor_version=m.minor_version,
                 op_flags=m.op_flags & (OpFlag.ENC | OpFlag.CT),

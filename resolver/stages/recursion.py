@@ -24,6 +24,17 @@ when there are mirrors), a held answer is served even past its TTL (for up to ``
 seconds after it, counted as ``stale``); without one the client gets RC 2 at once,
 "enterprise node HOST:PORT for PREFIX is not answering". A held answer is also served
 stale when no server answers a lookup.
+
+A lookup that fails (no service for the prefix, no server answered, a loop or a bound
+reached: RC 6) is remembered for ``failure_ttl`` seconds, by prefix when it failed
+finding the prefix's service, else by handle, in a bounded LRU: asking again within that
+time sends nothing upstream, so a client (or a forged source) repeating a failing
+request cannot make this node send the same requests to a third party again and again.
+
+A client that sets CT (certified) is not answered here: what the stage has is what it
+was told upstream, unverified, and the node would put its own signature on it. Such a
+request passes on and gets the delegation's referral, so the client asks the enterprise
+node and gets that node's own signed answer.
 """
 
 from __future__ import annotations
@@ -51,13 +62,15 @@ from ..codec import (
 from ..codec.codes import rc_name
 from ..codec.sitehash import responsible_server
 from ..l1 import Entry, Lifetimes
-from ..upstream.health import ServerHealth, server_label
+from ..upstream.health import MAX_PER_DELEGATION, ServerHealth, server_label
 from ..upstream.sites import sites_from_values
 from ..upstream.walker import Walker, WalkError
 from .delegation import DelegationStage, touches_prefixes
 from .stage import Lookup, Resolution, Stage
 
 _REC = int(OpFlag.REC)
+_CT = int(OpFlag.CT)
+FAILURE_TTL = 5.0  # a failed lookup is not repeated upstream for this long (s)
 NEGATIVE_TTL_MAX = 60.0  # a "not found" is never kept longer: the handle may be created
 
 
@@ -97,6 +110,39 @@ class AnswerCache:
         self._d.clear()
 
 
+class FailureCache:
+    """Failed lookups (their Resolution and whether "unanswered"), each for ``ttl``
+    seconds; a bounded LRU."""
+
+    def __init__(self, max_entries: int = 10_000, ttl: float = FAILURE_TTL) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._d: OrderedDict[str, tuple[float, Resolution, bool]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: str, now: float) -> tuple[Resolution, bool] | None:
+        hit = self._d.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= now:
+            del self._d[key]
+            return None
+        return hit[1], hit[2]
+
+    def put(self, key: str, got: Resolution, unanswered: bool, now: float) -> None:
+        if self.ttl <= 0 or self.max_entries <= 0:
+            return
+        self._d[key] = (now + self.ttl, got, unanswered)
+        self._d.move_to_end(key)
+        while len(self._d) > self.max_entries:
+            self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        self._d.clear()
+
+
 @dataclass
 class Recursion:
     """How this node recurses: what it asks with, and what it keeps."""
@@ -108,6 +154,7 @@ class Recursion:
     cache: AnswerCache | None = None
     max_ttl: float = 3600.0
     negative_ttl: float = 30.0
+    failure_ttl: float = FAILURE_TTL
     lifetimes: Lifetimes = field(init=False)  # from max_ttl and negative_ttl (at most 60 s)
 
     def __post_init__(self) -> None:
@@ -116,15 +163,23 @@ class Recursion:
         self.lifetimes = Lifetimes(self.max_ttl, min(self.negative_ttl, NEGATIVE_TTL_MAX))
 
 
-def delegated_servers(delegations: Delegations) -> list[ServerInfo]:
-    """Every server of every delegated prefix's sites: what the health probes watch."""
+def delegated_servers(
+    delegations: Delegations, per_delegation: int = MAX_PER_DELEGATION
+) -> list[ServerInfo]:
+    """The servers of every delegated prefix's sites, at most ``per_delegation`` of each
+    (a record naming a thousand servers gets a few probed, not a thousand): what the
+    health probes watch (ServerHealth bounds the total)."""
     out: list[ServerInfo] = []
     for prefix in sorted(delegations.prefixes):
         r = delegations.referral(prefix + "/")
         if r is None:
             continue
+        mine: list[ServerInfo] = []
         for site in sites_from_values(decode_values(r.delegation.sites_wire)):
-            out.extend(site.servers)
+            mine.extend(site.servers[: per_delegation - len(mine)])
+            if len(mine) >= per_delegation:
+                break
+        out.extend(mine)
     return out
 
 
@@ -143,12 +198,15 @@ class RecursionStage(Stage):
         self.authority = authority
         self.delegation = delegation
         self.cache: AnswerCache = recursion.cache or AnswerCache()
+        self.failures = FailureCache(self.cache.max_entries, recursion.failure_ttl)
         # Keyed by handle and recursionCount: a request that comes back here through a
         # loop (a higher count) must not wait for the lookup that sent it.
         self._flights: dict[tuple[str, int], asyncio.Future[tuple[Entry | Resolution, bool]]] = {}
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
-        if not q.flags & _REC:
+        if not q.flags & _REC or q.flags & _CT:
+            # CT: an answer of ours would carry our signature over values nobody here
+            # verified; the client gets the referral and asks the signer itself.
             return None
         target = await self._target(q)
         if target is None:
@@ -181,8 +239,15 @@ class RecursionStage(Stage):
                     message=f"enterprise node {server} for {prefix} is not answering",
                 )
             sites = up
+        failed = self.failures.get(_prefix_key(prefix), now) or self.failures.get(q.key, now)
+        if failed is not None:
+            if failed[1] and held is not None:
+                metrics.RECURSION_CACHE.labels("stale").inc()
+                return held
+            metrics.RECURSION_CACHE.labels("failed").inc()
+            return failed[0]
         metrics.RECURSION_CACHE.labels("miss").inc()
-        got, unanswered = await self._shared(q, sites)
+        got, unanswered = await self._shared(q, sites, prefix)
         if unanswered and held is not None:
             metrics.RECURSION_CACHE.labels("stale").inc()
             return held
@@ -208,7 +273,7 @@ class RecursionStage(Stage):
         return None
 
     async def _shared(
-        self, q: Lookup, sites: tuple[SiteInfo, ...]
+        self, q: Lookup, sites: tuple[SiteInfo, ...], prefix: str
     ) -> tuple[Entry | Resolution, bool]:
         """One upstream lookup per handle at a time: concurrent misses share it."""
         key = (q.key, q.recursion_count)
@@ -221,7 +286,7 @@ class RecursionStage(Stage):
         fut = asyncio.get_running_loop().create_future()
         self._flights[key] = fut
         try:
-            got = await self._ask(q, sites)
+            got = await self._ask(q, sites, prefix)
         except BaseException:
             fut.cancel()
             raise
@@ -232,7 +297,9 @@ class RecursionStage(Stage):
             if self._flights.get(key) is fut:
                 del self._flights[key]
 
-    async def _ask(self, q: Lookup, sites: tuple[SiteInfo, ...]) -> tuple[Entry | Resolution, bool]:
+    async def _ask(
+        self, q: Lookup, sites: tuple[SiteInfo, ...], prefix: str
+    ) -> tuple[Entry | Resolution, bool]:
         """The answer upstream, and whether it is "no server answered"."""
         rec = self.recursion
         count = q.recursion_count + 1
@@ -242,12 +309,18 @@ class RecursionStage(Stage):
             else:
                 result = await rec.walker.resolve(q.handle, recursion_count=count)
         except WalkError as exc:
+            got = Resolution(exc.rc, message=str(exc))
+            unanswered = exc.rc == ResponseCode.ERROR
             if exc.rc == ResponseCode.RECURSION_COUNT_TOO_HIGH:
                 metrics.UPSTREAM_LOOKUPS.labels("recursion").inc()
-                return Resolution(exc.rc, message=str(exc)), False
-            unanswered = exc.rc == ResponseCode.ERROR
-            metrics.UPSTREAM_LOOKUPS.labels("unanswered" if unanswered else "refused").inc()
-            return Resolution(exc.rc, message=str(exc)), unanswered
+                unanswered = False
+            else:
+                metrics.UPSTREAM_LOOKUPS.labels("unanswered" if unanswered else "refused").inc()
+            # Not asked again for a while: by prefix when the prefix's service was not
+            # found (every handle of it would fail the same), else by handle.
+            key = _prefix_key(prefix) if exc.prefix_level else q.key
+            self.failures.put(key, got, unanswered, time.monotonic())
+            return got, unanswered
         m = result.message
         now = time.monotonic()
         if m.response_code == ResponseCode.SUCCESS and isinstance(m.body, ResolutionResponse):
@@ -272,6 +345,12 @@ class RecursionStage(Stage):
         # fetched through the old one is no longer certain.
         if touches_prefixes(keys):
             self.cache.clear()
+            self.failures.clear()
 
     def forget_all(self) -> None:
         self.cache.clear()
+        self.failures.clear()
+
+
+def _prefix_key(prefix: str) -> str:
+    return "prefix:" + prefix.upper()

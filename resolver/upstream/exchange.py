@@ -12,8 +12,22 @@ import asyncio
 from dataclasses import dataclass
 
 from ..client import ClientError
-from ..codec import FrameBuffer, Message, OpFlag, ProtocolError, Reassembler, decode, encode
+from ..codec import (
+    FrameBuffer,
+    Message,
+    OpFlag,
+    ProtocolError,
+    Reassembler,
+    ResolutionRequest,
+    ResolutionResponse,
+    decode,
+    encode,
+)
 from ..codec.datagrams import split_datagrams
+
+# What a bad address or port in a site record raises when it is used (a port past 65535
+# is OverflowError, an address that does not parse ValueError): no answer, like a refusal.
+_UNREACHABLE = (OSError, OverflowError, ValueError)
 
 
 class Unanswered(ClientError):
@@ -28,11 +42,23 @@ class Answer:
     transport: str  # "udp" or "tcp"
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    """Collects the datagrams of the answer to one request id."""
+def answers(request: Message, m: Message) -> bool:
+    """Whether ``m`` answers ``request``: the same request id and, for a resolution, the
+    same handle. Anything else (a late answer to another request, or one forged by
+    someone guessing at ids) is not taken."""
+    if m.request_id != request.request_id:
+        return False
+    asked = request.body
+    if isinstance(asked, ResolutionRequest) and isinstance(m.body, ResolutionResponse):
+        return m.body.handle.upper() == asked.handle.upper()
+    return True
 
-    def __init__(self, request_id: int) -> None:
-        self.request_id = request_id
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """Collects the datagrams of the answer to one request."""
+
+    def __init__(self, request: Message) -> None:
+        self.request = request
         self.done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         # One peer, one message wanted: small bounds, so a flood of junk cannot grow it.
         self.reassembler = Reassembler(max_pending_per_client=4, max_pending=4)
@@ -49,7 +75,7 @@ class _Datagrams(asyncio.DatagramProtocol):
         except ProtocolError as exc:
             self.done.set_exception(Unanswered(f"the answer does not decode: {exc.reason}"))
             return
-        if m.request_id == self.request_id:  # a late answer to another request is not ours
+        if answers(self.request, m):  # a late or forged answer is not ours
             self.done.set_result(Answer(m, whole, "udp"))
 
     def error_received(self, exc: Exception) -> None:
@@ -63,9 +89,9 @@ async def exchange_udp(host: str, port: int, request: Message, timeout: float) -
     loop = asyncio.get_running_loop()
     try:
         transport, proto = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(request.request_id), remote_addr=(host, port)
+            lambda: _Datagrams(request), remote_addr=(host, port)
         )
-    except OSError as exc:
+    except _UNREACHABLE as exc:
         raise Unanswered(f"cannot send to {host}:{port} over UDP: {exc}") from None
     try:
         for gram in split_datagrams(encode(request)):
@@ -74,6 +100,8 @@ async def exchange_udp(host: str, port: int, request: Message, timeout: float) -
             return await proto.done
     except TimeoutError:
         raise Unanswered(f"no answer from {host}:{port} over UDP in {timeout:g}s") from None
+    except _UNREACHABLE as exc:
+        raise Unanswered(f"cannot send to {host}:{port} over UDP: {exc}") from None
     finally:
         transport.close()
 
@@ -93,13 +121,16 @@ async def exchange_tcp(host: str, port: int, request: Message, timeout: float) -
                     raise Unanswered(f"{host}:{port} closed the connection before answering")
                 for frame in frames.feed(data):
                     m = decode(frame)
-                    if m.request_id == request.request_id and not m.has(OpFlag.CN):
-                        return Answer(m, frame, "tcp")
+                    if m.request_id != request.request_id or m.has(OpFlag.CN):
+                        continue
+                    if not answers(request, m):
+                        raise Unanswered(f"{host}:{port} answered about another handle")
+                    return Answer(m, frame, "tcp")
     except TimeoutError:
         raise Unanswered(f"no answer from {host}:{port} over TCP in {timeout:g}s") from None
     except ProtocolError as exc:
         raise Unanswered(f"the answer from {host}:{port} does not decode: {exc.reason}") from None
-    except OSError as exc:
+    except _UNREACHABLE as exc:
         raise Unanswered(f"cannot reach {host}:{port} over TCP: {exc}") from None
     finally:
         if writer is not None:

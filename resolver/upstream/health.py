@@ -2,8 +2,13 @@
 
 Every ``interval`` seconds (with +/-20 % jitter, so the workers of a node and the nodes of
 a hierarchy do not probe in step) each watched server gets one cheap request,
-GET_SITE_INFO, over UDP when it has a UDP query interface, else TCP, at most
-``concurrency`` at once, each bounded by ``timeout``. Any answer counts as alive. After
+GET_SITE_INFO, over UDP when it has a UDP query interface and over TCP when that gets no
+answer (a server whose network drops UDP still answers TCP lookups), at most
+``concurrency`` at once, each bounded by ``timeout``. Any answer counts as alive.
+What is probed is bounded whatever the delegation records say: at most
+``MAX_PER_DELEGATION`` servers of one delegation (recursion.delegated_servers) and
+``MAX_SERVERS`` in all (logged once when more are named); the metrics carry a label only
+for servers probed now. After
 ``failures`` probes in a row without one the server is marked down (logged once); its
 first answer marks it up again (logged). A server never probed yet counts as up.
 
@@ -28,6 +33,8 @@ from ..codec.bodies import GetSiteInfoRequest
 from .exchange import Unanswered, exchange_tcp, exchange_udp
 
 log = logging.getLogger("idnode.upstream")
+MAX_PER_DELEGATION = 8  # servers of one delegated prefix probed
+MAX_SERVERS = 256  # servers probed in all
 
 
 def query_ports(server: ServerInfo) -> dict[int, int]:
@@ -35,7 +42,9 @@ def query_ports(server: ServerInfo) -> dict[int, int]:
     return {
         i.protocol: i.port
         for i in reversed(server.interfaces)
-        if i.serves_queries and i.protocol in (InterfaceProtocol.UDP, InterfaceProtocol.TCP)
+        if i.serves_queries
+        and i.protocol in (InterfaceProtocol.UDP, InterfaceProtocol.TCP)
+        and 0 < i.port <= 0xFFFF
     }
 
 
@@ -64,24 +73,45 @@ class ServerHealth:
         failures: int = 2,
         timeout: float | None = None,
         concurrency: int = 8,
+        max_servers: int = MAX_SERVERS,
     ) -> None:
         self.interval = interval
         self.failures = max(1, failures)
         self.timeout = timeout if timeout is not None else min(2.0, max(0.2, interval / 2))
         self.concurrency = max(1, concurrency)
+        self.max_servers = max(0, max_servers)
         self._servers: dict[str, _State] = {}
+        self._said_capped = False
 
     def __len__(self) -> int:
         return len(self._servers)
 
     def watch(self, servers: Iterable[ServerInfo]) -> None:
         """Probe these servers from now on (those no longer named are forgotten)."""
-        wanted = {server_label(s): s for s in servers if query_ports(s)}
+        wanted: dict[str, ServerInfo] = {}
+        named = 0
+        for s in servers:
+            if not query_ports(s):
+                continue
+            label = server_label(s)
+            if label in wanted:
+                continue
+            named += 1
+            if len(wanted) < self.max_servers:
+                wanted[label] = s
+        if named > len(wanted) and not self._said_capped:
+            self._said_capped = True
+            log.warning(
+                "the delegations name %d upstream servers: only the first %d are probed",
+                named,
+                len(wanted),
+            )
         for label in list(self._servers):
             if label not in wanted:
                 del self._servers[label]
                 with contextlib.suppress(KeyError):
                     metrics.UPSTREAM_UP.remove(label)
+                with contextlib.suppress(KeyError):
                     metrics.UPSTREAM_PROBE_SECONDS.remove(label)
         for label, server in wanted.items():
             if label not in self._servers:
@@ -130,15 +160,20 @@ class ServerHealth:
             request_id=random.getrandbits(31),
             minor_version=10,
         )
-        t0 = time.perf_counter()
-        try:
-            if InterfaceProtocol.UDP in ports:
-                await exchange_udp(server.ip, ports[InterfaceProtocol.UDP], request, self.timeout)
-            else:
-                await exchange_tcp(server.ip, ports[InterfaceProtocol.TCP], request, self.timeout)
-        except Unanswered:
-            return None
-        return time.perf_counter() - t0
+        for proto, ask in (
+            (InterfaceProtocol.UDP, exchange_udp),
+            (InterfaceProtocol.TCP, exchange_tcp),
+        ):
+            port = ports.get(proto)
+            if port is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                await ask(server.ip, port, request, self.timeout)
+            except Unanswered:
+                continue  # UDP unanswered: TCP (if any) before counting a failure
+            return time.perf_counter() - t0
+        return None
 
     async def probe_all(self) -> None:
         """Probe every watched server once, ``concurrency`` at a time."""

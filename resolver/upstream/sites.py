@@ -2,6 +2,10 @@
 (Util.getSitesAndAltSitesFromValues): every HS_SITE / HS_SITE.6 value that decodes is a
 site; one that does not is skipped (one bad record must not hide the others), and a site
 with an ``alt_addr`` attribute gets a twin at that address.
+
+Records come from other nodes, so what is taken is bounded: at most ``MAX_SITES`` sites
+(twins included) from one set of values, and an interface whose port is not a port
+(0, or past 65535) is dropped (its server then has no interface of that protocol).
 """
 
 from __future__ import annotations
@@ -24,6 +28,22 @@ TYPE_SERV = "HS_SERV"
 TYPE_NAMESPACE = "HS_NAMESPACE"
 # What a client asks a prefix handle for (Common.LOCATION_TYPES).
 LOCATION_TYPES = (*SERVICE_TYPES, *DELEGATE_TYPES, TYPE_SERV, TYPE_NAMESPACE)
+MAX_SITES = 16  # sites taken from one set of values (the walker tries 4 per hop)
+
+
+def usable_port(port: int) -> bool:
+    return 0 < port <= 0xFFFF
+
+
+def _clean(site: SiteInfo) -> SiteInfo:
+    """The site without interfaces whose port cannot be used."""
+    if all(usable_port(i.port) for s in site.servers for i in s.interfaces):
+        return site
+    servers = tuple(
+        replace(s, interfaces=tuple(i for i in s.interfaces if usable_port(i.port)))
+        for s in site.servers
+    )
+    return replace(site, servers=servers)
 
 
 def sites_from_values(
@@ -32,6 +52,8 @@ def sites_from_values(
     wanted = set(types)
     out: list[SiteInfo] = []
     for v in values:
+        if len(out) >= MAX_SITES:
+            break
         if v.type not in wanted:
             continue
         try:
@@ -40,11 +62,12 @@ def sites_from_values(
             continue
         if not site.servers:
             continue  # a site without servers cannot be asked
+        site = _clean(site)
         out.append(site)
         alt = alt_site(site)
         if alt is not None:
             out.append(alt)
-    return tuple(out)
+    return tuple(out[:MAX_SITES])
 
 
 def alt_site(site: SiteInfo) -> SiteInfo | None:

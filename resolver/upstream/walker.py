@@ -12,6 +12,15 @@
 4. RC 302/303 answers are referrals: the sites in their body, or those of their referral
    handle. At most ``max_referrals`` are followed (then RC 6), and a site asked twice for
    the same handle in one walk is a loop (RC 6 too, said as a loop): a walk always ends.
+5. A prefix whose service lookup comes back to itself (an HS_SERV naming a handle of the
+   same prefix, two prefixes naming each other's, HS_SERV met while a derived prefix is
+   looked up) is a loop too (RC 6): a walk never waits on a lookup it started itself.
+6. What one walk may cost is bounded, whatever the records it meets say: at most
+   ``MAX_SITES_PER_HOP`` sites are tried per hop (primary first), at most
+   ``max_requests`` requests are sent in all (UDP and TCP each count), every level of a
+   derived prefix counts as a referral, and the whole walk ends after ``walk_timeout``
+   (3 x ``timeout`` unless given). A hostile referral naming a thousand sites cannot
+   make the node send a thousand requests.
 
 Site lists are cached by prefix for the TTL of the values they came from, in a bounded
 LRU, so a busy node asks the root once per prefix per TTL, not once per handle.
@@ -20,9 +29,10 @@ LRU, so a busy node asks the root once per prefix per TTL, not once per handle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..client import ClientError, resolution_request
@@ -62,6 +72,8 @@ TRY_ANOTHER_SITE = (
     ResponseCode.SERVER_BACKUP,
 )
 OUR_VERSION = (2, 10)
+MAX_SITES_PER_HOP = 4  # sites tried for one request (a referral may name hundreds)
+MAX_REQUESTS = 16  # requests one walk sends in all
 
 
 class WalkError(ClientError):
@@ -72,6 +84,9 @@ class WalkError(ClientError):
         super().__init__(message)
         self.rc = rc
         self.hops = tuple(hops)
+        # True when the walk ended while finding the prefix's service (no service, a
+        # service loop): the same outcome for every handle of that prefix.
+        self.prefix_level = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +130,10 @@ class _Walk:
     # and recurse see the count grow and stop (RC 6).
     base: int = 0
     asked: set[tuple[object, str]] = field(default_factory=set)
+    # The prefix handles whose service this walk is looking up now: meeting one again
+    # is a loop (waiting on it would be waiting on itself).
+    pending: set[str] = field(default_factory=set)
+    requests: int = 0  # sent so far (UDP and TCP each count)
 
     def hop(self, hop: Hop) -> None:
         self.hops.append(hop)
@@ -184,12 +203,18 @@ class Walker:
         cache: SiteCache | None = None,
         certify: bool = False,
         udp: bool = True,
+        max_requests: int = MAX_REQUESTS,
+        walk_timeout: float | None = None,
     ) -> None:
         if not roots:
             raise ValueError("a walker needs at least one root site")
         self.roots = tuple(roots)
         self.timeout = timeout
         self.max_referrals = max_referrals
+        self.max_requests = max(1, max_requests)
+        # No walk lives longer than this, whatever it meets (each server costs at most
+        # ``timeout``; a walk that needs more than three of them is given up).
+        self.walk_timeout = walk_timeout if walk_timeout is not None else 3 * timeout
         self.cache = cache if cache is not None else SiteCache()
         self.certify = certify
         self.udp = udp  # False: TCP only (a network that drops UDP, or --tcp)
@@ -208,8 +233,13 @@ class Walker:
     ) -> WalkResult:
         """Find the service of ``handle`` from the root, ask it, follow referrals."""
         walk = _Walk(trace, base=recursion_count)
-        sites = await self._service(handle, walk)
-        return await self._ask_following(sites, handle, types, indexes, walk)
+        async with self._deadline(handle, walk):
+            try:
+                sites = await self._service(handle, walk)
+            except WalkError as exc:
+                exc.prefix_level = True
+                raise
+            return await self._ask_following(sites, handle, types, indexes, walk)
 
     async def resolve_at(
         self,
@@ -223,7 +253,8 @@ class Walker:
     ) -> WalkResult:
         """Ask ``sites`` for ``handle`` directly, following any referral they give."""
         walk = _Walk(trace, base=recursion_count)
-        return await self._ask_following(tuple(sites), handle, types, indexes, walk)
+        async with self._deadline(handle, walk):
+            return await self._ask_following(tuple(sites), handle, types, indexes, walk)
 
     async def follow(
         self,
@@ -244,11 +275,27 @@ class Walker:
             walk.hop(first_hop)
         if asked is not None:
             walk.asked.add((site_identity(asked), handle.upper()))
-        sites = await self._referred_sites(referral, walk)
-        return await self._ask_following(sites, handle, types, indexes, walk)
+        async with self._deadline(handle, walk):
+            sites = await self._referred_sites(referral, walk)
+            return await self._ask_following(sites, handle, types, indexes, walk)
 
     async def service_of(self, handle: str) -> tuple[SiteInfo, ...]:
-        return await self._service(handle, _Walk(None))
+        walk = _Walk(None)
+        async with self._deadline(handle, walk):
+            return await self._service(handle, walk)
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, handle: str, walk: _Walk) -> AsyncIterator[None]:
+        """The whole walk within ``walk_timeout``: past it, a WalkError (unanswered)."""
+        try:
+            async with asyncio.timeout(self.walk_timeout):
+                yield
+        except TimeoutError:
+            raise WalkError(
+                ResponseCode.ERROR,
+                f"gave up on {handle} after {self.walk_timeout:g}s",
+                walk.hops,
+            ) from None
 
     # --- finding a prefix's service -----------------------------------------------------
 
@@ -260,6 +307,13 @@ class Walker:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        if key in walk.pending:
+            raise WalkError(
+                ResponseCode.RECURSION_COUNT_TOO_HIGH,
+                f"service loop: finding the service of {na_handle} needs that service "
+                "itself (HS_SERV)",
+                walk.hops,
+            )
         # Walks that miss the same prefix at once wait for the first one's lookup: the
         # root is asked once, however many handles of a new prefix arrive together.
         pending = self._pending.get(key)
@@ -272,11 +326,9 @@ class Walker:
                 return pending.result()
         fut: asyncio.Future[tuple[SiteInfo, ...]] = asyncio.get_running_loop().create_future()
         self._pending[key] = fut
+        walk.pending.add(key)
         try:
             sites, ttl = await self._lookup_service(na_handle, walk)
-        except asyncio.CancelledError:
-            fut.cancel()
-            raise
         except Exception as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved: nobody waiting is not an error to report
@@ -286,6 +338,9 @@ class Walker:
             self.cache.put(key, sites, ttl)
             return sites
         finally:
+            walk.pending.discard(key)
+            if not fut.done():  # cancelled (or anything else): the waiters go on alone
+                fut.cancel()
             if self._pending.get(key) is fut:
                 del self._pending[key]
 
@@ -319,6 +374,9 @@ class Walker:
                 # The parent's sites are those already asked (the root serving the
                 # parent too): they said "not found" once, and would again.
                 return (), 0.0
+            if i > 1:
+                # Each level below the root's is asked of other sites: a referral.
+                self._count_referral(walk, f"derived prefix {name}")
             found = await self._location(name, asking, walk)
             ttl = min(ttl, found.ttl)
             if i == len(parts):
@@ -430,7 +488,8 @@ class Walker:
     ) -> tuple[SiteInfo, ServerInfo, Answer]:
         """The first usable answer of the sites (primary sites first); a site already
         asked for this handle in this walk is a loop and is not asked again."""
-        ordered = sorted(sites, key=lambda s: not s.primary)  # stable: file order within
+        # stable: file order within; a few at most, whatever the record names
+        ordered = sorted(sites, key=lambda s: not s.primary)[:MAX_SITES_PER_HOP]
         failures: list[str] = []
         looped: list[str] = []
         fallback: tuple[SiteInfo, ServerInfo, Answer] | None = None
@@ -509,9 +568,16 @@ class Walker:
             budget = deadline - loop.time()
             if proto == InterfaceProtocol.UDP and InterfaceProtocol.TCP in ports:
                 budget /= 2
+            if walk.requests >= self.max_requests:
+                raise WalkError(
+                    ResponseCode.RECURSION_COUNT_TOO_HIGH,
+                    f"gave up after {self.max_requests} upstream requests",
+                    walk.hops,
+                )
             try:
                 if budget <= 0:
                     raise Unanswered(f"no time left of {self.timeout:g}s for {name}")
+                walk.requests += 1
                 answer = await ask(host, port, request, budget)
             except Unanswered as exc:
                 walk.hop(

@@ -41,7 +41,7 @@ from idnode.resolver.upstream.root_info import write_root_info
 from idnode.resolver.upstream.walker import Walker, WalkError, WalkResult
 
 REC = int(OpFlag.REC)
-E_PORT = 28934
+E_PORT = free_port()  # nothing listens: the stub walker answers
 E_SERVER = ServerInfo.at("127.0.0.1", 1, (Interface(2, 0, E_PORT), Interface(2, 1, E_PORT)))
 E_SITE = SiteInfo((E_SERVER,))
 
@@ -226,6 +226,49 @@ def test_an_unanswered_lookup_serves_a_stale_answer_when_held() -> None:
     w.answers["88.166.1001/other"] = WalkError(ResponseCode.ERROR, "no server answered")
     r = look(s0, "88.166.1001/other")
     assert isinstance(r, Resolution) and r.response_code == ResponseCode.ERROR
+
+
+def test_a_certified_request_gets_the_referral_not_our_signature() -> None:
+    """CT + REC: the stage does not answer (the delegation stage refers the client to
+    the enterprise node, whose own signed answer it then gets)."""
+    w = StubWalker()
+    w.found("88.166.1001/x")
+    s = stage(w)
+    assert look(s, "88.166.1001/x", flags=REC | int(OpFlag.CT)) is None
+    assert w.asked == []
+    core = Resolver([s, cast(Stage, StubDelegation())])
+    r = asyncio.run(core.resolve("88.166.1001/x", flags=REC | int(OpFlag.CT)))
+    assert r.response_code == ResponseCode.SERVICE_REFERRAL
+
+
+def test_a_failing_lookup_is_not_repeated_upstream_for_a_while() -> None:
+    w = StubWalker()
+    s = stage(w, from_root=True)
+    no_service = WalkError(ResponseCode.HANDLE_NOT_FOUND, "no service found for prefix 99")
+    no_service.prefix_level = True
+    w.answers["99/a"] = no_service
+    for handle in ("99/a", "99/a", "99/b", "99/c"):
+        r = look(s, handle)
+        assert isinstance(r, Resolution) and "no service found" in r.message
+    assert w.asked == [("root", 1, "99/a")]  # by prefix: the other handles too
+    for failure in (
+        WalkError(ResponseCode.ERROR, "no server answered"),
+        WalkError(ResponseCode.RECURSION_COUNT_TOO_HIGH, "referral loop"),
+    ):
+        w.asked.clear()
+        w.answers["88.166.1001/bad"] = failure
+        s.failures.clear()
+        for _ in range(3):
+            r = look(s, "88.166.1001/bad")
+            assert isinstance(r, Resolution) and r.response_code == failure.rc
+        assert w.asked == [("sites", 1, "88.166.1001/bad")]
+    # after the failure TTL (none here) it is asked again
+    s0 = stage(w)
+    s0.failures.ttl = 0
+    w.asked.clear()
+    look(s0, "88.166.1001/bad")
+    look(s0, "88.166.1001/bad")
+    assert len(w.asked) == 2
 
 
 def test_l1_does_not_keep_what_recursion_answers() -> None:

@@ -120,10 +120,14 @@ def run(fakes: list[Fake], body: Callable[[], Awaitable[None]]) -> None:
 
 
 def url(handle: str) -> Reply:
+    """Answers any handle asked (named as asked) with ``handle``'s URL value."""
     values = (HandleValue(1, "URL", f"https://example.com/{handle}".encode()),)
-    return lambda req, _t: response_to(
-        req, ResponseCode.SUCCESS, ResolutionResponse(handle, values)
-    )
+
+    def reply(req: Message, _t: str) -> Message:
+        assert isinstance(req.body, ResolutionRequest)
+        return response_to(req, ResponseCode.SUCCESS, ResolutionResponse(req.body.handle, values))
+
+    return reply
 
 
 def refer(rc: int, target: str, to: Callable[[], SiteInfo | None]) -> Reply:
