@@ -16,7 +16,6 @@ from idnode.resolver.codec.sitehash import responsible_server
 
 from .names import NA_PREFIX
 
-_NA = NA_PREFIX.upper()
 _HANDLE = (InterfaceProtocol.TCP, InterfaceProtocol.UDP)
 
 
@@ -29,7 +28,8 @@ class SiteServers:
 
     def holder(self, handle: str) -> ServerInfo | None:
         """The other server of the site that holds ``handle``; None when this one does."""
-        if handle[:5].upper() == _NA or len(self.site.servers) < 2:
+        prefix_record = handle[: len(NA_PREFIX)].upper() == NA_PREFIX.upper()  # 0.NA/, any case
+        if prefix_record or len(self.site.servers) < 2:
             return None
         server = responsible_server(self.site, handle)
         return None if server.server_id == self.own_id else server
