@@ -233,6 +233,12 @@ def test_rec_gets_the_answer_without_rec_the_referral(h: Hierarchy) -> None:
     assert m.response_code == ResponseCode.SERVICE_REFERRAL
     # A prefix handle under the delegation: resolved at E too (303 without REC).
     assert ask(h.s, "0.NA/88.166.1001.5", NO_REC).response_code == ResponseCode.PREFIX_REFERRAL
+    # A client asking for a certified answer (CT) is not given E's values under S's
+    # signature: it gets the referral, and E's own signed answer from E.
+    m = ask(h.s, "88.166.1001/x", REC | OpFlag.CT)
+    assert m.response_code == ResponseCode.SERVICE_REFERRAL
+    assert isinstance(m.body, ReferralResponse)
+    assert m.body.referral_handle == "0.NA/88.166.1001"
     # S's own handles are S's, REC or not.
     assert url_of(ask(h.s, "88.166/local")) == URL + "88.166/local"
     # A request that has been passed on too often is not passed on again.
