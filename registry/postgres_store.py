@@ -790,8 +790,11 @@ class PostgresStore(Store):
         applicant: str,
         *,
         max_pending: int = 1000,
+        source: str = "",
+        max_per_source: int = 0,
     ) -> int | None:
         key = self.key(prefix)
+        source = source[:64]
         async with self.transaction() as c:
             # One open application per prefix, even when two arrive at once on two nodes.
             await c.execute("SELECT pg_advisory_xact_lock(hashtext('prefix_applications'))")
@@ -805,10 +808,18 @@ class PostgresStore(Store):
             )
             if taken is not None or int(waiting) >= max_pending:
                 return None
+            if max_per_source > 0:
+                theirs = await c.fetchval(
+                    "SELECT count(*) FROM prefix_applications WHERE source = $1"
+                    " AND status = 'pending'",
+                    source,
+                )
+                if int(theirs) >= max_per_source:
+                    return None
             app_id = await c.fetchval(
                 "INSERT INTO prefix_applications (prefix, display, mode, status, admin_kind,"
-                " admin_key, site, contact, applicant, created_at)"
-                " VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9) RETURNING id",
+                " admin_key, site, contact, applicant, created_at, source)"
+                " VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                 key,
                 prefix,
                 mode,
@@ -818,6 +829,7 @@ class PostgresStore(Store):
                 contact,
                 applicant,
                 now(),
+                source,
             )
         return int(app_id)
 
@@ -829,16 +841,30 @@ class PostgresStore(Store):
         return None if row is None else application_row(tuple(row))
 
     async def prefix_applications(
-        self, status: str | None = None, limit: int = 1000
+        self, status: str | None = None, limit: int = 1000, *, after: int | None = None
     ) -> list[ApplicationRow]:
         async with self.pool.acquire() as c:
             rows = await c.fetch(
                 f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications"
-                " WHERE $1::text IS NULL OR status = $1 ORDER BY id LIMIT $2",
+                " WHERE ($1::text IS NULL OR status = $1) AND ($3::bigint IS NULL OR id < $3)"
+                " ORDER BY id DESC LIMIT $2",
                 status,
                 limit,
+                after,
             )
         return [application_row(tuple(r)) for r in rows]
+
+    async def expire_prefix_applications(self, created_before: int, reason: str) -> int:
+        async with self.autocommit() as c:
+            done = await c.fetch(
+                "UPDATE prefix_applications SET status = 'rejected', decided_by = 'node',"
+                " reason = $1, decided_at = $2 WHERE status = 'pending' AND created_at < $3"
+                " RETURNING id",
+                reason,
+                now(),
+                created_before,
+            )
+        return len(done)
 
     async def decide_prefix_application(
         self, app_id: int, status: str, decided_by: str, reason: str, upward: str = ""

@@ -22,13 +22,21 @@ client); the node hands it in as :attr:`PrefixApplications.upward`.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from idnode.resolver.codec import ProtocolError, ResponseCode, SiteInfo, decode_site
+from idnode.resolver.codec import (
+    ProtocolError,
+    ResponseCode,
+    SiteInfo,
+    decode_admin,
+    decode_site,
+    decode_values,
+)
 
 from .audit_trail import AuditTrail
 from .auth import Identity
@@ -45,6 +53,9 @@ SUSPENDED_RC = RC.PREFIX_LIMIT
 HOSTED, DELEGATED = "hosted", "delegated"
 MAX_CONTACT = 4096  # bytes of contact details (JSON)
 MAX_PENDING = 1000  # applications waiting for an operator, in all (anyone may apply)
+MAX_PENDING_PER_SOURCE = 5  # of them from one client address
+PENDING_DAYS = 30  # a pending application older than this is rejected as expired
+LIST_LIMIT = 100  # applications per page of a listing (newest first)
 UPWARD_LEASE = 60.0  # a claimed upward registration is retried after this if its worker died
 
 OnChange = Callable[[list[str]], Awaitable[None]]
@@ -94,12 +105,26 @@ class Suspensions:
         return None if p is None else Refusal(SUSPENDED_RC, suspended_message(p))
 
 
-def application_json(a: ApplicationRow) -> dict[str, Any]:
-    """An application as operators see it (never the key itself)."""
+def application_json(a: ApplicationRow, existing: bytes | None = None) -> dict[str, Any]:
+    """An application as operators see it (never the key itself); with ``existing``, the
+    record ``0.NA/<prefix>`` holds here already (an application for a prefix that exists
+    is refused: the operator sees whose it is)."""
     try:
         contact: Any = json.loads(a.contact) if a.contact else {}
     except ValueError:
         contact = a.contact
+    out = _application_fields(a, contact)
+    if existing is not None:
+        from idnode.resolver.codec.jsonform import value_to_json
+
+        try:
+            out["existingRecord"] = [value_to_json(v) for v in decode_values(existing)]
+        except ProtocolError as exc:
+            out["existingRecord"] = f"undecodable: {exc.reason}"
+    return out
+
+
+def _application_fields(a: ApplicationRow, contact: Any) -> dict[str, Any]:
     return {
         "id": a.id,
         "prefix": a.prefix,
@@ -139,7 +164,7 @@ class PrefixApplications:
         self.suspensions = Suspensions(store.case_sensitive)
         # Set by the node: its own HS_SITE (published for a hosted prefix) and how to
         # register a prefix at the node above (None: no upward configuration).
-        self.site: SiteInfo | None = None
+        self.site: Callable[[], SiteInfo | None] = lambda: None  # the current one, when asked
         self.upward: RegisterUpward | None = None
         self.retry_max = 300.0  # longest wait between upward attempts, seconds
 
@@ -155,21 +180,22 @@ class PrefixApplications:
         hosted: bool = False,
         contact: Any = None,
         applicant: str = "",
+        source: str = "",
     ) -> ApplicationRow:
-        """Record an application (anyone may apply; an operator decides). Raises Refusal
-        when it cannot be accepted."""
+        """Record an application (anyone may apply; an operator decides). ``source`` is
+        the client's address: at most MAX_PENDING_PER_SOURCE pending from one. Raises
+        Refusal when it cannot be accepted."""
         try:
             check_prefix(prefix)
         except InvalidName as exc:
             raise Refusal(RC.INVALID_HANDLE, str(exc)) from None
-        if prefix.upper() in {p.upper() for p in self.authority.homed}:
-            raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{prefix} is homed on this node already")
         if not self.authority.is_homed(prefix):
             homed = ", ".join(sorted(self.authority.homed)) or "none"
             raise Refusal(
                 RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE,
                 f"{prefix} is not under a prefix this node homes ({homed})",
             )
+        await self._check_free(prefix)
         if (secret is None) == (pubkey is None):
             raise Refusal(RC.INVALID_VALUE, "give the administrator's secret or public key")
         if secret is not None:
@@ -197,14 +223,25 @@ class PrefixApplications:
         if len(text.encode()) > MAX_CONTACT:
             raise Refusal(RC.INVALID_VALUE, f"contact details over {MAX_CONTACT} bytes")
         mode = HOSTED if hosted else DELEGATED
+        await self.expire()
         app_id = await self.store.add_prefix_application(
-            prefix, mode, kind, key, site, text, applicant, max_pending=MAX_PENDING
+            prefix,
+            mode,
+            kind,
+            key,
+            site,
+            text,
+            applicant,
+            max_pending=MAX_PENDING,
+            source=source,
+            max_per_source=MAX_PENDING_PER_SOURCE,
         )
         if app_id is None:
             raise Refusal(
                 RC.HANDLE_ALREADY_EXISTS,
                 f"{prefix} has an application pending or approved already (or "
-                f"{MAX_PENDING} applications wait for an operator)",
+                f"{MAX_PENDING_PER_SOURCE} applications from {source or 'this address'}, or "
+                f"{MAX_PENDING} in all, wait for an operator)",
             )
         await self.audit.record(
             applicant or "anonymous", "PREFIX_APPLY", NA_PREFIX + prefix, RC.SUCCESS, f"{mode}"
@@ -221,9 +258,108 @@ class PrefixApplications:
             await self.audit.refused(who, op, target, exc)
             raise exc
 
-    async def applications(self, who: Identity, status: str | None = None) -> list[ApplicationRow]:
+    async def expire(self) -> int:
+        """Reject the pending applications older than PENDING_DAYS; how many."""
+        cutoff = int(time.time()) - PENDING_DAYS * 86400
+        return await self.store.expire_prefix_applications(
+            cutoff, f"expired: pending over {PENDING_DAYS} days"
+        )
+
+    async def applications(
+        self,
+        who: Identity,
+        status: str | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        after: int | None = None,
+    ) -> list[ApplicationRow]:
+        """Newest first, ``limit`` of them; ``after``: those older than that id (the
+        next page)."""
         await self._operator(who, "PREFIX_LIST", "/")
-        return await self.store.prefix_applications(status)
+        await self.expire()
+        limit = max(1, min(limit, LIST_LIMIT))
+        return await self.store.prefix_applications(status, limit, after=after)
+
+    async def existing(self, rows: Iterable[ApplicationRow]) -> dict[int, bytes]:
+        """The record ``0.NA/<prefix>`` of each application whose prefix has one here."""
+        keys = {a.id: self.store.key(NA_PREFIX + a.prefix) for a in rows}
+        got = await self.store.get_many(sorted(set(keys.values())))
+        return {i: got[k] for i, k in keys.items() if k in got}
+
+    async def _check_free(self, prefix: str, ours: Callable[[bytes], bool] | None = None) -> None:
+        """Refuse a prefix another party holds here: one homed, one whose ``0.NA/``
+        record exists (unless ``ours`` says it is the one this application's earlier
+        approval attempt wrote), one under a delegation or another record's prefix (an
+        ancestor, below the prefix this node homes, with its own record), one under a
+        suspended prefix."""
+        norm = normalize(prefix, self.store.case_sensitive)
+        homed = {normalize(p, self.store.case_sensitive) for p in self.authority.homed}
+        ancestors = []
+        p = prefix
+        while "." in p:
+            p = p.rpartition(".")[0]
+            ancestors.append(p)
+        keys = [self.store.key(NA_PREFIX + x) for x in (prefix, *ancestors)]
+        got = await self.store.get_many(keys)
+        own = got.get(keys[0])
+        mine = own is not None and ours is not None and ours(own)
+        if norm in homed and not mine:
+            raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{prefix} is homed on this node already")
+        if own is not None and not mine:
+            raise Refusal(
+                RC.HANDLE_ALREADY_EXISTS,
+                f"{NA_PREFIX}{prefix} exists on this node already (another party's prefix "
+                "or delegation: see existingRecord)",
+            )
+        for a, k in zip(ancestors, keys[1:], strict=True):
+            if normalize(a, self.store.case_sensitive) in homed:
+                break
+            if k in got:
+                raise Refusal(
+                    RC.HANDLE_ALREADY_EXISTS,
+                    f"{prefix} is under {a}, which has its own record here (delegated "
+                    f"elsewhere or granted): prefixes under it are its administrator's",
+                )
+        held = Suspensions(self.store.case_sensitive)
+        held.replace(await self.store.suspended_prefixes())
+        suspended = held.of(NA_PREFIX + prefix)
+        if suspended is not None:
+            raise Refusal(SUSPENDED_RC, f"{prefix}: {suspended_message(suspended)}")
+
+    def _written_by(self, row: ApplicationRow, secret: bytes | None) -> Callable[[bytes], bool]:
+        """Whether a record holds this application's administrator (HS_ADMIN for
+        ``300:0.NA/<prefix>`` and its key at 300): an earlier attempt to approve it."""
+
+        def ours(record: bytes) -> bool:
+            try:
+                values = {v.index: v for v in decode_values(record)}
+                if row.mode == DELEGATED and row.site is not None:
+                    site: SiteInfo | None = decode_site(row.site)
+                else:
+                    site = self.site()
+                for v in values.values():  # nothing an approval does not write
+                    if v.index in (100, 200, 300):
+                        continue
+                    if v.type != "HS_SITE" or site is None or decode_site(v.data) != site:
+                        return False
+                admin, key = values.get(100), values.get(300)
+                if admin is None or key is None or admin.type != "HS_ADMIN":
+                    return False
+                named = decode_admin(admin.data)
+                if (named.admin_index, named.admin_handle.upper()) != (
+                    300,
+                    (NA_PREFIX + row.prefix).upper(),
+                ):
+                    return False
+                if row.admin_kind == "pubkey":
+                    return key.type == "HS_PUBKEY" and key.data == row.admin_key
+                if secret is None or self.sealer is None or key.type != "HS_SECKEY":
+                    return False
+                return hmac.compare_digest(self.sealer.unseal(key.data), secret)
+            except Exception:
+                return False
+
+        return ours
 
     async def get(self, who: Identity, app_id: int) -> ApplicationRow:
         await self._operator(who, "PREFIX_GET", "/")
@@ -249,29 +385,42 @@ class PrefixApplications:
             if self.sealer is None:
                 raise Refusal(RC.ERROR, "this node has no node key to open the secret with")
             secret = self.sealer.unseal(row.admin_key)
-        await create_prefix_admin(
-            self.store,
-            row.prefix,
-            sealer=self.sealer,
-            secret=secret,
-            pubkey_pem=row.admin_key if row.admin_kind == "pubkey" else None,
-        )
-        if row.mode == HOSTED:
-            await self.store.home_prefix(row.prefix, row.applicant)
-            self.authority.replace(await self.store.homed_prefixes())
-            if self.site is not None:
-                await publish_site(self.store, row.prefix, self.site, actor=str(who))
-        else:
-            await self._delegate(row, who)
-        upward = "queued" if self.upward is not None else ""
-        if not await self.store.decide_prefix_application(
-            app_id, "approved", str(who), reason, upward
-        ):
-            raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"application {app_id} was decided meanwhile")
-        await self.audit.record(
-            who, "PREFIX_APPROVE", handle, RC.SUCCESS, f"application {app_id}, {row.mode}"
-        )
-        await self._changed(handle)
+        try:  # again: the prefix may have been created, delegated or suspended since
+            await self._check_free(row.prefix, self._written_by(row, secret))
+        except Refusal as exc:
+            await self.audit.refused(who, "PREFIX_APPROVE", handle, exc)
+            raise
+        wrote = False
+        try:
+            wrote = True  # from here on, the caches hear of it whatever happens
+            await create_prefix_admin(
+                self.store,
+                row.prefix,
+                sealer=self.sealer,
+                secret=secret,
+                pubkey_pem=row.admin_key if row.admin_kind == "pubkey" else None,
+            )
+            if row.mode == HOSTED:
+                await self.store.home_prefix(row.prefix, row.applicant)
+                self.authority.replace(await self.store.homed_prefixes())
+                site = self.site()
+                if site is not None:
+                    await publish_site(self.store, row.prefix, site, actor=str(who))
+            else:
+                await self._delegate(row, who)
+            upward = "queued" if self.upward is not None else ""
+            if not await self.store.decide_prefix_application(
+                app_id, "approved", str(who), reason, upward
+            ):
+                raise Refusal(
+                    RC.HANDLE_ALREADY_EXISTS, f"application {app_id} was decided meanwhile"
+                )
+            await self.audit.record(
+                who, "PREFIX_APPROVE", handle, RC.SUCCESS, f"application {app_id}, {row.mode}"
+            )
+        finally:
+            if wrote:
+                await self._changed(handle)
         if self.upward is not None:
             fresh = await self.store.prefix_application(app_id)
             if fresh is not None:
@@ -359,7 +508,7 @@ class PrefixApplications:
     def _upward_site(self, row: ApplicationRow) -> SiteInfo | None:
         if row.mode == DELEGATED and row.site is not None:
             return decode_site(row.site)
-        return self.site
+        return self.site()
 
     async def _register_upward(self, row: ApplicationRow) -> bool:
         """One attempt; the outcome recorded in the application. Never raises."""

@@ -595,8 +595,11 @@ class SqliteStore(Store):
         applicant: str,
         *,
         max_pending: int = 1000,
+        source: str = "",
+        max_per_source: int = 0,
     ) -> int | None:
         key = self.key(prefix)
+        source = source[:64]
         with self.transaction() as db:  # the write lock first: one open application
             taken = db.execute(
                 "SELECT 1 FROM prefix_applications WHERE prefix = ?"
@@ -608,11 +611,19 @@ class SqliteStore(Store):
             ).fetchone()
             if taken is not None or int(waiting) >= max_pending:
                 return None
+            if max_per_source > 0:
+                (theirs,) = db.execute(
+                    "SELECT count(*) FROM prefix_applications WHERE source = ?"
+                    " AND status = 'pending'",
+                    (source,),
+                ).fetchone()
+                if int(theirs) >= max_per_source:
+                    return None
             cur = db.execute(
                 "INSERT INTO prefix_applications (prefix, display, mode, status, admin_kind,"
-                " admin_key, site, contact, applicant, created_at)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-                (key, prefix, mode, admin_kind, admin_key, site, contact, applicant, now()),
+                " admin_key, site, contact, applicant, created_at, source)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                (key, prefix, mode, admin_kind, admin_key, site, contact, applicant, now(), source),
             )
         return int(cur.lastrowid or 0)
 
@@ -623,20 +634,23 @@ class SqliteStore(Store):
         return None if row is None else application_row(row)
 
     async def prefix_applications(
-        self, status: str | None = None, limit: int = 1000
+        self, status: str | None = None, limit: int = 1000, *, after: int | None = None
     ) -> list[ApplicationRow]:
-        if status is None:
-            rows = self.db.execute(
-                f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications ORDER BY id LIMIT ?",
-                (limit,),
-            )
-        else:
-            rows = self.db.execute(
-                f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications WHERE status = ?"
-                " ORDER BY id LIMIT ?",
-                (status, limit),
-            )
+        rows = self.db.execute(
+            f"SELECT {APPLICATION_COLUMNS} FROM prefix_applications"
+            " WHERE (? IS NULL OR status = ?) AND (? IS NULL OR id < ?)"
+            " ORDER BY id DESC LIMIT ?",
+            (status, status, after, after, limit),
+        )
         return [application_row(r) for r in rows.fetchall()]
+
+    async def expire_prefix_applications(self, created_before: int, reason: str) -> int:
+        cur = self.db.execute(
+            "UPDATE prefix_applications SET status = 'rejected', decided_by = 'node',"
+            " reason = ?, decided_at = ? WHERE status = 'pending' AND created_at < ?",
+            (reason, now(), created_before),
+        )
+        return int(cur.rowcount)
 
     async def decide_prefix_application(
         self, app_id: int, status: str, decided_by: str, reason: str, upward: str = ""

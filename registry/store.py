@@ -507,18 +507,27 @@ class PrefixLifecycleStore(ABC):
         applicant: str,
         *,
         max_pending: int = 1000,
+        source: str = "",
+        max_per_source: int = 0,
     ) -> int | None:
         """Record a pending application; its id. None when the prefix has a pending or
-        approved application already, or ``max_pending`` applications wait already."""
+        approved application already, or ``max_pending`` applications wait already, or
+        (``max_per_source`` > 0) that many from ``source`` (a client address) do."""
 
     @abstractmethod
     async def prefix_application(self, app_id: int) -> ApplicationRow | None: ...
 
     @abstractmethod
     async def prefix_applications(
-        self, status: str | None = None, limit: int = 1000
+        self, status: str | None = None, limit: int = 1000, *, after: int | None = None
     ) -> list[ApplicationRow]:
-        """Applications (of one status, or all), oldest first."""
+        """Applications (of one status, or all), newest first; ``after``: only those
+        with a smaller id (the next page of a listing)."""
+
+    @abstractmethod
+    async def expire_prefix_applications(self, created_before: int, reason: str) -> int:
+        """Reject every pending application created before ``created_before`` (decided
+        by "node", with ``reason``); how many."""
 
     @abstractmethod
     async def decide_prefix_application(

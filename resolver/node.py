@@ -293,6 +293,9 @@ class Node:
         self._prefix_lifecycle(registry, suspension, site)
         self._start_statistics(store, authority)
         service = HandleService(core, site, registry, sessions, limiter, door)
+        # A hosted approval publishes the site as it is then: with the keys of the site's
+        # other servers learnt since the start (_learn_site_keys), and their serial.
+        registry.applications.site = lambda: service.site
         if partition is not None:  # then asked of them until all are known
             self._site_keys = asyncio.get_running_loop().create_task(
                 self._learn_site_keys(store, homed, core, service)
@@ -375,7 +378,8 @@ class Node:
         s = self.settings
         apps = registry.applications
         apps.suspensions = registry.writes.suspensions = stage.suspensions
-        apps.site, apps.retry_max = site, s.upward_retry_max
+        # the site at start, until the service's (which learns the peers' keys) replaces it
+        apps.site, apps.retry_max = (lambda: site), s.upward_retry_max
         if s.upward_top:
             from .upstream.register import Upward
 

@@ -325,6 +325,15 @@ class RestApi:
         self._auth_cache[token] = (time.monotonic() + 10.0, who)
         return who
 
+    async def identity(self, request: web.Request) -> Identity | None:
+        """The administrator a request's credentials name (None without credentials), for
+        the other REST modules; raises the JSON 401/429 when they are wrong."""
+        return await self._identity(request)
+
+    async def need_identity(self, request: web.Request) -> Identity:
+        """As :meth:`identity`, and a JSON 401 without credentials."""
+        return await self._need_identity(request)
+
     async def _need_identity(self, request: web.Request) -> Identity:
         who = await self._identity(request)
         if who is None:

@@ -3,7 +3,7 @@ for a prefix; operators (server administrators, authenticated as on the rest of 
 REST API) list, approve and reject applications, and suspend and resume prefixes.
 
     POST /api/prefix-applications                 apply (no credentials needed)
-    GET  /api/prefix-applications[?status=]       list            (operator)
+    GET  /api/prefix-applications[?status=&limit=&after=]  newest first (operator)
     GET  /api/prefix-applications/{id}            one             (operator)
     POST /api/prefix-applications/{id}/approve    {"reason"}      (operator)
     POST /api/prefix-applications/{id}/reject     {"reason"}      (operator)
@@ -19,14 +19,14 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from idnode.errors import RequestRefused
-from idnode.registry.prefix_applications import application_json
+from idnode.registry.prefix_applications import LIST_LIMIT, application_json
 
-from .client import ClientError
-from .codec import ResponseCode, encode_site
+from .codec import ResponseCode
 from .codec.jsonform import loads
 from .rest_door import MAX_BODY, OPENAPI, RestApi, http_status, reply
 
@@ -64,7 +64,8 @@ class PrefixApi:
             doc = await _body(request)
             prefix = _text(doc, "prefix", required=True) or ""
             secret = _text(doc, "adminSecret")
-            pubkey = _text(doc, "adminPublicKey")
+            text_key = _text(doc, "adminPublicKey")
+            pubkey = _key_bytes(text_key) if text_key is not None else None
             hosted = doc.get("hosted", False)
             if not isinstance(hosted, bool):
                 raise ValueError("hosted must be true or false")
@@ -74,45 +75,60 @@ class PrefixApi:
                 raise ValueError("contact must be an object")
         except ValueError as exc:
             return reply(RC.INVALID_VALUE, status=400, message=str(exc))
-        except ClientError as exc:
-            return reply(RC.INVALID_VALUE, status=400, message=f"cannot fetch the site: {exc}")
-        who = await self.rest._identity(request)
+        who = await self.rest.identity(request)
         applicant = str(who) if who is not None else f"anonymous from {request.remote or '?'}"
         try:
             row = await self.apps.apply(
                 prefix,
                 secret=secret.encode() if secret is not None else None,
-                pubkey=_key_bytes(pubkey) if pubkey is not None else None,
+                pubkey=pubkey,
                 site=site,
                 hosted=hosted,
                 contact=contact,
                 applicant=applicant,
+                source=request.remote or "",
             )
         except RequestRefused as exc:
             return _refused(exc)
         return reply(RC.SUCCESS, status=201, application=application_json(row))
 
     async def list(self, request: web.Request) -> web.Response:
-        who = await self.rest._need_identity(request)
+        who = await self.rest.need_identity(request)
         status = request.query.get("status") or None
         if status is not None and status not in ("pending", "approved", "rejected"):
             return reply(RC.INVALID_VALUE, status=400, message="status: pending|approved|rejected")
         try:
-            rows = await self.apps.applications(who, status)
+            limit = _number(request, "limit") or LIST_LIMIT
+            after = _number(request, "after")
+        except ValueError as exc:
+            return reply(RC.INVALID_VALUE, status=400, message=str(exc))
+        try:
+            rows = await self.apps.applications(who, status, limit=limit, after=after)
+            existing = await self.apps.existing(rows)
         except RequestRefused as exc:
             return _refused(exc)
-        return reply(RC.SUCCESS, applications=[application_json(r) for r in rows])
+        page: dict[str, Any] = {}
+        if rows and len(rows) >= min(limit, LIST_LIMIT):  # newest first: older ones follow
+            page["next"] = f"{APPLICATIONS}?" + urlencode(
+                {**({"status": status} if status else {}), "after": rows[-1].id}
+            )
+        return reply(
+            RC.SUCCESS,
+            applications=[application_json(r, existing.get(r.id)) for r in rows],
+            **page,
+        )
 
     async def one(self, request: web.Request) -> web.Response:
-        who = await self.rest._need_identity(request)
+        who = await self.rest.need_identity(request)
         app_id = _id(request)
         if app_id is None:
             return reply(RC.INVALID_VALUE, status=400, message="the id is a number")
         try:
             row = await self.apps.get(who, app_id)
+            existing = await self.apps.existing([row])
         except RequestRefused as exc:
             return _refused(exc)
-        return reply(RC.SUCCESS, application=application_json(row))
+        return reply(RC.SUCCESS, application=application_json(row, existing.get(row.id)))
 
     async def approve(self, request: web.Request) -> web.Response:
         return await self._decide(request, approve=True)
@@ -121,7 +137,7 @@ class PrefixApi:
         return await self._decide(request, approve=False)
 
     async def _decide(self, request: web.Request, *, approve: bool) -> web.Response:
-        who = await self.rest._need_identity(request)
+        who = await self.rest.need_identity(request)
         app_id = _id(request)
         try:
             if app_id is None:
@@ -139,7 +155,7 @@ class PrefixApi:
         return reply(RC.SUCCESS, application=application_json(row))
 
     async def suspended(self, request: web.Request) -> web.Response:
-        who = await self.rest._need_identity(request)
+        who = await self.rest.need_identity(request)
         try:
             rows = await self.apps.suspended(who)
         except RequestRefused as exc:
@@ -147,7 +163,7 @@ class PrefixApi:
         return reply(RC.SUCCESS, suspended=[{"prefix": p, "reason": r} for p, r in rows])
 
     async def suspend(self, request: web.Request) -> web.Response:
-        who = await self.rest._need_identity(request)
+        who = await self.rest.need_identity(request)
         prefix = request.match_info["prefix"]
         try:
             reason = _text(await _body(request), "reason") or ""
@@ -160,7 +176,7 @@ class PrefixApi:
         return reply(RC.SUCCESS, prefix=prefix, suspended=True, changed=fresh)
 
     async def resume(self, request: web.Request) -> web.Response:
-        who = await self.rest._need_identity(request)
+        who = await self.rest.need_identity(request)
         prefix = request.match_info["prefix"]
         try:
             await self.apps.resume(who, prefix)
@@ -171,6 +187,16 @@ class PrefixApi:
 
 def _refused(exc: RequestRefused) -> web.Response:
     return reply(exc.rc, status=http_status(exc.rc), message=exc.message)
+
+
+def _number(request: web.Request, name: str) -> int | None:
+    """A query parameter that is a positive number (None when absent)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 19) or int(raw) < 1:
+        raise ValueError(f"{name} is a positive number")
+    return int(raw)
 
 
 def _id(request: web.Request) -> int | None:
@@ -212,21 +238,23 @@ def _key_bytes(text: str) -> bytes:
 
 
 def _site(doc: dict[str, Any]) -> bytes | None:
-    """The enterprise node's HS_SITE: ``site`` (base64 of the HS_SITE data) or
-    ``siteFrom`` (HOST:PORT of one of its servers, asked with GET_SITE_INFO)."""
-    site, source = _text(doc, "site"), _text(doc, "siteFrom")
-    if site is not None and source is not None:
-        raise ValueError("give site or siteFrom, not both")
-    if site is not None:
-        try:
-            return base64.b64decode(site, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("site: base64 of the HS_SITE data") from None
-    if source is not None:
-        from .upstream.register import fetch_site
-
-        return encode_site(fetch_site(source, timeout=3.0))
-    return None
+    """The enterprise node's HS_SITE: ``site``, base64 of the HS_SITE data. The node never
+    fetches a site from an address a caller names (an anonymous caller would make it
+    connect anywhere and wait on whatever answers): ``idnode prefix apply --site-from
+    HOST:PORT`` asks the enterprise node itself and sends the site."""
+    if "siteFrom" in doc:
+        raise ValueError(
+            "siteFrom is not accepted: send the enterprise node's HS_SITE as site (base64 "
+            "of the HS_SITE data); idnode prefix apply --site-from HOST:PORT fetches it "
+            "on your side and sends it"
+        )
+    site = _text(doc, "site")
+    if site is None:
+        return None
+    try:
+        return base64.b64decode(site, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("site: base64 of the HS_SITE data") from None
 
 
 _OUT = {"description": "the Handle response code, and the application or why not"}
@@ -263,7 +291,6 @@ PATHS: dict[str, Any] = {
                                 },
                                 "hosted": {"type": "boolean"},
                                 "site": {"type": "string", "description": "base64 HS_SITE"},
-                                "siteFrom": {"type": "string", "description": "HOST:PORT"},
                                 "contact": {"type": "object"},
                             },
                         }
@@ -273,13 +300,25 @@ PATHS: dict[str, Any] = {
             "responses": {"201": _OUT | _J, "4XX": _OUT | _J, "503": _OUT | _J},
         },
         "get": {
-            "summary": "List applications (server administrators)",
+            "summary": "List applications, newest first (server administrators); "
+            "next names the following page",
             "parameters": [
                 {
                     "name": "status",
                     "in": "query",
                     "schema": {"type": "string", "enum": ["pending", "approved", "rejected"]},
-                }
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT},
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "only applications older than this id (the next page)",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
             ],
             "responses": _ANSWERS,
             "security": [{"basic": []}, {"bearer": []}],

@@ -60,7 +60,15 @@ def apply(args: argparse.Namespace) -> int:
     if args.hosted:
         body["hosted"] = True
     elif args.site_from:
-        body["siteFrom"] = args.site_from
+        # Asked here, in the CLI: the node never connects to an address a caller names.
+        from ..client import ClientError
+        from ..upstream.register import fetch_site
+
+        try:
+            site = fetch_site(args.site_from, timeout=min(args.timeout, 10.0))
+        except ClientError as exc:
+            raise CommandError(f"cannot get the HS_SITE of {args.site_from}: {exc}") from None
+        body["site"] = base64.b64encode(encode_site(site)).decode()
     else:
         from ..upstream.root_info import load_root_info  # HS_SITE, root_info or JSON
 
@@ -72,8 +80,9 @@ def apply(args: argparse.Namespace) -> int:
 
 
 def list_applications(args: argparse.Namespace) -> int:
-    query = f"?status={args.status}" if args.status else ""
-    return call(args, "GET", APPLICATIONS + query)
+    q = {"status": args.status, "limit": args.limit, "after": args.after}
+    query = urllib.parse.urlencode({k: v for k, v in q.items() if v})
+    return call(args, "GET", APPLICATIONS + (f"?{query}" if query else ""))
 
 
 def show(args: argparse.Namespace) -> int:
@@ -137,7 +146,9 @@ def add_parser(sub: Any) -> None:
         help="the enterprise node's HS_SITE (GetSiteInfo output, root_info or siteinfo.json)",
     )
     where.add_argument(
-        "--site-from", metavar="HOST:PORT", help="ask the enterprise node for its HS_SITE"
+        "--site-from",
+        metavar="HOST:PORT",
+        help="ask the enterprise node for its HS_SITE (from here) and send it",
     )
     for field in ("organisation", "name", "email", "phone"):
         p.add_argument(f"--contact-{field}", default="", help=f"contact details: {field}")
@@ -146,6 +157,8 @@ def add_parser(sub: Any) -> None:
     p = cmds.add_parser("list", help="list applications (operator)")
     _common(p)
     p.add_argument("--status", choices=("pending", "approved", "rejected"))
+    p.add_argument("--limit", type=int, help="how many, newest first (at most 100)")
+    p.add_argument("--after", type=int, metavar="ID", help="the next page: older than ID")
     p.set_defaults(func=list_applications)
 
     p = cmds.add_parser("show", help="one application, with its upward registration (operator)")

@@ -4,13 +4,17 @@ ADD_VALUE or MODIFY_VALUE) only when it is missing or changed.
 
 ``idnode register-upward`` runs it for the prefixes a node homes; the node runs it for a
 prefix an operator approved (registry/prefix_applications.py), in a thread: the client
-is blocking. ``fetch_site`` asks a server for its HS_SITE (GET_SITE_INFO), for an
-enterprise that names its node by address.
+is blocking. ``fetch_site`` asks a server for its HS_SITE (GET_SITE_INFO) within an
+overall deadline: for ``idnode prefix apply --site-from`` (client side, in the CLI) and
+in a thread; the node's REST API never fetches a site from an address a caller names.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +22,22 @@ from typing import Any
 from idnode.registry.auth import Identity
 from idnode.registry.bootstrap import site_update
 
-from ..client import AdminClient, ClientError, exchange
+from ..client import AdminClient, ClientError, parse_server
 from ..codec import (
     AddValueRequest,
     CreateHandleRequest,
+    FrameBuffer,
     Message,
     ModifyValueRequest,
     OpCode,
+    OpFlag,
+    ProtocolError,
     ResolutionResponse,
     ResponseCode,
     SiteInfo,
+    decode,
     decode_values,
+    encode,
     encode_values,
 )
 from ..codec.bodies import GetSiteInfoRequest, SiteInfoResponse
@@ -107,11 +116,59 @@ class Upward:
         return await asyncio.to_thread(self.register_now, prefix, site)
 
 
+FETCH_SITE_MAX_BYTES = 1 << 20  # an HS_SITE answer is a few KiB; more is not one
+
+
 def fetch_site(server: str, timeout: float = 5.0) -> SiteInfo:
-    """The HS_SITE a Handle server says it is part of (GET_SITE_INFO over TCP)."""
-    m = exchange(
-        server, Message(op_code=OpCode.GET_SITE_INFO, body=GetSiteInfoRequest("/")), "tcp", timeout
+    """The HS_SITE a Handle server says it is part of (GET_SITE_INFO over TCP), within
+    ``timeout`` seconds in all (connecting, sending, every byte of the answer: a server
+    trickling bytes or streaming CN frames does not keep the caller longer) and at most
+    FETCH_SITE_MAX_BYTES read. Blocking: for the CLI and threads, never the event loop."""
+    deadline = time.monotonic() + timeout
+    host, port = parse_server(server, 2641)
+    request = Message(
+        op_code=OpCode.GET_SITE_INFO,
+        body=GetSiteInfoRequest("/"),
+        request_id=int.from_bytes(os.urandom(3), "big") + 1,
     )
-    if m.response_code != ResponseCode.SUCCESS or not isinstance(m.body, SiteInfoResponse):
-        raise UpwardRefused(f"{server} gave no site information: {rc_name(m.response_code)}")
-    return m.body.site
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientError(f"no site information from {server} in {timeout:g}s")
+        return remaining
+
+    try:
+        with socket.create_connection((host, port), timeout=left()) as s:
+            s.settimeout(left())
+            s.sendall(encode(request))
+            fb, got = FrameBuffer(), 0
+            while True:
+                s.settimeout(left())
+                try:
+                    data = s.recv(65536)
+                except TimeoutError:
+                    left()  # raises: the deadline passed
+                    continue
+                if not data:
+                    raise ClientError(f"{server} closed the connection before answering")
+                got += len(data)
+                if got > FETCH_SITE_MAX_BYTES:
+                    raise ClientError(f"{server} answered with over {FETCH_SITE_MAX_BYTES} bytes")
+                for frame in fb.feed(data):
+                    m = decode(frame)
+                    if m.request_id != request.request_id or m.has(OpFlag.CN):
+                        continue
+                    if m.response_code != ResponseCode.SUCCESS or not isinstance(
+                        m.body, SiteInfoResponse
+                    ):
+                        raise UpwardRefused(
+                            f"{server} gave no site information: {rc_name(m.response_code)}"
+                        )
+                    return m.body.site
+    except ProtocolError as exc:
+        raise ClientError(f"the answer from {server} does not decode: {exc.reason}") from None
+    except TimeoutError:
+        raise ClientError(f"no site information from {server} in {timeout:g}s") from None
+    except OSError as exc:
+        raise ClientError(f"cannot reach {server}: {exc}") from None

@@ -264,3 +264,37 @@ def test_a_delegation_approved_while_the_top_is_down_is_registered_once_it_is_ba
     out = walk(h, "88.166.2002/z")
     assert out["responseCode"] == 1 and out["values"][0]["data"]["value"] == "at E"
     assert out["trace"].splitlines()[-1].startswith(f"hop 2: 88.166.2002/z -> {h.e.server}")
+
+
+def test_the_rest_api_fetches_no_site_for_a_caller(h: Hierarchy) -> None:
+    # siteFrom would make the node connect where an anonymous caller says and wait on
+    # whatever answers: refused, telling the caller to send the site (the CLI's
+    # --site-from fetches it on the caller's side, as the delegation test does)
+    body = {"prefix": "88.166.2100", "adminSecret": "s", "siteFrom": h.e.server}
+    req = urllib.request.Request(
+        h.s.http + "/api/prefix-applications",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("siteFrom accepted")
+    except urllib.error.HTTPError as exc:
+        status, doc = exc.code, json.loads(exc.read())
+    assert status == 400 and doc["responseCode"] == RC.INVALID_VALUE
+    assert "send the enterprise node's HS_SITE as site" in doc["message"]
+    assert "88.166.2100" not in json.dumps(h.operator("list")["applications"])
+    # a key that is neither PEM nor base64: 400, not a 500
+    body = {"prefix": "88.166.2101", "adminPublicKey": "not base64!", "hosted": True}
+    req = urllib.request.Request(
+        h.s.http + "/api/prefix-applications",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("a bad key accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400 and "adminPublicKey" in json.loads(exc.read())["message"]

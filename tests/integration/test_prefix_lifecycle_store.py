@@ -41,7 +41,7 @@ def test_applications_decisions_and_the_upward_queue(store_url: str) -> None:
                 b"\x00key",
                 b"\x00\x01site",
             )
-            assert [r.id for r in await s.prefix_applications("pending")] == [a, b]
+            assert [r.id for r in await s.prefix_applications("pending")] == [b, a]  # newest first
             assert await s.decide_prefix_application(a, "approved", "300:0.NA/88.166", "", "queued")
             assert not await s.decide_prefix_application(a, "rejected", "someone", "late")
             assert await s.decide_prefix_application(b, "rejected", "300:0.NA/88.166", "no")
