@@ -135,23 +135,34 @@ _RANGE = [
     {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
     {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
 ]
+_JSON = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_REFUSED = {
+    "description": "the Handle response code and why (bad input, not authenticated,"
+    " not an administrator of the prefix, registry unavailable)"
+} | _JSON
+
+
+def _answers(ok: str) -> dict[str, Any]:
+    return {"200": {"description": ok} | _JSON, "4XX": _REFUSED, "503": _REFUSED}
+
+
 PATHS: dict[str, Any] = {
     STATISTICS: {
         "post": {
             "summary": "A child node's per-prefix, per-day statistics (cumulative snapshots)",
-            "responses": {"200": {"description": "each report's response code"}},
+            "responses": _answers("each report's response code"),
         },
         "get": {
             "summary": "Statistics received here: totals per prefix and day, and each report",
             "parameters": _RANGE,
-            "responses": {"200": {"description": "statistics"}},
+            "responses": _answers("statistics"),
         },
     },
     STATISTICS + "/local": {
         "get": {
             "summary": "This node's own counts and whether they were reported upward",
             "parameters": _RANGE,
-            "responses": {"200": {"description": "statistics"}},
+            "responses": _answers("statistics"),
         }
     },
 }
