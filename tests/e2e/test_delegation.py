@@ -64,7 +64,8 @@ class Node:
         return self.proc.server
 
 
-def start(tmp: Path, name: str, prefix: str, secret: bytes) -> Node:
+def start(tmp: Path, name: str, prefix: str, secret: bytes, *serve_flags: str) -> Node:
+    """`idnode init` of ``prefix`` and `idnode serve` of it (with ``serve_flags``)."""
     db, key = f"sqlite:///{tmp}/{name}.db", str(tmp / f"{name}.key")
     idnode(
         "init",
@@ -83,7 +84,7 @@ def start(tmp: Path, name: str, prefix: str, secret: bytes) -> Node:
         prefix,
         db,
         key,
-        NodeProcess(db, log=tmp / f"{name}.log", extra=("--secret-key-file", key)),
+        NodeProcess(db, log=tmp / f"{name}.log", extra=("--secret-key-file", key, *serve_flags)),
     )
 
 
@@ -152,15 +153,16 @@ def url_value(text: str) -> tuple[HandleValue, ...]:
     return (HandleValue(1, "URL", text.encode()),)
 
 
-def register_upward(tmp: Path, s: Node, t: Node, *extra: str) -> str:
+def register_upward(tmp: Path, s: Node, t: Node, *extra: str, secret: str = UPWARD) -> str:
+    """S's HS_SITE into 0.NA/<S's prefix> at T, as the admin T granted (with ``secret``)."""
     return idnode(
         "register-upward",
         "--top",
         t.server,
         "--admin",
-        "300:0.NA/88.166",
+        f"300:0.NA/{s.prefix}",
         "--secret",
-        UPWARD,
+        secret,
         "--database-url",
         s.db,
         "--listen",
