@@ -270,7 +270,7 @@ def test_the_rest_api_fetches_no_site_for_a_caller(h: Hierarchy) -> None:
     # siteFrom would make the node connect where an anonymous caller says and wait on
     # whatever answers: refused, telling the caller to send the site (the CLI's
     # --site-from fetches it on the caller's side, as the delegation test does)
-    body = {"prefix": "88.166.2100", "adminSecret": "s", "siteFrom": h.e.server}
+    body: dict[str, object] = {"prefix": "88.166.2100", "adminSecret": "s", "siteFrom": h.e.server}
     req = urllib.request.Request(
         h.s.http + "/api/prefix-applications",
         data=json.dumps(body).encode(),
@@ -286,7 +286,7 @@ def test_the_rest_api_fetches_no_site_for_a_caller(h: Hierarchy) -> None:
     assert "send the enterprise node's HS_SITE as site" in doc["message"]
     assert "88.166.2100" not in json.dumps(h.operator("list")["applications"])
     # a key that is neither PEM nor base64: 400, not a 500
-    body: dict[str, object] = {
+    body = {
         "prefix": "88.166.2101",
         "adminPublicKey": "not base64!",
         "hosted": True,
