@@ -59,7 +59,8 @@ LIST_LIMIT = 100  # applications per page of a listing (newest first)
 UPWARD_LEASE = 60.0  # a claimed upward registration is retried after this if its worker died
 
 OnChange = Callable[[list[str]], Awaitable[None]]
-RegisterUpward = Callable[[str, SiteInfo], Awaitable[str]]
+# (prefix, the site to register for it, this node's own site)
+RegisterUpward = Callable[[str, SiteInfo, SiteInfo | None], Awaitable[str]]
 
 
 def suspended_message(prefix: str) -> str:
@@ -517,7 +518,7 @@ class PrefixApplications:
         try:
             if self.upward is None or site is None:
                 raise RuntimeError("no upward configuration or no site to register")
-            did = await self.upward(row.prefix, site)
+            did = await self.upward(row.prefix, site, self.site())
         except Exception as exc:
             wait = min(self.retry_max, 2.0 ** min(attempts, 16))
             log.warning(

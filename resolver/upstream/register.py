@@ -40,18 +40,22 @@ from ..codec import (
     encode,
     encode_values,
 )
-from ..codec.bodies import GetSiteInfoRequest, SiteInfoResponse
+from ..codec.bodies import GetSiteInfoRequest, ReferralResponse, SiteInfoResponse
 from ..codec.codes import rc_name
+from .sites import sites_from_values
 
 
 class UpwardRefused(ClientError):
     """The node above answered, and not with success."""
 
 
-def register_one(client: AdminClient, prefix: str, site: SiteInfo) -> str:
+def register_one(
+    client: AdminClient, prefix: str, site: SiteInfo, own: SiteInfo | None = None
+) -> str:
     """Write ``site`` into ``0.NA/<prefix>`` at the node above when missing or changed;
-    what was done, for people. Raises UpwardRefused on a refusal, ClientError when the
-    node above does not answer."""
+    what was done, for people. ``own`` is this node's site (default ``site``): when the
+    node above already delegates an ancestor of ``prefix`` to it, nothing is written.
+    Raises UpwardRefused on a refusal, ClientError when the node above does not answer."""
     handle = f"0.NA/{prefix}"
     got = client.resolve(handle)
     if got.response_code == ResponseCode.SUCCESS and isinstance(got.body, ResolutionResponse):
@@ -59,6 +63,11 @@ def register_one(client: AdminClient, prefix: str, site: SiteInfo) -> str:
         indexes = {v.index for v in got.body.values}
     elif got.response_code == ResponseCode.HANDLE_NOT_FOUND:
         before, indexes = None, set()
+    elif through := _covered_by_us(got, own or site):
+        # The node above delegates an ancestor prefix to this very node (its record
+        # names our servers): clients already reach ``prefix`` here through that
+        # record, and the node above would never serve a record of its own for it.
+        return f"{handle}: reachable through {through} at the node above (names this node)"
     else:
         raise UpwardRefused(
             f"{handle} at {client.host}:{client.port}: {rc_name(got.response_code)}"
@@ -84,6 +93,23 @@ def register_one(client: AdminClient, prefix: str, site: SiteInfo) -> str:
     return f"{handle}: {did} (index {fresh.index})"
 
 
+def _endpoints(site: SiteInfo) -> set[tuple[str, int]]:
+    return {(server.ip, i.port) for server in site.servers for i in server.interfaces}
+
+
+def _covered_by_us(got: Message, site: SiteInfo) -> str | None:
+    """The referral handle of a 303 PREFIX_REFERRAL whose sites include one of this
+    node's servers at one of its ports; None for any other answer."""
+    body = got.body
+    if got.response_code != ResponseCode.PREFIX_REFERRAL or not isinstance(body, ReferralResponse):
+        return None
+    ours = _endpoints(site)
+    named = sites_from_values(body.values or ())
+    if any(_endpoints(s) & ours for s in named):
+        return body.referral_handle
+    return None
+
+
 @dataclass(frozen=True)
 class Upward:
     """The node above and the administrator this node writes there as (the admin a
@@ -107,13 +133,13 @@ class Upward:
             return AdminClient(self.top, a.handle, a.index, private_key=key, timeout=self.timeout)
         return AdminClient(self.top, a.handle, a.index, secret=self.secret, timeout=self.timeout)
 
-    def register_now(self, prefix: str, site: SiteInfo) -> str:
+    def register_now(self, prefix: str, site: SiteInfo, own: SiteInfo | None = None) -> str:
         with self.client() as c:
-            return register_one(c, prefix, site)
+            return register_one(c, prefix, site, own)
 
-    async def register(self, prefix: str, site: SiteInfo) -> str:
+    async def register(self, prefix: str, site: SiteInfo, own: SiteInfo | None = None) -> str:
         """:meth:`register_now` off the event loop (the client blocks)."""
-        return await asyncio.to_thread(self.register_now, prefix, site)
+        return await asyncio.to_thread(self.register_now, prefix, site, own)
 
 
 FETCH_SITE_MAX_BYTES = 1 << 20  # an HS_SITE answer is a few KiB; more is not one

@@ -197,9 +197,8 @@ def test_the_top_refers_each_secondarys_identifiers_to_it(chain: Chain) -> None:
         for transport in ("udp", "tcp"):
             m = exchange(t.server, resolution_request(HANDLES[s]), transport, 10)
             assert referred_to(m, f"0.NA/{PREFIXES[s]}") == [chain[s].proc.handle_port]
-    # an enterprise identifier: referred down the hierarchy (to the secondary, which T
-    # delegates the whole of its prefix to; see the xfail test below for the record of
-    # the enterprise prefix the approval should also have registered at T)
+    # an enterprise identifier: referred down the hierarchy, to the secondary, which T
+    # delegates the whole of its prefix to (so the approval there writes nothing at T)
     for e, s in ABOVE.items():
         m = resolve(t.server, HANDLES[e])
         assert m.response_code == RC.SERVICE_REFERRAL, m
@@ -260,14 +259,9 @@ def test_from_the_root_not_found_and_a_prefix_nobody_serves(chain: Chain) -> Non
     assert trace[-1].startswith("idnode resolve: no service found for prefix 88.999"), trace
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node bug: an approval at a secondary that is registered upward (T holds "
-    "0.NA/88.166 with S's HS_SITE) never registers the enterprise prefix at T: "
-    "register_one resolves 0.NA/88.166.1001 at T, T answers 303 PREFIX_REFERRAL (the "
-    "prefix is under its delegation to S), and the registration stays 'queued' with "
-    "upwardError '0.NA/88.166.1001 at T: PREFIX_REFERRAL', retried forever",
-)
 def test_an_approval_at_a_registered_secondary_is_registered_at_the_top(chain: Chain) -> None:
+    """T already delegates the secondary's whole prefix to it (a 303 naming the
+    secondary for 0.NA/<enterprise prefix>): the approval's upward registration is done
+    at once, through that record, instead of queued and retried for ever."""
     for e, app in chain.approved.items():
         assert app["upward"] == "registered", (e, app)
