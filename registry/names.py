@@ -29,12 +29,17 @@ def normalize(handle: str, case_sensitive: bool = False) -> str:
     return handle.upper() if handle.isascii() else handle.translate(_UPPER)
 
 
+def is_prefix_handle(handle: str) -> bool:
+    """Is ``handle`` a prefix handle ``0.NA/<prefix>`` (in any case)?"""
+    return handle[:5].upper() == NA_PREFIX.upper()
+
+
 def prefix_of(handle: str) -> str:
     """The prefix of ``prefix/suffix``; for ``0.NA/<p>`` handles, the prefix they describe.
 
     A handle without a slash is its own prefix (it names a naming authority).
     """
-    if handle[:5].upper() == NA_PREFIX.upper():
+    if is_prefix_handle(handle):
         return handle[5:]
     slash = handle.find("/")
     return handle if slash < 0 else handle[:slash]

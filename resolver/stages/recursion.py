@@ -170,12 +170,9 @@ def delegated_servers(
     (a record naming a thousand servers gets a few probed, not a thousand): what the
     health probes watch (ServerHealth bounds the total)."""
     out: list[ServerInfo] = []
-    for prefix in sorted(delegations.prefixes):
-        r = delegations.referral(prefix + "/")
-        if r is None:
-            continue
+    for d in sorted(delegations.all(), key=lambda d: (d.prefix, d.referral_handle)):
         mine: list[ServerInfo] = []
-        for site in sites_from_values(decode_values(r.delegation.sites_wire)):
+        for site in sites_from_values(decode_values(d.sites_wire)):
             mine.extend(site.servers[: per_delegation - len(mine)])
             if len(mine) >= per_delegation:
                 break

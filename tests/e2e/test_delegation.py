@@ -10,6 +10,7 @@ prefix records of the prefixes it homes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import urllib.error
@@ -34,6 +35,8 @@ from idnode.resolver.codec import (
     SiteInfo,
     decode_site,
 )
+from idnode.resolver.upstream.register import fetch_site
+from idnode.resolver.upstream.walker import Walker
 from tests.e2e.node_process import IDNODE, NodeProcess
 
 pytestmark = pytest.mark.e2e
@@ -292,6 +295,62 @@ def test_three_levels(nodes: dict[str, Node], tmp_path: Path) -> None:
     moved = decode_site(values(resolve(t.server, "0.NA/88.166"))[1].data)
     assert (2, 1) in {(i.protocol, i.port) for i in moved.servers[0].interfaces}
     assert moved.serial == 2
+
+
+def test_hs_site_prefix_delegates_the_derived_prefixes(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    """0.NA/88.166.1001 at S with only HS_SITE.PREFIX naming E: S refers 88.166.1001.5/x
+    (and 0.NA/88.166.1001.5) to E, answers 88.166.1001/x itself as before, and the
+    walker, starting at T, resolves 88.166.1001.5/x through both referrals."""
+    t, s, e = nodes["T"], nodes["S"], nodes["E"]
+    register_upward(tmp_path, s, t)  # T refers 0.NA/88.166.* to S (done or updated)
+    e_record = values(resolve(e.server, "0.NA/88.166.1001"))
+    e_site = e_record[1]
+    # At E: the derived prefix's record (its service: E; administered by E's prefix
+    # admin, 300:0.NA/88.166.1001, as E's own record is) and an identifier under it.
+    record = (e_site, e_record[100])
+    assert (
+        write(e, E_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("0.NA/88.166.1001.5", record))
+        == RC.SUCCESS
+    )
+    assert (
+        write(
+            e,
+            E_SECRET,
+            OpCode.CREATE_HANDLE,
+            CreateHandleRequest("88.166.1001.5/x", url_value("at E, derived")),
+        )
+        == RC.SUCCESS
+    )
+    for h in ("88.166.1001/x", "88.166.1001/k"):  # S's own, whatever earlier tests left
+        write(s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest(h, url_value("at S")))
+    derived = HandleValue(2, "HS_SITE.PREFIX", e_site.data)
+    assert (
+        write(
+            s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("0.NA/88.166.1001", (derived,))
+        )
+        == RC.SUCCESS
+    )
+    try:
+        assert values(resolve(s.server, "88.166.1001/k"))[1].data == b"at S"  # as before
+        r = resolve(s.server, "88.166.1001.5/x")
+        assert r.response_code == RC.SERVICE_REFERRAL
+        assert isinstance(r.body, ReferralResponse)
+        assert r.body.referral_handle == "0.NA/88.166.1001"
+        assert [tcp_port(x) for x in sites(r)] == [e.proc.handle_port]  # typed HS_SITE
+        r = resolve(s.server, "0.NA/88.166.1001.5")
+        assert r.response_code == RC.PREFIX_REFERRAL
+        assert [tcp_port(x) for x in sites(r)] == [e.proc.handle_port]
+
+        walker = Walker([fetch_site(t.server)], timeout=5.0)
+        got = asyncio.run(walker.resolve("88.166.1001.5/x"))
+        assert got.message.response_code == RC.SUCCESS, got.hops
+        assert isinstance(got.message.body, ResolutionResponse)
+        assert got.message.body.values[0].data == b"at E, derived"
+        assert tcp_port(got.site) == e.proc.handle_port
+    finally:
+        write(s, S_SECRET, OpCode.DELETE_HANDLE, DeleteHandleRequest("0.NA/88.166.1001"))
 
 
 def test_the_admin_given_upward_may_write_its_prefix_records_and_nothing_else(

@@ -10,7 +10,7 @@ import asyncio
 
 from idnode.registry.auth import Identity
 from idnode.registry.bootstrap import SITE_INDEX, site_update
-from idnode.registry.delegations import Delegations
+from idnode.registry.delegations import Delegations, Referral
 from idnode.registry.names import PrefixAuthority
 from idnode.registry.permissions import Permissions
 from idnode.resolver.codec import (
@@ -30,6 +30,7 @@ from idnode.resolver.codec import (
 )
 from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS
 from idnode.resolver.stages.delegation import DelegationStage
+from idnode.resolver.stages.recursion import delegated_servers
 from idnode.resolver.stages.stage import Lookup
 
 
@@ -149,6 +150,90 @@ def test_a_rebuild_says_whether_anything_changed() -> None:
     assert d.build(d.candidates(records()[:2]), {})
     assert d.referral("88.166.1001/x") is not None  # now under 88.166's delegation
     assert d.referral("88.166.1001/x").delegation.prefix == "88.166"  # type: ignore[union-attr]
+
+
+def prefix_site_value(port: int) -> HandleValue:
+    return HandleValue(2, "HS_SITE.PREFIX", encode_site(site(port)))
+
+
+def port_of(r: Referral | None) -> int:
+    assert r is not None
+    (v,) = decode_values(r.delegation.sites_wire)
+    assert v.type == "HS_SITE"  # a 302's sites are read from HS_SITE values only
+    return decode_site(v.data).servers[0].interfaces[0].port
+
+
+def secondary(*extra: tuple[str, bytes]) -> Delegations:
+    """A secondary homing 88.166 (its own HS_SITE: port 2641) with ``extra`` records."""
+    recs = [("0.NA/88.166", encode_values([ADMIN, site_value(2641)])), *extra]
+    d = Delegations(PrefixAuthority(["88.166"]))
+    d.build(d.candidates(recs), {}, d.own_sites(recs))
+    return d
+
+
+def test_hs_site_prefix_delegates_only_the_derived_prefixes() -> None:
+    """0.NA/88.166.1001 with only HS_SITE.PREFIX naming E: 88.166.1001.5 and deeper are
+    E's (302 / 303), 88.166.1001's own handles stay here (HANDLE.NET 8.x: HS_SITE.PREFIX
+    names the sites of the derived prefixes, HS_SITE those of the prefix itself)."""
+    d = secondary(("0.NA/88.166.1001", encode_values([prefix_site_value(3641)])))
+    assert d.referral("88.166.1001/x") is None  # D's own handles: as before
+    r = d.referral("88.166.1001.5/x")
+    assert r is not None and r.response_code == ResponseCode.SERVICE_REFERRAL
+    assert r.delegation.referral_handle == "0.NA/88.166.1001" and port_of(r) == 3641
+    assert port_of(d.referral("88.166.1001.5.6/x")) == 3641
+    r = d.referral("0.NA/88.166.1001.5")
+    assert r is not None and r.response_code == ResponseCode.PREFIX_REFERRAL
+    assert port_of(r) == 3641
+    assert d.referral("0.NA/88.166.1001") is None  # the record itself is held here
+    assert d.referral("88.166.1002/x") is None  # a sibling: homed here
+    assert d.prefix_sites("88.166.1001.5") is None  # a 303, not an answer
+    (v,) = decode_values(d.prefix_sites("88.166.1001") or b"")
+    assert decode_site(v.data).servers[0].interfaces[0].port == 2641  # here
+    assert d.prefixes == {"88.166.1001"} and len(d) == 1
+
+
+def test_hs_site_and_hs_site_prefix_split_a_prefix_between_two_nodes() -> None:
+    both = encode_values([site_value(3641), prefix_site_value(4641)])
+    d = secondary(("0.NA/88.166.1001", both))
+    assert port_of(d.referral("88.166.1001/x")) == 3641  # HS_SITE: D's handles
+    assert port_of(d.referral("88.166.1001.5/x")) == 4641  # HS_SITE.PREFIX: D.x's
+    assert port_of(d.referral("0.NA/88.166.1001.5")) == 4641
+    # a deeper record of its own still wins over its ancestor's HS_SITE.PREFIX
+    d = secondary(
+        ("0.NA/88.166.1001", both),
+        ("0.NA/88.166.1001.5", encode_values([site_value(5641)])),
+    )
+    assert port_of(d.referral("88.166.1001.5/x")) == 5641
+    assert len(d.all()) == 3
+
+
+def test_a_homed_prefix_may_send_its_derived_prefixes_elsewhere() -> None:
+    d = secondary(
+        ("0.NA/88.166", encode_values([ADMIN, site_value(2641), prefix_site_value(3641)]))
+    )
+    assert d.referral("88.166/x") is None  # homed
+    assert port_of(d.referral("88.166.7/x")) == 3641
+    r = d.referral("0.NA/88.166.7")
+    assert r is not None and r.response_code == ResponseCode.PREFIX_REFERRAL
+    assert d.referral("0.NA/88.166") is None
+
+
+def test_sites_naming_this_node_are_served_here() -> None:
+    """A record whose HS_SITE names this node (as its homed prefixes' records publish it)
+    is no delegation: D's handles are local; its HS_SITE.PREFIX elsewhere still refers."""
+    d = secondary(("0.NA/88.166.1001", encode_values([site_value(2641), prefix_site_value(3641)])))
+    assert d.referral("88.166.1001/x") is None
+    assert port_of(d.referral("88.166.1001.5/x")) == 3641
+    assert d.referral("0.NA/88.166.1001") is None
+    assert d.prefixes == {"88.166.1001"}
+    d = secondary(("0.NA/88.166.1001", encode_values([prefix_site_value(2641)])))
+    assert d.referral("88.166.1001.5/x") is None and len(d) == 0
+
+
+def test_the_health_probes_watch_derived_delegations_too() -> None:
+    d = secondary(("0.NA/88.166.1001", encode_values([prefix_site_value(3641)])))
+    (server,) = delegated_servers(d)
+    assert server.interfaces[0].port == 3641
 
 
 class FakeStore:
