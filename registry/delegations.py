@@ -98,7 +98,8 @@ class Referral:
     delegation: Delegation
 
 
-def _where(values: Iterable[HandleValue]) -> str:
+def site_addresses(values: Iterable[HandleValue]) -> str:
+    """ "host:port, ..." of the Handle TCP interfaces the site values name, for people."""
     out = []
     for v in values:
         try:
@@ -231,7 +232,7 @@ class Delegations:
             wire = encode_values(sites)
             if ours & endpoints(sites):
                 return _Here(wire)
-            return Delegation(prefix, referral, wire, _where(sites))
+            return Delegation(prefix, referral, wire, site_addresses(sites))
 
         for prefix, values in candidates:
             key = normalize(prefix, self.case_sensitive)

@@ -5,6 +5,10 @@ It only translates: reads go through the resolver core, writes through the regis
 service. A Handle response code becomes a gRPC status (NOT_FOUND, ALREADY_EXISTS,
 PERMISSION_DENIED, UNAUTHENTICATED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...), with
 the Handle code in the trailing metadata ``idnode-handle-code`` and in the details.
+A referral (302/303: the handle is served by another node) ends Resolve with
+FAILED_PRECONDITION, ``idnode-handle-code`` 302 or 303, ``idnode-referral-handle`` the
+handle to ask about instead, and details naming it and the sites' Handle TCP addresses
+(:func:`referral_text`); a batch or stream item carries the same text in its status.
 Registry calls need ``authorization: Bearer <API key>`` (``idnode apikey create``).
 Calls in flight per client address and in all, and the connections one address has
 calls on, are capped (CallLimits); message sizes, streams per connection, idle
@@ -31,6 +35,7 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_alpha_pb2
 
 from idnode.errors import RequestRefused
 from idnode.registry.auth import Identity
+from idnode.registry.delegations import site_addresses
 from idnode.registry.login_guard import Throttled
 from idnode.registry.service import OUTCOME_UNKNOWN, UNAVAILABLE, outcome_unknown
 from idnode.registry.service import unavailable as registry_unavailable
@@ -78,6 +83,10 @@ _STATUS: dict[int, Any] = {
     RC.INVALID_HANDLE: SC.INVALID_ARGUMENT,
     RC.INVALID_VALUE: SC.INVALID_ARGUMENT,
     RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE: SC.FAILED_PRECONDITION,
+    # Served by another node: not an error of the handle (it may exist there) nor of the
+    # request; this server is the wrong one to ask, as with 301.
+    RC.SERVICE_REFERRAL: SC.FAILED_PRECONDITION,
+    RC.PREFIX_REFERRAL: SC.FAILED_PRECONDITION,
     RC.INSUFFICIENT_PERMISSIONS: SC.PERMISSION_DENIED,
     RC.INVALID_ADMIN: SC.PERMISSION_DENIED,
     RC.AUTHENTICATION_NEEDED: SC.UNAUTHENTICATED,
@@ -93,11 +102,25 @@ def grpc_status(rc: int) -> grpc.StatusCode:
     return _STATUS.get(rc, SC.FAILED_PRECONDITION if rc != RC.SUCCESS else SC.OK)
 
 
-async def fail(context: grpc.aio.ServicerContext, rc: int, message: str) -> NoReturn:
-    """End the call with the gRPC status for ``rc`` (abort raises; it never returns)."""
-    context.set_trailing_metadata((("idnode-handle-code", str(int(rc))),))
+async def fail(
+    context: grpc.aio.ServicerContext, rc: int, message: str, *extra: tuple[str, str]
+) -> NoReturn:
+    """End the call with the gRPC status for ``rc`` (abort raises; it never returns);
+    ``extra``: more trailing metadata."""
+    context.set_trailing_metadata((("idnode-handle-code", str(int(rc))), *extra))
     await context.abort(grpc_status(rc), f"[{int(rc)}] {message}")
     raise RuntimeError("grpc.aio abort returned")  # it raises AbortError; typing cannot say
+
+
+def referral_text(res: Resolution) -> str:
+    """A referral as people read it in a gRPC status: a status carries no values, so the
+    handle to ask about and the sites' addresses are spelt out, then the stage's words."""
+    try:
+        sites = site_addresses(decode_values(res.values_wire))
+    except ProtocolError:
+        sites = ""
+    text = f"referral to {res.referral} at {sites or '(no sites given: resolve it)'}"
+    return f"{text}: {res.message}" if res.message else text
 
 
 def peer_address(peer: str) -> str:
@@ -176,11 +199,17 @@ class ResolverService(pb2_grpc.ResolverServicer):  # type: ignore[misc,name-defi
         return pb2.ResolveResponse(
             handle=r.handle,
             values=values,
-            status=pb2.ItemStatus(handle_code=res.response_code, message=res.message),
+            status=pb2.ItemStatus(
+                handle_code=res.response_code,
+                message=referral_text(res) if res.referral else res.message,
+            ),
         )
 
     async def Resolve(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         res = await self._resolution(request)
+        if res.referral:
+            referral = ("idnode-referral-handle", res.referral)
+            await fail(context, res.response_code, referral_text(res), referral)
         if res.response_code != RC.SUCCESS:
             await fail(context, res.response_code, res.message)
         return pb2.ResolveResponse(handle=request.handle, values=self._values(res.values_wire))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from idnode.resolver.client import AdminClient, exchange, resolution_request
@@ -35,6 +36,7 @@ from idnode.resolver.codec import (
     SiteInfo,
     decode_site,
 )
+from idnode.resolver.grpc_protos import load
 from idnode.resolver.upstream.register import fetch_site
 from idnode.resolver.upstream.walker import Walker
 from tests.e2e.node_process import IDNODE, NodeProcess
@@ -43,6 +45,7 @@ pytestmark = pytest.mark.e2e
 RC = ResponseCode
 T_SECRET, S_SECRET, E_SECRET = b"top secret", b"secondary secret", b"enterprise secret"
 UPWARD = "upward secret"  # the admin T gives S in 0.NA/88.166
+pb2, pb2_grpc = load()
 
 
 def idnode(*args: str, cwd: Path) -> str:
@@ -349,6 +352,40 @@ def test_hs_site_prefix_delegates_the_derived_prefixes(
         assert isinstance(got.message.body, ResolutionResponse)
         assert got.message.body.values[0].data == b"at E, derived"
         assert tcp_port(got.site) == e.proc.handle_port
+    finally:
+        write(s, S_SECRET, OpCode.DELETE_HANDLE, DeleteHandleRequest("0.NA/88.166.1001"))
+
+
+def test_grpc_renders_a_referral(nodes: dict[str, Node]) -> None:
+    """gRPC Resolve of a handle delegated elsewhere: FAILED_PRECONDITION, the Handle code
+    (302, or 303 for a prefix handle) and the referral handle in the trailing metadata,
+    the referral handle and the sites' addresses in the details; BatchResolve's item
+    status says the same."""
+    s, e = nodes["S"], nodes["E"]
+    e_site = values(resolve(e.server, "0.NA/88.166.1001"))[1]
+    assert (
+        write(s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("0.NA/88.166.1001", (e_site,)))
+        == RC.SUCCESS
+    )
+    where = f"127.0.0.1:{e.proc.handle_port}"
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{s.proc.grpc_port}") as ch:
+            stub = pb2_grpc.ResolverStub(ch)
+            for handle, code in (("88.166.1001/x", 302), ("0.NA/88.166.1001.5", 303)):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Resolve(pb2.ResolveRequest(handle=handle))
+                assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                meta = dict(err.value.trailing_metadata() or ())
+                assert meta["idnode-handle-code"] == str(code)
+                assert meta["idnode-referral-handle"] == "0.NA/88.166.1001"
+                details = err.value.details() or ""
+                assert details.startswith(f"[{code}] referral to 0.NA/88.166.1001 at {where}")
+            got = stub.BatchResolve(
+                pb2.BatchResolveRequest(requests=[pb2.ResolveRequest(handle="88.166.1001/x")])
+            )
+            (item,) = got.responses
+            assert item.status.handle_code == 302 and not item.values
+            assert item.status.message.startswith(f"referral to 0.NA/88.166.1001 at {where}")
     finally:
         write(s, S_SECRET, OpCode.DELETE_HANDLE, DeleteHandleRequest("0.NA/88.166.1001"))
 
