@@ -41,7 +41,14 @@ _LDH = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
 _LDH_LOWER = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
 _BASE32 = re.compile(r"[a-z2-7]+\Z")
 
-__all__ = ["MARKER", "handle_to_name", "name_to_handle", "zone_labels"]
+__all__ = [
+    "MARKER",
+    "handle_to_name",
+    "name_to_handle",
+    "name_to_prefix",
+    "prefix_to_name",
+    "zone_labels",
+]
 
 
 def _plain(label: str, case_sensitive: bool) -> bool:
@@ -95,6 +102,18 @@ def handle_to_name(handle: str, zone: str, *, case_sensitive: bool = False) -> s
         code = _b32(suffix)
         labels.extend(code[i : i + MAX_LABEL] for i in range(0, len(code), MAX_LABEL))
         labels.append(MARKER)
+    tail = _prefix_labels(prefix, case_sensitive)
+    if tail is None:
+        return None
+    labels.extend(tail)
+    labels.extend(zone_labels(zone))
+    if _wire_length(labels) > MAX_NAME:
+        return None
+    return ".".join(labels) + "."
+
+
+def _prefix_labels(prefix: str, case_sensitive: bool) -> list[str] | None:
+    labels: list[str] = []
     for part in reversed(prefix.split(".")):
         if not _component(part):
             return None  # "88..166": DNS has no empty label
@@ -105,25 +124,63 @@ def handle_to_name(handle: str, zone: str, *, case_sensitive: bool = False) -> s
             if len(code) > MAX_LABEL:
                 return None
             labels.append(code)
-    labels.extend(zone_labels(zone))
-    if _wire_length(labels) > MAX_NAME:
+    return labels
+
+
+def prefix_to_name(prefix: str, zone: str, *, case_sensitive: bool = False) -> str | None:
+    """The DNS subtree of a prefix: ``88.166.1001`` is ``1001.166.88.<zone>`` (None when
+    it has no name). A parent zone delegates the prefix by NS records at this name."""
+    labels = _prefix_labels(prefix, case_sensitive)
+    if labels is None:
         return None
-    return ".".join(labels) + "."
+    labels.extend(zone_labels(zone))
+    return ".".join(labels) + "." if _wire_length(labels) <= MAX_NAME else None
+
+
+def _under(name: str, zone: str) -> list[str] | None:
+    """The labels of ``name`` above ``zone`` (None: outside it, or an empty label)."""
+    text = name[:-1] if name.endswith(".") else name
+    labels = text.split(".") if text else []
+    if "" in labels:
+        return None  # an empty label: no DNS name has one
+    tail = zone_labels(zone)
+    n = len(labels) - len(tail)
+    if n < 0 or [x.lower() for x in labels[n:]] != [x.lower() for x in tail]:
+        return None
+    return labels[:n]
+
+
+def name_to_prefix(name: str, zone: str, *, case_sensitive: bool = False) -> str | None:
+    """The prefix whose subtree ``name`` is the top of (``1001.166.88.<zone>`` ->
+    ``88.166.1001``); None for the zone itself and names no prefix has."""
+    own = _under(name, zone)
+    if not own:
+        return None
+    return _components(own, case_sensitive)
+
+
+def _components(parts: list[str], case_sensitive: bool) -> str | None:
+    components: list[str] = []
+    for label in reversed(parts):
+        if label.startswith("_"):
+            part = _unb32(label[1:].lower())
+            if part is None or _plain(part, case_sensitive) or not _component(part):
+                return None
+            components.append(part)
+        elif _plain(label, case_sensitive=False):
+            components.append(label.lower() if case_sensitive else label)
+        else:
+            return None
+    return ".".join(components)
 
 
 def name_to_handle(name: str, zone: str, *, case_sensitive: bool = False) -> str | None:
     """The handle a DNS name under ``zone`` names (presentation form, with or without
     the final "."); None when it names none (outside the zone, the zone itself, or not
     a name :func:`handle_to_name` writes)."""
-    text = name[:-1] if name.endswith(".") else name
-    labels = tuple(text.split("."))
-    if "" in labels:
-        return None  # an empty label: no DNS name has one
-    tail = zone_labels(zone)
-    n = len(labels) - len(tail)
-    if n < 2 or tuple(x.lower() for x in labels[n:]) != tuple(x.lower() for x in tail):
+    own = _under(name, zone)
+    if own is None or len(own) < 2:
         return None
-    own = labels[:n]
     lowered = [x.lower() for x in own]
     if MARKER in lowered:
         at = lowered.index(MARKER)
@@ -145,15 +202,5 @@ def name_to_handle(name: str, zone: str, *, case_sensitive: bool = False) -> str
             suffix = suffix.lower()  # resolvers may have changed its case (0x20)
     if not parts:
         return None
-    components: list[str] = []
-    for label in reversed(parts):
-        if label.startswith("_"):
-            part = _unb32(label[1:].lower())
-            if part is None or _plain(part, case_sensitive) or not _component(part):
-                return None
-            components.append(part)
-        elif _plain(label, case_sensitive=False):
-            components.append(label.lower() if case_sensitive else label)
-        else:
-            return None
-    return ".".join(components) + "/" + suffix
+    prefix = _components(parts, case_sensitive)
+    return None if prefix is None else prefix + "/" + suffix

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from idnode.resolver.codec.dns_names import MAX_NAME, handle_to_name, name_to_handle
+from idnode.resolver.codec.dns_names import (
+    MAX_NAME,
+    handle_to_name,
+    name_to_handle,
+    name_to_prefix,
+    prefix_to_name,
+)
 
 ZONE = "id.internal."
 
@@ -108,3 +114,20 @@ def test_names_of_no_handle(name: str) -> None:
 def test_handles_of_no_name() -> None:
     for handle in ("88.166", "88.166/", "/x", "88..166/x", "88." + "é" * 40 + "/x"):
         assert handle_to_name(handle, ZONE) is None
+
+
+@given(prefixes, st.booleans())
+def test_prefix_subtrees(prefix: str, case_sensitive: bool) -> None:
+    name = prefix_to_name(prefix, ZONE, case_sensitive=case_sensitive)
+    if name is None:
+        return
+    assert name_to_prefix(name, ZONE, case_sensitive=case_sensitive) == prefix
+    handle = handle_to_name(f"{prefix}/x", ZONE, case_sensitive=case_sensitive)
+    assert handle is not None and handle == "x." + name  # the handles are in the subtree
+
+
+def test_prefix_examples() -> None:
+    assert prefix_to_name("88.166.1001", ZONE) == "1001.166.88.id.internal."
+    assert name_to_prefix("1001.166.88.id.internal.", ZONE) == "88.166.1001"
+    assert name_to_prefix("id.internal.", ZONE) is None
+    assert name_to_prefix("x.example.", ZONE) is None

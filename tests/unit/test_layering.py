@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "idnode.resolver.handle_*",
             "idnode.resolver.*_door",
+            "idnode.resolver.dns_answers",  # the DNS door's rendering (dnspython)
         ],
     ),
     ("node", ["idnode.resolver.node", "idnode.resolver.supervisor", "idnode.resolver.listeners"]),
