@@ -25,14 +25,20 @@ class Listeners(NamedTuple):
     handle_udp: tuple[socket.socket, ...]
     handle_tcp: socket.socket
     http: socket.socket
+    # The DNS gateway (--dns-port), bound the same way: TCP exclusive, UDP per worker.
+    dns_udp: tuple[socket.socket, ...] = ()
+    dns_tcp: socket.socket | None = None
 
     def for_worker(self, i: int) -> Listeners:
         """What worker ``i`` serves: the TCP sockets and its own UDP socket."""
-        return Listeners((self.handle_udp[i],), self.handle_tcp, self.http)
+        dns_udp = (self.dns_udp[i],) if self.dns_udp else ()
+        return Listeners((self.handle_udp[i],), self.handle_tcp, self.http, dns_udp, self.dns_tcp)
 
     def close(self) -> None:
-        for sock in (*self.handle_udp, self.handle_tcp, self.http):
+        for sock in (*self.handle_udp, self.handle_tcp, self.http, *self.dns_udp):
             sock.close()
+        if self.dns_tcp is not None:
+            self.dns_tcp.close()
 
 
 def _bind(kind: int, host: str, port: int, what: str, *, reuse_port: bool = False) -> socket.socket:
@@ -91,8 +97,16 @@ def bind_listeners(s: Settings) -> Listeners:
             sock = _bind(socket.SOCK_DGRAM, s.listen, s.handle_port, "Handle", reuse_port=True)
             socks.append(sock)
             udp.append(sock)
+        dns_tcp, dns_udp = None, []
+        if s.dns_port:  # TCP first and exclusive, as for the Handle port
+            dns_tcp = _bind(socket.SOCK_STREAM, s.listen, s.dns_port, "DNS")
+            socks.append(dns_tcp)
+            for _ in range(s.workers):
+                sock = _bind(socket.SOCK_DGRAM, s.listen, s.dns_port, "DNS", reuse_port=True)
+                socks.append(sock)
+                dns_udp.append(sock)
     except ConfigError:
         for sock in socks:
             sock.close()
         raise
-    return Listeners(tuple(udp), tcp, http)
+    return Listeners(tuple(udp), tcp, http, tuple(dns_udp), dns_tcp)

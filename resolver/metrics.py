@@ -76,6 +76,11 @@ UDP_RRL = Counter(
     "UDP answers over the per-network rate: dropped, or slipped (a small ask-over-TCP)",
     ["action"],
 )
+DNS_ANSWERS = Counter(
+    "idnode_dns_answers_total",
+    "DNS gateway answers by transport and rcode (SILENCE: an unreadable packet, unanswered)",
+    ["transport", "rcode"],
+)
 UDP_TOO_LARGE = Counter(
     "idnode_udp_too_large_total",
     "UDP answers over the datagram cap, replaced by an ask-over-TCP error",

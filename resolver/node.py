@@ -51,6 +51,7 @@ from .connlimits import (
     raise_descriptor_limit,
 )
 from .core import Resolver
+from .dns_door import DnsDoor, DnsTcp, start_dns
 from .handle_service import HandleService
 from .handle_sessions import SessionDoor
 from .health import HealthCheck
@@ -198,6 +199,7 @@ class Node:
         self.core: Resolver | None = None
         self.udp: UdpDoor | None = None
         self.tcp: TcpDoor | None = None
+        self.dns: tuple[DnsDoor, DnsTcp] | None = None  # the DNS gateway, with --dns-port
         self.http: web.AppRunner | None = None
         self.grpc: Any = None
         self._refresh: asyncio.Task[None] | None = None
@@ -318,6 +320,8 @@ class Node:
             buffers=ByteBudget(s.tcp_buffer_max_mb * 1024 * 1024),
         )
         self.tcp.server = await loop.create_server(self.tcp.protocol, sock=ports.handle_tcp)
+        if ports.dns_tcp is not None:
+            self.dns = await start_dns(core, authority, s, ports.dns_udp[0], ports.dns_tcp, limits)
         self.http = web.AppRunner(
             build_app(
                 service,
@@ -600,6 +604,9 @@ class Node:
             await self.udp.drain_and_close(grace)
         if self.tcp is not None:
             await self.tcp.drain_and_close(grace)
+        if self.dns is not None:
+            for dns_door in self.dns:
+                await dns_door.drain_and_close(grace)
         if self.grpc is not None:
             await self.grpc.stop(grace)
         if self._http_server is not None:

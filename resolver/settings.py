@@ -85,6 +85,22 @@ class Settings:
     http_port: int = field(
         default=8000, metadata={"help": "HTTP port: POST / tunnel, /healthz, /metrics"}
     )
+    dns_port: int = field(
+        default=0,
+        metadata={"help": "DNS gateway UDP and TCP port (0 = no DNS gateway)"},
+    )
+    dns_zone: str = field(
+        default="id.internal.",
+        metadata={"help": "the DNS zone handles are named under (README: DNS gateway)"},
+    )
+    dns_nameserver: str = field(
+        default="",
+        metadata={"help": "the DNS zone's NS and SOA primary name (default ns1.<zone>)"},
+    )
+    dns_hostmaster: str = field(
+        default="",
+        metadata={"help": "the DNS zone's SOA mailbox name (default hostmaster.<zone>)"},
+    )
     grpc_port: int = field(
         default=50051, metadata={"help": "gRPC port (Resolver, Registry, health, reflection)"}
     )
@@ -506,7 +522,7 @@ def load_settings(
     if s.upward_top and not (s.upward_admin and (s.upward_secret or s.upward_key_file)):
         raise ConfigError("upward_top needs upward_admin and upward_secret or upward_key_file")
     site_members(s)  # --site-servers, --site-server-id and --site-hash agree
-    for port_name in ("handle_port", "http_port", "grpc_port"):
+    for port_name in ("handle_port", "http_port", "grpc_port", "dns_port"):
         if not 0 <= getattr(s, port_name) <= 65535:
             raise ConfigError(f"{port_name} must be a port number")
     return s
