@@ -26,7 +26,15 @@ from idnode.resolver.codec.codes import NOT_HOMED_MESSAGE, TYPE_ADMIN
 
 from .audit_trail import AuditTrail
 from .auth import Identity
-from .names import NA_PREFIX, InvalidName, PrefixAuthority, check_handle, prefix_of, storage_prefix
+from .names import (
+    NA_PREFIX,
+    InvalidName,
+    PrefixAuthority,
+    check_handle,
+    is_prefix_handle,
+    prefix_of,
+    storage_prefix,
+)
 from .permissions import Groups, Permissions, admins_in
 from .prefix_applications import Suspensions
 from .prefix_templates import PrefixTemplates, check_values
@@ -61,10 +69,6 @@ def mint_handle(stem: str) -> str:
     if "/" not in stem:
         stem += "/"
     return stem + str(uuid.uuid4())
-
-
-def is_prefix_handle(handle: str) -> bool:
-    return handle[:5].upper() == NA_PREFIX.upper()
 
 
 def _existing(handle: str, before: bytes | None) -> tuple[HandleValue, ...]:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from idnode.registry.delegations import Delegations, service_handle
-from idnode.registry.names import NA_PREFIX, normalize
+from idnode.registry.names import is_prefix_handle, normalize
 from idnode.registry.store import Store
 
 from ..codec import ResponseCode
@@ -27,11 +27,9 @@ from .stage import Lookup, Resolution, Stage
 
 log = logging.getLogger("idnode.delegation")
 
-_NA = NA_PREFIX.upper()
-
 
 def touches_prefixes(keys: Sequence[str]) -> bool:
-    return any(k[:5].upper() == _NA for k in keys)
+    return any(is_prefix_handle(k) for k in keys)
 
 
 class DelegationStage(Stage):

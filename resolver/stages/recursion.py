@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from idnode.registry.delegations import Delegations
-from idnode.registry.names import NA_PREFIX, PrefixAuthority, prefix_of
+from idnode.registry.names import PrefixAuthority, is_prefix_handle, prefix_of
 
 from .. import metrics
 from ..codec import (
@@ -258,7 +258,7 @@ class RecursionStage(Stage):
             if isinstance(r, Resolution) and r.is_referral:
                 sites = sites_from_values(decode_values(r.values_wire))
                 named = r.referral
-                prefix = named[len(NA_PREFIX) :] if named[:5].upper() == "0.NA/" else named
+                prefix = prefix_of(named) if is_prefix_handle(named) else named
                 if sites:
                     return sites, prefix
                 # A service handle this node does not hold: found from the root, if any.

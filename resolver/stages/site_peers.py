@@ -13,7 +13,8 @@ copy is served. A handle that does not exist is kept as briefly (and never longe
 
 The peer is asked with AT and PO set and no recursion: the public values, from its
 registry. UDP first (half the budget when TCP is there to fall back on), TCP when UDP
-fails, is truncated or says "ask over TCP"; at most ``--site-peer-timeout`` in all. A
+fails, is truncated or says "ask over TCP" (upstream/exchange.py's ask_server, as the
+walker asks); at most ``--site-peer-timeout`` in all. A
 peer that does not answer gives RC 2 naming it, and is answered so at once for a second
 afterwards (``PEER_RETRY``) instead of being waited for again. Lookups of one handle
 under way together share one request: a loop between servers configured with different
@@ -37,7 +38,6 @@ from ..client import resolution_request
 from ..codec import (
     ErrorResponse,
     Message,
-    OpCode,
     OpFlag,
     ProtocolError,
     ReferralResponse,
@@ -48,10 +48,9 @@ from ..codec import (
     decode_values,
     encode_values,
 )
-from ..codec.bodies import GetSiteInfoRequest, SiteInfoResponse
-from ..codec.codes import EnvelopeFlag, InterfaceProtocol
+from ..codec.bodies import SiteInfoResponse
 from ..l1 import Entry, Lifetimes
-from ..upstream.exchange import Unanswered, exchange_tcp, exchange_udp
+from ..upstream.exchange import Unanswered, ask_server, site_info_request
 from ..upstream.sites import sites_from_values
 from .stage import Lookup, Resolution, Stage
 
@@ -131,42 +130,8 @@ class SitePeersStage(Stage):
         )
 
     async def _exchange(self, server: ServerInfo, handle: str) -> Message:
-        ports = {
-            i.protocol: i.port
-            for i in reversed(server.interfaces)  # the first interface of a protocol wins
-            if i.serves_queries and i.protocol in (InterfaceProtocol.UDP, InterfaceProtocol.TCP)
-        }
-        if not ports:
-            raise Unanswered(f"server {server.server_id} has no UDP or TCP query interface")
         request = resolution_request(handle, flags=FLAGS)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        last: Unanswered | None = None
-        for proto in (InterfaceProtocol.UDP, InterfaceProtocol.TCP):
-            port = ports.get(proto)
-            if port is None:
-                continue
-            budget = deadline - loop.time()
-            if proto == InterfaceProtocol.UDP and InterfaceProtocol.TCP in ports:
-                budget /= 2
-            if budget <= 0:
-                break
-            ask = exchange_udp if proto == InterfaceProtocol.UDP else exchange_tcp
-            try:
-                answer = await ask(server.ip, port, request, budget)
-            except Unanswered as exc:
-                last = exc
-                continue
-            m = answer.message
-            too_big = m.response_code == ResponseCode.ERROR or (
-                m.envelope_flags & EnvelopeFlag.TRUNCATED
-            )
-            if proto == InterfaceProtocol.UDP and too_big and InterfaceProtocol.TCP in ports:
-                continue  # "ask over TCP" (or any RC 2: TCP says it again if it is real)
-            return m
-        if last is None:
-            last = Unanswered(f"no answer in {self.timeout:g}s")
-        raise last
+        return (await ask_server(server, request, self.timeout)).message
 
     async def drain(self) -> None:
         for pending in list(self._asking.values()):
@@ -183,14 +148,8 @@ async def fetch_keys(site: SiteInfo, own_id: int, timeout: float) -> dict[int, b
     within ``timeout`` (each one's own record of itself), by server id."""
 
     async def one(server: ServerInfo) -> tuple[int, bytes]:
-        port = next(
-            (i.port for i in server.interfaces if i.protocol == InterfaceProtocol.TCP), None
-        )
-        if port is None:
-            return server.server_id, b""
-        request = Message(OpCode.GET_SITE_INFO, GetSiteInfoRequest("/"))
         try:
-            answer = await exchange_tcp(server.ip, port, request, timeout)
+            answer = await ask_server(server, site_info_request(), timeout, prefer_udp=False)
         except Unanswered:
             return server.server_id, b""
         body = answer.message.body

@@ -23,36 +23,23 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .. import metrics
-from ..codec import InterfaceProtocol, Message, OpCode, ServerInfo
-from ..codec.bodies import GetSiteInfoRequest
-from .exchange import Unanswered, exchange_tcp, exchange_udp
+from ..codec import ServerInfo
+from .exchange import Unanswered, ask_server, query_ports, site_info_request
 
 log = logging.getLogger("idnode.upstream")
 MAX_PER_DELEGATION = 8  # servers of one delegated prefix probed
 MAX_SERVERS = 256  # servers probed in all
 
 
-def query_ports(server: ServerInfo) -> dict[int, int]:
-    """The server's Handle query ports by protocol (UDP, TCP); the first of each wins."""
-    return {
-        i.protocol: i.port
-        for i in reversed(server.interfaces)
-        if i.serves_queries
-        and i.protocol in (InterfaceProtocol.UDP, InterfaceProtocol.TCP)
-        and 0 < i.port <= 0xFFFF
-    }
-
-
 def server_label(server: ServerInfo) -> str:
     """``host:port`` of a server (its UDP query port, else TCP): how people and the
     metrics name it."""
-    ports = query_ports(server)
-    port = ports.get(InterfaceProtocol.UDP, ports.get(InterfaceProtocol.TCP, 0))
+    udp, tcp = query_ports(server)
+    port = udp or tcp or 0
     host = server.ip
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -91,7 +78,7 @@ class ServerHealth:
         wanted: dict[str, ServerInfo] = {}
         named = 0
         for s in servers:
-            if not query_ports(s):
+            if query_ports(s) == (None, None):
                 continue
             label = server_label(s)
             if label in wanted:
@@ -153,27 +140,15 @@ class ServerHealth:
 
     async def probe(self, server: ServerInfo) -> float | None:
         """The round trip of one GET_SITE_INFO, or None when the server does not answer."""
-        ports = query_ports(server)
-        request = Message(
-            OpCode.GET_SITE_INFO,
-            GetSiteInfoRequest("/"),
-            request_id=random.getrandbits(31),
-            minor_version=10,
-        )
-        for proto, ask in (
-            (InterfaceProtocol.UDP, exchange_udp),
-            (InterfaceProtocol.TCP, exchange_tcp),
-        ):
-            port = ports.get(proto)
-            if port is None:
-                continue
-            t0 = time.perf_counter()
-            try:
-                await ask(server.ip, port, request, self.timeout)
-            except Unanswered:
-                continue  # UDP unanswered: TCP (if any) before counting a failure
-            return time.perf_counter() - t0
-        return None
+        try:
+            # Each transport gets the whole timeout: a server whose network drops UDP is
+            # alive if TCP answers, and any answer counts (no "ask over TCP" second try).
+            answer = await ask_server(
+                server, site_info_request(), self.timeout, each=True, tcp_when_too_big=False
+            )
+        except Unanswered:
+            return None
+        return answer.rtt
 
     async def probe_all(self) -> None:
         """Probe every watched server once, ``concurrency`` at a time."""

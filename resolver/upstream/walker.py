@@ -7,7 +7,7 @@
    sites it names (its HS_NA_DELEGATE / HS_SITE.PREFIX sites when it has them).
 2. Within a site the handle's hash picks the one server to ask (SiteInfo.determineServer);
    UDP first, TCP when UDP fails or the answer says "ask over TCP" (RC 2, which idnode's
-   UDP door answers past its datagram cap) or is truncated.
+   UDP door answers past its datagram cap) or is truncated (exchange.ask_server).
 3. A server that does not answer in ``timeout`` is left for the next site.
 4. RC 302/303 answers are referrals: the sites in their body, or those of their referral
    handle. At most ``max_referrals`` are followed (then RC 6), and a site asked twice for
@@ -35,6 +35,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from idnode.registry.names import NA_PREFIX, prefix_of
+
 from ..client import ClientError, resolution_request
 from ..codec import (
     HandleValue,
@@ -47,11 +49,11 @@ from ..codec import (
     ServerInfo,
     SiteInfo,
 )
-from ..codec.codes import EnvelopeFlag, InterfaceProtocol, TtlType, rc_name
+from ..codec.codes import TtlType, rc_name
 from ..codec.credential import HS_DSAPUBKEY, HS_SIGNED, decode_credential, signed_prefix
 from ..codec.message import header_and_body
 from ..codec.sitehash import responsible_server
-from .exchange import Answer, Unanswered, exchange_tcp, exchange_udp
+from .exchange import Answer, Unanswered, ask_server
 from .sites import (
     DELEGATE_TYPES,
     LOCATION_TYPES,
@@ -62,7 +64,6 @@ from .sites import (
     sites_from_values,
 )
 
-NA = "0.NA/"
 REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
 # Answers that say "not this site" rather than anything about the handle: another site
 # of the same service (a mirror) may still answer.
@@ -182,10 +183,7 @@ def value_ttl(v: HandleValue, now: float | None = None) -> float:
 
 def prefix_handle(handle: str) -> str:
     """``0.NA/<prefix>`` for a handle; a handle without a slash names a prefix."""
-    if handle[: len(NA)].upper() == NA.upper():
-        return NA + handle[len(NA) :]
-    slash = handle.find("/")
-    return NA + (handle if slash < 0 else handle[:slash])
+    return NA_PREFIX + prefix_of(handle)
 
 
 def is_global(handle: str) -> bool:
@@ -348,7 +346,7 @@ class Walker:
         self, na_handle: str, walk: _Walk
     ) -> tuple[tuple[SiteInfo, ...], float]:
         """The sites of a prefix handle and how long they may be kept, from the root."""
-        prefix = na_handle[len(NA) :]
+        prefix = prefix_of(na_handle)
         found = await self._location(na_handle, self.roots, walk)
         sites, ttl = found.sites, found.ttl
         if not sites and found.rc == ResponseCode.HANDLE_NOT_FOUND and "." in prefix:
@@ -369,7 +367,7 @@ class Walker:
         asking: tuple[SiteInfo, ...] = self.roots
         ttl = float("inf")
         for i in range(1, len(parts) + 1):
-            name = NA + ".".join(parts[:i])
+            name = NA_PREFIX + ".".join(parts[:i])
             if all((site_identity(s), name.upper()) in walk.asked for s in asking):
                 # The parent's sites are those already asked (the root serving the
                 # parent too): they said "not found" once, and would again.
@@ -422,7 +420,7 @@ class Walker:
         """The location values of any handle (a service or referral handle), wherever its
         own service is."""
         if "/" not in handle:
-            handle = NA + handle  # a bare prefix names its prefix handle
+            handle = NA_PREFIX + handle  # a bare prefix names its prefix handle
         sites = await self._service(handle, walk)
         return await self._location(handle, sites, walk)
 
@@ -533,15 +531,6 @@ class Walker:
         indexes: tuple[int, ...],
         walk: _Walk,
     ) -> Answer:
-        ports = {
-            i.protocol: i.port
-            for i in reversed(server.interfaces)  # the first interface of a protocol wins
-            if i.serves_queries and i.protocol in (InterfaceProtocol.UDP, InterfaceProtocol.TCP)
-        }
-        if not self.udp:
-            ports.pop(InterfaceProtocol.UDP, None)
-        if not ports:
-            raise Unanswered(f"server {server.server_id} has no UDP or TCP query interface")
         version = min(OUR_VERSION, (site.major_version, site.minor_version))
         flags = OpFlag.REC | OpFlag.CA | OpFlag.PO | (OpFlag.CT if self.certify else 0)
         request = replace(
@@ -553,83 +542,37 @@ class Walker:
         )
         host = server.ip
         label = site_label(site)
-        last: Unanswered | None = None
-        # One server costs at most ``timeout`` in all: a silent one (datagrams dropped,
-        # not refused) is left after that, UDP and TCP together. UDP gets half when TCP
-        # is there to fall back on; TCP gets what is left.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        for proto in (InterfaceProtocol.UDP, InterfaceProtocol.TCP):
-            port = ports.get(proto)
-            if port is None or (proto == InterfaceProtocol.UDP and not self.udp):
-                continue
-            name = proto.name.lower()
-            ask = exchange_udp if proto == InterfaceProtocol.UDP else exchange_tcp
-            budget = deadline - loop.time()
-            if proto == InterfaceProtocol.UDP and InterfaceProtocol.TCP in ports:
-                budget /= 2
+
+        def hop(transport: str, port: int, rc: int | None, note: str) -> None:
+            walk.hop(Hop(len(walk.hops) + 1, handle, label, f"{host}:{port}", transport, rc, note))
+
+        def sending(_: str) -> None:
             if walk.requests >= self.max_requests:
                 raise WalkError(
                     ResponseCode.RECURSION_COUNT_TOO_HIGH,
                     f"gave up after {self.max_requests} upstream requests",
                     walk.hops,
                 )
+            walk.requests += 1
+
+        # One server costs at most ``timeout`` in all: a silent one (datagrams dropped,
+        # not refused) is left after that, UDP and TCP together.
+        answer = await ask_server(
+            server, request, self.timeout, prefer_udp=self.udp, sending=sending, tried=hop
+        )
+        m = answer.message
+        note = ""
+        if m.response_code in REFERRALS and isinstance(m.body, ReferralResponse):
+            note = f"referral to {m.body.referral_handle}"
+        if self.certify:
             try:
-                if budget <= 0:
-                    raise Unanswered(f"no time left of {self.timeout:g}s for {name}")
-                walk.requests += 1
-                answer = await ask(host, port, request, budget)
+                check_certified(answer, server, request)
             except Unanswered as exc:
-                walk.hop(
-                    Hop(len(walk.hops) + 1, handle, label, f"{host}:{port}", name, None, str(exc))
-                )
-                last = exc
-                continue
-            m = answer.message
-            too_big = m.response_code == ResponseCode.ERROR or (
-                m.envelope_flags & EnvelopeFlag.TRUNCATED
-            )
-            if proto == InterfaceProtocol.UDP and too_big and InterfaceProtocol.TCP in ports:
-                walk.hop(
-                    Hop(
-                        len(walk.hops) + 1,
-                        handle,
-                        label,
-                        f"{host}:{port}",
-                        name,
-                        m.response_code,
-                        "asking over TCP",
-                    )
-                )
-                continue
-            note = ""
-            if m.response_code in REFERRALS and isinstance(m.body, ReferralResponse):
-                note = f"referral to {m.body.referral_handle}"
-            if self.certify:
-                try:
-                    check_certified(answer, server, request)
-                except Unanswered as exc:
-                    walk.hop(
-                        Hop(
-                            len(walk.hops) + 1,
-                            handle,
-                            label,
-                            f"{host}:{port}",
-                            name,
-                            m.response_code,
-                            str(exc),
-                        )
-                    )
-                    raise
-                note = "signature verified" + (f"; {note}" if note else "")
-            walk.hop(
-                Hop(
-                    len(walk.hops) + 1, handle, label, f"{host}:{port}", name, m.response_code, note
-                )
-            )
-            return answer
-        assert last is not None
-        raise last
+                hop(answer.transport, answer.port, m.response_code, str(exc))
+                raise
+            note = "signature verified" + (f"; {note}" if note else "")
+        hop(answer.transport, answer.port, m.response_code, note)
+        return answer
 
 
 @dataclass(frozen=True, slots=True)

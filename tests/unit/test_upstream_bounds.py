@@ -38,7 +38,13 @@ from idnode.resolver.codec import (
 )
 from idnode.resolver.codec.message import response_to
 from idnode.resolver.stages.recursion import delegated_servers
-from idnode.resolver.upstream.exchange import Unanswered, exchange_tcp, exchange_udp
+from idnode.resolver.upstream.exchange import (
+    Unanswered,
+    ask_server,
+    exchange_tcp,
+    exchange_udp,
+    query_ports,
+)
 from idnode.resolver.upstream.health import ServerHealth, server_label
 from idnode.resolver.upstream.sites import MAX_SITES, sites_from_values
 from idnode.resolver.upstream.walker import MAX_SITES_PER_HOP, Walker, WalkError
@@ -351,3 +357,86 @@ def test_a_server_answering_tcp_only_stays_up() -> None:
             srv.close()
 
     run([], body)
+
+
+# --- F: one server of a site, asked the one way (exchange.ask_server) --------------------
+
+
+def test_the_query_ports_are_the_first_usable_of_each_protocol() -> None:
+    server = ServerInfo.at(
+        "127.0.0.1",
+        1,
+        (
+            Interface(1, 1, 5000),  # admin only: no queries
+            Interface(2, 0, 0),  # no port
+            Interface(2, 0, 7000),
+            Interface(3, 1, 6000),
+            Interface(2, 1, 6001),  # a second TCP one: the first wins
+        ),
+    )
+    assert query_ports(server) == (7000, 6000)
+    assert query_ports(ServerInfo.at("127.0.0.1", 1, (Interface(2, 1, 70000),))) == (None, None)
+
+
+def test_ask_server_goes_to_tcp_when_udp_says_so_and_reports_each_attempt() -> None:
+    def reply(req: Message, transport: str) -> Message:
+        if transport == "udp":
+            return response_to(req, ResponseCode.ERROR, ErrorResponse("ask over TCP"))
+        return url("88.7/x")(req, transport)
+
+    fake = Fake(reply)
+
+    async def body() -> None:
+        (server,) = fake.site().servers
+        req = resolution_request("88.7/x")
+        tried: list[tuple[str, int, int | None, str]] = []
+        sent: list[str] = []
+        got = await guarded(
+            ask_server(server, req, 10, sending=sent.append, tried=lambda *a: tried.append(a))
+        )
+        assert (got.transport, got.port, got.message.response_code) == ("tcp", fake.port, 1)
+        assert tried == [("udp", fake.port, ResponseCode.ERROR, "asking over TCP")]
+        assert sent == ["udp", "tcp"]
+        # a probe takes any answer: UDP's RC 2 is one
+        got = await guarded(ask_server(server, req, 10, tcp_when_too_big=False))
+        assert (got.transport, got.message.response_code) == ("udp", ResponseCode.ERROR)
+        # TCP only
+        got = await guarded(ask_server(server, req, 10, prefer_udp=False))
+        assert got.transport == "tcp"
+
+    run([fake], body)
+    assert [t for t, _ in fake.asked] == ["udp", "tcp", "udp", "tcp"]
+
+
+def test_ask_server_falls_back_to_tcp_when_udp_is_refused() -> None:
+    fake = Fake(url("88.7/x"), udp=False)  # nothing listens on its UDP port
+
+    async def body() -> None:
+        (tcp_only,) = fake.site().servers
+        server = replace(tcp_only, interfaces=(*tcp_only.interfaces, Interface(2, 0, fake.port)))
+        tried: list[tuple[str, int, int | None, str]] = []
+        for each in (False, True):
+            got = await guarded(
+                ask_server(
+                    server,
+                    resolution_request("88.7/x"),
+                    30,
+                    each=each,
+                    tried=lambda *a: tried.append(a),
+                )
+            )
+            assert got.transport == "tcp" and got.message.response_code == ResponseCode.SUCCESS
+        assert [(t, rc) for t, _, rc, _ in tried] == [("udp", None), ("udp", None)]
+
+        # a request bound raising in ``sending`` stops before anything is sent
+        def full(_: str) -> None:
+            raise RuntimeError("no more requests")
+
+        with pytest.raises(RuntimeError, match="no more requests"):
+            await guarded(ask_server(server, resolution_request("88.7/y"), 30, sending=full))
+        bare = replace(server, interfaces=())
+        with pytest.raises(Unanswered, match="no UDP or TCP query interface"):
+            await guarded(ask_server(bare, resolution_request("88.7/x"), 30))
+
+    run([fake], body)
+    assert fake.asked == [("tcp", "88.7/x"), ("tcp", "88.7/x")]
