@@ -20,7 +20,8 @@ Handle TCP door: connections per client (connlimits.ConnectionLimits), an idle t
 a timeout for a query that is slow to arrive, one query answered at a time.
 
 Malformed packets get FORMERR when their header is readable and silence otherwise;
-several questions get FORMERR; an opcode other than QUERY, NOTIMP.
+several questions get FORMERR; an opcode other than QUERY, NOTIMP; a zone transfer
+(AXFR, IXFR: no zone is transferred), REFUSED.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ RC = ResponseCode
 MAX_INFLIGHT = 10_000  # UDP queries awaiting the core; past it new ones are dropped
 REFUSED_CODES = {RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, RC.PREFIX_LIMIT}
 HANDLE_TYPES = {T.TXT, T.URI, T.NAPTR, T.ANY}
+ZONE_TRANSFERS = {T.AXFR, T.IXFR}
 
 
 class DnsService:
@@ -101,6 +103,8 @@ class DnsService:
             r = response(query, dns.rcode.NOTIMP)
         elif len(query.question) != 1:
             r = response(query, dns.rcode.FORMERR)
+        elif query.question[0].rdtype in ZONE_TRANSFERS:
+            r = response(query, dns.rcode.REFUSED)
         else:
             try:
                 r = await self.resolve(query)
