@@ -22,6 +22,11 @@ a timeout for a query that is slow to arrive, one query answered at a time.
 Malformed packets get FORMERR when their header is readable and silence otherwise;
 several questions get FORMERR; an opcode other than QUERY, NOTIMP; a zone transfer
 (AXFR, IXFR: no zone is transferred), REFUSED.
+
+Hot names are answered without dnspython (dns_fast.py): the answers this path renders
+from L1 entries (values, NODATA, NXDOMAIN of a name no prefix has, the apex) are kept as
+wire bytes while those L1 entries stand, and a repeated plain UDP query gets them with
+its id and question patched in (rate-limited like any other answer).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from .codec import decode_values
 from .codec.codes import ResponseCode
 from .codec.dns_names import name_to_handle, name_to_prefix, prefix_to_name
 from .connlimits import ConnectionLimits
-from .core import Resolution, Resolver
+from .core import Resolution, Resolver, answer
 from .dns_answers import (
     TCP_CAP,
     UDP_CAP,
@@ -62,6 +67,8 @@ from .dns_answers import (
     to_wire,
     udp_limit,
 )
+from .dns_fast import Dependency, WireCache
+from .l1 import Entry
 from .settings import ConfigError, Settings
 from .udp_door import ResponseRateLimiter, parse_networks
 
@@ -73,6 +80,11 @@ MAX_INFLIGHT = 10_000  # UDP queries awaiting the core; past it new ones are dro
 REFUSED_CODES = {RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, RC.PREFIX_LIMIT}
 HANDLE_TYPES = {T.TXT, T.URI, T.NAPTR, T.ANY}
 ZONE_TRANSFERS = {T.AXFR, T.IXFR}
+CACHED_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+
+# What the resolution of one query read: the answer, and the L1 entries it was made from
+# (None: not to be kept, as it depends on something the wire cache cannot check).
+Traced = tuple[dns.message.Message, tuple[Dependency, ...] | None]
 
 
 class DnsService:
@@ -88,6 +100,8 @@ class DnsService:
         self.zone = zone
         # Whether a prefix is homed here or an ancestor of one (an empty non-terminal).
         self.skeleton = skeleton
+        # Answers as wire bytes for the UDP door's fast path (dns_fast.py).
+        self.wire_cache = WireCache(core.cached)
 
     async def answer(self, packet: bytes, limit: int | None, transport: str) -> bytes | None:
         """The answer to one query; ``limit``: the UDP size to fit (None over TCP)."""
@@ -99,6 +113,7 @@ class DnsService:
             return reply
         if query.flags & 0x8000:
             return None  # a response, not a query: answering could loop two servers
+        depends: tuple[Dependency, ...] | None = None  # what a kept answer was made from
         if query.opcode() != dns.opcode.QUERY:
             r = response(query, dns.rcode.NOTIMP)
         elif len(query.question) != 1:
@@ -107,63 +122,96 @@ class DnsService:
             r = response(query, dns.rcode.REFUSED)
         else:
             try:
-                r = await self.resolve(query)
+                r, depends = await self.traced(query)
             except Exception:  # a bug must cost one answer, never the server
                 log.exception("error answering a DNS query")
-                r = response(query, dns.rcode.SERVFAIL)
+                r, depends = response(query, dns.rcode.SERVFAIL), None
         size = TCP_CAP if limit is None else min(limit, udp_limit(query))
         self._count(transport, r.rcode())
-        return to_wire(r, size)
+        wire = to_wire(r, size)
+        if depends is not None:
+            self._keep(packet, r, wire, depends)
+        return wire
+
+    def _keep(
+        self,
+        packet: bytes,
+        r: dns.message.Message,
+        wire: bytes,
+        depends: tuple[Dependency, ...],
+    ) -> None:
+        """Keep an authoritative, whole, positive or negative answer for the fast path
+        (not TC: its size is the client's; not referrals or failures)."""
+        if r.flags & dns.flags.TC or not r.flags & dns.flags.AA or r.rcode() not in CACHED_RCODES:
+            return
+        ttls = [s.ttl for s in (*r.answer, *r.authority, *r.additional)]
+        if not ttls:
+            return
+        count = metrics.DNS_ANSWERS.labels("udp", dns.rcode.to_text(r.rcode())).inc
+        self.wire_cache.put(packet, wire, min(ttls), depends, count)
 
     def _count(self, transport: str, rcode: int) -> None:
         text = dns.rcode.to_text(rcode) if rcode >= 0 else "SILENCE"  # type: ignore[arg-type]
         metrics.DNS_ANSWERS.labels(transport, text).inc()
 
     async def resolve(self, query: dns.message.Message) -> dns.message.Message:
+        return (await self.traced(query))[0]
+
+    async def traced(self, query: dns.message.Message) -> Traced:
+        """The answer, and what it was made from (for the wire cache)."""
         q = query.question[0]
         zone = self.zone
         cs = zone.case_sensitive
         if q.rdclass not in (dns.rdataclass.IN, dns.rdataclass.ANY):
-            return response(query, dns.rcode.REFUSED)
+            return response(query, dns.rcode.REFUSED), None
         if not q.name.is_subdomain(zone.origin):
-            return response(query, dns.rcode.REFUSED)
+            return response(query, dns.rcode.REFUSED), None
         if q.name == zone.origin:
-            return self._apex(query, q.name, q.rdtype)
+            return self._apex(query, q.name, q.rdtype), ()  # the zone's settings alone
         if q.name == zone.nameserver:
             r = response(query)
             if q.rdtype in (T.A, T.AAAA, T.ANY):
                 r.answer.extend(x for x in zone.glue() if x.rdtype == q.rdtype or q.rdtype == T.ANY)
             if not r.answer:
                 r.authority.append(zone.soa())
-            return r
+            return r, ()
         name = q.name.to_text()
         handle = name_to_handle(name, zone.text, case_sensitive=cs)
         got: Resolution | None = None
+        depends: tuple[Dependency, ...] | None = None
         if handle is not None:
-            got = await self.core.resolve(handle)
+            # core.entry and answer() are core.resolve, keeping the L1 entry in hand:
+            # the wire cache serves this answer only while L1 still holds that object.
+            e = await self.core.entry(handle)
+            if isinstance(e, Entry):
+                got, depends = answer(e, (), ()), ((handle, e),)
+            else:
+                got = e
             if got.response_code == RC.SUCCESS:
-                return self._values(query, q.name, q.rdtype, got.values_wire)
+                return self._values(query, q.name, q.rdtype, got.values_wire), depends
             if got.response_code == RC.VALUES_NOT_FOUND:
-                return self._nodata(query)
+                return self._nodata(query), depends
             if got.is_referral:
-                return self._referral(query, got)
+                return self._referral(query, got), None
             if got.response_code not in REFUSED_CODES | {RC.HANDLE_NOT_FOUND}:
-                return response(query, dns.rcode.SERVFAIL)
+                return response(query, dns.rcode.SERVFAIL), None
         # Not a handle held here: the top of a prefix's subtree?
         prefix = name_to_prefix(name, zone.text, case_sensitive=cs)
         if prefix is not None:
+            # (not kept: which prefixes are homed here is not an L1 entry to check)
             if self.skeleton(prefix):
-                return self._nodata(query)
+                return self._nodata(query), None
             cut = await self.core.resolve(f"0.NA/{prefix}")
             if cut.is_referral:
-                return self._referral(query, cut)
+                return self._referral(query, cut), None
             if cut.response_code == RC.SUCCESS and _has_site(cut):
                 # the prefix's own record, delegating it to another node's site
                 held = Resolution(RC.PREFIX_REFERRAL, cut.values_wire, "", f"0.NA/{prefix}")
-                return self._referral(query, held)
+                return self._referral(query, held), None
+            depends = None
         if got is not None and got.response_code in REFUSED_CODES:
-            return response(query, dns.rcode.REFUSED)  # not ours, and no referral known
-        return self._nxdomain(query)
+            return response(query, dns.rcode.REFUSED), None  # not ours, no referral known
+        return self._nxdomain(query), depends
 
     def _apex(
         self, query: dns.message.Message, qname: dns.name.Name, qtype: int
@@ -235,10 +283,10 @@ class DnsDoor(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def fast_answer(self, packet: bytes, addr: Any) -> bytes | None:
-        """The hook for a synchronous fast path (answers kept as wire bytes per name and
-        type, the id and the question's case patched in): bytes to send at once, or None
-        for the dnspython path. None for now: the wire cache comes separately."""
-        return None
+        """The synchronous fast path (dns_fast.WireCache: answers kept as wire bytes per
+        question, the id and the question's case patched in): bytes to send at once, or
+        None for the dnspython path."""
+        return self.service.wire_cache.answer(packet)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.closing:

@@ -200,9 +200,34 @@ def test_malformed_and_odd_queries(gw: Gateway) -> None:
 def test_a_rest_write_changes_the_answer_at_once(gw: Gateway) -> None:
     name = "CO-1.166.88.id.internal."
     assert gw.put("88.166/CO-1", [url(1, "https://example.com/one")]) == 201
-    assert gw.ask(name, "URI").answer[0][0].target == b"https://example.com/one"
+    # asked twice (and in another case): the later ones come from the wire cache
+    for asked in (name, name, name.lower()):
+        assert gw.ask(asked, "URI").answer[0][0].target == b"https://example.com/one"
     assert gw.put("88.166/CO-1", [url(1, "https://example.com/two")]) in (200, 201, 204)
     assert gw.ask(name, "URI").answer[0][0].target == b"https://example.com/two"
+    assert gw.ask(name, "URI").answer[0][0].target == b"https://example.com/two"
+
+
+def test_a_repeated_query_gets_the_same_answer(gw: Gateway) -> None:
+    """The second is the fast path's (wire bytes patched): the same answer to the byte,
+    but for its id and the question's case; with and without EDNS."""
+    for payload in (None, 1232):
+        answers = []
+        for n, name in enumerate(("ABC-123.166.88.id.internal.", "abc-123.166.88.ID.internal.")):
+            q = dns.message.make_query(
+                name, "TXT", use_edns=payload is not None, payload=payload or 1232
+            )
+            q.id = 1000 + n
+            m = dns.query.udp(q, "127.0.0.1", port=gw.port, timeout=10)
+            assert m.id == q.id and m.question[0].name.to_text() == name
+            assert m.answer[0].name.to_text() == name
+            answers.append(m)
+        first, second = answers
+        assert second.rcode() == first.rcode() == dns.rcode.NOERROR
+        assert second.flags == first.flags and second.payload == first.payload
+        assert [(r.rdtype, r.ttl, set(r)) for r in first.answer] == [
+            (r.rdtype, r.ttl, set(r)) for r in second.answer
+        ]
 
 
 def test_a_delegated_prefix_gets_an_ns_referral(gw: Gateway) -> None:

@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.handle_*",
             "idnode.resolver.*_door",
             "idnode.resolver.dns_answers",  # the DNS door's rendering (dnspython)
+            "idnode.resolver.dns_fast",  # the DNS door's fast path (wire bytes)
         ],
     ),
     ("node", ["idnode.resolver.node", "idnode.resolver.supervisor", "idnode.resolver.listeners"]),
