@@ -5,14 +5,19 @@ seeded random (bit flips, byte insert/delete, length-field corruption, truncatio
 duplication, splicing two messages), are sent to one real `idnode serve` over UDP
 (whole and as multi-datagram fragments), Handle TCP (one message per connection and
 pipelined, framed and unframed), the HTTP tunnel, and raw bytes to every gRPC method.
+The DNS gateway (issue 14) gets the same: dnspython-built queries (TXT, URI, NAPTR, ANY
+of registered handles, the apex's SOA and NS, names outside the zone or of no handle,
+with and without EDNS) and hand-written malformed packets (test_dns_hostile.HOSTILE),
+mutated, over UDP and over TCP (framed, pipelined, lying length prefixes, raw bytes).
 
 After each door's batch: the node and its workers are alive, a well-behaved client
-resolves on every door, the node's RSS stays under a bound, the registry's rows are
-exactly as before (no unauthenticated mutation wrote anything), and the node logged no
-traceback and nothing at ERROR.
+resolves on every door (the DNS gateway too), the node's RSS stays under a bound, the
+registry's rows are exactly as before (no unauthenticated mutation wrote anything), and
+the node logged no traceback and nothing at ERROR.
 
 CI runs a small deterministic budget; IDNODE_FUZZ_MUTATIONS scales it (the UDP count;
-the other doors get the same fractions as in CI), IDNODE_FUZZ_SEED changes the seed.
+the other doors get the same fractions as in CI: DNS 3,000 UDP and 300 TCP for 5,000),
+IDNODE_FUZZ_SEED changes the seed.
 """
 
 from __future__ import annotations
@@ -30,9 +35,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
+import dns.query
+import dns.rcode
 import grpc
 import pytest
 
+from idnode.loadtest.processes import free_port
 from idnode.resolver.codec import (
     AddValueRequest,
     ChallengeAnswer,
@@ -53,6 +62,7 @@ from idnode.resolver.codec.datagrams import split_datagrams
 from idnode.resolver.grpc_protos import load
 from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
 from tests.reliability.nodes import alive, children, node_rss_mib, served_correctly
+from tests.reliability.test_dns_hostile import HOSTILE
 
 pytestmark = pytest.mark.e2e
 pb2, pb2_grpc = load()
@@ -63,6 +73,9 @@ SCALE = UDP_COUNT / 5000
 TCP_COUNT = max(1, int(1000 * SCALE))
 HTTP_COUNT = max(1, int(300 * SCALE))
 GRPC_COUNT = max(1, int(300 * SCALE))
+DNS_UDP_COUNT = max(1, int(3000 * SCALE))
+DNS_TCP_COUNT = max(1, int(300 * SCALE))
+DNS_ZONE = "id.internal."
 SEED = int(os.environ.get("IDNODE_FUZZ_SEED", "12"))
 RSS_GROWTH_MIB = 250  # above the node's RSS once it has served one request of each door
 CORPUS = Path(__file__).parents[1] / "fuzz_corpus"
@@ -92,9 +105,14 @@ GRPC_STREAM = "/idnode.v1.Resolver/ResolveStream"
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+def dns_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, dns_port: int) -> Iterator[NodeProcess]:
     """A registry homing 88.166 with the administrator 300:0.NA/88.166 and the handles
-    88.166.1001/P-0..9; the node with two workers, no Redis."""
+    88.166.1001/P-0..9; the node with two workers, no Redis, the DNS gateway on."""
     tmp = tmp_path_factory.mktemp("mutfuzz")
     url, key, _ = init_registry(tmp, "fuzz", "--admin-secret", SECRET)
     lines = [
@@ -114,7 +132,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         check=False,
     )
     assert p.returncode == 0, p.stderr
-    n = NodeProcess(url, workers=2, log=tmp / "fuzz.log", extra=("--secret-key-file", key))
+    dns = ("--dns-port", str(dns_port), "--dns-zone", DNS_ZONE)
+    n = NodeProcess(url, workers=2, log=tmp / "fuzz.log", extra=("--secret-key-file", key, *dns))
     n.wait_ready()
     yield n
     n.stop()
@@ -146,13 +165,25 @@ def resolves_over_grpc(node: NodeProcess) -> None:
     assert [v.data for v in got.values] == [b"u7"], got
 
 
+def resolves_over_dns(port: int) -> None:
+    """dnspython gets the URI of 88.166.1001/P-8 over UDP and over TCP."""
+    q = dns.message.make_query(f"P-8.1001.166.88.{DNS_ZONE}", "URI")
+    for m in (
+        dns.query.udp(q, "127.0.0.1", port=port, timeout=10),
+        dns.query.tcp(q, "127.0.0.1", port=port, timeout=10),
+    ):
+        assert m.rcode() == dns.rcode.NOERROR and [r.target for r in m.answer[0]] == [b"u8"], m
+
+
 class Checks:
     """What must hold after every door's batch."""
 
-    def __init__(self, node: NodeProcess) -> None:
+    def __init__(self, node: NodeProcess, dns_port: int) -> None:
         self.node = node
+        self.dns_port = dns_port
         served_correctly(node)
         resolves_over_grpc(node)
+        resolves_over_dns(dns_port)
         self.workers = sorted(children(node.proc.pid))  # the workers (and helpers)
         assert len(self.workers) >= 2, self.workers
         self.rows = registry_digest(node)
@@ -167,6 +198,7 @@ class Checks:
         assert sorted(children(n.proc.pid)) == self.workers, f"{door}: a worker was replaced"
         served_correctly(n)
         resolves_over_grpc(n)
+        resolves_over_dns(self.dns_port)
         rss = node_rss_mib(n)
         print(f"{door}: node RSS {rss:.0f} MiB (bound {self.rss_bound:.0f})")
         assert rss < self.rss_bound, f"{door}: RSS {rss:.0f} MiB over {self.rss_bound:.0f}"
@@ -308,10 +340,10 @@ def _drain(s: socket.socket) -> int:
             return n
 
 
-def _tcp_exchange(node: NodeProcess, payload: bytes) -> int:
+def _tcp_exchange(node: NodeProcess, payload: bytes, port: int | None = None) -> int:
     """Send, half-close, read until the node closes (or 3 s): the bytes it answered."""
     got = 0
-    with socket.create_connection(("127.0.0.1", node.handle_port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port or node.handle_port), timeout=10) as s:
         try:
             s.sendall(payload)
             s.shutdown(socket.SHUT_WR)
@@ -389,13 +421,91 @@ def fuzz_grpc(node: NodeProcess, rng: random.Random, count: int) -> int:
     return count
 
 
-# --- the test ------------------------------------------------------------------------
+def dns_corpus() -> list[bytes]:
+    """Valid queries of every kind the DNS door answers, and the hostile packets."""
+    z = DNS_ZONE
+    names = [f"P-{i}.1001.166.88.{z}" for i in range(3)]
+    names += [z, f"ns1.{z}", f"166.88.{z}", f"1001.166.88.{z}", f"nothing.166.88.{z}"]
+    names += [f"mexc4yq._b32.166.88.{z}", f"x.99.{z}", "example.com."]
+    out: list[bytes] = []
+    for name in names:
+        for rdtype in ("TXT", "URI", "NAPTR", "SOA", "NS", "A", "ANY"):
+            for payload in (None, 512, 4096):
+                q = dns.message.make_query(
+                    name, rdtype, use_edns=payload is not None, payload=payload or 512
+                )
+                q.id = len(out)  # deterministic: the seed alone decides the run
+                out.append(q.to_wire())
+    return out + [packet for _, packet, _ in HOSTILE if len(packet) >= 12]
 
 
-def test_mutation_fuzz_of_every_door(node: NodeProcess) -> None:
+def fuzz_dns_udp(port: int, rng: random.Random, pool: list[bytes], count: int) -> int:
+    """Mutated queries to the DNS UDP port: how many datagrams came back."""
+    answers = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        for sent in range(1, count + 1):
+            try:
+                s.sendto(mutate(rng, pool)[:65_000], ("127.0.0.1", port))
+            except (BlockingIOError, OSError):
+                time.sleep(0.001)
+            if sent % 50 == 0:
+                answers += _drain(s)
+                time.sleep(0.002)
+        time.sleep(0.2)
+        answers += _drain(s)
+    return answers
+
+
+def _framed(b: bytes) -> bytes:
+    return struct.pack(">H", min(len(b), 65_535)) + b[:65_535]
+
+
+def fuzz_dns_tcp(
+    node: NodeProcess, port: int, rng: random.Random, pool: list[bytes], count: int
+) -> tuple[int, int]:
+    """Connections with one framed mutated query; several pipelined (a valid one among
+    them); one framed with a lying length prefix; unframed random bytes. How many
+    connections, and the bytes answered."""
+    answered = 0
+    for _ in range(count):
+        shape = rng.randrange(4)
+        if shape == 0:
+            payload = _framed(mutate(rng, pool))
+        elif shape == 1:
+            batch = [_framed(mutate(rng, pool)) for _ in range(rng.randint(2, 10))]
+            batch.insert(rng.randrange(len(batch)), _framed(pool[0]))
+            payload = b"".join(batch)
+        elif shape == 2:
+            b = mutate(rng, pool)
+            payload = struct.pack(">H", rng.choice([0, 1, len(b) + 1, 65_535])) + b[:65_535]
+        else:
+            payload = rng.randbytes(rng.randint(1, 300))
+        answered += _tcp_exchange(node, payload, port)
+    return count, answered
+
+
+# --- the tests -----------------------------------------------------------------------
+
+
+def test_mutation_fuzz_of_the_dns_door(node: NodeProcess, dns_port: int) -> None:
+    rng = random.Random(SEED)
+    pool = dns_corpus()
+    checks = Checks(node, dns_port)
+    answers = fuzz_dns_udp(dns_port, rng, pool, DNS_UDP_COUNT)
+    print(f"dns udp: {DNS_UDP_COUNT} mutated queries, {answers} datagrams answered")
+    assert answers > 0
+    checks.after("dns udp")
+    sent, answered = fuzz_dns_tcp(node, dns_port, rng, pool, DNS_TCP_COUNT)
+    print(f"dns tcp: {sent} connections, {answered} bytes answered")
+    assert answered > 0
+    checks.after("dns tcp")
+
+
+def test_mutation_fuzz_of_every_door(node: NodeProcess, dns_port: int) -> None:
     rng = random.Random(SEED)
     pool = corpus()
-    checks = Checks(node)
+    checks = Checks(node, dns_port)
     sent, answers = fuzz_udp(node, rng, pool, UDP_COUNT)
     print(f"udp: {sent} mutated messages, {answers} datagrams answered")
     assert sent == UDP_COUNT and answers > 0  # the node read them (some still parse)
