@@ -2,6 +2,8 @@
 generator, the kernel and the framework allow on this machine in the same run.
 
 * udp: a bare uvloop datagram echo (the request comes back as the "answer");
+* dns: the same echo for DNS: the query comes back with QR set (dnsperf counts it as a
+  NOERROR answer), the ceiling of the DNS door (loadtest/dns_bench.py);
 * tcp: a bare uvloop stream echo (pipelined requests come back in order);
 * http and rest: aiohttp answering every request with fixed bytes (a 181-byte Handle
   answer for the tunnel, a small JSON document for the REST API), no lookup;
@@ -54,6 +56,19 @@ async def udp_echo(host: str, port: int) -> None:
 
         def datagram_received(self, data: bytes, addr: Any) -> None:
             self.t.sendto(data, addr)
+
+    await asyncio.get_running_loop().create_datagram_endpoint(Echo, local_addr=(host, port))
+    await asyncio.Event().wait()
+
+
+async def dns_echo(host: str, port: int) -> None:
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            if len(data) > 2:  # QR set: a response, as dnsperf expects
+                self.t.sendto(data[:2] + bytes((data[2] | 0x80,)) + data[3:], addr)
 
     await asyncio.get_running_loop().create_datagram_endpoint(Echo, local_addr=(host, port))
     await asyncio.Event().wait()
@@ -121,6 +136,7 @@ async def grpc_fixed(host: str, port: int) -> None:
 
 SERVERS = {
     "udp": udp_echo,
+    "dns": dns_echo,
     "tcp": tcp_echo,
     "http": http_fixed,
     "rest": http_fixed,
@@ -131,6 +147,7 @@ SERVERS = {
 
 DESCRIPTIONS = {
     "udp": "bare uvloop UDP echo",
+    "dns": "bare uvloop UDP echo (the query back with QR set)",
     "tcp": "bare uvloop TCP echo",
     "http": "aiohttp answering fixed bytes",
     "rest": "aiohttp answering fixed JSON",

@@ -192,7 +192,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         "--doors",
         default="udp",
         help="comma-separated: udp, tcp, http (Handle over HTTP), rest, grpc, grpc-batch, "
-        "grpc-stream",
+        "grpc-stream, dns (driven by dnsperf, when installed)",
     )
     p.add_argument("--mode", choices=("closed", "open"), default="closed")
     p.add_argument(

@@ -254,6 +254,27 @@ def render(report: dict[str, Any]) -> str:
             f"<h2>{html.escape(door)}</h2>"
             f"<p class='note'>ceiling: {html.escape(entry['ceiling'])}</p>"
         )
+        if "dnsperf" in entry:  # the DNS door: dnsperf's figures, one point
+            d = entry["dnsperf"]
+            sides = [("node", d["node"]), ("ceiling", d.get("ceiling") or {})]
+            parts.append(
+                _table(
+                    [
+                        [
+                            side,
+                            f.get("qps"),
+                            d.get("ratio_to_ceiling") if side == "node" else None,
+                            f.get("latency_avg_s"),
+                            f.get("lost"),
+                            f.get("rcodes"),
+                        ]
+                        for side, f in sides
+                        if f
+                    ],
+                    ["", "queries/s", "ratio", "average latency s", "lost", "rcodes"],
+                )
+            )
+            continue
         parts.extend(_door_charts(door, entry, mode))
         parts.append(
             "<p class='note'>A saturated generator used its whole core or fell behind its "

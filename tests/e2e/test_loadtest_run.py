@@ -9,6 +9,7 @@ These are smoke runs: they check the harness measures and reports what happened
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,9 @@ def test_ycsb_b_updates_land_in_the_registry(tmp_path: Path) -> None:
 
 
 def test_dns_and_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
-    p = idnode("loadtest", "run", "--doors", "dns", "--results", str(tmp_path / "r"))
-    assert p.returncode == 2 and "no DNS front door yet" in p.stderr
+    if shutil.which("dnsperf") is None:  # with it, --doors dns runs (test_dns_bench_smoke)
+        p = idnode("loadtest", "run", "--doors", "dns", "--results", str(tmp_path / "r"))
+        assert p.returncode == 2 and "dnsperf is not installed" in p.stderr
     p = idnode("loadtest", "run", "--doors", "smtp")
     assert p.returncode == 2 and "unknown door 'smtp'" in p.stderr
     p = idnode("loadtest", "run", "--miss-share", "2")
