@@ -33,6 +33,7 @@ OPT = 41
 COOKIE = 10  # RFC 7873: dnspython checks its length, and the answer does not depend on it
 ENTRY_OVERHEAD = 300  # tuple, key, dict slot, dependency tuple: a rough cost in bytes
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+PARSED_MAX = 65_536  # queries remembered parsed (bytes after the id); then started over
 
 
 class Question(NamedTuple):
@@ -121,6 +122,10 @@ class WireCache:
         self.clock = clock
         self._d: OrderedDict[bytes, Cached] = OrderedDict()
         self._bytes = 0
+        # A query's bytes after its id -> its parse: a client asks the same bytes again
+        # but for the id (no 0x20), and one dict lookup is cheaper than reading labels.
+        # Only what parses is remembered, so junk cannot fill it; bounded all the same.
+        self._parsed: dict[bytes, Question] = {}
         self.hits = 0
         self.misses = 0
 
@@ -133,28 +138,42 @@ class WireCache:
 
     def answer(self, packet: bytes) -> bytes | None:
         """The answer to ``packet`` from the cache, patched; None: ask dnspython."""
-        q = parse_query(packet)
+        after_id = packet[2:]
+        q = self._parsed.get(after_id)
         if q is None:
-            return None
-        e = self._d.get(q.key)
-        if e is None or not self._fresh(q.key, e) or len(e.wire) > q.limit:
+            q = parse_query(packet)  # what it reads never includes the id
+            if q is None:
+                return None
+            if len(self._parsed) >= PARSED_MAX:
+                self._parsed.clear()
+            self._parsed[after_id] = q
+        key, end, limit = q
+        e = self._d.get(key)
+        if e is None or not self._fresh(key, e) or len(e.wire) > limit:
             self.misses += 1
             return None
-        self._d.move_to_end(q.key)
+        self._d.move_to_end(key)
         self.hits += 1
         e.tally()
         wire = e.wire
+        if (packet[2] ^ wire[2]) & 0x01 == 0 and packet[12:end] == wire[12:end]:
+            return packet[:2] + wire[2:]  # asked as the cached one was: only the id
         # The id; the flags as cached with the query's RD (dnspython copies RD alone);
         # the counts; the question as it came (0x20); then the records, whose names
         # point at the question (compression), so they follow its case as dnspython's do.
         flags = bytes(((wire[2] & 0xFE) | (packet[2] & 0x01),))
-        return packet[:2] + flags + wire[3:12] + packet[12 : q.end] + wire[q.end :]
+        return packet[:2] + flags + wire[3:12] + packet[12:end] + wire[end:]
 
     def _fresh(self, key: bytes, e: Cached) -> bool:
-        if e.expires <= self.clock() or any(self.recall(h) is not l1 for h, l1 in e.depends):
-            self._remove(key)
-            return False
-        return True
+        if e.expires > self.clock():
+            recall = self.recall
+            for handle, l1 in e.depends:
+                if recall(handle) is not l1:
+                    break
+            else:
+                return True
+        self._remove(key)
+        return False
 
     def put(
         self,
@@ -192,6 +211,7 @@ class WireCache:
     def clear(self) -> None:
         self._d.clear()
         self._bytes = 0
+        self._parsed.clear()
 
 
 __all__ = ["Question", "WireCache", "parse_query"]
