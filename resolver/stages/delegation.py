@@ -12,27 +12,24 @@ of changes costs at most two, and a lookup waits only when a change is pending.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from idnode.registry.delegations import Delegations, service_handle
-from idnode.registry.names import is_prefix_handle, normalize
+from idnode.registry.names import normalize
 from idnode.registry.store import Store
 
 from ..codec import ResponseCode
 from ..l1 import Entry
-from .reloader import Reloader
-from .stage import Lookup, Resolution, Stage
+from .reloader import RegistryMapStage
+from .stage import Lookup, Resolution
 
 log = logging.getLogger("idnode.delegation")
 
 
-def touches_prefixes(keys: Sequence[str]) -> bool:
-    return any(is_prefix_handle(k) for k in keys)
+class DelegationStage(RegistryMapStage):
+    what = "the delegated prefixes"
 
-
-class DelegationStage(Stage):
     def __init__(
         self,
         delegations: Delegations,
@@ -40,12 +37,7 @@ class DelegationStage(Stage):
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.delegations = delegations
-        self.store = store
-        # Called when the map changed: a cache in front of this stage (L1) may hold
-        # handles that are now referred elsewhere.
-        self.on_change = on_change
-        # One rebuild at a time and at most one queued, however many changes are heard.
-        self.reloader = Reloader(self._build, "the delegated prefixes")
+        super().__init__(store, on_change)
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
         # Another worker's write of a prefix handle was just heard: answer from the
@@ -60,12 +52,7 @@ class DelegationStage(Stage):
         d = r.delegation
         return Resolution(r.response_code, d.sites_wire, d.describe(), d.referral_handle)
 
-    async def reload(self) -> None:
-        """Rebuild the map from the registry (raises if the registry cannot be read); a
-        timer's rebuild: lookups do not wait for it."""
-        await self.reloader.reload()
-
-    async def _build(self) -> None:
+    async def _rebuild(self) -> bool:
         records = await self.store.prefix_records()
         candidates = self.delegations.candidates(records)
         services = [
@@ -75,35 +62,10 @@ class DelegationStage(Stage):
         ]
         held = await self.store.get_many(sorted(set(services))) if services else {}
         own = self.delegations.own_sites(records)
-        if self.delegations.build(candidates, held, own):
-            log.info(
-                "delegated prefixes: %s",
-                ", ".join(sorted(self.delegations.prefixes)) or "(none)",
-            )
-            if self.on_change is not None:
-                self.on_change()
-
-    async def refresh(self) -> None:
-        """:meth:`reload`, logging (not raising) when the registry cannot be read."""
-        with contextlib.suppress(Exception):  # logged by the reloader
-            await self.reload()
-
-    def forget(self, keys: Sequence[str]) -> None:
-        if touches_prefixes(keys):
-            self.reloader.changed()
-
-    def forget_all(self) -> None:
-        self.reloader.changed()
-
-    async def invalidate(self, keys: Sequence[str]) -> None:
-        # This worker's own write: rebuild before the write is acknowledged, so the
-        # writer's next lookup here already sees it (never raises: the write committed).
-        if touches_prefixes(keys):
-            await self.reloader.changed_and_wait()
-
-    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
-        if everything or touches_prefixes(keys):
-            await self.reloader.changed_and_wait()
-
-    async def drain(self) -> None:
-        await self.reloader.close()
+        if not self.delegations.build(candidates, held, own):
+            return False
+        log.info(
+            "delegated prefixes: %s",
+            ", ".join(sorted(self.delegations.prefixes)) or "(none)",
+        )
+        return True

@@ -65,7 +65,8 @@ from ..l1 import Entry, Lifetimes
 from ..upstream.health import MAX_PER_DELEGATION, ServerHealth, server_label
 from ..upstream.sites import sites_from_values
 from ..upstream.walker import Walker, WalkError
-from .delegation import DelegationStage, touches_prefixes
+from .delegation import DelegationStage
+from .reloader import touches_prefixes
 from .stage import Lookup, Resolution, Stage
 
 _REC = int(OpFlag.REC)

@@ -10,6 +10,9 @@ rebuild (:meth:`Reloader.reload`) makes no lookup wait.
 
 A rebuild that fails is logged; its waiters go on with the map they had (the next
 change or timer tries again).
+
+:class:`RegistryMapStage` is the plumbing both stages share around it: a stage whose
+per-worker map is rebuilt from the registry when a ``0.NA/`` key changes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+
+from idnode.registry.names import is_prefix_handle
+from idnode.registry.store import Store
+
+from .stage import Stage
 
 log = logging.getLogger("idnode.reloader")
 
@@ -133,3 +142,63 @@ class Reloader:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+def touches_prefixes(keys: Sequence[str]) -> bool:
+    return any(is_prefix_handle(k) for k in keys)
+
+
+class RegistryMapStage(Stage):
+    """A stage whose per-worker map is rebuilt from the registry when a ``0.NA/`` key
+    changes: at start, when a change is heard (:meth:`forget`, from another worker or
+    node), before this worker's own write is acknowledged (:meth:`invalidate`) and on the
+    node's timer (:meth:`reload`), coalesced by a :class:`Reloader`. A subclass has its
+    own lookup (awaiting ``self.reloader.fresh()`` first) and its own :meth:`_rebuild`."""
+
+    what = "the map"  # for the log: "cannot reload <what>"
+
+    def __init__(self, store: Store, on_change: Callable[[], None] | None = None) -> None:
+        self.store = store
+        # Called when the map changed: a cache in front of this stage (L1) may hold
+        # answers the map now overrides.
+        self.on_change = on_change
+        # One rebuild at a time and at most one queued, however many changes are heard.
+        self.reloader = Reloader(self._build, self.what)
+
+    @abstractmethod
+    async def _rebuild(self) -> bool:
+        """Rebuild the map from the registry; whether it changed (logged by the subclass)."""
+
+    async def _build(self) -> None:
+        if await self._rebuild() and self.on_change is not None:
+            self.on_change()
+
+    async def reload(self) -> None:
+        """Rebuild the map from the registry (raises if the registry cannot be read); a
+        timer's rebuild: lookups do not wait for it."""
+        await self.reloader.reload()
+
+    async def refresh(self) -> None:
+        """:meth:`reload`, logging (not raising) when the registry cannot be read."""
+        with contextlib.suppress(Exception):  # logged by the reloader
+            await self.reload()
+
+    def forget(self, keys: Sequence[str]) -> None:
+        if touches_prefixes(keys):
+            self.reloader.changed()
+
+    def forget_all(self) -> None:
+        self.reloader.changed()
+
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        # This worker's own write: rebuild before the write is acknowledged, so the
+        # writer's next lookup here already sees it (never raises: the write committed).
+        if touches_prefixes(keys):
+            await self.reloader.changed_and_wait()
+
+    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
+        if everything or touches_prefixes(keys):
+            await self.reloader.changed_and_wait()
+
+    async def drain(self) -> None:
+        await self.reloader.close()

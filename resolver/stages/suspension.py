@@ -18,9 +18,8 @@ and on the node's prefix-refresh timer, coalesced as the delegation map's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from idnode.registry.prefix_applications import (
     SUSPENDED_RC,
@@ -31,14 +30,15 @@ from idnode.registry.prefix_applications import (
 from idnode.registry.store import Store
 
 from ..l1 import Entry
-from .delegation import touches_prefixes
-from .reloader import Reloader
-from .stage import Lookup, Resolution, Stage
+from .reloader import RegistryMapStage
+from .stage import Lookup, Resolution
 
 log = logging.getLogger("idnode.suspension")
 
 
-class SuspensionStage(Stage):
+class SuspensionStage(RegistryMapStage):
+    what = "the suspended prefixes"
+
     def __init__(
         self,
         suspensions: Suspensions,
@@ -46,9 +46,7 @@ class SuspensionStage(Stage):
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.suspensions = suspensions
-        self.store = store
-        self.on_change = on_change
-        self.reloader = Reloader(self._build, "the suspended prefixes")
+        super().__init__(store, on_change)
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
         await self.reloader.fresh()  # a suspension just heard of: answer after it
@@ -59,38 +57,11 @@ class SuspensionStage(Stage):
             return None
         return Resolution(SUSPENDED_RC, message=suspended_message(p))
 
-    async def reload(self) -> None:
-        """Re-read the suspended prefixes (raises if the registry cannot be read); a
-        timer's re-read: lookups do not wait for it."""
-        await self.reloader.reload()
-
-    async def _build(self) -> None:
-        if self.suspensions.replace(await self.store.suspended_prefixes()):
-            log.info("suspended prefixes: %s", ", ".join(self.suspensions.prefixes) or "(none)")
-            if self.on_change is not None:
-                self.on_change()
-
-    async def refresh(self) -> None:
-        with contextlib.suppress(Exception):  # logged by the reloader
-            await self.reload()
-
-    def forget(self, keys: Sequence[str]) -> None:
-        if touches_prefixes(keys):
-            self.reloader.changed()
-
-    def forget_all(self) -> None:
-        self.reloader.changed()
-
-    async def invalidate(self, keys: Sequence[str]) -> None:
-        if touches_prefixes(keys):
-            await self.reloader.changed_and_wait()
-
-    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
-        if everything or touches_prefixes(keys):
-            await self.reloader.changed_and_wait()
-
-    async def drain(self) -> None:
-        await self.reloader.close()
+    async def _rebuild(self) -> bool:
+        if not self.suspensions.replace(await self.store.suspended_prefixes()):
+            return False
+        log.info("suspended prefixes: %s", ", ".join(self.suspensions.prefixes) or "(none)")
+        return True
 
 
 UPWARD_POLL_SECONDS = 2.0
