@@ -27,6 +27,7 @@ import pytest
 
 from idnode.loadtest.processes import IDNODE
 from tests.interop import harness as h
+from tests.interop import hierarchy
 from tests.interop.test_java_referral import PORTS, SECRETS, UPWARD
 
 pytestmark = pytest.mark.e2e
@@ -58,17 +59,7 @@ def setup_after_e() -> None:
 def node(
     work: Path, name: str, before: list[list[str]], after: list[list[str]], *serve: str
 ) -> h.Server:
-    db, key = f"sqlite:///{work}/{name}.db", str(work / f"{name}.key")
-    handle, http, grpc = PORTS[name]
-    init = h.idnode_init(db, key, PREFIXES[name], "--admin-secret", SECRETS[name])
-    return h.Server(
-        name,
-        h.idnode_serve(db, key, handle=handle, http=http, grpc=grpc, args=serve),
-        port=http,
-        before=[init, *before],
-        after=after,
-        settle=0.5,
-    )
+    return hierarchy.node(work, name, PORTS, PREFIXES, SECRETS, before, after, serve)
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +68,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("javachain")
     build, rooted = work / "build", work / "rooted"
     h.compile_drivers(build)
-    t_db, t_key = f"sqlite:///{work}/t.db", str(work / "t.key")
-    grant = [IDNODE, "grant-prefix", "--prefix", "88.200", "--admin-secret", UPWARD]
-    grant += ["--database-url", t_db, "--secret-key-file", t_key]
-    upward = [IDNODE, "register-upward", "--top", f"127.0.0.1:{PORTS['t'][0]}"]
-    upward += ["--admin", "300:0.NA/88.200", "--secret", UPWARD]
-    upward += ["--database-url", f"sqlite:///{work}/s.db", "--listen", "127.0.0.1"]
-    upward += ["--handle-port", str(PORTS["s"][0]), "--http-port", str(PORTS["s"][1])]
+    grant, upward = hierarchy.grant_and_upward(work, PORTS, "88.200", UPWARD)
     s_http, operator = f"http://127.0.0.1:{PORTS['s'][1]}", "300:0.NA/88.200"
     apply = [IDNODE, "prefix", "apply", "--node", s_http, "--prefix", "88.200.7"]
     apply += ["--admin-secret", "e2 at s2", "--site-from", f"127.0.0.1:{PORTS['e'][0]}"]
@@ -120,9 +105,7 @@ def test_the_library_walks_from_its_root_to_the_second_enterprise_node(
     step = run["steps"]["HDLTrace-root"]
     out = step["stdout"]
     assert "Got Response" in out and VALUE in out, f"{out}\n{step['stderr']}"
-    trace = [ln.strip() for ln in step["stderr"].splitlines() if ln.strip()]
-    sent = [ln for ln in trace if ln.startswith("sending")]
-    received = [ln for ln in trace if ln.startswith("received")]
+    trace, sent, received = hierarchy.trace_of(step)
     t, s, e = (f"127.0.0.1:{PORTS[n][0]}" for n in "tse")
     # T refers the prefix look-up to S2 (303), S2 says where 88.200.7 lives (E2)
     i = next(n for n, ln in enumerate(received) if "rc=303" in ln)

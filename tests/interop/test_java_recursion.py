@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.interop import harness as h
+from tests.interop import hierarchy
 
 pytestmark = pytest.mark.e2e
 
@@ -31,52 +32,12 @@ VALUE = "https://e.example.cn/x"
 def setup_after_e() -> None:
     """Run inside the namespace once both nodes serve: the identifier at E, the
     delegation record at S (E's own published HS_SITE), the library's resolver_site."""
-    from idnode.resolver.client import AdminClient, exchange, resolution_request
-    from idnode.resolver.codec import (
-        CreateHandleRequest,
-        GetSiteInfoRequest,
-        HandleValue,
-        Message,
-        OpCode,
-        ResolutionResponse,
-        SiteInfoResponse,
-        encode_site,
-    )
-
-    home = Path(sys.argv[2])
-
-    def write(port: int, who: str, secret: str, body: Any) -> None:
-        with AdminClient(f"127.0.0.1:{port}", who, 300, secret=secret.encode()) as c:
-            r = c.request(Message(op_code=OpCode.CREATE_HANDLE, body=body))[-1]
-        assert r.response_code == 1, r
-
-    e, s = PORTS["e"][0], PORTS["s"][0]
-    value = HandleValue(1, "URL", VALUE.encode())
-    write(e, "0.NA/88.166.1001", SECRETS["e"], CreateHandleRequest("88.166.1001/x", (value,)))
-    got = exchange(f"127.0.0.1:{e}", resolution_request("0.NA/88.166.1001"), "tcp")
-    assert isinstance(got.body, ResolutionResponse), got
-    e_site = next(v for v in got.body.values if v.type == "HS_SITE")
-    write(s, "0.NA/88.166", SECRETS["s"], CreateHandleRequest("0.NA/88.166.1001", (e_site,)))
-    ask = Message(op_code=OpCode.GET_SITE_INFO, body=GetSiteInfoRequest("/"))
-    site = exchange(f"127.0.0.1:{s}", ask, "tcp")
-    assert isinstance(site.body, SiteInfoResponse), site
-    (home / ".handle").mkdir(parents=True, exist_ok=True)
-    (home / ".handle" / "resolver_site").write_bytes(encode_site(site.body.site))
+    hierarchy.identifier_at_e_delegated_at_s(PORTS, SECRETS, VALUE)
     print("set up")
 
 
 def node(work: Path, name: str, after: list[list[str]], *args: str) -> h.Server:
-    db, key = f"sqlite:///{work}/{name}.db", str(work / f"{name}.key")
-    handle, http, grpc = PORTS[name]
-    init = h.idnode_init(db, key, PREFIXES[name], "--admin-secret", SECRETS[name])
-    return h.Server(
-        name,
-        h.idnode_serve(db, key, handle=handle, http=http, grpc=grpc, args=args),
-        port=http,
-        before=[init],
-        after=after,
-        settle=0.5,
-    )
+    return hierarchy.node(work, name, PORTS, PREFIXES, SECRETS, [], after, args)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +57,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def trace_of(step: dict[str, Any]) -> tuple[list[str], list[str]]:
-    lines = [ln.strip() for ln in step["stderr"].splitlines() if ln.strip()]
-    sent = [ln.rsplit(" to ", 1)[-1] for ln in lines if ln.startswith("sending")]
-    return sent, [ln for ln in lines if ln.startswith("received")]
+    _trace, sent, received = hierarchy.trace_of(step)
+    return hierarchy.sent_to(sent), received
 
 
 def test_set_up(run: dict[str, Any]) -> None:

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from idnode.loadtest.processes import IDNODE
 from tests.interop import harness as h
+from tests.interop import hierarchy
 
 pytestmark = pytest.mark.e2e
 
@@ -40,37 +40,11 @@ VALUE = "https://e.example.cn/x"
 def setup_after_e() -> None:
     """Run inside the namespace once all three nodes serve: the identifier at E, the
     delegation record at S (E's own published HS_SITE), the library's resolver_site."""
-    from idnode.resolver.client import AdminClient, exchange, resolution_request
-    from idnode.resolver.codec import (
-        CreateHandleRequest,
-        GetSiteInfoRequest,
-        HandleValue,
-        Message,
-        OpCode,
-        ResolutionResponse,
-        SiteInfoResponse,
-        encode_site,
-    )
+    from idnode.resolver.client import exchange
+    from idnode.resolver.codec import GetSiteInfoRequest, Message, OpCode, SiteInfoResponse
 
-    home = Path(sys.argv[2])
-
-    def write(port: int, who: str, secret: str, body: Any) -> None:
-        with AdminClient(f"127.0.0.1:{port}", who, 300, secret=secret.encode()) as c:
-            r = c.request(Message(op_code=OpCode.CREATE_HANDLE, body=body))[-1]
-        assert r.response_code == 1, r
-
-    e, s = PORTS["e"][0], PORTS["s"][0]
-    value = HandleValue(1, "URL", VALUE.encode())
-    write(e, "0.NA/88.166.1001", SECRETS["e"], CreateHandleRequest("88.166.1001/x", (value,)))
-    got = exchange(f"127.0.0.1:{e}", resolution_request("0.NA/88.166.1001"), "tcp")
-    assert isinstance(got.body, ResolutionResponse), got
-    e_site = next(v for v in got.body.values if v.type == "HS_SITE")
-    write(s, "0.NA/88.166", SECRETS["s"], CreateHandleRequest("0.NA/88.166.1001", (e_site,)))
+    hierarchy.identifier_at_e_delegated_at_s(PORTS, SECRETS, VALUE)
     ask = Message(op_code=OpCode.GET_SITE_INFO, body=GetSiteInfoRequest("/"))
-    site = exchange(f"127.0.0.1:{s}", ask, "tcp")
-    assert isinstance(site.body, SiteInfoResponse), site
-    (home / ".handle").mkdir(parents=True, exist_ok=True)
-    (home / ".handle" / "resolver_site").write_bytes(encode_site(site.body.site))
     # a second home whose root is T (root_info)
     from idnode.resolver.upstream.root_info import write_root_info
 
@@ -83,17 +57,7 @@ def setup_after_e() -> None:
 
 
 def node(work: Path, name: str, before: list[list[str]], after: list[list[str]]) -> h.Server:
-    db, key = f"sqlite:///{work}/{name}.db", str(work / f"{name}.key")
-    handle, http, grpc = PORTS[name]
-    init = h.idnode_init(db, key, PREFIXES[name], "--admin-secret", SECRETS[name])
-    return h.Server(
-        name,
-        h.idnode_serve(db, key, handle=handle, http=http, grpc=grpc),
-        port=http,
-        before=[init, *before],
-        after=after,
-        settle=0.5,
-    )
+    return hierarchy.node(work, name, PORTS, PREFIXES, SECRETS, before, after)
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +66,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("javareferral")
     build, home = work / "build", work / "home"
     h.compile_drivers(build)
-    t_db, t_key = f"sqlite:///{work}/t.db", str(work / "t.key")
-    grant = [IDNODE, "grant-prefix", "--prefix", "88.166", "--admin-secret", UPWARD]
-    grant += ["--database-url", t_db, "--secret-key-file", t_key]
-    s_db = f"sqlite:///{work}/s.db"
-    upward = [IDNODE, "register-upward", "--top", f"127.0.0.1:{PORTS['t'][0]}"]
-    upward += ["--admin", "300:0.NA/88.166", "--secret", UPWARD, "--database-url", s_db]
-    upward += ["--listen", "127.0.0.1", "--handle-port", str(PORTS["s"][0])]
-    upward += ["--http-port", str(PORTS["s"][1])]
+    grant, upward = hierarchy.grant_and_upward(work, PORTS, "88.166", UPWARD)
     rooted = work / "rooted"
     setup = [sys.executable, "-m", "tests.interop.test_java_referral", "setup", str(home)]
     setup.append(str(rooted))
@@ -143,10 +100,9 @@ def test_the_library_follows_a_service_referral_from_the_secondary(run: dict[str
     assert step["rc"] == 0, step
     assert "Got Response" in out and VALUE in out, f"{out}\n{step['stderr']}"
     # its trace: asked S, referred (302) with E's site, asked E, answered
-    trace = [ln.strip() for ln in step["stderr"].splitlines() if ln.strip()]
-    sent = [ln.rsplit(" to ", 1)[-1] for ln in trace if ln.startswith("sending")]
+    trace, sending, received = hierarchy.trace_of(step)
+    sent = hierarchy.sent_to(sending)
     assert sent == [f"127.0.0.1:{PORTS['s'][0]}", f"127.0.0.1:{PORTS['e'][0]}"], trace
-    received = [ln for ln in trace if ln.startswith("received")]
     assert "rc=302" in received[0] and "0.NA/88.166.1001" in received[0], received
     assert "rc=1;" in received[1], received
 
@@ -155,9 +111,7 @@ def test_the_library_follows_a_prefix_referral_from_its_root(run: dict[str, Any]
     step = run["steps"]["HDLTrace-root"]
     out = step["stdout"]
     assert "Got Response" in out and VALUE in out, f"{out}\n{step['stderr']}"
-    trace = [ln.strip() for ln in step["stderr"].splitlines() if ln.strip()]
-    sent = [ln for ln in trace if ln.startswith("sending")]
-    received = [ln for ln in trace if ln.startswith("received")]
+    trace, sent, received = hierarchy.trace_of(step)
     t, s, e = (f"127.0.0.1:{PORTS[n][0]}" for n in "tse")
     # T refers the prefix look-up to S (303), S says where 88.166.1001 lives (E)
     i = next(n for n, ln in enumerate(received) if "rc=303" in ln)
