@@ -49,7 +49,7 @@ from the registry's prefix records (``Store.prefix_records``) and replaced whole
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from idnode.resolver.codec import HandleValue, ProtocolError, decode_values, encode_values
@@ -61,7 +61,7 @@ from idnode.resolver.codec.codes import (
     InterfaceProtocol,
     ResponseCode,
 )
-from idnode.resolver.codec.hs_site import address_to_text, decode_site
+from idnode.resolver.codec.hs_site import ServerInfo, address_to_text, decode_site
 
 from .names import NA_PREFIX, PrefixAuthority, is_prefix_handle, normalize, prefix_of
 
@@ -98,17 +98,22 @@ class Referral:
     delegation: Delegation
 
 
-def site_addresses(values: Iterable[HandleValue]) -> str:
-    """ "host:port, ..." of the Handle TCP interfaces the site values name, for people."""
-    out = []
+def _servers(values: Iterable[HandleValue]) -> Iterator[ServerInfo]:
+    """The servers of every site value that decodes (one that does not is passed by)."""
     for v in values:
         try:
             site = decode_site(v.data)
         except ProtocolError:
             continue
-        for s in site.servers:
-            ports = sorted({i.port for i in s.interfaces if i.protocol == 1})  # TCP
-            out += [f"{address_to_text(s.address)}:{p}" for p in ports]
+        yield from site.servers
+
+
+def site_addresses(values: Iterable[HandleValue]) -> str:
+    """ "host:port, ..." of the Handle TCP interfaces the site values name, for people."""
+    out = []
+    for s in _servers(values):
+        ports = sorted({i.port for i in s.interfaces if i.protocol == 1})  # TCP
+        out += [f"{address_to_text(s.address)}:{p}" for p in ports]
     return ", ".join(out)
 
 
@@ -124,15 +129,8 @@ def derived_values(values: Iterable[HandleValue]) -> list[HandleValue]:
 def endpoints(values: Iterable[HandleValue]) -> set[tuple[bytes, int]]:
     """(address, TCP port) of every server the site values name: how a node is known."""
     out = set()
-    for v in values:
-        try:
-            site = decode_site(v.data)
-        except ProtocolError:
-            continue
-        for s in site.servers:
-            out |= {
-                (s.address, i.port) for i in s.interfaces if i.protocol == InterfaceProtocol.TCP
-            }
+    for s in _servers(values):
+        out |= {(s.address, i.port) for i in s.interfaces if i.protocol == InterfaceProtocol.TCP}
     return out
 
 

@@ -441,17 +441,23 @@ async def _registry_down(context: grpc.aio.ServicerContext, exc: BaseException) 
     raise RuntimeError("grpc.aio abort returned")
 
 
-class GuardCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """A request whose bytes do not parse as the method's message gets INVALID_ARGUMENT
-    (a client error, logged by no one), not UNKNOWN with a traceback at ERROR; and a
-    unary call that meets a registry outage gets the outage's status (_registry_down)."""
+class _WrapOnce(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor that wraps each method's handler once: the wrapper is kept per
+    method and made again only when grpc hands another handler."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[Any, Any]] = {}  # method: (handler, its wrapper)
 
+    def _wraps(self, handler: Any) -> bool:
+        """Whether ``handler`` gets a wrapper (else it is served as it is)."""
+        return True
+
+    def _wrap(self, handler: Any) -> Any:
+        raise NotImplementedError
+
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.request_deserializer is None:
+        if handler is None or not self._wraps(handler):
             return handler
         known = self._wrapped.get(details.method)
         if known is not None and known[0] is handler:
@@ -460,8 +466,16 @@ class GuardCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._wrapped[details.method] = (handler, wrapped)
         return wrapped
 
-    @staticmethod
-    def _wrap(handler: Any) -> Any:
+
+class GuardCalls(_WrapOnce):
+    """A request whose bytes do not parse as the method's message gets INVALID_ARGUMENT
+    (a client error, logged by no one), not UNKNOWN with a traceback at ERROR; and a
+    unary call that meets a registry outage gets the outage's status (_registry_down)."""
+
+    def _wraps(self, handler: Any) -> bool:
+        return handler.request_deserializer is not None
+
+    def _wrap(self, handler: Any) -> Any:
         parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None and asyncio.iscoroutinefunction(handler.unary_unary):
             inner = handler.unary_unary
@@ -496,7 +510,7 @@ class GuardCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return handler
 
 
-class CallLimits(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class CallLimits(_WrapOnce):
     """Calls in flight per client address and in all, and the connections (peer address
     and port) one client address may have calls on, per worker: a call past a cap ends
     at once with RESOURCE_EXHAUSTED and a message saying which, logged in summary
@@ -514,7 +528,7 @@ class CallLimits(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.peers: dict[str, Counter[str]] = {}  # client address: {peer: calls in flight}
         self.count = 0
         self.refused = 0
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        super().__init__()
 
     def refusal(self, peer: str) -> str | None:
         """Why a call from ``peer`` may not start now, or None (it is then counted until
@@ -563,17 +577,6 @@ class CallLimits(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"limit reached: {why}; retry later"
             )
         return peer
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        known = self._wrapped.get(details.method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler)
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(self, handler: Any) -> Any:
         admit, done = self._admit, self.done

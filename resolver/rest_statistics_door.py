@@ -19,7 +19,8 @@ report's response code; a POST none of whose reports is accepted is refused as a
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -38,9 +39,11 @@ from .codec.jsonform import loads
 from .rest_door import MAX_BODY, OPENAPI, RestApi, http_status, reply
 
 if TYPE_CHECKING:
+    from idnode.registry.auth import Identity
     from idnode.registry.statistics import Statistics
 
 RC = ResponseCode
+R = TypeVar("R")
 STATISTICS = "/api/statistics"
 NODE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -101,28 +104,32 @@ class StatisticsApi:
                 raise ValueError(f"{name} must be YYYY-MM-DD")
         return prefix, since, until
 
-    async def received(self, request: web.Request) -> web.Response:
+    async def _rows(
+        self,
+        request: web.Request,
+        query: Callable[[Identity, str | None, str, str], Awaitable[list[R]]],
+    ) -> list[R] | web.Response:
+        """The rows ``query`` gives the caller for the request's range, or the refusal."""
         who = await self.rest._need_identity(request)
         try:
             prefix, since, until = self._range(request)
         except ValueError as exc:
             return reply(RC.INVALID_VALUE, status=400, message=str(exc))
         try:
-            rows = await self.stats.received(who, prefix, since, until)
+            return await query(who, prefix, since, until)
         except RequestRefused as exc:
             return _refused(exc)
+
+    async def received(self, request: web.Request) -> web.Response:
+        rows = await self._rows(request, self.stats.received)
+        if isinstance(rows, web.Response):
+            return rows
         return reply(RC.SUCCESS, statistics=totals(rows), reports=[received_json(r) for r in rows])
 
     async def local(self, request: web.Request) -> web.Response:
-        who = await self.rest._need_identity(request)
-        try:
-            prefix, since, until = self._range(request)
-        except ValueError as exc:
-            return reply(RC.INVALID_VALUE, status=400, message=str(exc))
-        try:
-            rows = await self.stats.local(who, prefix, since, until)
-        except RequestRefused as exc:
-            return _refused(exc)
+        rows = await self._rows(request, self.stats.local)
+        if isinstance(rows, web.Response):
+            return rows
         return reply(RC.SUCCESS, statistics=[local_json(r) for r in rows])
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from idnode.registry.admin_tasks import AdminKey, grant_prefix, node_site_parts
 from idnode.registry.auth import Identity
 
 from ..client import AdminClient
-from ..upstream.register import register_one
+from ..upstream.register import Upward, register_one
 from .options import EXIT_OK, CommandError, add_setting_flags, settings
 
 # What this node's HS_SITE is made of (serve reads the same settings).
@@ -52,17 +51,9 @@ def _client(args: argparse.Namespace) -> AdminClient:
         who = Identity.parse(args.admin)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    if args.key_file:
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-        try:
-            key = load_pem_private_key(Path(args.key_file).read_bytes(), None)
-        except (OSError, ValueError) as exc:
-            raise CommandError(f"cannot use {args.key_file}: {exc}") from None
-        return AdminClient(args.top, who.handle, who.index, private_key=key, timeout=args.timeout)
-    return AdminClient(
-        args.top, who.handle, who.index, secret=args.secret.encode(), timeout=args.timeout
-    )
+    secret = None if args.key_file else args.secret.encode()
+    # A key file that cannot be used is a ClientError: one line on stderr, exit 2.
+    return Upward(args.top, who, secret, args.key_file, args.timeout).client()
 
 
 def register_upward(args: argparse.Namespace) -> int:
