@@ -155,6 +155,11 @@ def write(node: Node, secret: bytes, op: OpCode, body: Any, handle: str | None =
         return c.request(Message(op_code=op, body=body))[-1].response_code
 
 
+def create_handle(node: Node, secret: bytes, handle: str, values: tuple[HandleValue, ...]) -> int:
+    """CREATE_HANDLE of ``handle`` with ``values`` at ``node``: the response code."""
+    return write(node, secret, OpCode.CREATE_HANDLE, CreateHandleRequest(handle, values))
+
+
 def url_value(text: str) -> tuple[HandleValue, ...]:
     return (HandleValue(1, "URL", text.encode()),)
 
@@ -197,28 +202,9 @@ def test_three_levels(nodes: dict[str, Node], tmp_path: Path) -> None:
     t, s, e = nodes["T"], nodes["S"], nodes["E"]
     # Identifiers: one at E, and at S one of its own and one under 88.166.1001 made
     # before 88.166.1001 was delegated.
-    assert (
-        write(
-            e,
-            E_SECRET,
-            OpCode.CREATE_HANDLE,
-            CreateHandleRequest("88.166.1001/x", url_value("at E")),
-        )
-        == RC.SUCCESS
-    )
-    assert (
-        write(s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("88.166/y", url_value("at S")))
-        == RC.SUCCESS
-    )
-    assert (
-        write(
-            s,
-            S_SECRET,
-            OpCode.CREATE_HANDLE,
-            CreateHandleRequest("88.166.1001/x", url_value("old, at S")),
-        )
-        == RC.SUCCESS
-    )
+    assert create_handle(e, E_SECRET, "88.166.1001/x", url_value("at E")) == RC.SUCCESS
+    assert create_handle(s, S_SECRET, "88.166/y", url_value("at S")) == RC.SUCCESS
+    assert create_handle(s, S_SECRET, "88.166.1001/x", url_value("old, at S")) == RC.SUCCESS
     assert values(resolve(s.server, "88.166.1001/x"))[1].data == b"old, at S"
 
     # Before S registers upward, T holds 0.NA/88.166 with only the admin it granted:
@@ -248,10 +234,7 @@ def test_three_levels(nodes: dict[str, Node], tmp_path: Path) -> None:
     # S's administrator delegates 88.166.1001 to E: E's HS_SITE (as E publishes it in
     # its own 0.NA/88.166.1001) into 0.NA/88.166.1001 at S.
     e_site = values(resolve(e.server, "0.NA/88.166.1001"))[1]
-    assert (
-        write(s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("0.NA/88.166.1001", (e_site,)))
-        == RC.SUCCESS
-    )
+    assert create_handle(s, S_SECRET, "0.NA/88.166.1001", (e_site,)) == RC.SUCCESS
 
     r = resolve(s.server, "88.166.1001/x")
     assert r.response_code == RC.SERVICE_REFERRAL
@@ -266,9 +249,7 @@ def test_three_levels(nodes: dict[str, Node], tmp_path: Path) -> None:
     assert values(resolve(s.server, "0.NA/88.166.1001"))[1].type == "HS_SITE"  # held at S
     assert values(resolve(s.server, "88.166/y"))[1].data == b"at S"  # S's own
     # S's prefix admin no longer registers under the delegated prefix: E does.
-    refused = write(
-        s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("88.166.1001/new", url_value("no"))
-    )
+    refused = create_handle(s, S_SECRET, "88.166.1001/new", url_value("no"))
     assert refused == RC.INSUFFICIENT_PERMISSIONS
 
     # REST on S: the referral as the reference's JSON (HTTP 300, as its proxy answers).
@@ -313,28 +294,12 @@ def test_hs_site_prefix_delegates_the_derived_prefixes(
     # At E: the derived prefix's record (its service: E; administered by E's prefix
     # admin, 300:0.NA/88.166.1001, as E's own record is) and an identifier under it.
     record = (e_site, e_record[100])
-    assert (
-        write(e, E_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("0.NA/88.166.1001.5", record))
-        == RC.SUCCESS
-    )
-    assert (
-        write(
-            e,
-            E_SECRET,
-            OpCode.CREATE_HANDLE,
-            CreateHandleRequest("88.166.1001.5/x", url_value("at E, derived")),
-        )
-        == RC.SUCCESS
-    )
+    assert create_handle(e, E_SECRET, "0.NA/88.166.1001.5", record) == RC.SUCCESS
+    assert create_handle(e, E_SECRET, "88.166.1001.5/x", url_value("at E, derived")) == RC.SUCCESS
     for h in ("88.166.1001/x", "88.166.1001/k"):  # S's own, whatever earlier tests left
-        write(s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest(h, url_value("at S")))
+        create_handle(s, S_SECRET, h, url_value("at S"))
     derived = HandleValue(2, "HS_SITE.PREFIX", e_site.data)
-    assert (
-        write(
-            s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("0.NA/88.166.1001", (derived,))
-        )
-        == RC.SUCCESS
-    )
+    assert create_handle(s, S_SECRET, "0.NA/88.166.1001", (derived,)) == RC.SUCCESS
     try:
         assert values(resolve(s.server, "88.166.1001/k"))[1].data == b"at S"  # as before
         r = resolve(s.server, "88.166.1001.5/x")
@@ -363,10 +328,7 @@ def test_grpc_renders_a_referral(nodes: dict[str, Node]) -> None:
     status says the same."""
     s, e = nodes["S"], nodes["E"]
     e_site = values(resolve(e.server, "0.NA/88.166.1001"))[1]
-    assert (
-        write(s, S_SECRET, OpCode.CREATE_HANDLE, CreateHandleRequest("0.NA/88.166.1001", (e_site,)))
-        == RC.SUCCESS
-    )
+    assert create_handle(s, S_SECRET, "0.NA/88.166.1001", (e_site,)) == RC.SUCCESS
     where = f"127.0.0.1:{e.proc.handle_port}"
     try:
         with grpc.insecure_channel(f"127.0.0.1:{s.proc.grpc_port}") as ch:

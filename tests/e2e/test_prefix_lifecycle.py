@@ -133,6 +133,21 @@ def rest_get(url: str) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
+def rest_post_refused(url: str, body: dict[str, object], what: str) -> tuple[int, Any]:
+    """POST ``body`` as JSON to ``url``, which must refuse it: the status and the JSON."""
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError(f"{what} accepted")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def wait_for(check: Any, timeout: float = 20.0) -> Any:
     end = time.monotonic() + timeout
     while True:
@@ -271,17 +286,7 @@ def test_the_rest_api_fetches_no_site_for_a_caller(h: Hierarchy) -> None:
     # whatever answers: refused, telling the caller to send the site (the CLI's
     # --site-from fetches it on the caller's side, as the delegation test does)
     body: dict[str, object] = {"prefix": "88.166.2100", "adminSecret": "s", "siteFrom": h.e.server}
-    req = urllib.request.Request(
-        h.s.http + "/api/prefix-applications",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        urllib.request.urlopen(req, timeout=10)
-        raise AssertionError("siteFrom accepted")
-    except urllib.error.HTTPError as exc:
-        status, doc = exc.code, json.loads(exc.read())
+    status, doc = rest_post_refused(h.s.http + "/api/prefix-applications", body, "siteFrom")
     assert status == 400 and doc["responseCode"] == RC.INVALID_VALUE
     assert "send the enterprise node's HS_SITE as site" in doc["message"]
     assert "88.166.2100" not in json.dumps(h.operator("list")["applications"])
@@ -291,14 +296,5 @@ def test_the_rest_api_fetches_no_site_for_a_caller(h: Hierarchy) -> None:
         "adminPublicKey": "not base64!",
         "hosted": True,
     }
-    req = urllib.request.Request(
-        h.s.http + "/api/prefix-applications",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        urllib.request.urlopen(req, timeout=10)
-        raise AssertionError("a bad key accepted")
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 400 and "adminPublicKey" in json.loads(exc.read())["message"]
+    status, doc = rest_post_refused(h.s.http + "/api/prefix-applications", body, "a bad key")
+    assert status == 400 and "adminPublicKey" in doc["message"]

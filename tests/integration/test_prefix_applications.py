@@ -23,32 +23,16 @@ from idnode.registry.sealing import Sealer
 from idnode.registry.service import RegistryService
 from idnode.registry.store import Outcome, Refusal, Store, open_store
 from idnode.resolver.codec import (
-    Interface,
-    InterfaceProtocol,
-    InterfaceType,
     ResponseCode,
-    ServerInfo,
     SiteInfo,
     decode_site,
     decode_values,
     encode_site,
 )
+from tests.unit.test_delegation import site
 
 RC = ResponseCode
 OPERATOR = Identity("0.NA/88.166", 300)
-
-
-def site(port: int, serial: int = 1) -> SiteInfo:
-    return SiteInfo(
-        servers=(
-            ServerInfo.at(
-                "127.0.0.1",
-                server_id=1,
-                interfaces=(Interface(InterfaceType.ADMIN_AND_QUERY, InterfaceProtocol.TCP, port),),
-            ),
-        ),
-        serial=serial,
-    )
 
 
 E_SITE, S_SITE, X_SITE = site(2641), site(2642), site(2699)

@@ -4,10 +4,15 @@ node's memory (supervisor and workers), its workers, a well-behaved client's che
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from idnode.loadtest.attack_bench import rss_kib
 from idnode.resolver.client import exchange_http, exchange_tcp, exchange_udp, resolution_request
 from idnode.resolver.codec import ResolutionResponse
 from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
@@ -35,8 +40,13 @@ def registry_with_big_handle(tmp_path: Path, name: str) -> tuple[str, str]:
             ],
         }
     )
-    data = tmp_path / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    import_rows(tmp_path / f"{name}.jsonl", lines, url)
+    return url, key
+
+
+def import_rows(data: Path, rows: list[dict[str, Any]], url: str) -> None:
+    """Write ``rows`` as JSON lines to ``data`` and `idnode import` them into ``url``."""
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     p = subprocess.run(
         [IDNODE, "import", str(data), "--database-url", url],
         capture_output=True,
@@ -45,7 +55,6 @@ def registry_with_big_handle(tmp_path: Path, name: str) -> tuple[str, str]:
         check=False,
     )
     assert p.returncode == 0, p.stderr
-    return url, key
 
 
 def children(pid: int) -> list[int]:
@@ -74,16 +83,6 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def node_rss_mib(node: NodeProcess) -> float:
     """Resident memory of the node: its process and every child (workers), MiB."""
     pids = [node.proc.pid, *children(node.proc.pid)]
@@ -107,3 +106,19 @@ def served_correctly(node: NodeProcess) -> None:
         assert m.body.values[0].data == f"u{i}".encode()
     with urllib.request.urlopen(node.http + "/healthz", timeout=10) as r:
         assert json.loads(r.read())["status"] == "ok"
+
+
+def flood(
+    sock: socket.socket, data: bytes, addr: tuple[str, int], n: int, drain: Callable[[], None]
+) -> None:
+    """Send ``data`` to ``addr`` ``n`` times, draining what came back every 20 sends,
+    then drain through a quiet second."""
+    for i in range(n):
+        sock.sendto(data, addr)
+        if i % 20 == 19:
+            time.sleep(0.01)
+            drain()
+    quiet = time.monotonic() + 1.0
+    while time.monotonic() < quiet:
+        time.sleep(0.05)
+        drain()

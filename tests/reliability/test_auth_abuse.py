@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 from cryptography.fernet import Fernet
 
+from idnode.loadtest.auth_abuse_bench import pg_size
 from idnode.loadtest.processes import wait_until
 from idnode.registry.auth import Identity
 from idnode.registry.sealing import Sealer
@@ -391,25 +391,16 @@ def test_a_challenge_flood_does_not_grow_the_sqlite_registry(tmp_path: Path) -> 
 
 
 def test_a_challenge_flood_does_not_grow_the_postgres_registry(tmp_path: Path, pg_url: str) -> None:
-    async def sessions_size() -> tuple[int, int]:
-        c = await asyncpg.connect(pg_url)
-        try:
-            rows = await c.fetchval("SELECT count(*) FROM sessions")
-            size = await c.fetchval("SELECT pg_total_relation_size('sessions')")
-            return int(rows), int(size)
-        finally:
-            await c.close()
-
     db, key, _ = init_registry(
         tmp_path, "pgflood", "--admin-secret", SECRET.decode(), database_url=pg_url
     )
     n = NodeProcess(db, log=tmp_path / "pgflood.log", extra=("--secret-key-file", key))
     n.wait_ready()
     try:
-        _, before = asyncio.run(sessions_size())
+        _, before = asyncio.run(pg_size(pg_url))
         codes = flood(n)
         assert codes[RC.SERVER_TOO_BUSY] > 0, codes
-        rows, after = asyncio.run(sessions_size())
+        rows, after = asyncio.run(pg_size(pg_url))
         assert rows <= codes[RC.AUTHENTICATION_NEEDED] and after - before < BOUND, (rows, after)
         admin_writes(n, "88.166/after-the-pg-flood")
     finally:

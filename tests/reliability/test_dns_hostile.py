@@ -16,11 +16,9 @@ test_mutation_fuzz.py, with every other door's.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -34,8 +32,8 @@ import dns.rdatatype
 import pytest
 
 from idnode.loadtest.processes import free_port
-from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
-from tests.reliability.nodes import alive, children, node_rss_mib
+from tests.e2e.node_process import NodeProcess, init_registry
+from tests.reliability.nodes import alive, children, flood, import_rows, node_rss_mib
 
 pytestmark = pytest.mark.e2e
 
@@ -84,15 +82,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dns]:
             "values": [url(i, f"https://e.example/{i:03d}/" + "l" * 100) for i in range(1, 31)],
         }
     )
-    (tmp / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    p = subprocess.run(
-        [IDNODE, "import", str(tmp / "in.jsonl"), "--database-url", db],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert p.returncode == 0, p.stderr
+    import_rows(tmp / "in.jsonl", rows, db)
     port = free_port()
     # Loopback is not exempt from the rate limit here (only ::1), its budget is small,
     # and a TCP query slow to arrive is given up after a second.
@@ -476,15 +466,7 @@ def test_a_burst_past_the_rate_limit_gets_slips_or_nothing(gw: Dns) -> None:
                 full += 1
 
     start = time.monotonic()
-    for i in range(n):
-        victim.sendto(wire, gw.addr)
-        if i % 20 == 19:
-            time.sleep(0.01)
-            drain()
-    quiet = time.monotonic() + 1.0
-    while time.monotonic() < quiet:
-        time.sleep(0.05)
-        drain()
+    flood(victim, wire, gw.addr, n, drain)
     elapsed = time.monotonic() - start
     victim.close()
     sent = n * len(wire)

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import random
 import socket
 import sqlite3
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,8 +58,8 @@ from idnode.resolver.codec import (
 from idnode.resolver.codec.bodies import SessionSetupRequest
 from idnode.resolver.codec.datagrams import split_datagrams
 from idnode.resolver.grpc_protos import load
-from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
-from tests.reliability.nodes import alive, children, node_rss_mib, served_correctly
+from tests.e2e.node_process import NodeProcess, init_registry
+from tests.reliability.nodes import alive, children, import_rows, node_rss_mib, served_correctly
 from tests.reliability.test_dns_hostile import HOSTILE
 
 pytestmark = pytest.mark.e2e
@@ -122,16 +120,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, dns_port: int) -> Iterator[No
         }
         for i in range(10)
     ]
-    data = tmp / "fuzz.jsonl"
-    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    p = subprocess.run(
-        [IDNODE, "import", str(data), "--database-url", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert p.returncode == 0, p.stderr
+    import_rows(tmp / "fuzz.jsonl", lines, url)
     dns = ("--dns-port", str(dns_port), "--dns-zone", DNS_ZONE)
     n = NodeProcess(url, workers=2, log=tmp / "fuzz.log", extra=("--secret-key-file", key, *dns))
     n.wait_ready()

@@ -33,6 +33,7 @@ from idnode.resolver.codec import (
     split_datagrams,
 )
 from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
+from tests.reliability.nodes import flood, import_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -58,15 +59,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         {"handle": MID, "values": _values(7, 1000)},
         {"handle": SMALL, "values": _values(1, 40)},
     ]
-    (tmp / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    p = subprocess.run(
-        [IDNODE, "import", str(tmp / "in.jsonl"), "--database-url", db],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert p.returncode == 0, p.stderr
+    import_rows(tmp / "in.jsonl", rows, db)
     n = NodeProcess(
         db,
         log=tmp / "node.log",
@@ -255,15 +248,7 @@ def test_answers_to_one_network_are_rate_limited_with_slip(node: NodeProcess) ->
                 if m.response_code == ResponseCode.ERROR:
                     answers_slipped += 1
 
-    for i in range(1500):
-        victim.sendto(request, ("127.0.0.1", node.handle_port))
-        if i % 20 == 19:
-            time.sleep(0.01)
-            drain()
-    quiet = time.monotonic() + 1.0
-    while time.monotonic() < quiet:
-        time.sleep(0.05)
-        drain()
+    flood(victim, request, ("127.0.0.1", node.handle_port), 1500, drain)
     elapsed = time.monotonic() - start
     victim.close()
     bound = 2 * RRL_BYTES + RRL_BYTES * elapsed + 1500 * 200

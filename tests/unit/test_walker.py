@@ -16,6 +16,7 @@ import pytest
 from idnode.loadtest.processes import free_port
 from idnode.registry.server_key import ServerKey
 from idnode.resolver.codec import (
+    Body,
     ErrorResponse,
     FrameBuffer,
     HandleValue,
@@ -141,6 +142,25 @@ def refer(rc: int, target: str, to: Callable[[], SiteInfo | None]) -> Reply:
     return reply
 
 
+def site_of(
+    handle: str,
+    kind: str,
+    to: Callable[[], Fake],
+    otherwise: tuple[int, Body] = (ResponseCode.HANDLE_NOT_FOUND, ErrorResponse("")),
+) -> Reply:
+    """Answers ``handle`` with one ``kind`` value (HS_SITE, HS_NA_DELEGATE) holding the
+    site of ``to()``; any other handle with ``otherwise`` (response code, body)."""
+
+    def reply(req: Message, _t: str) -> Message:
+        assert isinstance(req.body, ResolutionRequest)
+        if req.body.handle == handle:
+            v = HandleValue(1, kind, encode_site(to().site()))
+            return response_to(req, ResponseCode.SUCCESS, ResolutionResponse(handle, (v,)))
+        return response_to(req, *otherwise)
+
+    return reply
+
+
 def test_follows_referrals_with_sites_in_the_body() -> None:
     end = Fake(url("88.166/x"))
     middle = Fake(refer(ResponseCode.PREFIX_REFERRAL, "0.NA/88.166", lambda: end.site()))
@@ -164,15 +184,8 @@ def test_follows_referrals_with_sites_in_the_body() -> None:
 def test_a_referral_without_sites_resolves_its_handle() -> None:
     """302 with only a referral handle: that handle's HS_SITE values are the sites."""
     end = Fake(url("88.166/x"))
-
-    def root(req: Message, _t: str) -> Message:
-        assert isinstance(req.body, ResolutionRequest)
-        if req.body.handle == "0.NA/SERVICE":
-            v = HandleValue(1, "HS_SITE", encode_site(end.site()))
-            return response_to(req, ResponseCode.SUCCESS, ResolutionResponse("0.NA/SERVICE", (v,)))
-        return response_to(req, ResponseCode.SERVICE_REFERRAL, ReferralResponse("0.NA/SERVICE"))
-
-    start = Fake(root)
+    referral = (ResponseCode.SERVICE_REFERRAL, ReferralResponse("0.NA/SERVICE"))
+    start = Fake(site_of("0.NA/SERVICE", "HS_SITE", lambda: end, referral))
 
     async def body() -> None:
         w = Walker([start.site()])
@@ -379,15 +392,7 @@ def test_derived_prefix_is_found_through_its_parent() -> None:
         return response_to(req, ResponseCode.SUCCESS, ResolutionResponse(req.body.handle, (v,)))
 
     parent = Fake(parent_reply)
-
-    def root_reply(req: Message, _t: str) -> Message:
-        assert isinstance(req.body, ResolutionRequest)
-        if req.body.handle == "0.NA/88":
-            v = HandleValue(1, "HS_NA_DELEGATE", encode_site(parent.site()))
-            return response_to(req, ResponseCode.SUCCESS, ResolutionResponse("0.NA/88", (v,)))
-        return response_to(req, ResponseCode.HANDLE_NOT_FOUND, ErrorResponse(""))
-
-    root = Fake(root_reply)
+    root = Fake(site_of("0.NA/88", "HS_NA_DELEGATE", lambda: parent))
 
     async def body() -> None:
         r = await Walker([root.site()]).resolve("88.166/x")
@@ -473,16 +478,7 @@ def test_concurrent_walks_ask_the_root_once_per_prefix() -> None:
 def test_a_prefix_neither_the_root_nor_its_parent_knows() -> None:
     """0.NA/88 at the root names the root itself, which has no 0.NA/88.999: the walk ends
     with "no service" (HANDLE_NOT_FOUND), not a loop, and asks nothing twice."""
-    root: Fake
-
-    def reply(req: Message, _t: str) -> Message:
-        assert isinstance(req.body, ResolutionRequest)
-        if req.body.handle == "0.NA/88":
-            v = HandleValue(1, "HS_SITE", encode_site(root.site()))
-            return response_to(req, ResponseCode.SUCCESS, ResolutionResponse("0.NA/88", (v,)))
-        return response_to(req, ResponseCode.HANDLE_NOT_FOUND, ErrorResponse(""))
-
-    root = Fake(reply)
+    root: Fake = Fake(site_of("0.NA/88", "HS_SITE", lambda: root))
 
     async def body() -> None:
         with pytest.raises(WalkError, match=r"no service found for prefix 88\.999") as err:
