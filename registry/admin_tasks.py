@@ -26,6 +26,7 @@ from .sealing import Sealer
 from .server_key import ServerKey, ServerKeyError, ensure_server_key
 from .store import Store, StoreError, open_store, redact_url
 from .templates import Template
+from .value_search import marked_on, switch_on
 
 
 class TaskError(RegistryError, ValueError):
@@ -75,6 +76,10 @@ async def open_registry(url: str, case_sensitive: bool = False) -> AsyncIterator
     except StoreError as exc:
         raise missing_database(url, exc) or exc from None
     try:
+        # The registry says whether its value index is kept: a CLI writer (import,
+        # templates, ...) keeps it in step as a node with --search-index does.
+        if await marked_on(store):
+            switch_on(store)
         yield store
     finally:
         await store.close()

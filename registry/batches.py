@@ -17,9 +17,10 @@ from .auth import Identity
 from .names import InvalidName, check_handle, normalize, prefix_of, storage_prefix
 from .permissions import Permissions
 from .prefix_templates import PrefixTemplates, check_values
+from .quotas import Reservation
 from .results import BatchItem
 from .statistics import USAGE
-from .store import REGISTERED_ALREADY, AuditEntry, HandleRecord, Refusal, now
+from .store import REGISTERED_ALREADY, AuditEntry, CommitUnknown, HandleRecord, Refusal, now
 from .templates import TEMPLATE_INDEX, Template
 from .value_checks import prepare
 from .writes import HandleWrites
@@ -61,7 +62,6 @@ class Batches:
         )
         good: list[tuple[int, HandleRecord]] = []
         seen: dict[str, int] = {}
-        rooms: dict[str, int | None] = {}
         templates_by_prefix: dict[str, dict[str, Template]] = {}
         refused: list[AuditEntry] = []
         for i, (handle, values) in enumerate(items):
@@ -94,18 +94,6 @@ class Batches:
                     raise Refusal(
                         RC.HANDLE_ALREADY_EXISTS, f"also record {seen[key] + 1} of this batch"
                     )
-                if self.writes.quotas is not None:
-                    p = storage_prefix(handle)
-                    if p not in rooms:
-                        rooms[p] = await self.writes.room(handle)
-                    room = rooms[p]
-                    if room is not None:
-                        if room < 1:
-                            raise Refusal(
-                                RC.REGISTER_COUNT_LIMIT,
-                                f"prefix {p} has reached its registration quota",
-                            )
-                        rooms[p] = room - 1
                 seen[key] = i
                 good.append((i, HandleRecord(handle, vals)))
             except (Refusal, InvalidName) as exc:
@@ -123,11 +111,78 @@ class Batches:
                         detail=msg,
                     )
                 )
-        if refused:
-            await self.store.append_audit_many(refused)
-        if good:
-            await self._write(good, results, who, replace)
+        # Every reservation made is settled whatever fails after it (a second prefix's
+        # reservation, the audit insert, the write): a reservation left in Redis holds
+        # the prefix's room until a quiet moment reconciles it, refusing writes meanwhile.
+        reservations: dict[str, Reservation] = {}
+        registered: dict[str, int] = {}
+        try:
+            await self._reserve(good, results, refused, who, reservations)
+            if refused:
+                await self.store.append_audit_many(refused)
+            if good:
+                try:
+                    await self._write(good, results, who, replace, registered)
+                except CommitUnknown:
+                    # It may all have committed: counted as registered (an overcount the
+                    # next reconcile corrects, never room for more than the quota).
+                    for _, rec in good:
+                        p = storage_prefix(rec.handle)
+                        registered[p] = registered.get(p, 0) + 1
+                    raise
+        finally:  # what was not registered (refused, existed, failed) is given back
+            quotas = self.writes.quotas
+            if quotas is not None:
+                for p, r in reservations.items():
+                    await quotas.settle(r, min(r.granted, registered.get(p, 0)))
         return [r for r in results if r is not None]
+
+    async def _reserve(
+        self,
+        good: list[tuple[int, HandleRecord]],
+        results: list[BatchItem | None],
+        refused: list[AuditEntry],
+        who: Identity,
+        reservations: dict[str, Reservation],
+    ) -> None:
+        """Reserve quota for the records that passed every other check, one reservation
+        per prefix, each put in ``reservations`` as soon as it is made (the caller
+        settles them whatever fails later); records past a prefix's room are refused
+        (RC 604), in order, and taken out of ``good``."""
+        if self.writes.quotas is None:
+            return
+        wanted: dict[str, int] = {}
+        for _, rec in good:
+            p = storage_prefix(rec.handle)
+            wanted[p] = wanted.get(p, 0) + 1
+        for p, n in wanted.items():
+            r = await self.writes.reserve(p + "/", n)
+            if r is not None:
+                reservations[p] = r
+        left = {p: r.granted for p, r in reservations.items()}
+        kept: list[tuple[int, HandleRecord]] = []
+        for i, rec in good:
+            p = storage_prefix(rec.handle)
+            if p in left:
+                if left[p] < 1:
+                    msg = f"prefix {p} has reached its registration quota"
+                    results[i] = BatchItem(rec.handle, RC.REGISTER_COUNT_LIMIT, msg)
+                    USAGE.refused(rec.handle)
+                    key = normalize(rec.handle, self.case_sensitive)
+                    refused.append(
+                        AuditEntry(
+                            now(),
+                            str(who),
+                            "BATCH_CREATE",
+                            key,
+                            RC.REGISTER_COUNT_LIMIT,
+                            detail=msg,
+                        )
+                    )
+                    continue
+                left[p] -= 1
+            kept.append((i, rec))
+        good[:] = kept
 
     async def _write(
         self,
@@ -135,19 +190,19 @@ class Batches:
         results: list[BatchItem | None],
         who: Identity,
         replace: bool,
+        registered: dict[str, int],
     ) -> None:
         outcome = await self.store.create_many(
             [r for _, r in good], actor=str(who), op="BATCH_CREATE", replace=replace
         )
         changed = []
-        quotas = self.writes.quotas
         for i, rec in good:
             rc, msg = outcome[normalize(rec.handle, self.case_sensitive)]
             results[i] = BatchItem(rec.handle, rc, msg)
             if rc == RC.SUCCESS and msg != REGISTERED_ALREADY:
                 changed.append(rec.handle)
                 USAGE.registered(rec.handle)  # statistics reported upward
-                if quotas is not None:
-                    quotas.used(storage_prefix(rec.handle), 1)
+                p = storage_prefix(rec.handle)
+                registered[p] = registered.get(p, 0) + 1
         if changed:
             await self.writes.changed(changed)

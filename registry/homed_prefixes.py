@@ -29,8 +29,11 @@ class HomedPrefixes:
         self.permissions = permissions
         self.audit = audit
 
-    async def list_handles(self, prefix_handle: str, who: Identity) -> Listing:
-        """Every handle under the prefix of ``prefix_handle`` (``0.NA/88.166.1001``)."""
+    async def list_handles(
+        self, prefix_handle: str, who: Identity, *, after: str = "", limit: int = 100_000
+    ) -> Listing:
+        """The handles under the prefix of ``prefix_handle`` (``0.NA/88.166.1001``) in key
+        order: at most ``limit``, those after ``after`` (keyset paging, the console's)."""
         prefix = prefix_of(prefix_handle)
         if not self.authority.is_homed(prefix):
             return Listing(RC.SERVER_NOT_RESPONSIBLE_FOR_HANDLE, NOT_HOMED_MESSAGE)
@@ -41,7 +44,8 @@ class HomedPrefixes:
         except Refusal as exc:
             await self.audit.refused(who, "LIST_HANDLES", prefix_handle, exc)
             return Listing.refused(exc)
-        return Listing(RC.SUCCESS, handles=tuple(await self.store.list_handles(prefix)))
+        listed = await self.store.list_handles(prefix, limit, after=after)
+        return Listing(RC.SUCCESS, handles=tuple(listed))
 
     async def home(self, prefix_handle: str, who: Identity) -> WriteResult:
         prefix = prefix_of(prefix_handle)

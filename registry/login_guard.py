@@ -17,8 +17,26 @@ an API key) asks ``admit`` first and reports the outcome:
   throttle the identity for everyone (the price of bounding it at all).
 * The buckets live in LRUs of ``max_keys`` entries: memory is bounded whatever the
   number of addresses or names sprayed (the least recently seen, the full buckets of
-  clients long gone, are forgotten first). Per worker: with N workers a client may
-  land on each, so a node allows up to N times these rates.
+  clients long gone, are forgotten first).
+* With Redis (``shared``), failures are also counted there, for every worker and node
+  (``SharedFailures`` in shared_limits.py: one Lua script on one key, Redis-Cluster
+  safe): each failure is counted before its answer is sent (``failed`` awaits it), and
+  ``admit`` (synchronous) also refuses a key whose shared count this worker last read
+  as empty. A worker reads a key's shared count when a failure of it is counted here
+  (``fail`` answers it), and re-reads it, off the request path, on the first attempt
+  after that reading is ``VIEW_SECONDS`` old; it counts the refill on top of a reading
+  for at most ``VIEW_SECONDS``. A key that never failed here is not read (so a flood of
+  spoofed addresses costs Redis nothing; reads off the request path also stop while
+  the shared limits' gate is full). So a guesser moving to another worker or node gets
+  the attempts that worker admits before its first failure there is counted (one for a
+  guesser that waits for each answer; at most the local bucket for a parallel burst),
+  and these are a debt (the shared count goes down to minus the bucket) paid back
+  before it is admitted again; a failure elsewhere is seen within ``VIEW_SECONDS`` plus
+  one Redis round trip by a worker that has read the key. Successes cost nothing in
+  Redis. The local bucket still bounds what one worker admits at once. When Redis does
+  not answer, each worker throttles on its own (at most N times these rates on N
+  workers): logged once, counted in ``idnode_shared_limit_fallbacks_total{limit}``;
+  failures meanwhile are not counted in Redis.
 * Failed authentications are audited without letting the audit log fill the disk: the
   first failure of an identity in an ``audit_interval`` writes a row at once, the rest
   (and the attempts the throttle refused unchecked) are counted and written as one
@@ -42,10 +60,16 @@ from idnode.resolver.codec import ResponseCode
 
 from .audit_trail import AuditTrail
 from .auth import AuthError, Identity
+from .shared_limits import Shared, SharedFailures
 
 log = logging.getLogger("idnode.auth")
 
 NAME_KEPT = 128  # longer names are keyed (and audited) by a digest: an attacker names them
+
+# How old this worker's reading of a shared failure count may be before an attempt for
+# that key has it read again: the delay within which a failure counted by another worker
+# or node is seen here (plus one Redis round trip).
+VIEW_SECONDS = 1.0
 
 
 class Throttled(AuthError):
@@ -112,6 +136,78 @@ class Buckets:
 
 
 @dataclass(slots=True)
+class _Reading:
+    """The tries a key had left in Redis when last read (None: not read yet)."""
+
+    left: float | None = None
+    at: float = 0.0  # time.monotonic() of the reading
+    asking: bool = False
+
+
+class SharedCounts:
+    """This worker's readings of one kind of shared failure count, in an LRU of
+    ``max_keys``; a reading is renewed off the request path when it is old."""
+
+    def __init__(self, failures: SharedFailures, max_keys: int) -> None:
+        self.failures = failures
+        self.max_keys = max_keys
+        self._r: OrderedDict[str, _Reading] = OrderedDict()
+
+    @property
+    def up(self) -> bool:
+        return self.failures.shared.up()
+
+    def wait(self, key: str, now: float) -> float:
+        """0.0, or the seconds until ``key`` has a try left as this worker last read it
+        (asking again when that reading is old)."""
+        r = self._r.pop(key, None) or _Reading()
+        self._r[key] = r
+        while len(self._r) > self.max_keys:
+            self._r.popitem(last=False)
+        age = now - r.at
+        if r.left is None:
+            # Never read: the local bucket alone. Not asked either: a key that has not
+            # failed here costs Redis nothing (a flood of spoofed addresses would cost a
+            # call each); its first failure here reads the shared count (``fail``).
+            return 0.0
+        if age > VIEW_SECONDS and not r.asking:
+            self._ask(key, r)
+        # The refill is counted on top of a reading for VIEW_SECONDS at most: a try that
+        # came back since may have been taken by another worker.
+        left = min(self.failures.burst, r.left + min(age, VIEW_SECONDS) * self.failures.rate)
+        if left >= 1.0:
+            return 0.0
+        wait = (1.0 - left) / self.failures.rate
+        # an old reading may be too low: it is being read again, so try again shortly
+        return min(wait, VIEW_SECONDS) if age > VIEW_SECONDS else wait
+
+    def _ask(self, key: str, r: _Reading) -> None:
+        # Not asked (the shared limits' gate is full, or no loop): the old reading stays,
+        # asked again on a later attempt.
+        r.asking = self.failures.shared.gate.ask(lambda: self._read(key, r))
+
+    async def _read(self, key: str, r: _Reading) -> None:
+        try:
+            left = await self.failures.left(key)
+        finally:
+            r.asking = False
+        if left is not None:
+            r.left, r.at = left, time.monotonic()
+
+    async def fail(self, key: str) -> None:
+        """Count a failure of ``key`` in Redis (skipped while Redis is down)."""
+        if not self.up:
+            return
+        left = await self.failures.fail(key)
+        if left is not None:
+            r = self._r.pop(key, None) or _Reading()
+            self._r[key] = r
+            r.left, r.at = left, time.monotonic()
+            while len(self._r) > self.max_keys:
+                self._r.popitem(last=False)
+
+
+@dataclass(slots=True)
 class _Tally:
     """Failures of one identity in the current audit interval, not yet written."""
 
@@ -135,11 +231,23 @@ class LoginGuard:
         max_keys: int = 20_000,
         audit_interval: float = 60.0,
         audit_rows: int = 20,
+        shared: Shared | None = None,
     ) -> None:
         self.audit = audit
         self.enabled = failures > 0
         self.clients = Buckets(max(failures, 1), interval, max_keys)
         self.identities = Buckets(max(identity_failures, 1), interval, max_keys)
+        # with Redis: the same counts for every worker and node (see the module's doc)
+        self.shared_clients: SharedCounts | None = None
+        self.shared_identities: SharedCounts | None = None
+        if shared is not None:
+            rate = 1.0 / interval
+            self.shared_clients = SharedCounts(
+                SharedFailures(shared, "authc", rate, self.clients.capacity), max_keys
+            )
+            self.shared_identities = SharedCounts(
+                SharedFailures(shared, "authi", rate, self.identities.capacity), max_keys
+            )
         self.audit_interval = audit_interval
         self.audit_rows = audit_rows
         self.refused = 0  # attempts refused without being checked
@@ -156,7 +264,7 @@ class LoginGuard:
             return
         now = time.monotonic()
         ckey = client_key(client) if client else ""
-        wait = self.clients.take(ckey, now) if ckey else 0.0
+        wait = self._take(self.clients, self.shared_clients, ckey, now) if ckey else 0.0
         if wait:
             self._note_refused(client, who if who is not None else f"client {ckey}")
             raise Throttled(
@@ -166,7 +274,7 @@ class LoginGuard:
                 wait,
             )
         if who is not None:
-            wait = self.identities.take(identity_key(who), now)
+            wait = self._take(self.identities, self.shared_identities, identity_key(who), now)
             if wait:
                 if ckey:
                     self.clients.give(ckey)  # this client's try was not used
@@ -177,6 +285,18 @@ class LoginGuard:
                     else f"too many failed authentications for {who}; try again shortly",
                     wait,
                 )
+
+    @staticmethod
+    def _take(local: Buckets, shared: SharedCounts | None, key: str, now: float) -> float:
+        """A try of ``key`` from this worker's bucket and, with Redis, as the shared count
+        was last read: 0.0, or the seconds until one is back (nothing taken)."""
+        wait = local.take(key, now)
+        if wait or shared is None or not shared.up:
+            return wait
+        wait = shared.wait(key, now)
+        if wait:
+            local.give(key)
+        return wait
 
     def passed(self, client: str, who: Identity | None = None) -> None:
         """The attempt admitted for ``client`` and ``who`` proved its secret."""
@@ -216,9 +336,15 @@ class LoginGuard:
     async def failed(
         self, client: str, who: Identity | str, door: str, reason: str, target: str = ""
     ) -> None:
-        """Audit a failed authentication: a row for the first of an identity in an
-        interval, a summary row for the rest when it ends."""
+        """Count a failed authentication (in Redis too, before the answer is sent) and
+        audit it: a row for the first of an identity in an interval, a summary row for
+        the rest when it ends."""
         self.failed_total += 1
+        if self.enabled:
+            if client and self.shared_clients is not None:
+                await self.shared_clients.fail(client_key(client))
+            if isinstance(who, Identity) and self.shared_identities is not None:
+                await self.shared_identities.fail(identity_key(who))
         name, actor = self._names(who)
         target = target[:NAME_KEPT]
         tally = self._window.get(name)

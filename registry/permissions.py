@@ -6,13 +6,15 @@ An admin record names a key (``300:0.NA/88.166``), a whole handle (index 0) or a
 HS_VLIST group, whose members may be groups again (followed GROUP_DEPTH levels).
 Server administrators, from the node's configuration, may do everything.
 Checks that run inside a write's transaction take their admins and groups pre-loaded,
-so the transaction itself reads nothing more.
+so the transaction itself reads nothing more; ``context_for`` pre-loads them for a write
+of one handle with one read of the handle and its prefix handles (plus one per group
+level whose handles that read did not return).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from idnode.resolver.codec import (
@@ -231,16 +233,58 @@ class Permissions:
         prefix has its own handle (then only its admins, and server admins, do)."""
         if self._delegated(handle):
             return []
+        candidates = self._prefix_handles(handle)
+        return self._nearest_admins(candidates, await self.store.get_many(candidates))
+
+    def _prefix_handles(self, handle: str) -> list[str]:
+        """The keys of the prefix handles whose HS_ADMIN may govern ``handle``, nearest
+        first: 0.NA/88.166.1001, 0.NA/88.166, 0.NA/88."""
         prefix = prefix_of(handle)
         candidates = []
         while prefix:
             candidates.append(normalize(NA_PREFIX + prefix, self.case_sensitive))
             prefix = prefix.rpartition(".")[0]
-        found = await self.store.get_many(candidates)
+        return candidates
+
+    @staticmethod
+    def _nearest_admins(
+        candidates: list[str], found: Mapping[str, bytes | None]
+    ) -> list[AdminRecord]:
         for key in candidates:
-            if key in found:
-                return admins_in(decode_values(found[key]))
+            vals = found.get(key)
+            if vals is not None:
+                return admins_in(decode_values(vals))
         return []
+
+    async def context_for(
+        self,
+        handle: str,
+        admins_of: str | None = None,
+        seen: dict[str, bytes | None] | None = None,
+    ) -> tuple[list[AdminRecord], Groups]:
+        """``(prefix_admins, groups_for(handle, prefix_admins))``, read together: the handle
+        and its prefix handles in one ``get_many``, then only the group handles that read
+        did not return (a prefix admin usually names a key of the prefix handle itself, so
+        a value write's checks cost one round trip). ``admins_of``: whose prefix admins
+        govern, as ``prefix_admins(admins_of)``; ``handle`` when None, none when "" (a
+        top-level prefix handle: only server admins and its own HS_ADMIN govern it).
+        ``seen`` gets what the read found, by key (None: not there), the handle's own
+        values among them: the write may start from them (Store.mutate's ``read``)."""
+        if admins_of is None:
+            admins_of = handle
+        key = normalize(handle, self.case_sensitive)
+        candidates = (
+            self._prefix_handles(admins_of) if admins_of and not self._delegated(admins_of) else []
+        )
+        wanted = list(dict.fromkeys([key, *candidates]))  # a prefix handle is its own candidate
+        found = await self.store.get_many(wanted)
+        read: dict[str, bytes | None] = {k: found.get(k) for k in wanted}
+        if seen is not None:
+            seen.update(read)
+        prefix_admins = self._nearest_admins(candidates, read)
+        vals = read[key]
+        own = admins_in(decode_values(vals)) if vals else []
+        return prefix_admins, await self.load_groups(own + prefix_admins, read)
 
     async def admins_by_prefix(
         self, handles: Sequence[str], who: Identity
@@ -284,9 +328,14 @@ class Permissions:
             return False
         return self.delegations is not None and self.delegations.delegated(handle)
 
-    async def load_groups(self, admins: list[AdminRecord]) -> Groups:
-        """HS_VLIST groups named by admin records, followed up to GROUP_DEPTH levels."""
+    async def load_groups(
+        self, admins: list[AdminRecord], read: Mapping[str, bytes | None] | None = None
+    ) -> Groups:
+        """HS_VLIST groups named by admin records, followed up to GROUP_DEPTH levels.
+        ``read``: value lists already read by key (None: no such handle), not read again;
+        nor is a handle read twice while the groups are followed."""
         groups: Groups = {}
+        known: dict[str, bytes | None] = dict(read) if read else {}
         frontier = list(
             dict.fromkeys(
                 (normalize(a.admin_handle, self.case_sensitive), a.admin_index) for a in admins
@@ -296,10 +345,13 @@ class Permissions:
             frontier = [f for f in frontier if f not in groups]
             if not frontier:
                 break
-            found = await self.store.get_many(sorted({h for h, _ in frontier}))
+            missing = sorted({h for h, _ in frontier} - known.keys())
+            if missing:
+                found = await self.store.get_many(missing)
+                known.update((h, found.get(h)) for h in missing)
             following: list[Key] = []
             for handle, index in frontier:
-                vals = found.get(handle)
+                vals = known[handle]
                 if vals is None:
                     continue
                 for v in decode_values(vals):
@@ -321,7 +373,7 @@ class Permissions:
         key = normalize(handle, self.case_sensitive)
         vals = (await self.store.get_many([key])).get(key)
         own = admins_in(decode_values(vals)) if vals else []
-        return await self.load_groups(own + prefix_admins)
+        return await self.load_groups(own + prefix_admins, {key: vals})
 
     async def require_of_prefix(
         self, who: Identity, prefix: str, permission: int, what: str

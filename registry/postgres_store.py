@@ -9,19 +9,27 @@ Why a join and not ``WHERE handle = ANY($1)``: both are equally fast on a plain 
 (86k keys/s at 10M here), but on a hash-partitioned table ``ANY`` probes every
 partition's index with every key (16 partitions: 14.8k keys/s), while the join's
 nested loop prunes to one partition per key (79k keys/s).
+
+With read replicas (``read_urls``) the batched lookups (``get_many``) go to streaming
+replicas whenever they have replayed what each key needs, and to the primary otherwise
+(registry/replicas.py says when); everything else is read and written on the primary.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import astuple
 
 import asyncpg
+from prometheus_client import Counter
 
 from idnode.resolver.codec.codes import ResponseCode
 
 from .names import NA_PREFIX, key_range, storage_prefix
+from .replicas import QUERY_TIMEOUT, Observer, Replica, ReplicaSet, lsn, lsn_text
 from .store import (
     APPLICATION_COLUMNS,
     FEED_KEEP_SECONDS,
@@ -29,6 +37,7 @@ from .store import (
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
     STATISTICS_COLUMNS,
+    UNREAD,
     ApplicationRow,
     AuditEntry,
     CommitUnknown,
@@ -45,6 +54,7 @@ from .store import (
     StatisticsRow,
     Store,
     StoreError,
+    Unread,
     application_row,
     feed_prune_due,
     now,
@@ -53,6 +63,19 @@ from .store import (
     session_row,
     sha256_hex,
     statistics_row,
+)
+from .value_index import pg_sync
+
+log = logging.getLogger("idnode.registry.postgres_store")
+
+# A batch replacement's compare-and-set rounds before the rows still changing under it
+# are locked one at a time (see PostgresStore._replace).
+CAS_ROUNDS = 3
+DEADLOCK_ATTEMPTS = 3  # a batch the server rolled back in a deadlock is run again
+CAS_RETRIES = Counter(
+    "idnode_batch_replace_retries_total",
+    "Rows of a batch replacement another write changed between their read and the "
+    "update: read again and decided again",
 )
 
 GET_MANY = (
@@ -89,11 +112,38 @@ async def _on_release(con: asyncpg.Connection) -> None:
         await con.execute("ROLLBACK")
 
 
+STANDBY_REFUSED = (
+    "database_url is a read replica (pg_is_in_recovery() is true at {url}): writes and "
+    "sessions need the primary; give the primary as --database-url and the replica as "
+    "--database-read-url"
+)
+
+
 class PostgresStore(Store):
-    def __init__(self, url: str, case_sensitive: bool = False, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        case_sensitive: bool = False,
+        pool_size: int = 4,
+        *,
+        read_urls: Sequence[str] = (),
+        replica_max_lag: float = 5.0,
+        replica_observer: Observer | None = None,
+    ) -> None:
         super().__init__(url, case_sensitive)
         self.pool_size = pool_size
+        # --search-index: every write keeps search_values in step (registry/value_index.py)
+        self.search_index = False
         self._pool: asyncpg.Pool | None = None
+        self.replicas: ReplicaSet | None = None
+        if read_urls:
+            self.replicas = ReplicaSet(
+                read_urls,
+                self._primary_position,
+                max_lag=replica_max_lag,
+                pool_size=pool_size,
+                observer=replica_observer,
+            )
 
     async def open(self) -> None:
         try:
@@ -105,16 +155,31 @@ class PostgresStore(Store):
                 reset=_on_release,
             )
             async with self._pool.acquire() as c:
-                await c.fetchval("SELECT 1 FROM handles LIMIT 1")
+                standby = await c.fetchval("SELECT pg_is_in_recovery()")
+                if not standby:
+                    await c.fetchval("SELECT 1 FROM handles LIMIT 1")
         except (OSError, asyncpg.PostgresError) as exc:
+            await self.close()
             raise StoreError(
                 f"cannot open the registry at {redact_url(self.url)}: {exc}"
                 " (run `idnode init` first?)"
             ) from exc
+        if standby:
+            # Its reads would work and every write fail (REST 500, Handle writes
+            # unanswered): refuse at once, naming the fix.
+            await self.close()
+            raise StoreError(STANDBY_REFUSED.format(url=redact_url(self.url)))
+        if self.replicas is not None:
+            try:
+                await self.replicas.open()
+            except (OSError, asyncpg.PostgresError) as exc:
+                await self.close()
+                raise StoreError(f"cannot set up the read replicas: {exc}") from exc
 
     @property
     def read_concurrency(self) -> int:
-        return self.pool_size  # one query per pooled connection
+        # one query per pooled connection, the replicas' included
+        return self.pool_size * (1 + (len(self.replicas.replicas) if self.replicas else 0))
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -123,6 +188,8 @@ class PostgresStore(Store):
         return self._pool
 
     async def close(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -158,21 +225,90 @@ class PostgresStore(Store):
                 yield c
             except _CONNECTION_LOST as exc:
                 raise CommitUnknown(f"the connection went away during a write ({exc})") from exc
+            except TimeoutError as exc:
+                # asyncpg's command timeout cancels the statement from the client side:
+                # the server may have committed it before the cancel arrived
+                raise CommitUnknown("no answer to a write within its timeout") from exc
+
+    async def _primary_position(self) -> int:
+        async with self.pool.acquire() as c:
+            # The insert pointer, not pg_current_wal_lsn() (the write pointer): with
+            # synchronous_commit off a commit record just made may lie past the latter,
+            # and a replica held to it could still lack the write.
+            return lsn(await c.fetchval("SELECT pg_current_wal_insert_lsn()::text"))
+
+    async def write_position(self) -> str:
+        """The primary's WAL position, read after the commit. Given with or without
+        replicas here: another node sharing this registry may have some."""
+        try:
+            return lsn_text(await self._primary_position())
+        except Exception:
+            if self.replicas is not None:
+                self.replicas.unknown_write()  # the write committed, its position unread
+            raise
+
+    def heard_write(self, keys: Sequence[str], position: str) -> None:
+        if self.replicas is None:
+            return
+        try:
+            at = lsn(position)
+        except ValueError:
+            at = 0
+        if at == 0:
+            # No position, or not one this code writes: where the write stands is not
+            # known, so nothing is read on a replica until the primary's is read again.
+            self.replicas.unpositioned_write(position)
+            return
+        self.replicas.requirements.require(keys, at)
+
+    def hold_replicas(self, held: bool) -> None:
+        if self.replicas is not None:
+            self.replicas.hold(held)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if self.replicas is None:
+            return await self._get_many_primary(keys)
+        parts = self.replicas.plan(keys)
+        if len(parts) == 1:
+            return await self._get_many_at(*parts[0])
+        found: dict[str, bytes] = {}
+        for part in await asyncio.gather(*(self._get_many_at(r, ks) for r, ks in parts)):
+            found.update(part)
+        return found
+
+    async def _get_many_primary(self, keys: Sequence[str]) -> dict[str, bytes]:
         async with self.pool.acquire() as c:
             rows = await c.fetch(GET_MANY, list(keys))
         return {r[0]: r[1] for r in rows}
+
+    async def _get_many_at(self, replica: Replica | None, keys: list[str]) -> dict[str, bytes]:
+        """One query on ``replica`` (None: the primary); a replica that fails or is slow
+        is skipped from now on and its keys are read on the primary instead."""
+        assert self.replicas is not None
+        if replica is not None and replica.pool is not None:
+            try:
+                async with asyncio.timeout(QUERY_TIMEOUT):
+                    async with replica.pool.acquire() as c:
+                        rows = await c.fetch(GET_MANY, keys)
+            except Exception as exc:
+                self.replicas.failed(replica, exc)
+            else:
+                replica.keys_read += len(keys)
+                return {r[0]: r[1] for r in rows}
+        self.replicas.primary_keys_read += len(keys)
+        return await self._get_many_primary(keys)
 
     async def put_many(self, records: Sequence[HandleRecord]) -> int:
         rows = self._rows(records)
         if not rows:
             return 0
         cols = list(zip(*rows, strict=True))
-        async with self.autocommit() as c:
+        async with self.transaction() if self.search_index else self.autocommit() as c:
             await c.execute(
                 PUT_MANY, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), now()
             )
+            if self.search_index:
+                await pg_sync(c, [(r[0], r[3]) for r in rows])
         return len(rows)
 
     async def home_prefix(self, prefix: str, owner: str = "") -> None:
@@ -205,7 +341,67 @@ class PostgresStore(Store):
         async with self.pool.acquire() as c:
             return int(await c.fetchval("SELECT count(*) FROM handles"))
 
-    async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
+    async def mutate(
+        self, handle: str, fn: Mutator, *, actor: str, op: str, read: bytes | Unread | None = UNREAD
+    ) -> Outcome:
+        if not self.search_index:
+            done = await self._mutate_by_compare(handle, fn, actor=actor, op=op, read=read)
+            if done is not None:
+                return done
+        return await self._mutate_locked(handle, fn, actor=actor, op=op)
+
+    async def _mutate_by_compare(
+        self, handle: str, fn: Mutator, *, actor: str, op: str, read: bytes | Unread | None
+    ) -> Outcome | None:
+        """One write as two round trips and no transaction: read the values, decide, then
+        one statement that writes them only if they are still what was read, with the
+        audit row in the same statement (so both commit, or neither). ``fn`` decides on
+        the value bytes alone, so "unchanged bytes" is exactly the condition its decision
+        needs (a version number could come round again after a delete and re-create).
+
+        Under a lock (``_mutate_locked``) a write cost five round trips (BEGIN, SELECT
+        FOR UPDATE, the write, the audit row, COMMIT) and held a pooled connection for
+        all of them. None: the row kept changing under this write (hot contention), or
+        the decision keeps it as it is; the caller then takes the lock. The first round
+        starts from the caller's ``read`` when given (one round trip fewer); a refusal is
+        only ever decided on a fresh reading of the primary."""
+        key = self.key(handle)
+        attempt = 0
+        while attempt < CAS_ATTEMPTS:
+            if isinstance(read, Unread):
+                attempt += 1
+                async with self.pool.acquire() as c:
+                    row = await c.fetchrow("SELECT vals FROM handles WHERE handle = $1", key)
+                before = bytes(row[0]) if row else None
+                fresh = True
+            else:
+                before, read, fresh = read, UNREAD, False
+            try:
+                o = fn(before)
+            except Refusal as exc:
+                if not fresh:
+                    continue  # the caller's reading may be a replica's: decide on the primary's
+                await self._refused(exc, before, actor, op, handle)
+                raise
+            if isinstance(o.new, Keep):
+                return None  # nothing to compare-and-set; audited under the lock
+            e = astuple(self._audit_row(before, o, actor, op, handle))
+            async with self.autocommit() as c:
+                if o.new is None:
+                    if before is None:
+                        return None
+                    wrote = await c.fetchval(_DELETE_IF_SAME, key, before, *e)
+                elif before is None:
+                    wrote = await c.fetchval(
+                        _INSERT_IF_ABSENT, key, handle, self.key(storage_prefix(handle)), o.new, *e
+                    )
+                else:
+                    wrote = await c.fetchval(_UPDATE_IF_SAME, key, before, o.new, *e)
+            if wrote is not None:
+                return o
+        return None
+
+    async def _mutate_locked(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
         key = self.key(handle)
         for _attempt in range(3):
             refusal: Refusal | None = None
@@ -245,6 +441,9 @@ class PostgresStore(Store):
                             t,
                             key,
                         )
+                    if self.search_index and not isinstance(o.new, Keep):
+                        item = [(key, o.new)]  # a handle that was not there has no rows
+                        await pg_sync(c, item) if before else await pg_sync(c, (), item)
                     e = self._audit_row(before, o, actor, op, handle)
                     await c.execute(_AUDIT, *astuple(e))
                     return o
@@ -256,20 +455,52 @@ class PostgresStore(Store):
     async def create_many(
         self, records: Sequence[HandleRecord], *, actor: str, op: str, replace: bool = False
     ) -> dict[str, tuple[int, str]]:
+        # No multi-key SELECT ... FOR UPDATE (Citus runs one only within a shard): the
+        # batch's rows are read unlocked, inserts are ON CONFLICT DO NOTHING, and a
+        # replacement is a compare-and-set on the version read (see _replace). Keys go
+        # to the statements in key order, so two batches that overlap take their row
+        # locks in the same order and cannot deadlock each other.
         rows = self._rows(records)
         if not rows:
             return {}
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return await self._create_many(rows, actor, op, replace)
+            except asyncpg.DeadlockDetectedError as exc:
+                # Batches lock in key order, but a batch's inserts after its updates, or
+                # another write, can still cross it: the server rolled this one back
+                # whole, so it is run again from the start.
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                log.warning(
+                    "a batch of %d handles deadlocked with another write (%s); run again "
+                    "(attempt %d of %d)",
+                    len(rows),
+                    exc,
+                    attempt + 1,
+                    DEADLOCK_ATTEMPTS,
+                )
+        raise AssertionError("unreachable")
+
+    async def _create_many(
+        self, rows: list[tuple[str, str, str, bytes]], actor: str, op: str, replace: bool
+    ) -> dict[str, tuple[int, str]]:
         t = now()
         by_key = {r[0]: r for r in rows}
         async with self.transaction() as c:
             found = await c.fetch(
-                "SELECT h.handle, h.vals FROM unnest($1::text[]) AS k(key)"
-                " JOIN handles h ON h.handle = k.key FOR UPDATE OF h",
-                list(by_key),
+                "SELECT h.handle, h.vals, h.version FROM unnest($1::text[]) AS k(key)"
+                " JOIN handles h ON h.handle = k.key",  # a join: see the module's doc
+                sorted(by_key),
             )
             existing = {r[0]: bytes(r[1]) for r in found}
+            versions = {r[0]: int(r[2]) for r in found}
             inserts, updates, results = self._batch_decisions(rows, existing, replace)
+            made: set[str] = set()
+            if updates:
+                inserts += await self._replace(c, updates, existing, versions, results, t)
             if inserts:
+                inserts.sort()
                 cols = list(zip(*inserts, strict=True))
                 created = await c.fetch(
                     "INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
@@ -289,17 +520,9 @@ class PostgresStore(Store):
                             ResponseCode.HANDLE_ALREADY_EXISTS,
                             "registered concurrently; retry to compare",
                         )
-            if updates:
-                cols = list(zip(*updates, strict=True))
-                await c.execute(
-                    "UPDATE handles AS h SET display = t.d, vals = t.v, version = h.version + 1,"
-                    " updated_at = $4 FROM unnest($1::text[], $2::text[], $3::bytea[])"
-                    " AS t(k, d, v) WHERE h.handle = t.k",
-                    list(cols[0]),
-                    list(cols[1]),
-                    list(cols[3]),
-                    t,
-                )
+            if self.search_index:
+                written = [r for r in inserts if r[0] in made] if inserts else []
+                await pg_sync(c, [(r[0], r[3]) for r in (*written, *updates)])
             # A no-op retry (same values) is success without an audit row.
             keys = [k for k, (_, msg) in results.items() if msg != REGISTERED_ALREADY]
             await c.execute(
@@ -321,6 +544,106 @@ class PostgresStore(Store):
                 [results[k][1] for k in keys],
             )
         return results
+
+    async def _replace(
+        self,
+        c: asyncpg.Connection,
+        updates: list[tuple[str, str, str, bytes]],
+        existing: dict[str, bytes],
+        versions: dict[str, int],
+        results: dict[str, tuple[int, str]],
+        t: int,
+    ) -> list[tuple[str, str, str, bytes]]:
+        """Replace the values of ``updates`` as read (``existing``, ``versions``): one
+        UPDATE that changes a row only at the version read. A row changed or deleted
+        since is read again and decided again (the same as it would have been had the
+        batch locked it then): replaced at its new version, left when it now holds these
+        values, or created. Returns the rows to create; ``updates`` is left holding the
+        rows replaced, ``existing`` the values they replaced, ``results`` every verdict.
+        Each round that misses a row does so because another transaction changed it."""
+        done: list[tuple[str, str, str, bytes]] = []
+        creates: list[tuple[str, str, str, bytes]] = []
+        pending = sorted(updates)
+        for round_ in range(CAS_ROUNDS + 1):
+            if round_ == CAS_ROUNDS:
+                # Still changing under us: lock what is left one key at a time (each
+                # statement on one shard), in key order, and decide on the locked rows.
+                found = []
+                for r in pending:
+                    row = await c.fetchrow(
+                        "SELECT handle, vals, version FROM handles WHERE handle = $1 FOR UPDATE",
+                        r[0],
+                    )
+                    if row is not None:
+                        found.append(row)
+                pending = self._decide_again(pending, found, existing, versions, results, creates)
+                if not pending:
+                    break
+            cols = list(zip(*pending, strict=True))
+            # Rows are locked as the join reaches them: a nested loop over the keys in
+            # order locks them in key order, as every other batch does (a hash join
+            # would go in the table's order, and two batches could deadlock).
+            await c.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+            hit = await c.fetch(
+                "UPDATE handles AS h SET display = t.d, vals = t.v, version = h.version + 1,"
+                " updated_at = $6 FROM (SELECT * FROM unnest($1::text[], $2::text[],"
+                " $3::bytea[], $4::bigint[], $5::bytea[]) AS u(k, d, v, ver, o)"
+                # the key's own collation: the order of the inserts and the final round
+                # (Python's), whatever the database's default collation is
+                ' ORDER BY k COLLATE "C")'
+                " AS t WHERE h.handle = t.k"
+                # the values too: a handle deleted and made again starts at version 1
+                " AND h.version = t.ver AND h.vals = t.o RETURNING h.handle",
+                list(cols[0]),
+                list(cols[1]),
+                list(cols[3]),
+                [versions[k] for k in cols[0]],
+                [existing[k] for k in cols[0]],
+                t,
+            )
+            await c.execute(
+                "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
+            )
+            replaced = {r[0] for r in hit}
+            done += [r for r in pending if r[0] in replaced]
+            missed = [r for r in pending if r[0] not in replaced]
+            if not missed:
+                break
+            if round_ == CAS_ROUNDS:  # locked rows cannot miss
+                raise RuntimeError(f"replacing {missed[0][0]} missed a locked row")
+            CAS_RETRIES.inc(len(missed))
+            found = await c.fetch(
+                "SELECT h.handle, h.vals, h.version FROM unnest($1::text[]) AS k(key)"
+                " JOIN handles h ON h.handle = k.key",  # a join: see the module's doc
+                [r[0] for r in missed],
+            )
+            pending = self._decide_again(missed, found, existing, versions, results, creates)
+            if not pending:
+                break
+        updates[:] = done
+        return creates
+
+    def _decide_again(
+        self,
+        rows: list[tuple[str, str, str, bytes]],
+        found: Sequence[asyncpg.Record],
+        existing: dict[str, bytes],
+        versions: dict[str, int],
+        results: dict[str, tuple[int, str]],
+        creates: list[tuple[str, str, str, bytes]],
+    ) -> list[tuple[str, str, str, bytes]]:
+        """The verdicts of ``rows`` on their values as read again (``found``): the rows
+        still to replace; those now missing are added to ``creates``."""
+        for k in [r[0] for r in rows]:
+            existing.pop(k, None)
+            versions.pop(k, None)
+        for r in found:
+            existing[r[0]] = bytes(r[1])
+            versions[r[0]] = int(r[2])
+        inserts, updates, verdicts = self._batch_decisions(rows, existing, True)
+        results.update(verdicts)
+        creates += inserts
+        return sorted(updates)
 
     async def append_invalidations(self, keys: Sequence[str]) -> int:
         t = now()
@@ -668,13 +991,14 @@ class PostgresStore(Store):
             )
         return [AuditEntry(*r) for r in rows]
 
-    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
+    async def list_handles(self, prefix: str, limit: int = 100_000, after: str = "") -> list[str]:
         async with self.pool.acquire() as c:
             rows = await c.fetch(
                 "SELECT display FROM handles WHERE handle >= $1 AND handle < $2"
-                " ORDER BY handle LIMIT $3",
+                " AND handle > $4 ORDER BY handle LIMIT $3",
                 *key_range(self.key(prefix)),
                 limit,
+                self.key(after) if after else "",
             )
         return [r[0] for r in rows]
 
@@ -1074,4 +1398,27 @@ class PostgresStore(Store):
 _AUDIT = (
     "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256, detail)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+
+# A write of one handle and its audit row in one statement, only if the handle still
+# holds the values the decision was made on (PostgresStore._mutate_by_compare). $1 the
+# key; the audit row's eight columns come last. Each answers 1, or NULL when the handle
+# changed (or appeared) meanwhile and nothing was written.
+_AUDITED = (
+    " INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256, detail)"
+    " SELECT ${0}, ${1}, ${2}, ${3}, ${4}, ${5}, ${6}, ${7} FROM w RETURNING 1"
+)
+CAS_ATTEMPTS = 4  # then the write takes the row lock (a handle written that often)
+_UPDATE_IF_SAME = (
+    "WITH w AS (UPDATE handles SET vals = $3, version = version + 1, updated_at = $4"
+    " WHERE handle = $1 AND vals = $2 RETURNING 1)" + _AUDITED.format(*range(4, 12))
+)
+_DELETE_IF_SAME = (
+    "WITH w AS (DELETE FROM handles WHERE handle = $1 AND vals = $2 RETURNING 1)"
+    + _AUDITED.format(*range(3, 11))
+)
+_INSERT_IF_ABSENT = (
+    "WITH w AS (INSERT INTO handles (handle, display, prefix, vals, version, created_at,"
+    " updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (handle) DO NOTHING"
+    " RETURNING 1)" + _AUDITED.format(*range(5, 13))
 )

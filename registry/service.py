@@ -16,6 +16,7 @@ The service only puts its parts together, one per seam:
     homed_prefixes   home, unhome and list prefixes; list the handles under one
     credentials      the keys, API keys and tokens that say who a caller is
     rest_sessions    the REST door's sessions, shared by every worker
+    console_sessions the web console's sign-in sessions, in the same table
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from .audit_history import AuditHistory
 from .audit_trail import AuditTrail
 from .auth import Identity
+from .batch_jobs import BatchJobs
 from .batches import MAX_BATCH, Batches
+from .console_sessions import ConsoleSessionStore
 from .credentials import Credentials
 from .homed_prefixes import HomedPrefixes
+from .key_admin import ApiKeys
 from .names import PrefixAuthority
+from .own_applications import OwnApplications
 from .permissions import Key, Permissions
 from .prefix_applications import PrefixApplications
 from .prefix_templates import PrefixTemplates
@@ -39,6 +45,7 @@ from .rest_sessions import RestSessionStore
 from .sealing import Sealer
 from .statistics import Statistics
 from .store import CommitUnknown, Store, StoreError
+from .value_search import ValueSearch
 from .writes import HandleWrites, OnChange
 
 __all__ = ["MAX_BATCH", "OUTCOME_UNKNOWN", "RegistryService", "outcome_unknown", "unavailable"]
@@ -92,6 +99,7 @@ class RegistryService:
         self.case_sensitive = store.case_sensitive
         self.audit = AuditTrail(store)
         self.permissions = Permissions(store, server_admins)
+        self.audit_history = AuditHistory(store, self.permissions, self.audit)
         self.templates = PrefixTemplates(store, authority, self.permissions, self.audit)
         self.writes = HandleWrites(
             store,
@@ -114,6 +122,13 @@ class RegistryService:
         self.writes.suspensions = self.applications.suspensions
         # Statistics reported upward, and (at a top-level node) received from below.
         self.statistics = Statistics(store, authority, self.permissions)
+        # Reverse lookup by value (--search-index; /hrls/handles).
+        self.search = ValueSearch(store, authority, self.permissions)
+        # Uploads run in the background, their progress kept in the registry (any worker
+        # reads it); API keys as administrators manage their own (/api/api-keys).
+        self.batch_jobs = BatchJobs(store, self.batches, self.permissions)
+        self.api_keys = ApiKeys(store, self.permissions, self.audit)
+        self.own_applications = OwnApplications(store)  # an applicant's view of its own
 
         # What the front doors call, by the names they use.
         self.create = self.writes.create
@@ -139,6 +154,12 @@ class RegistryService:
     ) -> RestSessionStore:
         """The REST sessions kept in this registry, with these lifetimes and cap."""
         return RestSessionStore(self.store, ttl, anonymous_ttl, total)
+
+    def console_sessions(
+        self, idle: float, absolute: float, total: int = 100_000
+    ) -> ConsoleSessionStore:
+        """The web console's sign-in sessions (the REST sessions' table, another key)."""
+        return ConsoleSessionStore(self.store, idle, absolute, total)
 
     @property
     def server_admins(self) -> set[Key]:

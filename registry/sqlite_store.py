@@ -23,6 +23,7 @@ from .store import (
     REGISTERED_ALREADY,
     SESSION_COLUMNS,
     STATISTICS_COLUMNS,
+    UNREAD,
     ApplicationRow,
     AuditEntry,
     Counts,
@@ -38,6 +39,7 @@ from .store import (
     StatisticsRow,
     Store,
     StoreError,
+    Unread,
     application_row,
     feed_prune_due,
     now,
@@ -46,12 +48,15 @@ from .store import (
     sha256_hex,
     statistics_row,
 )
+from .value_index import sqlite_sync
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
 
 
 class SqliteStore(Store):
     def __init__(self, url: str, case_sensitive: bool = False) -> None:
+        # --search-index: every write keeps search_values in step (registry/value_index.py)
+        self.search_index = False
         super().__init__(url, case_sensitive)
         self.path = url[len("sqlite:///") :]
         self._db: sqlite3.Connection | None = None
@@ -120,6 +125,8 @@ class SqliteStore(Store):
                 " updated_at = excluded.updated_at",
                 [(*r, t, t) for r in rows],
             )
+            if self.search_index:
+                sqlite_sync(db, [(r[0], r[3]) for r in rows])
         return len(rows)
 
     async def home_prefix(self, prefix: str, owner: str = "") -> None:
@@ -145,7 +152,10 @@ class SqliteStore(Store):
         (n,) = self.db.execute("SELECT count(*) FROM handles").fetchone()
         return int(n)
 
-    async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
+    async def mutate(
+        self, handle: str, fn: Mutator, *, actor: str, op: str, read: bytes | Unread | None = UNREAD
+    ) -> Outcome:
+        # ``read`` is not used: here the decision is made under the write lock.
         key = self.key(handle)
         before: bytes | None = None
         try:
@@ -170,6 +180,8 @@ class SqliteStore(Store):
                         " WHERE handle = ?",
                         (o.new, t, key),
                     )
+                if self.search_index and not isinstance(o.new, Keep):
+                    sqlite_sync(db, [(key, o.new)])  # as PostgreSQL's: delete first
                 self._insert_audit(self._audit_row(before, o, actor, op, handle))
         except Refusal as exc:
             # Rolled back by now: the refusal is all that is recorded.
@@ -195,10 +207,11 @@ class SqliteStore(Store):
         )
         return [AuditEntry(*r) for r in rows]
 
-    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
+    async def list_handles(self, prefix: str, limit: int = 100_000, after: str = "") -> list[str]:
         rows = self.db.execute(
-            "SELECT display FROM handles WHERE handle >= ? AND handle < ? ORDER BY handle LIMIT ?",
-            (*key_range(self.key(prefix)), limit),
+            "SELECT display FROM handles WHERE handle >= ? AND handle < ? AND handle > ?"
+            " ORDER BY handle LIMIT ?",
+            (*key_range(self.key(prefix)), self.key(after) if after else "", limit),
         )
         return [r[0] for r in rows]
 
@@ -242,6 +255,8 @@ class SqliteStore(Store):
                 " updated_at = ? WHERE handle = ?",
                 [(r[1], r[3], t, r[0]) for r in updates],
             )
+            if self.search_index:
+                sqlite_sync(db, [(r[0], r[3]) for r in updates], [(r[0], r[3]) for r in inserts])
             db.executemany(
                 "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256,"
                 " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -18,12 +18,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from idnode.errors import RegistryError, RequestRefused
 from idnode.resolver.codec.codes import ResponseCode
 
 from .names import normalize, storage_prefix
+
+if TYPE_CHECKING:
+    from .replicas import Observer as ReplicaObserver
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,13 @@ class Keep:
 
 
 KEEP = Keep()
+
+
+class Unread:
+    """``mutate`` was given no reading of the handle: the store reads it."""
+
+
+UNREAD = Unread()
 # A batch record already registered with the same values: success, nothing written and
 # no audit row (an import re-run after a crash must not double the audit trail).
 REGISTERED_ALREADY = "already registered with these values"
@@ -156,6 +166,24 @@ class HandleStore(ABC):
         keeping). The resolver batches further misses while that many are under way."""
         return None
 
+    async def write_position(self) -> str:
+        """Where the registry's history stands once the writes this worker just committed
+        are in it (PostgreSQL: the primary's WAL position; "" when the store has no read
+        replicas to keep in step). A write's invalidation carries it to every node."""
+        return ""
+
+    def heard_write(self, keys: Sequence[str], position: str) -> None:
+        """A write that committed at ``position`` (:meth:`write_position`, on any node)
+        changed ``keys``: later reads of them must not see the registry as it was
+        before (a read replica is used for them only once it has replayed that far)."""
+        return None
+
+    def hold_replicas(self, held: bool) -> None:
+        """While held, every read goes to the primary: the caller (the core, while it
+        does not trust its caches) may have missed invalidations and their positions.
+        Releasing makes the primary's position read after it the floor of every read."""
+        return None
+
     def key(self, handle: str) -> str:
         return normalize(handle, self.case_sensitive)
 
@@ -175,8 +203,9 @@ class HandleStore(ABC):
         """Handles registered under one prefix (an index range scan)."""
 
     @abstractmethod
-    async def list_handles(self, prefix: str, limit: int = 100_000) -> list[str]:
-        """Handles (as registered) under a prefix, in key order."""
+    async def list_handles(self, prefix: str, limit: int = 100_000, after: str = "") -> list[str]:
+        """Handles (as registered) under a prefix, in key order; with ``after``, only those
+        whose key follows its key (keyset paging: one index range, never an OFFSET)."""
 
     @abstractmethod
     async def prefix_records(self, limit: int = 100_000) -> list[tuple[str, bytes]]:
@@ -185,10 +214,16 @@ class HandleStore(ABC):
         its delegations from them (registry/delegations.py)."""
 
     @abstractmethod
-    async def mutate(self, handle: str, fn: Mutator, *, actor: str, op: str) -> Outcome:
-        """Read a handle's values under a lock, let ``fn`` decide, write, audit: one transaction.
+    async def mutate(
+        self, handle: str, fn: Mutator, *, actor: str, op: str, read: bytes | Unread | None = UNREAD
+    ) -> Outcome:
+        """Read a handle's values, let ``fn`` decide, write, audit: atomically (under a
+        lock, or written only if the values are still those ``fn`` decided on).
 
         ``fn`` raising Refusal rolls everything back and records only the refusal.
+        ``read``: the handle's values as the caller read them just before (None: it did
+        not exist), which a store that writes by compare-and-set may start from instead
+        of reading again; a stale reading only costs that store another round.
         """
 
     @abstractmethod
@@ -811,16 +846,32 @@ def _fields(v: Any) -> dict[str, Any]:
     return {f: getattr(v, f) for f in v.__dataclass_fields__}
 
 
-def open_store(url: str, case_sensitive: bool = False) -> Store:
-    """A store for ``sqlite:///PATH`` or ``postgresql://...`` (not yet opened)."""
+def open_store(
+    url: str,
+    case_sensitive: bool = False,
+    *,
+    read_urls: Sequence[str] = (),
+    replica_max_lag: float = 5.0,
+    replica_observer: ReplicaObserver | None = None,
+) -> Store:
+    """A store for ``sqlite:///PATH`` or ``postgresql://...`` (not yet opened); with
+    ``read_urls``, PostgreSQL read replicas its batched lookups use (registry/replicas.py)."""
     if url.startswith("sqlite:///"):
+        if read_urls:
+            raise StoreError("read replicas need a PostgreSQL database_url, not SQLite")
         from .sqlite_store import SqliteStore
 
         return SqliteStore(url, case_sensitive)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres_store import PostgresStore
 
-        return PostgresStore(url, case_sensitive)
+        return PostgresStore(
+            url,
+            case_sensitive,
+            read_urls=read_urls,
+            replica_max_lag=replica_max_lag,
+            replica_observer=replica_observer,
+        )
     raise StoreError(
         f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB"
     )

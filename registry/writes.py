@@ -11,6 +11,7 @@ the commit turns it into a failure.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,12 +39,12 @@ from .names import (
 from .permissions import Groups, Permissions, admins_in
 from .prefix_applications import Suspensions
 from .prefix_templates import PrefixTemplates, check_values
-from .quotas import Quotas
+from .quotas import Quotas, Reservation
 from .results import WriteResult
 from .sealing import Sealer
 from .site_servers import SiteServers
 from .statistics import USAGE
-from .store import KEEP, Outcome, Refusal, Store
+from .store import KEEP, UNREAD, Outcome, Refusal, Store, Unread
 from .templates import Template
 from .value_checks import encode_sorted, keep_unchanged_timestamps, prepare
 
@@ -98,6 +99,7 @@ class HandleWrites:
         self.sealer = sealer
         self.quotas = quotas
         self.on_change = on_change
+        self._telling: set[asyncio.Task[None]] = set()  # invalidations of unknown outcomes
         # Suspended prefixes (registry/prefix_applications.py): no writes under them.
         self.suspensions: Suspensions | None = None
         # One server of a multi-server site: handles that hash to another server of the
@@ -114,15 +116,20 @@ class HandleWrites:
         *,
         overwrite: bool = False,
         mint: bool = False,
+        unless: Callable[[bytes | None], str | None] | None = None,
     ) -> WriteResult:
         """Create ``handle``, or replace it when ``overwrite``; the result says which.
+
+        ``unless`` sees the handle's stored values in the write's own transaction and
+        refuses the write by returning why (RC 2, ERROR, with that message): a
+        compare-and-write, e.g. the console's "changed while you were editing".
 
         With ``mint``, ``handle`` is a stem ("88.166/" or "88.166/DOC-") and the handle
         is the stem followed by a random UUID, as the reference server's
         HandleSuffixMinter does. A minted handle is always new: it never overwrites.
         """
         if not mint:
-            return await self._create_one(handle, values, who, overwrite=overwrite)
+            return await self._create_checked(handle, values, who, overwrite, unless)
         created = WriteResult(RC.ERROR, "no handle minted", handle=handle)
         for _ in range(MINT_ATTEMPTS):  # a UUID collision is a retry, never a failure
             minted = self._mint_here(handle)
@@ -155,28 +162,65 @@ class HandleWrites:
     async def _create_one(
         self, handle: str, values: tuple[HandleValue, ...], who: Identity, *, overwrite: bool
     ) -> WriteResult:
+        return await self._create_checked(handle, values, who, overwrite, None)
+
+    async def _create_checked(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        overwrite: bool,
+        unless: Callable[[bytes | None], str | None] | None,
+    ) -> WriteResult:
         try:
             await self._check_target(handle, who, "CREATE")
             new = prepare(values, self.sealer)
         except Refusal as exc:
             return WriteResult.refused(exc, handle)
         templates = await self.templates.for_handle(handle)
-        room = await self.room(handle)
+        reservation = await self.reserve(handle, 1)
+        registered = 0
+        try:
+            done = await self._create_reserved(
+                handle, values, who, new, templates, reservation, overwrite=overwrite, unless=unless
+            )
+            registered = int(done.ok and not done.replaced)
+            return done
+        finally:  # a refused or failed write gives its reservation back
+            if self.quotas is not None:
+                await self.quotas.settle(reservation, registered)
+
+    async def _create_reserved(
+        self,
+        handle: str,
+        values: tuple[HandleValue, ...],
+        who: Identity,
+        new: bytes,
+        templates: dict[str, Template],
+        reservation: Reservation | None,
+        *,
+        overwrite: bool,
+        unless: Callable[[bytes | None], str | None] | None = None,
+    ) -> WriteResult:
         if is_prefix_handle(handle):
             parent = prefix_of(handle).rpartition(".")[0]
-            admins = await self.permissions.prefix_admins(parent + "/") if parent else []
+            admins_of = parent + "/" if parent else ""  # "": a top-level prefix has none
             needed = AP.ADD_DERIVED_PREFIX
         else:
-            admins = await self.permissions.prefix_admins(handle)
+            admins_of = handle
             needed = AP.ADD_HANDLE
-        if overwrite:  # the handle's own HS_ADMIN may name groups too
-            groups = await self.permissions.groups_for(handle, admins)
+        if overwrite:  # the handle's own HS_ADMIN may name groups too: read with the prefix's
+            admins, groups = await self.permissions.context_for(handle, admins_of)
         else:
+            admins = await self.permissions.prefix_admins(admins_of) if admins_of else []
             groups = await self.permissions.load_groups(admins)
         replaced = False
 
         def decide(before: bytes | None) -> Outcome:
             nonlocal replaced
+            refused = unless(before) if unless is not None else None
+            if refused is not None:
+                raise Refusal(RC.ERROR, refused)
             if before is not None and not overwrite:
                 raise Refusal(RC.HANDLE_ALREADY_EXISTS, f"{handle} already exists")
             written = new
@@ -189,7 +233,7 @@ class HandleWrites:
                     who, current, decode_values(written), admins, needed, groups
                 )
             check_values(values, templates)
-            if before is None and room is not None and room < 1:
+            if before is None and reservation is not None and reservation.granted < 1:
                 raise Refusal(
                     RC.REGISTER_COUNT_LIMIT,
                     f"prefix {prefix_of(handle)} has reached its registration quota",
@@ -199,8 +243,6 @@ class HandleWrites:
             return Outcome(written, RC.SUCCESS, None, detail)
 
         result = await self._write(handle, decide, who, "CREATE")
-        if result.ok and not replaced and self.quotas is not None:
-            self.quotas.used(storage_prefix(handle), 1)
         if result.ok:  # statistics reported upward (registry/statistics.py)
             if not replaced:
                 USAGE.registered(handle)
@@ -229,8 +271,7 @@ class HandleWrites:
                 return Outcome(None, RC.SUCCESS)
 
             return await self._write(handle, drop_prefix, who, "DELETE")
-        prefix_admins = await self.permissions.prefix_admins(handle)
-        groups = await self.permissions.groups_for(handle, prefix_admins)
+        prefix_admins, groups = await self.permissions.context_for(handle)
 
         def drop(before: bytes | None) -> Outcome:
             current = _existing(handle, before)
@@ -333,7 +374,7 @@ class HandleWrites:
         (checking each with ``may``) and says what it did; then the template is checked
         against the result. ``incoming`` values are validated and stamped first."""
         try:
-            prefix_admins, groups, templates = await self._context(handle, who, op)
+            prefix_admins, groups, templates, read = await self._context(handle, who, op)
             given = decode_values(prepare(incoming, self.sealer)) if incoming is not None else ()
         except Refusal as exc:
             return WriteResult.refused(exc, handle)
@@ -350,16 +391,34 @@ class HandleWrites:
             check_values(have.values(), templates)
             return Outcome(encode_sorted(have.values()), RC.SUCCESS, None, detail)
 
-        return await self._write(handle, decide, who, op)
+        return await self._write(handle, decide, who, op, read)
 
     # --- what every write shares -------------------------------------------------------
 
-    async def _write(self, handle: str, decide: Decide, who: Identity, op: str) -> WriteResult:
-        """Run ``decide`` in the store's transaction; tell the caches before answering."""
+    async def _write(
+        self,
+        handle: str,
+        decide: Decide,
+        who: Identity,
+        op: str,
+        read: bytes | Unread | None = UNREAD,
+    ) -> WriteResult:
+        """Run ``decide`` atomically in the store (from ``read``, the handle as the
+        checks' read found it, when given); tell the caches before answering."""
         try:
-            o = await self.store.mutate(handle, decide, actor=str(who), op=op)
+            o = await self.store.mutate(handle, decide, actor=str(who), op=op, read=read)
         except Refusal as exc:
             return WriteResult.refused(exc, handle)
+        except BaseException:
+            # Failed, or its outcome unknown (CommitUnknown; the request cancelled while
+            # its statement ran): it may have committed, so the caches are told all the
+            # same, in a task of its own that a cancellation does not stop (telling them
+            # of an unchanged handle costs a refill, a stale value served for an hour
+            # costs more).
+            task = asyncio.get_running_loop().create_task(self.changed([handle]))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
+            raise
         changed = o.new is not KEEP
         if changed:
             await self.changed([handle])
@@ -399,20 +458,25 @@ class HandleWrites:
 
     async def _context(
         self, handle: str, who: Identity, op: str
-    ) -> tuple[list[AdminRecord], Groups, dict[str, Template]]:
+    ) -> tuple[list[AdminRecord], Groups, dict[str, Template], bytes | None]:
         """What a value change of an existing handle checks against, read before its
         transaction: the target is valid and homed here; the prefix admins, the HS_VLIST
-        groups they name, and the templates the handle may use."""
+        groups they name, the templates the handle may use, and the handle's values as
+        that read found them (the write starts from them)."""
         await self._check_target(handle, who, op)
-        prefix_admins = await self.permissions.prefix_admins(handle)
-        groups = await self.permissions.groups_for(handle, prefix_admins)
-        return prefix_admins, groups, await self.templates.for_handle(handle)
+        # One read of the handle and its prefix handles (and of any group handle not
+        # among them), not three: what a REST PUT ?index= pays before its transaction.
+        seen: dict[str, bytes | None] = {}
+        prefix_admins, groups = await self.permissions.context_for(handle, seen=seen)
+        templates = await self.templates.for_handle(handle)
+        return prefix_admins, groups, templates, seen.get(self.store.key(handle))
 
-    async def room(self, handle: str) -> int | None:
-        """How many more handles the handle's prefix may register (None: no limit)."""
+    async def reserve(self, handle: str, n: int) -> Reservation | None:
+        """Reserve ``n`` registrations under the handle's prefix (None: no quota); the
+        caller settles it with ``self.quotas.settle`` whatever its write does."""
         if self.quotas is None:
             return None
         prefix = storage_prefix(handle)
         if prefix.upper() == NA_PREFIX[:-1].upper():
             return None  # prefix handles are delegations, not registrations
-        return await self.quotas.room(prefix, self.store.count_prefix)
+        return await self.quotas.reserve(prefix, n, self.store.count_prefix)
