@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from idnode.registry.names import normalize
 
 from .changefeed import MARK_EVERY, ChangeLog, LocalChangeFeed
 from .codec import HandleValue, ResponseCode, decode_values, encode_values
+from .invalidation_batches import InvalidationBatches
 from .l1 import Entry
 from .logs import Repeats
 from .stages.stage import Lookup, Memory, Resolution, Stage
@@ -29,6 +30,7 @@ __all__ = ["NOT_FOUND", "NO_VALUES", "Resolution", "Resolver", "answer"]
 log = logging.getLogger("idnode.core")
 
 CATCH_UP_RETRY = 0.5  # seconds between attempts to catch up from the change feed
+FIRST_CATCH_UP_SECONDS = 3.0  # how long a start waits for Redis before serving without it
 
 NOT_FOUND = Resolution(ResponseCode.HANDLE_NOT_FOUND, message="Handle not found")
 NO_VALUES = Resolution(ResponseCode.VALUES_NOT_FOUND, message="No values match the request")
@@ -46,8 +48,20 @@ class Resolver:
         case_sensitive: bool = False,
         feed: LocalChangeFeed | None = None,
         changes: ChangeLog | None = None,
+        write_position: Callable[[], Awaitable[str]] | None = None,
+        heard_write: Callable[[Sequence[str], str], None] | None = None,
+        hold_replicas: Callable[[bool], None] | None = None,
     ) -> None:
         self.stages = tuple(stages)
+        # With read replicas (HandleStore.write_position/heard_write): every write's
+        # invalidation carries the registry position it committed at, and reads of those
+        # keys wait for a replica that has replayed that far (or go to the primary).
+        self._write_position = write_position
+        self._heard_write = heard_write
+        # While the caches are not trusted, invalidations (and so the positions that keep
+        # replica reads in step) may have gone unheard: the registry reads on the primary
+        # (HandleStore.hold_replicas) until this worker has caught up.
+        self._hold_replicas = hold_replicas
         self.case_sensitive = case_sensitive
         self.feed = feed
         first = self.stages[0] if self.stages else None
@@ -71,6 +85,8 @@ class Resolver:
         self._generation: dict[str, int] = {}
         self._epoch = 0  # bumped when the map is cleared to bound its size
         self._repeats = Repeats(log)
+        # Writes that commit while an invalidation is under way go together in the next.
+        self.invalidations = InvalidationBatches(self._invalidate_now)
         if changes is not None:
             self._distrust()
 
@@ -93,7 +109,8 @@ class Resolver:
         key = normalize(handle, self.case_sensitive)
         if self.feed is not None and self.feed.changed():
             try:
-                self.forget(await self.feed.catch_up())
+                changed = await self.feed.catch_up()
+                self.forget(changed, await self.position())  # read after the feed
             except Exception as exc:  # cannot read the feed: trust nothing cached
                 log.error("cannot read invalidations (%s); clearing L1", exc)
                 for stage in self.stages:
@@ -144,15 +161,20 @@ class Resolver:
 
     async def invalidate(self, handles: list[str]) -> None:
         """Forget handles everywhere: this worker's stages, what they share (Redis), and
-        (by the channel or the change feed) every other worker's L1. Returns after the
-        invalidation is published.
+        (by the channel or the change feed) every other worker's L1. Returns after an
+        invalidation that started after this call is published: writes that commit while
+        one is under way go together in the next (invalidation_batches.py).
 
         Called after the write committed, so it never raises: a write is acknowledged as
         what it is. With Redis, the keys go into the registry's change feed first; if
         Redis cannot be told, this worker stops trusting its caches and catches up from
         the feed once Redis is back (deleting the keys there, telling the others)."""
-        keys = [normalize(h, self.case_sensitive) for h in handles]
-        self.forget(keys)
+        await self.invalidations.submit([normalize(h, self.case_sensitive) for h in handles])
+
+    async def _invalidate_now(self, keys: list[str]) -> None:
+        """One invalidation of the keys of every write in a batch (see invalidate)."""
+        position = await self.position()
+        self.forget(keys, position)
         if self.changes is not None:
             try:
                 await self.changes.record(keys)
@@ -160,7 +182,7 @@ class Resolver:
                 self._repeats.error("cannot record a change in the change feed (%s)", exc)
         for stage in self.stages:
             try:
-                await stage.invalidate(keys)
+                await stage.invalidate(keys, position)
             except Exception as exc:
                 self._repeats.warning(
                     "cannot invalidate a write in Redis (%s); caches unused until caught up",
@@ -206,6 +228,8 @@ class Resolver:
         if self._trusted and self._in_step is not None:
             log.warning("caches unused until this worker catches up from the change feed")
         self._trusted = False
+        if self._hold_replicas is not None:
+            self._hold_replicas(True)
         self._caught_up.clear()
         self._recall = _no_memory  # the doors' fast path: nothing cached is served
         self._generation.clear()
@@ -240,16 +264,22 @@ class Resolver:
                     started = True
                 at = time.time()
                 keys, newest, whole = await self.changes.since_mark()
+                # Read after the feed: every change it gave was committed before this.
+                position = await self.position()
                 keys = list(dict.fromkeys(keys))
-                self.forget(keys)
+                self.forget(keys, position)
                 for stage in self.stages:
-                    await stage.catch_up(keys, everything=not whole)
+                    await stage.catch_up(keys, everything=not whole, position=position)
             except Exception as exc:
                 self._repeats.warning("cannot catch up from the change feed yet (%s)", exc)
                 await asyncio.sleep(CATCH_UP_RETRY)
                 continue
             if doubts == self._doubts and self._listening:
                 self.changes.caught_up(newest, at)
+                if self._hold_replicas is not None:
+                    # Every write missed is older than the primary's position read after
+                    # this: the store makes that the floor of replica reads.
+                    self._hold_replicas(False)
                 self._trusted = True
                 self._caught_up.set()
                 self._recall = self._memory
@@ -257,8 +287,23 @@ class Resolver:
                     "caught up from the change feed (%d keys changed): caches in use", len(keys)
                 )
 
-    def forget(self, keys: list[str]) -> None:
-        """Drop keys from this worker's stages (an invalidation heard on the channel)."""
+    async def position(self) -> str:
+        """The registry's position now ("" without read replicas, or when it cannot be
+        read: then the keys are not marked, and replicas are kept in step by their lag
+        bound alone)."""
+        if self._write_position is None:
+            return ""
+        try:
+            return await self._write_position()
+        except Exception as exc:
+            self._repeats.warning("cannot read the registry's write position (%s)", exc)
+            return ""
+
+    def forget(self, keys: list[str], position: str = "") -> None:
+        """Drop keys from this worker's stages (an invalidation heard on the channel);
+        ``position``: where the registry stood once the write was committed."""
+        if keys and self._heard_write is not None:  # "": unknown (the store is careful)
+            self._heard_write(keys, position)
         if len(self._generation) > 100_000:
             self._generation.clear()
             self._epoch += 1  # every lookup in flight now skips its fill
@@ -272,6 +317,7 @@ class Resolver:
         stages nearer the door, whose own work is drained after."""
         if self._in_step is not None:
             self._in_step.cancel()
+        await self.invalidations.drain()
         for stage in reversed(self.stages):
             await stage.drain()
 

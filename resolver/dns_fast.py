@@ -9,15 +9,17 @@ OPT, EDNS padding or unknown options, trailing bytes) is left to the dnspython p
 which also fills the cache.
 
 Coherence: an entry remembers, for each handle its answer was rendered from, the L1
-entry object (l1.Entry) it read; a hit asks the core for the handle's L1 entry
-(Resolver.cached, synchronous) and serves only when it is still that very object. A
-write drops the handle from L1 (core forget) before it is acknowledged, and any refill
-is a new object; another worker's write makes ``cached`` answer None until this worker
-catches up from the feed; a core that does not trust its caches answers None; an
-expired L1 entry is gone. So the wire cache can never serve what L1 would not, with no
-notification to subscribe to. An entry also dies at the smallest TTL of its records:
-TTLs are not decremented (an authoritative server's answers carry the full TTL), and
-past that TTL the answer is rendered anew.
+entry (l1.Entry) it read; a hit asks the core for the handle's L1 entry
+(Resolver.cached, synchronous) and serves only when it is still equal to that one: the
+same value bytes with the same expiry time. (Equal, not the same object: L1 hands out a
+new Entry on every read, see l1.Held; comparing costs little, the fields being the very
+objects L1 holds.) A write drops the handle from L1 (core forget) before it is
+acknowledged, and any refill has a later expiry; another worker's write makes ``cached``
+answer None until this worker catches up from the feed; a core that does not trust its
+caches answers None; an expired L1 entry is gone. So the wire cache can never serve what
+L1 would not, with no notification to subscribe to. An entry also dies at the smallest
+TTL of its records: TTLs are not decremented (an authoritative server's answers carry
+the full TTL), and past that TTL the answer is rendered anew.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def parse_query(packet: bytes) -> Question | None:
     return Question(packet[12:pos].lower() + packet[pos:end] + edns, end, limit)
 
 
-Dependency = tuple[str, Any]  # (handle, the l1.Entry object the answer was made from)
+Dependency = tuple[str, Any]  # (handle, the l1.Entry the answer was made from)
 
 
 class Cached(NamedTuple):
@@ -168,7 +170,7 @@ class WireCache:
         if e.expires > self.clock():
             recall = self.recall
             for handle, l1 in e.depends:
-                if recall(handle) is not l1:
+                if recall(handle) != l1:
                     break
             else:
                 return True
@@ -188,7 +190,7 @@ class WireCache:
         q = parse_query(packet)
         if q is None or ttl <= 0 or self.max_bytes <= 0:
             return False
-        if any(self.recall(h) is not l1 for h, l1 in depends):
+        if any(self.recall(h) != l1 for h, l1 in depends):
             return False  # L1 does not hold what it was made from (not kept, or changed)
         if len(wire) < q.end or wire[12 : q.end].lower() != packet[12 : q.end].lower():
             return False  # not the question as asked: the patching would be wrong

@@ -1,5 +1,5 @@
-"""HTTP front door: the native Handle tunnel, the REST API (rest_door.py), /healthz and
-/metrics.
+"""HTTP front door: the native Handle tunnel, the REST API (rest_door.py), the web
+pages (web/: ``GET /`` and ``GET /{handle}``), /healthz and /metrics.
 
 The tunnel takes a Handle message POSTed with Content-Type application/x-hdl-message
 to any path the other routes do not claim: the reference Java library posts to the
@@ -22,7 +22,16 @@ from .codec.codes import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH
 from .connlimits import ByteBudget, ConnectionLimits, LimitLog
 from .handle_service import HandleService
 from .idis_door import IdisApi
+from .rest_api_keys_door import ApiKeysApi
+from .rest_audit_door import AuditApi
+from .rest_batches_door import BatchesApi
 from .rest_door import MAX_BODY, RestApi
+from .rest_search_door import SearchApi
+from .rest_templates_door import TemplatesApi
+from .web import WebPages
+from .web.console import Console
+from .web.console_tools import add_tool_routes
+from .web.dashboard import Dashboard
 
 if TYPE_CHECKING:
     from .health import HealthCheck
@@ -184,6 +193,11 @@ def build_app(
             sessions_max=s.headroom.limit,
         )
     rest.add_routes(app)
+    SearchApi(rest).add_routes(app)  # reverse lookup, /hrls/handles (--search-index)
+    AuditApi(rest).add_routes(app)  # a handle's audit history, /api/audit/{handle}
+    BatchesApi(rest).add_routes(app)  # uploads in the background, /api/batches
+    ApiKeysApi(rest).add_routes(app)  # /api/api-keys
+    TemplatesApi(rest).add_routes(app)  # /api/templates/{prefix}
     IdisApi(service.core, service.registry).add_routes(app)
 
     async def tunnel(request: web.Request) -> web.StreamResponse:
@@ -212,6 +226,13 @@ def build_app(
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
+    pages = WebPages(service.core, service.registry, rest)
+    if service.registry is not None:  # the console: sign-in, identifiers, history
+        Console(pages, rest, service.registry).add_routes(app)
+        add_tool_routes(app, pages, rest, service.registry)  # uploads, keys, templates
+        Dashboard(pages, rest, health).add_routes(app)  # operators: /dashboard
+    # After every other GET: GET /{handle} takes each path no earlier route claimed.
+    pages.add_routes(app)
     # Last: every other POST may be a tunnelled Handle message (routes match in order).
     app.router.add_post("/{path:.*}", tunnel)
     return app

@@ -13,8 +13,10 @@ and any worker's /metrics shows the sum over all workers.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -23,7 +25,13 @@ from prometheus_client import (
     multiprocess,
 )
 
+from . import gc_pauses
 from .codec.codes import OpCode, ResponseCode
+
+if TYPE_CHECKING:
+    from prometheus_client import Metric
+
+    from idnode.registry.replicas import ReplicaStatus
 
 LATENCY_SAMPLE = 8
 
@@ -136,6 +144,44 @@ STATISTICS_LAST = Gauge(
     multiprocess_mode="max",
 )
 
+# PostgreSQL read replicas (registry/replicas.py), set after each poll of them.
+REPLICA_USABLE = Gauge(
+    "idnode_replica_usable",
+    "Whether batched lookups may use a read replica (1) or skip it (0: down, not a standby, "
+    "or lagging past replica_max_lag), by replica (the lowest over workers)",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+REPLICA_LAG_BYTES = Gauge(
+    "idnode_replica_lag_bytes",
+    "WAL bytes the primary has that a read replica has not replayed, at the last poll",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "idnode_replica_lag_seconds",
+    "How long the primary has had WAL a read replica has not replayed (0: none), s; "
+    "seen up to about replica_max_lag, past which the replica is skipped anyway",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+REGISTRY_READS = Counter(
+    "idnode_registry_reads_total",
+    "Keys read by batched lookups with read replicas, by where: a replica or the primary",
+    ["target"],
+)
+
+
+def observe_replicas(status: list[ReplicaStatus], reads: dict[str, int]) -> None:
+    """The replica set's observer (registry/replicas.py): gauges and read counts."""
+    for r in status:
+        REPLICA_USABLE.labels(r.name).set(1 if r.usable else 0)
+        REPLICA_LAG_BYTES.labels(r.name).set(r.lag_bytes)
+        REPLICA_LAG_SECONDS.labels(r.name).set(round(r.lag_seconds, 3))
+    for target, n in reads.items():
+        REGISTRY_READS.labels(target).inc(n)
+
+
 _KNOWN_OPS = frozenset(int(c) for c in OpCode)
 _KNOWN_RCS = frozenset(int(c) for c in ResponseCode) | {-1}
 TIERS = (
@@ -173,16 +219,28 @@ class Tally:
         for (tier, result), n in zip(TIERS, cache, strict=True):
             if n:
                 CACHE.labels(tier, result).inc(n)
+        gc_pauses.TALLY.flush()
 
 
 TALLY = Tally()
 L1_HIT, L1_MISS, L2_HIT, L2_MISS, L3_HIT, L3_MISS = range(6)
 
 
-def render() -> bytes:
+def _node_registry() -> CollectorRegistry:
+    """What /metrics shows: with several workers, every worker's files summed."""
     TALLY.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
+        return registry
+    return REGISTRY
+
+
+def render() -> bytes:
+    return generate_latest(_node_registry())
+
+
+def families() -> list[Metric]:
+    """The node's metrics as /metrics serves them, as objects (the operator dashboard
+    reads them, so its numbers are the whole node's, never one worker's)."""
+    return list(_node_registry().collect())

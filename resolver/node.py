@@ -8,13 +8,14 @@ workers of one node share a port, and a second node on it fails at start naming 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import signal
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,12 @@ from idnode.registry.sealing import Sealer, SecretError
 from idnode.registry.server_key import ServerKey, ServerKeyError
 from idnode.registry.service import RegistryService
 from idnode.registry.sessions import SessionStore
+from idnode.registry.shared_limits import Gate, ScriptClient, Shared, SharedQuota, limits_client
 from idnode.registry.site_servers import SiteServers
 from idnode.registry.store import Store, open_store, redact_url
+from idnode.registry.value_search import marked_on, switch_on
 
+from . import gc_pauses
 from .changefeed import ChangeLog, LocalChangeFeed
 from .codec import (
     Interface,
@@ -50,25 +54,21 @@ from .connlimits import (
     connection_ceiling,
     raise_descriptor_limit,
 )
-from .core import Resolver
+from .core import FIRST_CATCH_UP_SECONDS, Resolver
 from .dns_door import DnsDoor, DnsTcp, start_dns
 from .handle_service import HandleService
 from .handle_sessions import SessionDoor
 from .health import HealthCheck
 from .http_door import GuardedHttp, build_app
 from .l1 import L1Cache, Lifetimes
-from .l2 import RedisTier
+from .l2 import RedisClusterTier, RedisTier
 from .listeners import Listeners, bind_listeners
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, SharedRateLimiter
 from .settings import SITE_HASHES, Settings, site_members
-from .stages.authority import AuthorityStage
+from .stages.chain import lookup_chain
 from .stages.delegation import DelegationStage
-from .stages.l1_cache import L1CacheStage
-from .stages.recursion import AnswerCache, Recursion, RecursionStage, delegated_servers
-from .stages.redis_cache import RedisCacheStage
-from .stages.registry_lookup import RegistryStage
-from .stages.site_peers import SitePeersStage, fetch_keys, stored_keys, with_keys
-from .stages.stage import Stage
+from .stages.recursion import AnswerCache, Recursion, delegated_servers
+from .stages.site_peers import fetch_keys, stored_keys, with_keys
 from .stages.suspension import SuspensionStage, prefix_lifecycle_timer
 from .tcp_door import TcpDoor
 from .udp_door import UdpDoor
@@ -77,7 +77,6 @@ log = logging.getLogger("idnode.node")
 
 PREFIX_REFRESH_SECONDS = 30.0
 SESSION_REAP_SECONDS = 30.0
-FIRST_CATCH_UP_SECONDS = 3.0  # how long a start waits for Redis before serving without it
 PARENT_CHECK_SECONDS = 1.0
 
 
@@ -146,48 +145,6 @@ def change_feed_path(database_url: str) -> Path:
     return Path(tempfile.gettempdir()) / f"idnode-{digest}.changes"
 
 
-def lookup_chain(
-    store: Store,
-    authority: PrefixAuthority,
-    l1: L1Cache,
-    redis: RedisTier | None,
-    lifetimes: Lifetimes,
-    *,
-    max_batch: int = 256,
-    delegations: Delegations | None = None,
-    site: SiteServers | None = None,
-    site_peer_timeout: float = 1.0,
-    site_peer_ttl: float = 5.0,
-    suspensions: Suspensions | None = None,
-    recursion: Recursion | None = None,
-) -> list[Stage]:
-    """The resolver core's stages, in the order a lookup walks them: the one place that
-    order is set (resolver/stages/stage.py describes what a stage is)."""
-    delegation = (
-        DelegationStage(delegations, store, on_change=l1.clear) if delegations is not None else None
-    )
-    stages: list[Stage | None] = [
-        L1CacheStage(l1),  # this worker's memory; also the doors' synchronous fast path
-        # a prefix an operator suspended: RC 605, before a referral or anything else
-        SuspensionStage(suspensions, store, on_change=l1.clear)
-        if suspensions is not None
-        else None,
-        # a client that allows recursion (REC), with --recursion: the answer of the node
-        # that serves the handle (delegated here, or with --root-info not held here)
-        RecursionStage(recursion, authority, delegation) if recursion is not None else None,
-        delegation,  # served by another node (a delegated prefix): a referral
-        AuthorityStage(authority),  # not homed here: answered before any shared tier
-        # held by another server of this multi-server site: asked of it (L1 keeps the
-        # answer for at most site_peer_ttl; neither Redis nor the registry hold it here)
-        SitePeersStage(site, lifetimes, timeout=site_peer_timeout, ttl=site_peer_ttl)
-        if site is not None
-        else None,
-        RedisCacheStage(redis, lifetimes) if redis is not None else None,
-        RegistryStage(store, lifetimes, max_batch=max_batch),
-    ]
-    return [stage for stage in stages if stage is not None]
-
-
 class Node:
     def __init__(self, settings: Settings, listeners: Listeners) -> None:
         self.settings = settings
@@ -196,6 +153,8 @@ class Node:
         self.store: Store | None = None
         self.l1: L1Cache | None = None
         self.l2: RedisTier | None = None
+        # The shared limits' own Redis client and gate (bounded calls and connections).
+        self._limits: tuple[ScriptClient, Gate] | None = None
         self.core: Resolver | None = None
         self.udp: UdpDoor | None = None
         self.tcp: TcpDoor | None = None
@@ -216,12 +175,29 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
-        store = self.store = open_store(s.database_url, s.case_sensitive)
+        from . import metrics
+
+        store = self.store = open_store(
+            s.database_url,
+            s.case_sensitive,
+            read_urls=s.database_read_url,
+            replica_max_lag=s.replica_max_lag,
+            replica_observer=metrics.observe_replicas,
+        )
         await store.open()
+        # Writes keep the value index in step (README, Search) when asked, and also when
+        # the registry says its index is kept (a build started elsewhere): a node started
+        # without the flag must not write handles the index then never finds.
+        if s.search_index:
+            switch_on(store)
+        elif await marked_on(store):
+            log.warning("the registry keeps a search index: this node keeps it in step too")
+            switch_on(store)
         homed = await store.homed_prefixes()
         authority = PrefixAuthority(homed, s.case_sensitive)
         if s.redis_url:
-            self.l2 = RedisTier(
+            # A cluster's tier is a RedisTier too: the stage and the listener use either.
+            self.l2 = (RedisClusterTier if s.redis_cluster else RedisTier)(
                 s.redis_url,
                 namespace=s.redis_namespace,
                 ttl=s.l2_ttl,
@@ -269,6 +245,9 @@ class Node:
             # With Redis, the registry's change feed is what a worker catches up from
             # after losing Redis or its listener (resolver/changefeed.py).
             changes=ChangeLog(store) if self.l2 is not None else None,
+            write_position=store.write_position,
+            heard_write=store.heard_write,
+            hold_replicas=store.hold_replicas,
         )
         if self.l2 is not None:
             # Listen before the doors open and let the first catch-up finish (if Redis
@@ -283,7 +262,7 @@ class Node:
         registry.permissions.delegations = delegations
         registry.writes.site = partition  # a handle of another server of the site: refused
         server_key = await self._server_key(store, registry.sealer)
-        limiter = RateLimiter(s.rate_limit) if s.rate_limit > 0 else None
+        limiter = self._rate_limiter(s.rate_limit, None, "rate-limit") if s.rate_limit > 0 else None
         door = SessionDoor(
             sessions, registry, server_key, cipher=SessionCipher[s.session_cipher.upper()]
         )
@@ -304,7 +283,9 @@ class Node:
             )
         report = LimitLog()  # every bound's refusals, summarised
         if s.signatures_per_client > 0:  # each signature is an RSA/DSA/Ed25519 operation
-            budget = RateLimiter(s.signatures_per_client, float(s.signature_burst))
+            budget = self._rate_limiter(
+                s.signatures_per_client, float(s.signature_burst), "signing-budget"
+            )
             service.replies.limit_signing(budget, report)
         loop = asyncio.get_running_loop()
         ports = self.listeners
@@ -443,13 +424,14 @@ class Node:
             sealer=sealer,
             server_admins=admins,
             on_change=core.invalidate,
-            quotas=Quotas.parse(s.quota_per_prefix, s.quota_overrides),
+            quotas=self._quotas(),
         )
         registry.credentials.guard = LoginGuard(
             registry.audit,
             failures=s.auth_failures,
             identity_failures=s.auth_identity_failures,
             interval=s.auth_retry_interval,
+            shared=self._shared("auth-failures"),  # counted for every node with Redis
         )
         return registry, SessionStore(
             store,
@@ -461,6 +443,34 @@ class Node:
             client_bytes=s.challenge_mb_per_client << 20,
             total_bytes=s.challenge_mb_max << 20,
         )
+
+    def _shared(self, name: str) -> Shared | None:
+        """Limits held in Redis for every worker and node, when the node has Redis
+        (registry/shared_limits.py); None: each worker's own."""
+        if self.l2 is None:
+            return None
+        if self._limits is None:
+            s = self.settings
+            client = limits_client(
+                s.redis_url, cluster=s.redis_cluster, timeout=max(s.l2_timeout, 0.5)
+            )
+            self._limits = (client, Gate())
+        client, gate = self._limits
+        return Shared(client, self.settings.redis_namespace, name, gate)
+
+    def _rate_limiter(self, rate: float, burst: float | None, name: str) -> RateLimiter:
+        shared = self._shared(name)
+        if shared is None:
+            return RateLimiter(rate, burst)
+        return SharedRateLimiter(rate, burst, shared, name)
+
+    def _quotas(self) -> Quotas | None:
+        s = self.settings
+        quotas = Quotas.parse(s.quota_per_prefix, s.quota_overrides)
+        shared = self._shared("quota")
+        if quotas is not None and shared is not None:
+            quotas.shared = SharedQuota(shared)
+        return quotas
 
     async def _server_key(self, store: Store, sealer: Sealer | None) -> ServerKey | None:
         """The key pair certified answers are signed with (made by idnode init)."""
@@ -617,6 +627,9 @@ class Node:
             await self.core.drain()
         if self.l2 is not None:
             await self.l2.close()
+        if self._limits is not None:
+            with contextlib.suppress(Exception):
+                await self._limits[0].aclose()  # type: ignore[attr-defined]
         if self.store is not None and self._authority is not None:
             from idnode.registry.statistics import flush
 
@@ -639,7 +652,8 @@ class Node:
         log.warning("the supervisor (pid %d) is gone; this worker stops", parent)
         self.stopping.set()
 
-    async def run(self, parent: int = 0) -> None:
+    async def run(self, parent: int = 0, started: Callable[[], None] | None = None) -> None:
+        """Serve until told to stop; ``started`` is called once the node serves."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -647,6 +661,8 @@ class Node:
             self._parent = loop.create_task(self._watch_parent(parent))
         try:
             await self.start()
+            if started is not None:
+                started()
             await self.stopping.wait()
         finally:
             await self.stop()
@@ -666,7 +682,9 @@ def run_worker(settings: Settings, listeners: Listeners | None = None, parent: i
         log.warning("uvloop is not installed; using the default event loop")
     try:
         ports = listeners if listeners is not None else bind_listeners(settings)
-        asyncio.run(Node(settings, ports).run(parent))
+        # This process is the worker: its start-up objects live as long as it does.
+        gc_pauses.record_pauses()
+        asyncio.run(Node(settings, ports).run(parent, started=gc_pauses.freeze_start_up))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 2

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
@@ -59,6 +60,10 @@ if TYPE_CHECKING:
 
 RC = ResponseCode
 MAX_BODY = 1024 * 1024
+# A checked credential is trusted this long on a worker: with the registry's own proof of
+# it (registry/proven_secrets.py, up to 2 s old), a revoked key or changed secret stops
+# working everywhere within 10 s.
+AUTH_CACHE_SECONDS = 8.0
 # A PUT body is a value list, or an object holding one; the GET answer's other fields
 # are accepted so that what a client read can be written back. Anything else is refused.
 PUT_FIELDS = frozenset({"values", "handle", "responseCode"})
@@ -113,6 +118,18 @@ def reply(
     )
 
 
+async def json_body(request: web.Request, empty: bytes) -> Any:
+    """The request's JSON body (``empty`` stands for none), or the answer refusing it:
+    413 over MAX_BODY, 400 with the parser's reason. A JSON document is never a
+    web.Response, so the caller tells them apart by type."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return reply(RC.INVALID_VALUE, status=413, message="body over 1 MiB")
+    try:
+        return loads(await request.read() or empty)
+    except ProtocolError as exc:
+        return reply(RC.INVALID_VALUE, status=400, message=exc.reason)
+
+
 _down = Repeats(logging.getLogger("idnode.rest"))
 
 
@@ -132,6 +149,20 @@ async def _registry_down(request: web.Request, handler: Handler) -> web.StreamRe
         return reply(RC.ERROR, status=503, message=UNAVAILABLE)
 
 
+class RestPart:
+    """A part of the REST API that its own module adds (API keys, batches, templates):
+    the node's RestApi for credentials, and its registry, or 404 on a node without one."""
+
+    def __init__(self, rest: RestApi) -> None:
+        self.rest = rest
+
+    @property
+    def registry(self) -> RegistryService:
+        if self.rest.registry is None:
+            raise web.HTTPNotFound()
+        return self.rest.registry
+
+
 class RestApi:
     def __init__(
         self,
@@ -149,7 +180,9 @@ class RestApi:
             if registry is not None
             else None
         )
-        self._auth_cache: dict[str, tuple[float, Identity]] = {}
+        # (credentials, client) -> (trusted until, who): per client, so a client the login
+        # guard throttles never learns a guess is right from another client's success.
+        self._auth_cache: dict[tuple[str, str], tuple[float, Identity]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.middlewares.append(_registry_down)
@@ -250,7 +283,7 @@ class RestApi:
                 "use Basic index%3Ahandle:secret, Bearer <API key or token>,"
                 ' or Handle sessionId="..." (POST /api/sessions)',
             )
-        cached = self._auth_cache.get(token)
+        cached = self._auth_cache.get((token, client))
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         if scheme.lower() == "bearer":
@@ -277,7 +310,7 @@ class RestApi:
             raise _JsonError(401, RC.AUTHENTICATION_FAILED, f"authentication of {who} failed")
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
-        self._auth_cache[token] = (time.monotonic() + 10.0, who)
+        self._auth_cache[(token, client)] = (time.monotonic() + AUTH_CACHE_SECONDS, who)
         return who
 
     async def _session_identity(
@@ -322,8 +355,14 @@ class RestApi:
                 RC.AUTHENTICATION_FAILED,
                 "unknown API key, or an expired token",
             )
-        self._auth_cache[token] = (time.monotonic() + 10.0, who)
+        self._auth_cache[(token, client)] = (time.monotonic() + AUTH_CACHE_SECONDS, who)
         return who
+
+    def forget_credential(self, revoked: Callable[[str], bool]) -> None:
+        """Drop the checked credentials ``revoked`` names (an API key just revoked), so
+        this worker stops accepting them at once rather than after the cache's time."""
+        for key in [k for k in self._auth_cache if revoked(k[0])]:
+            self._auth_cache.pop(key, None)
 
     async def identity(self, request: web.Request) -> Identity | None:
         """The administrator a request's credentials name (None without credentials), for

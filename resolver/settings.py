@@ -36,8 +36,39 @@ class Settings:
             "registry is in the working directory"
         },
     )
+    database_read_url: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "a PostgreSQL read replica (streaming standby) of database_url; "
+            "repeatable (env: comma-separated). Batched lookups go to the replicas that have "
+            "replayed every write heard for the keys asked, the rest to the primary",
+            "repeat": True,
+        },
+    )
+    replica_max_lag: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds: a read replica that has not replayed what the primary had "
+            "this long ago is skipped (its lookups go elsewhere) until it catches up"
+        },
+    )
+    search_index: bool = field(
+        default=False,
+        metadata={
+            "help": "reverse lookup by value (/hrls/handles): every write keeps the value "
+            "index in step (costs storage and write rate: README, Search); run `idnode "
+            "search-index build` once, with every node of the registry started so"
+        },
+    )
     redis_url: str = field(
         default="", metadata={"help": "L2 cache, e.g. redis://127.0.0.1:6379/0; empty = no L2"}
+    )
+    redis_cluster: bool = field(
+        default=False,
+        metadata={
+            "help": "--redis-url names any node of a Redis Cluster or Valkey cluster: reads "
+            "and fills per slot, invalidations on the channel's shard, failovers followed"
+        },
     )
     listen: str = field(
         default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0 for all)"}
@@ -231,7 +262,7 @@ class Settings:
         default=0.0,
         metadata={
             "help": "requests/s allowed per client address, bursts of twice that; "
-            "over it: RC 603 (0 = off)"
+            "over it: RC 603; counted across nodes through Redis, else per worker (0 = off)"
         },
     )
     # The node in the hierarchy: recursion for clients that allow it (opFlag REC).
@@ -298,7 +329,8 @@ class Settings:
         default=20.0,
         metadata={
             "help": "answers signed with the server key (certified, outside a keyed "
-            "session) per second per client address, per worker; over it the request "
+            "session) per second per client address (across nodes through Redis, else "
+            "per worker); over it the request "
             "gets RC 603, unsigned (0 = no limit)"
         },
     )
@@ -372,14 +404,16 @@ class Settings:
         metadata={
             "help": "failed authentications a client address may make, on every door, "
             "before it gets one try per --auth-retry-interval (Handle RC 603, REST 429, "
-            "gRPC RESOURCE_EXHAUSTED); per worker; 0 = off"
+            "gRPC RESOURCE_EXHAUSTED); counted across nodes through Redis, else per "
+            "worker; 0 = off"
         },
     )
     auth_identity_failures: int = field(
         default=100,
         metadata={
             "help": "failed authentications for one identity (INDEX:HANDLE), from every "
-            "address together, before it gets one try per --auth-retry-interval; per worker"
+            "address together, before it gets one try per --auth-retry-interval; across "
+            "nodes through Redis, else per worker"
         },
     )
     auth_retry_interval: float = field(
@@ -459,9 +493,18 @@ def _convert(name: str, raw: Any, source: str) -> Any:
             return int(raw)
         if kind in ("float", float):
             return float(raw)
+        if FIELDS[name].metadata.get("repeat"):
+            return _repeated(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {name} = {raw!r} is not a valid {kind}") from None
+
+
+def _repeated(raw: Any) -> tuple[str, ...]:
+    """A repeatable setting's values: a list (repeated flag, TOML array) or one string
+    of comma-separated values (environment, TOML string)."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    return tuple(s for s in (str(x).strip() for x in items) if s)
 
 
 def load_settings(
@@ -496,6 +539,18 @@ def load_settings(
     s = Settings(**values)
     if s.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if s.redis_cluster and not s.redis_url:
+        raise ConfigError(
+            "redis_cluster (--redis-cluster) needs redis_url (--redis-url) naming any node of "
+            "the cluster"
+        )
+    if s.database_read_url and not s.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "database_read_url (read replicas) needs a PostgreSQL database_url, the primary; "
+            f"database_url is {s.database_url.split('://', 1)[0]}"
+        )
+    if s.replica_max_lag <= 0:
+        raise ConfigError("replica_max_lag must be positive (seconds)")
     if s.session_cipher.lower() not in ("aes", "desede", "des"):
         raise ConfigError("session_cipher must be aes, desede or des")
     if s.challenge_mb_per_client < 1 or s.challenge_mb_max < s.challenge_mb_per_client:
@@ -597,7 +652,9 @@ def sqlite_path(url: str) -> str:
 
 def add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     """A flag per setting (``--database-url`` ...), or per setting named in ``only``, each
-    with its environment variable and default in its help."""
+    with its environment variable and default in its help. A field whose metadata has
+    ``"repeat": True`` (typed ``tuple[str, ...]``) is a repeatable flag; its environment
+    variable is comma-separated and its TOML key a list or a comma-separated string."""
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (also IDNODE_CONFIG)")
     for name, f in FIELDS.items():
         if only is not None and name not in only:
@@ -608,6 +665,17 @@ def add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | N
         if f.type in ("bool", bool):
             parser.add_argument(
                 flag, dest=name, action="store_const", const=True, default=None, help=help_text
+            )
+        elif f.metadata.get("repeat"):
+            # A repeatable setting (metadata "repeat": True, typed tuple[str, ...]): each
+            # use of the flag adds a value; given, the flags replace the env's and file's.
+            parser.add_argument(
+                flag,
+                dest=name,
+                action="append",
+                default=None,
+                metavar=name.split("_")[-1].upper(),
+                help=help_text + " (repeatable)",
             )
         else:
             parser.add_argument(

@@ -163,8 +163,10 @@ class TcpConnection(asyncio.Protocol):
 
     def _done(self, t: asyncio.Task[None]) -> None:
         self.tasks.discard(t)
-        if self.frames and not self.door.closing:
-            self._work()  # a slot is free: take the next request waiting
+        # A slot is free: take the next request waiting, or read again if reading was
+        # paused for want of a slot (with nothing buffered, nothing else would resume it).
+        if (self.frames or not self.reading) and not self.door.closing:
+            self._work()
 
     async def _finish(self, r: Any) -> None:
         try:

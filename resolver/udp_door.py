@@ -197,6 +197,9 @@ class UdpDoor(asyncio.DatagramProtocol):
         self.shed = 0  # requests dropped because too many were in flight
         self.too_large = 0  # answers over max_datagrams, replaced by "ask over TCP"
         self._expiry: asyncio.TimerHandle | None = None
+        # Answers of one loop turn, sent together when the turn's datagrams are read
+        # (see _send): a client then reads a burst of answers per wakeup, not one.
+        self._outbox: list[tuple[bytes, Any]] = []
         self._reported = (0, 0, 0, 0)  # counts already added to the metrics
 
     @classmethod
@@ -317,7 +320,9 @@ class UdpDoor(asyncio.DatagramProtocol):
             elif not ok:
                 return
         if small:
-            self.transport.sendto(reply, addr)
+            if not self._outbox:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._outbox.append((reply, addr))
             return
         # A reply may hold several messages (a streamed list): each goes out on its own.
         pos = 0
@@ -326,6 +331,18 @@ class UdpDoor(asyncio.DatagramProtocol):
             for gram in split_datagrams(reply[pos:end]):
                 self.transport.sendto(gram, addr)
             pos = end
+
+    def _flush(self) -> None:
+        """Send the answers queued in this loop turn: the event loop reads the datagrams
+        that are ready (libuv: up to 32 per wakeup) before it runs this, so under load
+        the answers leave back to back and a client wakes once for many of them, as it
+        does with an echo; an idle node sends each answer in the turn it was asked."""
+        out, self._outbox = self._outbox, []
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        for reply, addr in out:
+            t.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
@@ -337,5 +354,6 @@ class UdpDoor(asyncio.DatagramProtocol):
             self._expiry.cancel()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=grace)
+        self._flush()  # the answers of the last turn, before the socket goes
         if self.transport is not None:
             self.transport.close()

@@ -1,10 +1,10 @@
 """The ``idnode`` command line: it maps flags onto the registry's tasks and the node.
 
 One module per command group (serve and demo, init, resolve, inspecting, templates,
-apikeys, audit, importing, hierarchy; loadtest hands over to the harness); what the commands do
-lives in the registry (idnode.registry.admin_tasks, api_keys) and the node. An error
-the node raises (IdnodeError) ends a command with one line on stderr and exit status 2,
-never a traceback.
+apikeys, audit, importing, hierarchy, search_index; loadtest hands over to the
+harness); what the commands do lives in the registry (idnode.registry.admin_tasks,
+api_keys) and the node. An error the node raises (IdnodeError) ends a command with one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from . import (
     loadtest,
     prefixes,
     resolve,
+    search_index,
     serve,
     templates,
 )
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_parser(sub)
     hierarchy.add_parsers(sub)
     prefixes.add_parser(sub)
+    search_index.add_parser(sub)
     return parser
 
 

@@ -6,13 +6,23 @@ import argparse
 import asyncio
 from typing import Any
 
-from idnode.registry.admin_tasks import AdminKey, ServerKeyChoice, init_registry
+from idnode.registry.admin_tasks import AdminKey, ServerKeyChoice, init_registry, upgrade_schema
+from idnode.registry.partitions import check_count, ensure_partitions
+from idnode.registry.store import StoreError
 
 from .options import EXIT_OK, add_setting_flags, settings
 
 
 def run(args: argparse.Namespace) -> int:
     s = settings(args)
+    if args.partitions is not None:
+        # Checked before anything is made; then the schema, then the partitioned table,
+        # while the handles table is still empty (init writes 0.NA/ records into it).
+        check_count(args.partitions)
+        if not s.database_url.startswith(("postgresql://", "postgres://")):
+            raise StoreError("--partitions needs a PostgreSQL registry (SQLite has no partitions)")
+        upgrade_schema(s.database_url)
+        print(asyncio.run(ensure_partitions(s.database_url, args.partitions)))
     report = asyncio.run(
         init_registry(
             s.database_url,
@@ -91,6 +101,16 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="replace the server key with a new one (clients holding the old HS_SITE then "
         "fail to verify certified answers until they fetch the new one)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="PostgreSQL: make the handles table hash-partitioned on the handle into N "
+        "(2..1024) partitions, for registries of hundreds of millions and more. Only on a "
+        "new registry (an empty handles table); run again with the same N it does nothing, "
+        "with another N it refuses (repartitioning is a dump and reload). Without the "
+        "option, an existing table is left as it is",
     )
     add_setting_flags(p, ("database_url", "case_sensitive", "secret_key_file"))
     p.set_defaults(func=run)

@@ -60,22 +60,31 @@ class RedisCacheStage(Stage):
     def forget_all(self) -> None:
         self._fills = []
 
-    async def invalidate(self, keys: Sequence[str]) -> None:
-        await self.tier.invalidate(list(keys))
+    async def invalidate(self, keys: Sequence[str], position: str = "") -> None:
+        await self.tier.invalidate(list(keys), position)
 
-    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
+    async def catch_up(
+        self, keys: Sequence[str], *, everything: bool = False, position: str = ""
+    ) -> None:
         """Delete what changed while Redis was not told (and tell the other listeners).
         A Redis that restarted since we last looked holds what its persistence saved,
         from an unknown time: nothing in it is trusted, the namespace is emptied (as it
-        is when the change feed no longer reaches back to where this worker was)."""
+        is when the change feed no longer reaches back to where this worker was); on a
+        cluster, each master new since then is."""
         run = await self.tier.server_run()
-        if everything or (self._run and run != self._run):
+        if everything:
             gone = await self.tier.clear()
-            why = "the outage outlasted the change feed" if everything else "redis restarted"
-            log.warning("%s: dropped the %d handles cached in redis", why, gone)
+            log.warning(
+                "the outage outlasted the change feed: dropped the %d handles cached in redis", gone
+            )
+        elif self._run and run != self._run:
+            # On a cluster: only the shards whose master is new (restarted, or a replica
+            # that took over) are emptied.
+            gone = await self.tier.clear_since(self._run)
+            log.warning("redis restarted or failed over: dropped the %d handles cached there", gone)
         self._run = run
         for start in range(0, len(keys), CATCH_UP_BATCH):
-            await self.tier.invalidate(list(keys[start : start + CATCH_UP_BATCH]))
+            await self.tier.invalidate(list(keys[start : start + CATCH_UP_BATCH]), position)
 
     async def drain(self) -> None:
         if self._tasks:

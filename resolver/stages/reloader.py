@@ -190,13 +190,15 @@ class RegistryMapStage(Stage):
     def forget_all(self) -> None:
         self.reloader.changed()
 
-    async def invalidate(self, keys: Sequence[str]) -> None:
+    async def invalidate(self, keys: Sequence[str], position: str = "") -> None:
         # This worker's own write: rebuild before the write is acknowledged, so the
         # writer's next lookup here already sees it (never raises: the write committed).
         if touches_prefixes(keys):
             await self.reloader.changed_and_wait()
 
-    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
+    async def catch_up(
+        self, keys: Sequence[str], *, everything: bool = False, position: str = ""
+    ) -> None:
         if everything or touches_prefixes(keys):
             await self.reloader.changed_and_wait()
 

@@ -80,17 +80,19 @@ class Stage(ABC):
         """Drop everything this worker holds (it cannot tell what changed)."""
         return None
 
-    async def invalidate(self, keys: Sequence[str]) -> None:
-        """A write changed ``keys``: tell what is shared beyond this worker; raise if it
-        cannot be told (the write must not report success then)."""
+    async def invalidate(self, keys: Sequence[str], position: str = "") -> None:
+        """A write changed ``keys`` (committed at registry ``position``, "" if unknown):
+        tell what is shared beyond this worker; raise if it cannot be told."""
         return None
 
-    async def catch_up(self, keys: Sequence[str], *, everything: bool = False) -> None:
+    async def catch_up(
+        self, keys: Sequence[str], *, everything: bool = False, position: str = ""
+    ) -> None:
         """After an outage: ``keys`` changed while this worker may not have heard (from the
         registry's change feed); make what is shared forget them, or forget all it holds
         when ``everything`` (the feed no longer reaches back far enough). Raise if it
         cannot."""
-        await self.invalidate(keys)
+        await self.invalidate(keys, position)
 
     async def drain(self) -> None:
         """Finish the work under way (graceful shutdown)."""
