@@ -1,38 +1,68 @@
-"""Registration throughput through the batch path, beside a raw-insert ceiling.
+"""Registration throughput through the batch path, beside a raw-insert ceiling (issue 17).
 
-In one run, on a scratch PostgreSQL database:
+In one run, on a scratch PostgreSQL database, for each ``--parallel`` value N in turn
+(each over identifiers of its own, N uploads at once over disjoint slices of them):
 
 * ceiling: the same rows, pre-encoded, inserted with raw asyncpg ``unnest`` statements of
-  2000 into a table shaped like ``handles`` (no validation, no audit, no service);
-* service: ``RegistryService.batch_create`` in batches of 2000 by the node's prefix
-  administrator, over 1200 enterprise prefixes: validation (including the metadata
-  template every identifier names), HS_ADMIN authorisation, encoding, one multi-row
-  insert and the audit rows per batch.
+  ``--batch`` into a table shaped like ``handles`` (no validation, no audit, no service,
+  no invalidation), from N connections at once;
+* service: ``RegistryService.batch_create`` in batches of ``--batch`` by the node's prefix
+  administrator, over 1200 enterprise prefixes, N uploads at once (as N concurrent REST
+  batch jobs or console uploads): validation (including the metadata template every
+  identifier names), HS_ADMIN authorisation, encoding, one multi-row insert and the audit
+  rows per batch, then the caches told as the node tells them: ``on_change`` is the
+  resolver core's ``invalidate`` (the node's stage chain, ``resolver/stages/chain.py``
+  ``lookup_chain``, over a Redis tier of its own namespace), which records the keys in
+  the registry's change feed, tombstones and deletes them in Redis, publishes them and
+  waits for the confirmation of this core's own listener (a node always has one),
+  concurrent writes' invalidations going as one (``resolver/invalidation_batches.py``).
 
-    python -m idnode.loadtest.batch_bench                      # 100,000 identifiers
-    python -m idnode.loadtest.batch_bench --count 500000 --json results/batch.json
+The ceiling and the service path of one N run one after the other, so both tables have
+taken the same rows before each point. Redis is ``--redis-url`` (its own namespace, left
+empty) or a throwaway redis-server (not pinned, like PostgreSQL); ``--no-invalidation``
+measures without any (``on_change`` None: the figure before issue 17 asked for it).
+
+    python -m idnode.loadtest.batch_bench                      # 100,000 identifiers, N=2
+    python -m idnode.loadtest.batch_bench --parallel 1,2,4 --json results/batch.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 
+from idnode.loadtest.processes import stop
+from idnode.loadtest.redis_cluster import standalone_redis
 from idnode.loadtest.report import emit
 from idnode.loadtest.scratch_db import create_database, drop_database
 from idnode.registry.auth import Identity
+from idnode.registry.delegations import Delegations
 from idnode.registry.migrate import upgrade
 from idnode.registry.names import PrefixAuthority
+from idnode.registry.prefix_applications import Suspensions
+from idnode.registry.results import BatchItem
 from idnode.registry.service import RegistryService
-from idnode.registry.store import HandleRecord, open_store
+from idnode.registry.store import HandleRecord, Store, open_store, redact_url
+from idnode.resolver.changefeed import ChangeLog
 from idnode.resolver.codec import AdminRecord, HandleValue, encode_admin, encode_values
 from idnode.resolver.codec.codes import ALL_ADMIN_PERMISSIONS, ResponseCode
+from idnode.resolver.core import FIRST_CATCH_UP_SECONDS, Resolver
+from idnode.resolver.l1 import L1Cache, Lifetimes
+from idnode.resolver.l2 import RedisTier
+from idnode.resolver.settings import Settings
+from idnode.resolver.stages.chain import lookup_chain
+from idnode.resolver.stages.delegation import DelegationStage
+from idnode.resolver.stages.suspension import SuspensionStage
 
 ADMIN = Identity("0.NA/88.166", 300)
 TEMPLATE = {
@@ -41,9 +71,18 @@ TEMPLATE = {
     "industry": "C/34/344/3443",
     "items": [{"key": "productName", "index": 2001, "required": True, "max_length": 64}],
 }
+GOAL_PER_S = 20_000  # issue 17: registrations/s through the service, invalidation included
+CEILING_INSERT = (
+    "INSERT INTO handles_ceiling (handle, display, prefix, vals, version, created_at,"
+    " updated_at) SELECT h, d, p, v, 1, 0, 0 FROM unnest($1::text[], $2::text[],"
+    " $3::text[], $4::bytea[]) AS t(h, d, p, v)"
+)
+
+Items = list[tuple[str, tuple[HandleValue, ...]]]
+T = TypeVar("T")
 
 
-def identifiers(n: int, start: int = 0) -> list[tuple[str, tuple[HandleValue, ...]]]:
+def identifiers(n: int, start: int = 0) -> Items:
     return [
         (
             f"88.166.{1001 + i % 1200}/SN-{i:010d}",
@@ -57,73 +96,224 @@ def identifiers(n: int, start: int = 0) -> list[tuple[str, tuple[HandleValue, ..
     ]
 
 
-async def ceiling(url: str, items: list[tuple[str, tuple[HandleValue, ...]]], batch: int) -> float:
-    c = await asyncpg.connect(url)
-    await c.execute("CREATE TABLE handles_ceiling (LIKE handles INCLUDING ALL)")
+def slices(items: Sequence[T], n: int) -> list[Sequence[T]]:
+    """``items`` in ``n`` contiguous, disjoint parts (an uploader's file each)."""
+    size = -(-len(items) // n)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def ceiling(url: str, items: Items, batch: int, parallel: int) -> float:
+    """Raw multi-row inserts of the pre-encoded rows from ``parallel`` connections."""
     rows = [(h.upper(), h, h.split("/")[0], encode_values(v)) for h, v in items]
-    start = time.perf_counter()
-    for i in range(0, len(rows), batch):
-        part = rows[i : i + batch]
-        cols = list(zip(*part, strict=True))
-        await c.execute(
-            "INSERT INTO handles_ceiling (handle, display, prefix, vals, version, created_at,"
-            " updated_at) SELECT h, d, p, v, 1, 0, 0 FROM unnest($1::text[], $2::text[],"
-            " $3::text[], $4::bytea[]) AS t(h, d, p, v)",
-            list(cols[0]),
-            list(cols[1]),
-            list(cols[2]),
-            list(cols[3]),
+    conns = [await asyncpg.connect(url) for _ in range(parallel)]
+
+    async def insert(c: asyncpg.Connection, part: Sequence[tuple[str, str, str, bytes]]) -> None:
+        for i in range(0, len(part), batch):
+            cols = list(zip(*part[i : i + batch], strict=True))
+            await c.execute(CEILING_INSERT, *(list(col) for col in cols))
+
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(insert(c, part) for c, part in zip(conns, slices(rows, parallel), strict=False))
         )
-    rate = len(rows) / (time.perf_counter() - start)
-    await c.close()
-    return rate
+        return len(rows) / (time.perf_counter() - start)
+    finally:
+        for c in conns:
+            await c.close()
 
 
-async def service_path(
-    url: str, items: list[tuple[str, tuple[HandleValue, ...]]], batch: int
+@dataclass
+class Registration:
+    """A registry service wired as a node wires it, and what its caches were told."""
+
+    svc: RegistryService
+    core: Resolver | None = None
+    heard: int = 0  # keys this core's listener heard
+
+    def told(self) -> dict[str, int]:
+        if self.core is None:
+            return {}
+        inv = self.core.invalidations
+        return {
+            "invalidations": inv.batches,
+            "writes_told": inv.writes,
+            "keys_heard": self.heard,
+        }
+
+
+@contextlib.asynccontextmanager
+async def registration(store: Store, redis_url: str | None) -> AsyncIterator[Registration]:
+    """The service with the node's invalidation (``redis_url``) or with none (None)."""
+    authority = PrefixAuthority(await store.homed_prefixes(), store.case_sensitive)
+    if redis_url is None:
+        yield Registration(RegistryService(store, authority))
+        return
+    s = Settings()  # the node's defaults for its caches
+    tier = RedisTier(
+        redis_url,
+        namespace=f"idnode-batch-bench-{secrets.token_hex(4)}",
+        ttl=s.l2_ttl,
+        negative_ttl=max(1, int(s.negative_ttl)),
+        max_batch=s.batch_max,
+        timeout=s.l2_timeout,
+    )
+    delegations = Delegations(authority)
+    chain = lookup_chain(
+        store,
+        authority,
+        L1Cache(s.l1_max_mb * 1024 * 1024),
+        tier,
+        Lifetimes(s.l1_ttl, s.negative_ttl),
+        max_batch=s.batch_max,
+        delegations=delegations,
+        suspensions=Suspensions(store.case_sensitive),
+    )
+    suspension = next(x for x in chain if isinstance(x, SuspensionStage))
+    await next(x for x in chain if isinstance(x, DelegationStage)).refresh()
+    await suspension.refresh()
+    core = Resolver(
+        chain,
+        case_sensitive=store.case_sensitive,
+        changes=ChangeLog(store),
+        write_position=store.write_position,
+        heard_write=store.heard_write,
+        hold_replicas=store.hold_replicas,
+    )
+    reg = Registration(RegistryService(store, authority, on_change=core.invalidate), core)
+
+    def forget(keys: list[str], position: str) -> None:
+        reg.heard += len(keys)
+        core.forget(keys, position)
+
+    listen = asyncio.get_running_loop().create_task(
+        tier.listen(forget, core.listener_subscribed, core.listener_lost)
+    )
+    try:
+        if not await core.in_step(FIRST_CATCH_UP_SECONDS):
+            raise RuntimeError(f"the core did not catch up with redis at {redact_url(redis_url)}")
+        reg.svc.permissions.delegations = delegations  # as the node does
+        reg.svc.writes.suspensions = reg.svc.applications.suspensions = suspension.suspensions
+        yield reg
+    finally:
+        listen.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listen
+        await core.drain()
+        await tier.clear()
+        await tier.close()
+
+
+async def upload(
+    create: Callable[[Items, Identity], Awaitable[list[BatchItem]]], items: Items, batch: int
+) -> int:
+    """One uploader: its batches one after the other; how many were registered."""
+    ok = 0
+    for i in range(0, len(items), batch):
+        done = await create(items[i : i + batch], ADMIN)
+        ok += sum(r.code == ResponseCode.SUCCESS for r in done)
+    return ok
+
+
+async def service_point(
+    reg: Registration, items: Items, batch: int, parallel: int
 ) -> dict[str, Any]:
+    before = reg.told()
+    start = time.perf_counter()
+    counts = await asyncio.gather(
+        *(upload(reg.svc.batch_create, list(part), batch) for part in slices(items, parallel))
+    )
+    elapsed = time.perf_counter() - start
+    ok = sum(counts)
+    # A confirmation may come after its writer stopped waiting (ACK_WAIT): the count of
+    # keys heard is taken once they are all in, or 5 s on, outside the clock.
+    settle = time.monotonic() + 5.0
+    while reg.core is not None and reg.told()["keys_heard"] - before["keys_heard"] < ok:
+        if time.monotonic() > settle:
+            break
+        await asyncio.sleep(0.01)
+    after = reg.told()
+    retry_start = time.perf_counter()  # an idempotent retry of the last batch
+    await reg.svc.batch_create(items[-batch:], ADMIN)
+    retry = time.perf_counter() - retry_start
+    return {
+        "registered": ok,
+        "per_s": round(ok / elapsed),
+        "seconds": round(elapsed, 2),
+        "idempotent_retry_of_one_batch_s": round(retry, 3),
+        **{k: v - before[k] for k, v in after.items()},
+    }
+
+
+async def prepare_registry(store: Store) -> None:
+    await store.home_prefix("88.166")
+    # The node's prefix administrator (not a server admin): every batch looks up the
+    # HS_ADMIN of each enterprise prefix and its ancestors, as for any enterprise.
+    admin = HandleValue(
+        100,
+        "HS_ADMIN",
+        encode_admin(AdminRecord(ALL_ADMIN_PERMISSIONS, ADMIN.handle, ADMIN.index)),
+    )
+    await store.put_many([HandleRecord(ADMIN.handle, encode_values([admin]))])
+    svc = RegistryService(store, PrefixAuthority(["88.166"]))
+    # Every identifier names this template, so each batch is checked against it too.
+    r = await svc.put_template(TEMPLATE, ADMIN)
+    if not r.ok:
+        raise RuntimeError(f"the benchmark's template was refused: {r.message}")
+
+
+async def measure(
+    url: str, redis_url: str | None, count: int, batch: int, parallels: Sequence[int]
+) -> list[dict[str, Any]]:
+    c = await asyncpg.connect(url)
+    try:
+        await c.execute("CREATE TABLE handles_ceiling (LIKE handles INCLUDING ALL)")
+    finally:
+        await c.close()
     store = open_store(url)
     await store.open()
+    points = []
     try:
-        await store.home_prefix("88.166")
-        # The node's prefix administrator (not a server admin): every batch looks up the
-        # HS_ADMIN of each enterprise prefix and its ancestors, as for any enterprise.
-        admin = HandleValue(
-            100,
-            "HS_ADMIN",
-            encode_admin(AdminRecord(ALL_ADMIN_PERMISSIONS, ADMIN.handle, ADMIN.index)),
-        )
-        await store.put_many([HandleRecord(ADMIN.handle, encode_values([admin]))])
-        svc = RegistryService(store, PrefixAuthority(["88.166"]))
-        # Every identifier names this template, so each batch is checked against it too.
-        r = await svc.put_template(TEMPLATE, ADMIN)
-        if not r.ok:
-            raise RuntimeError(f"the benchmark's template was refused: {r.message}")
-        ok = 0
-        start = time.perf_counter()
-        for i in range(0, len(items), batch):
-            done = await svc.batch_create(items[i : i + batch], ADMIN)
-            ok += sum(rc == ResponseCode.SUCCESS for _, rc, _ in done)
-        elapsed = time.perf_counter() - start
-        retry_start = time.perf_counter()  # an idempotent retry of the last batch
-        await svc.batch_create(items[-batch:], ADMIN)
-        retry = time.perf_counter() - retry_start
-        return {
-            "registered": ok,
-            "per_s": round(ok / elapsed),
-            "seconds": round(elapsed, 2),
-            "idempotent_retry_of_one_batch_s": round(retry, 3),
-        }
+        await prepare_registry(store)
+        async with registration(store, redis_url) as reg:
+            for n, parallel in enumerate(parallels):
+                items = identifiers(count, start=n * count)
+                ceil = await ceiling(url, items, batch, parallel)
+                res = await service_point(reg, items, batch, parallel)
+                points.append(
+                    {
+                        "parallel": parallel,
+                        "ceiling_raw_unnest_insert_per_s": round(ceil),
+                        "ceiling_parallel": parallel,
+                        "service": res,
+                        "ratio_to_ceiling": round(res["per_s"] / ceil, 3),
+                        "ratio_to_goal": round(res["per_s"] / GOAL_PER_S, 3),
+                    }
+                )
     finally:
         await store.close()
+    return points
+
+
+def _parallels(text: str) -> list[int]:
+    values = [int(x) for x in text.split(",") if x.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("--parallel takes positive counts, e.g. 1,2,4")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--count", type=int, default=100_000)
+    p.add_argument("--count", type=int, default=100_000, help="identifiers per --parallel value")
     p.add_argument("--batch", type=int, default=2000)
+    p.add_argument(
+        "--parallel",
+        type=_parallels,
+        default=[2],
+        help="uploads at once, one figure each (e.g. 1,2,4); the ceiling uses as many",
+    )
     p.add_argument(
         "--pg-url",
         default=os.environ.get(
@@ -131,27 +321,58 @@ def main(argv: list[str] | None = None) -> int:
         ),
         help="a PostgreSQL server URL where a scratch database may be created",
     )
+    p.add_argument(
+        "--redis-url", default="", help="the Redis to invalidate in (default: a throwaway one)"
+    )
+    p.add_argument(
+        "--no-invalidation",
+        action="store_true",
+        help="no cache invalidation after each batch (on_change None)",
+    )
     p.add_argument("--cpu", type=int, default=1, help="pin this process (-1: unpinned)")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
+    redis_proc, redis_dir, redis_url = None, "", args.redis_url or None
+    redis_said = "none (--no-invalidation)"
+    if not args.no_invalidation:
+        if redis_url is None:  # started before this process is pinned: not pinned either
+            redis_url, redis_proc, redis_dir = standalone_redis(
+                sorted(os.sched_getaffinity(0)), "idnode-batch-redis-"
+            )
+            redis_said = "a throwaway redis-server (not pinned)"
+        else:
+            redis_said = redact_url(redis_url)
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
     name = f"idnode_batch_{secrets.token_hex(3)}"
-    url = asyncio.run(create_database(args.pg_url, name))
     try:
-        upgrade(url)
-        items = identifiers(args.count)
-        ceil = asyncio.run(ceiling(url, items, args.batch))
-        res = asyncio.run(service_path(url, items, args.batch))
+        url = asyncio.run(create_database(args.pg_url, name))
+        try:
+            upgrade(url)
+            points = asyncio.run(
+                measure(
+                    url,
+                    None if args.no_invalidation else redis_url,
+                    args.count,
+                    args.batch,
+                    args.parallel,
+                )
+            )
+        finally:
+            asyncio.run(drop_database(args.pg_url, name))
     finally:
-        asyncio.run(drop_database(args.pg_url, name))
+        if redis_proc is not None:
+            stop(redis_proc, 10)
+            shutil.rmtree(redis_dir, ignore_errors=True)
     report = {
         "benchmark": "batch-registration",
-        "count": args.count,
+        "count_per_point": args.count,
         "batch": args.batch,
-        "ceiling_raw_unnest_insert_per_s": round(ceil),
-        "service": res,
-        "ratio_to_ceiling": round(res["per_s"] / ceil, 3),
+        "cpu": args.cpu if args.cpu >= 0 else "unpinned",
+        "invalidation": "off" if args.no_invalidation else "on",
+        "redis": redis_said,
+        "goal_per_s": GOAL_PER_S,
+        "points": points,
     }
     emit(report, args.json)
     return 0

@@ -7,6 +7,8 @@ generator, the kernel and the framework allow on this machine in the same run.
 * tcp: a bare uvloop stream echo (pipelined requests come back in order);
 * http and rest: aiohttp answering every request with fixed bytes (a 181-byte Handle
   answer for the tunnel, a small JSON document for the REST API), no lookup;
+* page and redirect: aiohttp answering ``GET /{handle}`` with a fixed HTML page of a
+  record page's size (``?noredirect``) or a fixed 302, no lookup and no template;
 * grpc, grpc-batch, grpc-stream: grpc.aio serving the Resolver service with fixed
   answers (one ResolveResponse per identifier asked), no lookup.
 
@@ -24,6 +26,19 @@ REST_BODY = (
     b'{"responseCode":1,"handle":"88.166.1001/X","values":[{"index":1,"type":"URL",'
     b'"data":{"format":"string","value":"https://pim.example.cn/1"},"ttl":86400,'
     b'"timestamp":"2023-11-14T22:13:20Z"}]}'
+)
+
+# A record page of the load test's three values: about what the node renders.
+_ROW = (
+    b"<tr><td>1</td><td>URL</td><td>2023-11-14 22:13:20Z</td><td>86400</td>"
+    b"<td><a href=https://pim.example.cn/1>https://pim.example.cn/1</a></td></tr>"
+)
+PAGE_BODY = (
+    b"<!doctype html><html lang=zh-CN><head><meta charset=utf-8><title>88.166.1001/X</title>"
+    b"<link rel=stylesheet href=/static/idnode.css></head><body><main><table><tbody>"
+    + _ROW * 3
+    + b"</tbody></table></main></body></html>"
+    + b" " * 2500
 )
 
 
@@ -98,9 +113,15 @@ async def http_fixed(host: str, port: int) -> None:
     async def rest(request: web.Request) -> web.Response:
         return web.Response(body=REST_BODY, content_type="application/json")
 
+    async def page(request: web.Request) -> web.Response:
+        if "noredirect" in request.query:
+            return web.Response(body=PAGE_BODY, content_type="text/html", charset="utf-8")
+        raise web.HTTPFound("https://pim.example.cn/1")
+
     app = web.Application()
     app.router.add_post("/", tunnel)
     app.router.add_get("/api/handles/{tail:.+}", rest)
+    app.router.add_get("/{tail:.+}", page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -140,6 +161,8 @@ SERVERS = {
     "tcp": tcp_echo,
     "http": http_fixed,
     "rest": http_fixed,
+    "page": http_fixed,
+    "redirect": http_fixed,
     "grpc": grpc_fixed,
     "grpc-batch": grpc_fixed,
     "grpc-stream": grpc_fixed,
@@ -151,6 +174,8 @@ DESCRIPTIONS = {
     "tcp": "bare uvloop TCP echo",
     "http": "aiohttp answering fixed bytes",
     "rest": "aiohttp answering fixed JSON",
+    "page": "aiohttp answering a fixed HTML page",
+    "redirect": "aiohttp answering a fixed 302",
     "grpc": "grpc.aio Resolver answering a fixed response",
     "grpc-batch": "grpc.aio Resolver answering fixed responses",
     "grpc-stream": "grpc.aio Resolver answering fixed responses",

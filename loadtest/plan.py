@@ -25,6 +25,32 @@ DEFAULT_MISS_QPS_PER_CORE = 44_000  # answered from Redis, L1 off (loadtest.udp_
 DEFAULT_BYTES_PER_IDENTIFIER = 336.5  # PostgreSQL table + TOAST + primary key, at 100M
 DEFAULT_REDIS_BYTES_PER_KEY = 290  # MEMORY USAGE of a cached identifier (run reports it)
 DEFAULT_L1_BYTES_PER_ENTRY = 374  # the L1's own accounting of a load-test entry
+# PostgreSQL batched lookups one server (primary or replica) answers: the store's join on
+# a hash-partitioned table, batches of 100 (registry/postgres_store.py: 79k keys/s here).
+DEFAULT_SQL_KEYS_PER_SERVER = 79_000
+# Cached-identifier reads a Redis Cluster answers per master in the node's per-master
+# pipelines: python -m idnode.loadtest.l2_bench measured 23,222-25,786 keys/s for the
+# whole 3-master cluster with all six servers on one core (standalone: 45,714-54,345 in
+# the same runs). Taken as one master's rate: a floor, since here the masters share a core.
+DEFAULT_REDIS_KEYS_PER_MASTER = 23_000
+# The value index (--search-index), python -m idnode.loadtest.search_bench at 100k
+# identifiers of the load test's keyspace (3 searchable values each: URL, TEMPLATE,
+# productName): pg_total_relation_size(search_values) per identifier, and the batch
+# write rate with the index as a share of the rate without it (same run, same machine).
+# Writes (issue 17), idnode loadtest writes --count 100000 --seconds 15 --workers 1,
+# PostgreSQL + Redis on this 2-core machine with nothing else running (2026-11-26): one
+# worker answered 945 REST PUTs/s and 765 Handle MODIFY_VALUEs/s (authenticated sessions)
+# beside a 6,082/s SQL ceiling of the same statements; the slower door, rounded down, is
+# taken per node core. (An earlier, busier run: 777 and 596 beside 3,863/s; a second
+# worker added nothing there, PostgreSQL, Redis and the load sharing the other core.)
+# Batch registration: python -m idnode.loadtest.batch_bench --count 100000 --parallel 1,2
+# (the service in one process, with the node's invalidation through Redis) registered
+# 10,619 ids/s from one upload and 12,742/s from two, PostgreSQL overlapping the service
+# (an earlier, busier run: 6,704 and 8,962).
+DEFAULT_WRITES_PER_CORE = 750
+DEFAULT_BATCH_IDS_PER_CORE = 10_000
+DEFAULT_SEARCH_INDEX_BYTES_PER_IDENTIFIER = 447.2
+DEFAULT_SEARCH_INDEX_WRITE_RATIO = 0.45
 _HEAD = 100_000  # harmonic numbers summed exactly up to here, then Euler-Maclaurin
 
 
@@ -77,8 +103,25 @@ class Plan:
     l1_bytes_per_entry: float = DEFAULT_L1_BYTES_PER_ENTRY
     hit_qps_per_core: float = DEFAULT_HIT_QPS_PER_CORE
     miss_qps_per_core: float = DEFAULT_MISS_QPS_PER_CORE
+    # Writes: single-identifier updates (REST PUT, Handle MODIFY_VALUE) and identifiers
+    # registered in batches, per second, with the node cores each costs.
+    writes: float = 0
+    batch_ids: float = 0
+    writes_per_core: float = DEFAULT_WRITES_PER_CORE
+    batch_ids_per_core: float = DEFAULT_BATCH_IDS_PER_CORE
     redis_bytes_per_key: float = DEFAULT_REDIS_BYTES_PER_KEY
     headroom: float = 0.5  # spare capacity: peaks, failover, growth
+    # The cluster's shape (operator's choices, then measured rates):
+    cores_per_node: float = 8  # cores of one node's host (--workers = cores)
+    min_nodes: float = 3  # losing one node must leave the others serving
+    redis_master_gib: float = 16  # memory per Redis master (bigger: slower failover resync)
+    redis_keys_per_master: float = DEFAULT_REDIS_KEYS_PER_MASTER
+    partition_gib: float = 16  # size of one handles partition (VACUUM, index rebuilds)
+    sql_keys_per_server: float = DEFAULT_SQL_KEYS_PER_SERVER
+    # Reverse lookup by value (--search-index): its table beside handles, its write cost.
+    search_index: bool = False
+    search_index_bytes_per_identifier: float = DEFAULT_SEARCH_INDEX_BYTES_PER_IDENTIFIER
+    search_index_write_ratio: float = DEFAULT_SEARCH_INDEX_WRITE_RATIO
 
     def compute(self) -> dict[str, Any]:
         r, theta = self.registrations, self.zipf_theta
@@ -88,34 +131,89 @@ class Plan:
             self.qps * l1_hit / self.hit_qps_per_core
             + self.qps * (1 - l1_hit) / self.miss_qps_per_core
         )
-        cores = math.ceil(cpu_seconds * (1 + self.headroom))
-        sql_bytes = r * self.bytes_per_identifier * (1 + self.headroom)
+        write_seconds = self.writes / self.writes_per_core
+        write_seconds += self.batch_ids / self.batch_ids_per_core
+        cores = math.ceil((cpu_seconds + write_seconds) * (1 + self.headroom))
+        write_cores = math.ceil(write_seconds * (1 + self.headroom))
+        handles_bytes = r * self.bytes_per_identifier * (1 + self.headroom)
+        search_bytes = (
+            r * self.search_index_bytes_per_identifier * (1 + self.headroom)
+            if self.search_index
+            else 0.0
+        )
+        sql_bytes = handles_bytes + search_bytes
         hot = zipf_hot_set(self.cache_hit_ratio, r, theta)
         redis_bytes = hot * self.redis_bytes_per_key * (1 + self.headroom)
+        past_l1 = self.qps * (1 - l1_hit)
+        to_sql = self.qps * (1 - self.cache_hit_ratio)
         return {
             "assumptions": asdict(self),
+            "cluster": self._cluster(cores, handles_bytes, redis_bytes, past_l1, to_sql),
             "resolver_cores": cores,
+            "of_which_for_writes": write_cores,
             "l1_hit_ratio": round(l1_hit, 3),
             "l1_entries_per_worker": round(l1_entries),
             "sql_storage_gib": round(sql_bytes / 2**30, 1),
+            "search_index_gib": round(search_bytes / 2**30, 1),
+            "write_rate_factor": self.search_index_write_ratio if self.search_index else 1.0,
             "redis_hot_identifiers": hot,
             "redis_hot_share": round(hot / r, 4),
             "redis_memory_gib": round(redis_bytes / 2**30, 1),
-            "lookups_past_l1_per_s": round(self.qps * (1 - l1_hit)),
-            "lookups_reaching_sql_per_s": round(self.qps * (1 - self.cache_hit_ratio)),
-            "note": "cores for resolution only (the Handle UDP path); PostgreSQL and Redis "
-            "need their own hosts; hash-partition the handles table (idnode loadtest "
-            "populate --partitions) and add read replicas when one PostgreSQL cannot serve "
-            "the SQL rate",
+            "lookups_past_l1_per_s": round(past_l1),
+            "lookups_reaching_sql_per_s": round(to_sql),
+            "note": "node cores for resolution (the Handle UDP path) and writes; PostgreSQL "
+            "and Redis need their own hosts; the cluster shape says how to split them "
+            "(Redis Cluster masters, handles partitions made by idnode init --partitions, "
+            "read replicas given by --database-read-url)",
+        }
+
+    def _cluster(
+        self, cores: int, sql_bytes: float, redis_bytes: float, past_l1: float, to_sql: float
+    ) -> dict[str, Any]:
+        """Nodes, Redis Cluster masters, PostgreSQL partitions and read replicas
+        (``sql_bytes``: the handles table's, which the partitions divide)."""
+        up = 1 + self.headroom
+        nodes = max(math.ceil(self.min_nodes), math.ceil(cores / self.cores_per_node))
+        masters = max(
+            3,  # the smallest Redis Cluster that survives losing a master
+            math.ceil(redis_bytes / (self.redis_master_gib * 2**30)),
+            math.ceil(past_l1 * up / self.redis_keys_per_master),
+        )
+        # A power of two: hash partitions can later be split evenly (MODULUS doubling).
+        parts = 2 ** max(
+            1, math.ceil(math.log2(max(2.0, sql_bytes / (self.partition_gib * 2**30))))
+        )
+        # Replicas answer the lookups that reach SQL; the primary keeps writes and sessions.
+        replicas = max(1, math.ceil(to_sql * up / self.sql_keys_per_server))
+        return {
+            "nodes": nodes,
+            "workers_per_node": round(self.cores_per_node),
+            "redis_masters": masters,
+            "redis_replicas": masters,  # one per master, for failover
+            "redis_gib_per_master": round(redis_bytes / masters / 2**30, 1),
+            "postgres_partitions": parts,
+            "postgres_gib_per_partition": round(sql_bytes / parts / 2**30, 1),
+            "postgres_read_replicas": replicas,
         }
 
 
 def render(result: dict[str, Any]) -> str:
-    a = result["assumptions"]
+    a, c = result["assumptions"], result["cluster"]
     lines = [
         f"capacity plan for {a['registrations']:,.0f} registrations at {a['qps']:,.0f} lookups/s",
-        f"  resolver cores:        {result['resolver_cores']}",
-        f"  SQL storage:           {result['sql_storage_gib']} GiB",
+        f"  node cores:            {result['resolver_cores']}"
+        + (
+            f" (of which {result['of_which_for_writes']} for {a['writes']:,.0f} updates/s "
+            f"and {a['batch_ids']:,.0f} batch registrations/s)"
+            if a["writes"] or a["batch_ids"]
+            else ""
+        ),
+        f"  SQL storage:           {result['sql_storage_gib']} GiB"
+        + (
+            f" (of which the value index, --search-index: {result['search_index_gib']} GiB)"
+            if a["search_index"]
+            else ""
+        ),
         f"  Redis memory:          {result['redis_memory_gib']} GiB "
         f"({result['redis_hot_identifiers']:,} hottest identifiers, "
         f"{result['redis_hot_share']:.1%} of all, answer {a['cache_hit_ratio']:.0%} of lookups)",
@@ -123,14 +221,36 @@ def render(result: dict[str, Any]) -> str:
         f"({result['l1_entries_per_worker']:,} entries in {a['l1_mb_per_worker']:g} MiB a worker)",
         f"  lookups past L1:       {result['lookups_past_l1_per_s']:,}/s",
         f"  lookups reaching SQL:  {result['lookups_reaching_sql_per_s']:,}/s",
+        "cluster shape:",
+        f"  idnode nodes:          {c['nodes']} (--workers {c['workers_per_node']} each)",
+        f"  Redis Cluster:         {c['redis_masters']} masters + {c['redis_replicas']} "
+        f"replicas, {c['redis_gib_per_master']} GiB per master",
+        f"  PostgreSQL:            a primary with {c['postgres_read_replicas']} read "
+        f"replica(s) (--database-read-url); handles in {c['postgres_partitions']} hash "
+        f"partitions of {c['postgres_gib_per_partition']} GiB (idnode init --partitions)",
         "assumptions:",
         f"  popularity: YCSB Zipfian, theta {a['zipf_theta']}",
         f"  {a['bytes_per_identifier']} bytes per identifier in SQL (table + index)",
         f"  {a['hit_qps_per_core']:,.0f} L1-hit and {a['miss_qps_per_core']:,.0f} miss "
         "lookups/s per core",
+        f"  {a['writes_per_core']:,.0f} single updates/s and {a['batch_ids_per_core']:,.0f} "
+        "batch registrations/s per core (idnode loadtest writes, loadtest.batch_bench)",
         f"  {a['redis_bytes_per_key']:g} bytes per identifier in Redis, "
         f"{a['l1_bytes_per_entry']:g} per L1 entry",
         f"  {a['headroom']:.0%} headroom on every figure",
+        *(
+            [
+                f"  value index: {a['search_index_bytes_per_identifier']:g} bytes per "
+                f"identifier; batch writes at {a['search_index_write_ratio']:.0%} of the rate "
+                "without it (python -m idnode.loadtest.search_bench)"
+            ]
+            if a["search_index"]
+            else []
+        ),
+        f"  nodes of {a['cores_per_node']:g} cores, at least {a['min_nodes']:g}; Redis masters "
+        f"of {a['redis_master_gib']:g} GiB serving {a['redis_keys_per_master']:,.0f} keys/s; "
+        f"partitions of {a['partition_gib']:g} GiB; {a['sql_keys_per_server']:,.0f} "
+        "batched SQL lookups/s per PostgreSQL server",
         f"  {result['note']}",
     ]
     return "\n".join(lines)

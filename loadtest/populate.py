@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
+from idnode.registry.partitions import partition_handles
+
 from .keyspace import NODE_PREFIX, handle
 
 _I = struct.Struct(">i")
@@ -238,30 +240,6 @@ async def handles_footprint(c: Any) -> tuple[int, int, int]:
     partitioned or not."""
     total, table, rows = await c.fetchrow(_FOOTPRINT)
     return int(total or 0), int(table or 0), int(rows or 0)
-
-
-async def partition_handles(c: Any, partitions: int) -> None:
-    """Replace the (empty) handles table by one hash-partitioned on the handle key,
-    with the same columns, collation and defaults, in one transaction.
-
-    For registries of billions: each partition's table and index stay a size that
-    VACUUM, index rebuilds and backups handle; lookups by key still touch one partition
-    (the store's batched read is a join that prunes partitions per key).
-    """
-    if not 2 <= partitions <= 1024:
-        raise ValueError("--partitions is 2..1024")
-    async with c.transaction():
-        await c.execute(
-            "CREATE TABLE handles_p (LIKE handles INCLUDING DEFAULTS) PARTITION BY HASH (handle)"
-        )
-        for k in range(partitions):
-            await c.execute(
-                f"CREATE TABLE handles_p{k:04d} PARTITION OF handles_p"
-                f" FOR VALUES WITH (MODULUS {partitions}, REMAINDER {k})"
-            )
-        await c.execute("DROP TABLE handles")
-        await c.execute("ALTER TABLE handles_p RENAME TO handles")
-        await c.execute("ALTER TABLE handles ADD CONSTRAINT handles_pkey PRIMARY KEY (handle)")
 
 
 def populate_sqlite(

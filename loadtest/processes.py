@@ -60,9 +60,10 @@ def _ephemeral_range() -> tuple[int, int]:
 _handed_out: set[int] = set()
 
 
-def free_port() -> int:
+def free_port(also: int = 0) -> int:
     """A port free for both TCP and UDP on 127.0.0.1 (a node takes both on its Handle
-    port).
+    port); with ``also``, the port that far above it is free (TCP) and reserved too (a
+    Redis Cluster node listens on its port + 10000 for the cluster bus).
 
     Chosen below the kernel's ephemeral range: a port the kernel hands out for bind(0)
     is also one it hands to the next outgoing connection, so between this check and the
@@ -71,18 +72,24 @@ def free_port() -> int:
     process."""
     low, _ = _ephemeral_range()
     pool_low, pool_high = (10000, low - 1) if low > 12000 else (1024 + 1, low - 1)
+    pool_high -= also
+    if pool_high <= pool_low:
+        raise ProcessError(f"no room below the ephemeral ports ({low}) for a port and +{also}")
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randint(pool_low, pool_high)
-        if port in _handed_out:
+        if port in _handed_out or port + also in _handed_out:
             continue
         try:
             with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 t.bind(("127.0.0.1", port))
                 u.bind(("127.0.0.1", port))
+            if also:
+                with socket.socket() as bus:
+                    bus.bind(("127.0.0.1", port + also))
         except OSError:
             continue
-        _handed_out.add(port)
+        _handed_out.update({port, port + also})
         return port
     raise ProcessError("no port free for both TCP and UDP on 127.0.0.1 after 200 tries")
 

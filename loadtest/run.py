@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .ceilings import DESCRIPTIONS
 from .generators import DOORS, Job, merge, process_main
@@ -47,6 +47,9 @@ from .processes import (
     wait_udp,
 )
 from .workloads import YCSB_MIXES
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 Progress = Callable[[str], None]
 
@@ -117,7 +120,7 @@ class Target:
     def port_for(self, door: str) -> int:
         if door in ("udp", "tcp"):
             return self.handle_port
-        if door in ("http", "rest", "update"):
+        if door in ("http", "rest", "page", "redirect", "update"):
             return self.http_port
         return self.grpc_port
 
@@ -279,7 +282,8 @@ def run_point(jobs: list[Job], metrics_port: int | None, host: str = "127.0.0.1"
     by_seed = dict(results)
     out: dict[str, Any] = {}
     reads = [by_seed[j.seed] for j in jobs if j.door != "update"]
-    out["reads"] = merge(reads)
+    if reads:  # updates alone (loadtest/write_bench.py) have no reads to merge
+        out["reads"] = merge(reads)
     updates = [by_seed[j.seed] for j in jobs if j.door == "update"]
     if updates:
         out["updates"] = merge(updates)
@@ -392,6 +396,14 @@ LOADTEST_TEMPLATE = {
 async def make_api_key(url: str) -> str:
     """For updates: an admin of the load-test prefix, an API key acting as it, and the
     template the identifiers name (without it every update is refused, as it should be)."""
+    key, _ = await make_admin_access(url)
+    return key
+
+
+async def make_admin_access(url: str) -> tuple[str, RSAPrivateKey]:
+    """What make_api_key makes, with the private key of the admin's HS_PUBKEY kept: the
+    API key, and the key that authenticates ``0.NA/<NODE_PREFIX>`` at index 300 over the
+    Handle protocol (AdminClient(..., private_key=...), loadtest/write_bench.py)."""
     import hashlib
 
     from cryptography.hazmat.primitives import serialization
@@ -402,10 +414,9 @@ async def make_api_key(url: str) -> str:
     from idnode.registry.store import open_store
     from idnode.registry.templates import parse_template
 
-    pem = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     store = open_store(url)
     await store.open()
@@ -419,7 +430,7 @@ async def make_api_key(url: str) -> str:
         )
     finally:
         await store.close()
-    return key
+    return key, private
 
 
 def tier_ceilings(cfg: RunConfig, url: str, target: Target, size: int) -> dict[str, Any]:
