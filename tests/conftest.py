@@ -81,3 +81,15 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """Each registry backend in turn."""
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
     return str(request.getfixturevalue(name))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The load tests' longest smoke runs (marked ``bench``) are documented benchmark
+    commands: they run with IDNODE_BENCH_TESTS=1 and are skipped, saying so, otherwise
+    (they took a sixth of CI's time)."""
+    if os.environ.get("IDNODE_BENCH_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="a benchmark's smoke run: IDNODE_BENCH_TESTS=1 runs it")
+    for item in items:
+        if "bench" in item.keywords:
+            item.add_marker(skip)

@@ -72,24 +72,32 @@ def test_udp_bench_smoke(tmp_path: Path) -> None:
     assert res["l1_hot"]["ratio_to_ceiling"] > 0
 
 
-def test_batch_bench_smoke(pg_server: tuple[str, str], tmp_path: Path) -> None:
-    """The registration benchmark runs end to end on a tiny count."""
+def test_batch_bench_smoke(pg_server: tuple[str, str], redis_url: str, tmp_path: Path) -> None:
+    """The registration benchmark runs end to end on a tiny count, per --parallel value,
+    with the node's invalidation (every registered key heard by the core's listener)
+    and, with --no-invalidation, without any."""
     out = tmp_path / "batch.json"
+    common = ["--count", "3000", "--cpu", "-1", "--pg-url", pg_server[0], "--json", str(out)]
     p = run_module(
-        "idnode.loadtest.batch_bench",
-        "--count",
-        "3000",
-        "--cpu",
-        "-1",
-        "--pg-url",
-        pg_server[0],
-        "--json",
-        str(out),
+        "idnode.loadtest.batch_bench", *common, "--parallel", "1,2", "--redis-url", redis_url
     )
     assert p.returncode == 0, p.stderr
     report = json.loads(out.read_text())
-    assert report["service"]["registered"] == 3000
-    assert report["ratio_to_ceiling"] > 0
+    assert report["invalidation"] == "on"
+    assert [pt["parallel"] for pt in report["points"]] == [1, 2]
+    for pt in report["points"]:
+        assert pt["ceiling_parallel"] == pt["parallel"]
+        assert pt["service"]["registered"] == 3000
+        assert pt["service"]["keys_heard"] == 3000  # each key told, and confirmed
+        assert pt["service"]["invalidations"] >= 2  # at least one per batch of 2000
+        assert pt["ratio_to_ceiling"] > 0
+    p = run_module("idnode.loadtest.batch_bench", *common, "--parallel", "1", "--no-invalidation")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(out.read_text())
+    assert report["invalidation"] == "off"
+    (pt,) = report["points"]
+    assert pt["service"]["registered"] == 3000
+    assert "keys_heard" not in pt["service"]
 
 
 def test_grpc_bench_smoke(tmp_path: Path) -> None:

@@ -147,6 +147,7 @@ def test_scale_on_postgres_reports_the_sql_ceiling(pg_url: str, tmp_path: Path) 
     assert point["prewarmed_index_bytes"] > 0, point  # pg_prewarm read the primary key
 
 
+@pytest.mark.bench
 def test_scale_creates_and_populates_a_database_per_size(pg_url: str, tmp_path: Path) -> None:
     import asyncio
 

@@ -42,6 +42,7 @@ def run_report(tmp_path: Path, *args: str) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.bench
 def test_every_door_closed_loop_beside_its_ceiling(tmp_path: Path) -> None:
     report = run_report(
         tmp_path, "--doors", ",".join(DOORS), "--registry-size", "3000", "--windows", "8"
@@ -171,6 +172,7 @@ def test_report_renders_the_html_again(tmp_path: Path) -> None:
     assert f"{report['doors']['udp']['points'][0]['node']['per_s']:,}" in again
 
 
+@pytest.mark.bench
 def test_scale_fits_cost_against_registry_size(tmp_path: Path) -> None:
     urls = []
     for n in (1000, 4000):

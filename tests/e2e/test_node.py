@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -191,6 +192,23 @@ def test_tcp_keeps_the_connection_and_answers_pipelined_requests(node: NodeProce
         assert m.request_id == hb.request_id and m.response_code == 301
 
 
+def test_tcp_reads_on_after_its_requests_in_flight_fill_up(node: NodeProcess) -> None:
+    """A connection stops reading while 64 of its requests are under way; it must read
+    again when they finish. Here each batch is exactly 64 lookups that miss L1 (names
+    never asked before), so the 64th fills the slots just as the buffer empties: the
+    connection used to stay paused for good and the second batch was never answered."""
+    with socket.create_connection(("127.0.0.1", node.handle_port), timeout=10) as t:
+        for batch in range(3):
+            reqs = [resolution_request(f"88.166.1001/STALL-{batch}-{i}") for i in range(64)]
+            t.sendall(b"".join(encode(r) for r in reqs))
+            fb, got = FrameBuffer(), set[int]()
+            while len(got) < len(reqs):
+                data = t.recv(65536)  # a stalled connection times out here
+                assert data, "the node closed the connection"
+                got.update(decode(f).request_id for f in fb.feed(data))
+            assert got == {r.request_id for r in reqs}
+
+
 def test_http_tunnel_refuses_other_content_types(node: NodeProcess) -> None:
     req = urllib.request.Request(
         node.http + "/", data=b"x", method="POST", headers={"Content-Type": "text/plain"}
@@ -208,6 +226,9 @@ def test_metrics_count_requests_and_cache_tiers(node: NodeProcess) -> None:
     assert 'idnode_requests_total{door="udp",op="1",rc="1"} 3.0' in text
     assert 'idnode_cache_lookups_total{result="hit",tier="l1"} 2.0' in text
     assert "idnode_request_seconds_bucket" in text
+    # The worker froze its start-up objects after a full collection, which was timed.
+    full = re.search(r'^idnode_gc_pause_seconds_count\{generation="2"\} (\S+)$', text, re.M)
+    assert full is not None and float(full.group(1)) >= 1, text
 
 
 def test_resolve_cli(node: NodeProcess) -> None:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,14 @@ def test_the_wheel_installs_outside_the_checkout_and_serves(tmp_path: Path) -> N
             handle, count = run([py, "-c", grpc_probe], tmp_path, timeout=60).split()
             assert handle == "88.166.1001/HV-0001" and int(count) > 0
             assert list((tmp_path / "proto-cache").glob("grpc-v1-*/handles_pb2.py"))
+            # ... and the web page renders from the wheel's own templates and static files.
+            page = f"http://127.0.0.1:{http_port}/88.166.1001/HV-0001?noredirect&lang=en"
+            with urllib.request.urlopen(page, timeout=30) as r:
+                html = r.read().decode()
+            assert "Handle record" in html and "HV-0001" in html, html
+            css = html.split('rel="stylesheet" href="', 1)[1].split('"', 1)[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{css}", timeout=30) as r:
+                assert b"@media" in r.read()
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log.read_text()

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import pytest
 import redis
 
-from idnode.registry.names import PrefixAuthority
+from idnode.registry.names import PrefixAuthority, normalize
 from idnode.registry.store import HandleRecord, Store, open_store
 from idnode.resolver.coalesce import Coalescer
 from idnode.resolver.codec import HandleValue, ResponseCode, decode_values, encode_values
@@ -17,8 +17,8 @@ from idnode.resolver.codec.codes import Permission, TtlType
 from idnode.resolver.core import Resolver
 from idnode.resolver.l1 import Entry, L1Cache, Lifetimes
 from idnode.resolver.l2 import RedisTier
-from idnode.resolver.node import lookup_chain
 from idnode.resolver.stages.authority import AuthorityStage
+from idnode.resolver.stages.chain import lookup_chain
 from idnode.resolver.stages.l1_cache import L1CacheStage
 from idnode.resolver.stages.redis_cache import RedisCacheStage
 from idnode.resolver.stages.registry_lookup import RegistryStage
@@ -406,5 +406,87 @@ def test_a_chain_of_ones_own_is_walked_in_order(
         finally:
             await l2.close()
             await store.close()
+
+    asyncio.run(go())
+
+
+def test_concurrent_writes_are_invalidated_together_and_every_key_reaches_the_others(
+    pg_url: str, redis_url: str, redis_namespace: str
+) -> None:
+    """Forty writes committing at once: fewer invalidations than writes (one PUBLISH
+    and one round of confirmations per batch), and when each write's call returns its
+    key is gone from Redis and from another worker's L1."""
+
+    async def go() -> None:
+        n = 40
+        store = await _store(pg_url, _records(n))
+        a_l2 = RedisTier(redis_url, namespace=redis_namespace)
+        b_l2 = RedisTier(redis_url, namespace=redis_namespace)
+        a = _tiers(store, PrefixAuthority(["88.166"]), l2=a_l2)
+        b = _tiers(store, PrefixAuthority(["88.166"]), l2=b_l2)
+        listener = asyncio.get_running_loop().create_task(b_l2.listen(b.resolver.forget))
+        raw = redis.Redis.from_url(redis_url)
+        try:
+            handles = [f"88.166.1/h{i}" for i in range(n)]
+            keys = {h: normalize(h, store.case_sensitive) for h in handles}
+            for h in handles:  # in Redis (filled by a) and in b's L1
+                await a.resolver.resolve(h)
+                await b.resolver.resolve(h)
+            assert len(b.l1) == n
+            for _ in range(250):  # Redis fills are written behind the answer
+                if all(raw.exists(a_l2.data_key(keys[h])) for h in handles):
+                    break
+                await asyncio.sleep(0.02)
+            assert all(raw.exists(a_l2.data_key(keys[h])) for h in handles)
+            await asyncio.sleep(0.2)  # the listener has subscribed
+
+            async def write(h: str) -> None:
+                await a.resolver.invalidate([h])
+                # once the call returns, nobody may serve the old value
+                assert not raw.exists(a_l2.data_key(keys[h]))
+                assert b.l1.get(keys[h], time.monotonic()) is None
+
+            await asyncio.gather(*(write(h) for h in handles))
+            batches = a.resolver.invalidations
+            assert batches.writes == n
+            assert batches.batches < n
+            assert len(b.l1) == 0
+        finally:
+            listener.cancel()
+            raw.close()
+            await a_l2.close()
+            await b_l2.close()
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_an_invalidation_of_many_keys_tombstones_and_deletes_every_one_and_publishes_once(
+    redis_url: str, redis_namespace: str
+) -> None:
+    """More keys than one script call takes (TELL_BATCH): every key is tombstoned and
+    deleted, and the channel gets one message naming them all."""
+    from idnode.resolver.l2 import TELL_BATCH
+
+    async def go() -> None:
+        tier = RedisTier(redis_url, namespace=redis_namespace)
+        raw = redis.Redis.from_url(redis_url)
+        sub = raw.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            keys = [f"88.166.1/K{i}" for i in range(2 * TELL_BATCH + 7)]
+            raw.mset({tier.data_key(k): b"\x01old" for k in keys})
+            sub.subscribe(tier.channel)
+            assert sub.get_message(timeout=2)["type"] == "subscribe"
+            heard, failure = await tier._tell(keys, "\n".join(["@ack:x", *keys]))
+            assert (heard, failure) == (1, None)
+            assert not any(raw.exists(tier.data_key(k)) for k in keys)
+            assert all(raw.exists(tier.tombstone_key(k)) for k in keys)
+            message = sub.get_message(timeout=2)
+            assert message is not None and message["data"].decode().split("\n")[1:] == keys
+            assert sub.get_message(timeout=0.2) is None  # one message, not one per call
+        finally:
+            sub.close()
+            raw.close()
+            await tier.close()
 
     asyncio.run(go())

@@ -12,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from idnode.registry.auth import Identity
-from idnode.registry.names import PrefixAuthority
 from idnode.registry.postgres_store import PostgresStore
-from idnode.registry.sealing import Sealer
 from idnode.registry.service import RegistryService
 from idnode.registry.sessions import SessionLimit
 from idnode.registry.sqlite_store import SqliteStore
 from idnode.registry.store import Store, open_store
-from idnode.resolver.codec import HandleValue, ResponseCode
 from idnode.resolver.codec.auth import pbkdf2_mac
 from idnode.resolver.rest_sessions_door import (
     BAD_HEADER,
@@ -30,25 +26,7 @@ from idnode.resolver.rest_sessions_door import (
     b64decode_lenient,
     parse_handle_authorization,
 )
-
-SECRET = b"correct horse battery staple"
-ADMIN = Identity("0.NA/88.166", 300)
-
-
-async def registry(url: str, tmp: Path) -> tuple[Store, RegistryService]:
-    """A registry whose ``300:0.NA/88.166`` is an HS_SECKEY (sealed, as idnode init does)."""
-    store = open_store(url)
-    await store.open()
-    await store.home_prefix("88.166")
-    svc = RegistryService(
-        store,
-        PrefixAuthority(["88.166"]),
-        sealer=Sealer.from_file(tmp / "node.key", create=True),
-        server_admins=[ADMIN],
-    )
-    key = HandleValue(300, "HS_SECKEY", SECRET, permissions=0x0C)
-    assert (await svc.create("0.NA/88.166", (key,), ADMIN)).code == ResponseCode.SUCCESS
-    return store, svc
+from tests.integration.sealed_registry import ADMIN, SECRET, registry
 
 
 def answer(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +311,173 @@ def test_a_connection_lost_during_a_one_statement_write_is_outcome_unknown(pg_ur
             await s.close()
 
     asyncio.run(scenario())
+
+
+def test_a_write_decided_on_values_changed_meanwhile_is_decided_again(pg_url: str) -> None:
+    """PostgreSQL writes without a lock (compare-and-set on the values read): another
+    writer changes the handle between this write's read and its write, so this write
+    writes nothing then, reads again and decides on what is there now; the other
+    writer's change is kept, and one audit row records this write."""
+    import subprocess
+
+    async def go() -> None:
+        s = PostgresStore(pg_url)
+        await s.open()
+        try:
+            await s.put_many([HandleRecord("88.1/cas", vals(b"first"))])
+            seen: list[bytes | None] = []
+
+            def append(before: bytes | None) -> Outcome:
+                seen.append(before)
+                if len(seen) == 1:  # another writer gets in between read and write
+                    other = vals(b"other").hex()
+                    subprocess.run(
+                        ["psql", pg_url, "-qAtc",
+                         f"UPDATE handles SET vals = '\\x{other}'::bytea,"
+                         f" version = version + 1 WHERE handle = '{s.key('88.1/cas')}'"],
+                        check=True, capture_output=True, timeout=30,
+                    )  # fmt: skip
+                assert before is not None
+                have = decode_values(before)
+                return Outcome(encode_values([*have, HandleValue(2, "EMAIL", b"a@b.cn")]))
+
+            await s.mutate("88.1/cas", append, actor="who", op="ADD_VALUE")
+            assert seen == [vals(b"first"), vals(b"other")]
+            got = decode_values((await s.get_many([s.key("88.1/cas")]))[s.key("88.1/cas")])
+            assert [(v.index, v.data) for v in got] == [(1, b"other"), (2, b"a@b.cn")]
+            (row,) = await s.audit_for("88.1/cas")
+            assert row.before_sha256 == sha256_hex(vals(b"other"))
+        finally:
+            await s.close()
+
+    asyncio.run(go())
+
+
+def test_concurrent_writes_of_one_handle_lose_no_update(store_url: str) -> None:
+    """Forty writers each add their own value to one handle at once: all forty values
+    are there at the end, each with its audit row (hot contention on PostgreSQL runs
+    out of compare-and-set attempts and takes the row lock)."""
+
+    async def go() -> None:
+        s = open_store(store_url)
+        await s.open()
+        try:
+            await s.put_many([HandleRecord("88.1/hot", vals(b"x"))])
+
+            def adding(i: int) -> Callable[[bytes | None], Outcome]:
+                def add(before: bytes | None) -> Outcome:
+                    assert before is not None
+                    extra = HandleValue(100 + i, "EMAIL", str(i).encode())
+                    return Outcome(encode_values([*decode_values(before), extra]))
+
+                return add
+
+            await asyncio.gather(
+                *(s.mutate("88.1/hot", adding(i), actor="w", op="ADD_VALUE") for i in range(40))
+            )
+            got = decode_values((await s.get_many([s.key("88.1/hot")]))[s.key("88.1/hot")])
+            assert sorted(v.index for v in got) == [1, *range(100, 140)]
+            assert len(await s.audit_for("88.1/hot")) == 40
+        finally:
+            await s.close()
+
+    asyncio.run(go())
+
+
+def test_a_write_given_a_stale_reading_decides_again_on_the_primary_s(pg_url: str) -> None:
+    """mutate(read=...): the caller's reading (its checks' read, perhaps a replica's)
+    is only where a compare-and-set write starts. Stale, it writes nothing and the
+    write is decided again on what is there; a refusal decided on it (the handle seemed
+    not to exist) is never answered or audited: it too is decided again."""
+
+    async def go() -> None:
+        s = PostgresStore(pg_url)
+        await s.open()
+        try:
+            await s.put_many([HandleRecord("88.1/r", vals(b"now"))])
+            seen: list[bytes | None] = []
+
+            def replace(before: bytes | None) -> Outcome:
+                seen.append(before)
+                if before is None:
+                    raise Refusal(ResponseCode.HANDLE_NOT_FOUND, "88.1/r does not exist")
+                return Outcome(vals(b"after", before))
+
+            await s.mutate("88.1/r", replace, actor="w", op="MODIFY_VALUE", read=vals(b"old"))
+            assert seen == [vals(b"old"), vals(b"now")]
+            got = (await s.get_many([s.key("88.1/r")]))[s.key("88.1/r")]
+            assert got == vals(b"after", vals(b"now"))
+
+            seen.clear()
+            await s.mutate("88.1/r", replace, actor="w", op="MODIFY_VALUE", read=None)
+            assert seen == [None, got]
+            rows = await s.audit_for("88.1/r")
+            assert [r.rc for r in rows] == [1, 1]  # no refusal recorded
+        finally:
+            await s.close()
+
+    asyncio.run(go())
+
+
+def test_a_write_cancelled_mid_statement_still_tells_the_caches(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A client hangs up while its write's statement waits on a row lock: the request is
+    cancelled, but the statement may commit once the lock goes, so the caches are told
+    of the handle all the same (else other workers could serve the old value for the
+    cache's whole lifetime)."""
+    import asyncpg
+
+    from idnode.registry.names import PrefixAuthority
+    from idnode.registry.service import RegistryService
+    from tests.integration.sealed_registry import ADMIN
+
+    async def go() -> None:
+        told: list[list[str]] = []
+
+        async def on_change(handles: list[str]) -> None:
+            told.append(handles)
+
+        s = PostgresStore(pg_url)
+        await s.open()
+        holder = await asyncpg.connect(pg_url)
+        watcher = await asyncpg.connect(pg_url)  # outside the holder's transaction: a
+        # transaction sees one snapshot of pg_stat_activity
+        try:
+            await s.home_prefix("88.166")
+            svc = RegistryService(
+                s, PrefixAuthority(["88.166"]), server_admins=[ADMIN], on_change=on_change
+            )
+            await s.put_many([HandleRecord("88.166/held", vals(b"old"))])
+            hold = holder.transaction()
+            await hold.start()
+            await holder.execute(
+                "SELECT 1 FROM handles WHERE handle = $1 FOR UPDATE", s.key("88.166/held")
+            )
+            write = asyncio.create_task(
+                svc.writes.put_values("88.166/held", (HandleValue(1, "URL", b"new"),), ADMIN)
+            )
+            for _ in range(200):  # until the write waits on the held row
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'WITH w AS (UPDATE handles%'"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, "the write never waited on the held row"
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+            await hold.rollback()
+            for _ in range(100):
+                if told:
+                    break
+                await asyncio.sleep(0.05)
+            assert told == [["88.166/held"]]
+        finally:
+            await holder.close()
+            await watcher.close()
+            await s.close()
+
+    asyncio.run(go())

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from idnode.loadtest.processes import IDNODE
+from idnode.loadtest.reference import JAVA_FLAGS as JAVA_FLAGS  # re-exported: test_differential
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO.parent / "shared" / "clients"
@@ -29,10 +30,6 @@ SDK = CLIENTS / "id-sdk-2.0.3"
 TEMPLATE = CLIENTS / "cnri-server-template"
 IN_NETNS = CLIENTS / "in-netns"
 JAVA_SRC = Path(__file__).parent / "java"
-# The 7.3.1 library derives DH session keys with KeyAgreement.generateSecret("DES"/"AES"),
-# which Java 17 refuses unless this switch is on: without it the library's default write
-# path fails on the client before any byte reaches a server, the reference server's too.
-JAVA_FLAGS = ["-Djdk.crypto.KeyAgreement.legacyKDF=true"]
 
 
 def missing() -> str | None:

@@ -246,7 +246,9 @@ def test_entries_die_at_their_ttl_and_the_lru_is_bounded() -> None:
     clock.now += 1
     assert c.answer(p) is None and len(c) == 0
     assert not c.put(p, wire, 0, (), lambda: None)  # a TTL of 0 is never kept
-    assert not c.put(p, wire, 30, (("h", Entry(b"x", True, 0.0)),), lambda: None)
+    # Made from an entry L1 no longer holds: a refill (a later expiry), or other values.
+    assert not c.put(p, wire, 30, (("h", Entry(b"x", True, 1.0)),), lambda: None)
+    assert not c.put(p, wire, 30, (("h", Entry(b"y", True, 0.0)),), lambda: None)
     assert not c.put(query("other.166.88.id.internal."), wire, 30, (), lambda: None)
     for i in range(20):
         q = query(f"n{i}.166.88.id.internal.")

@@ -96,6 +96,27 @@ def test_capacity_plan_states_its_assumptions() -> None:
     assert small["l1_hit_ratio"] > r["l1_hit_ratio"]  # fewer ids: the same L1 covers more
 
 
+def test_capacity_plan_shapes_the_cluster_from_memory_and_rates() -> None:
+    from idnode.loadtest.plan import Plan, render
+
+    big = Plan(registrations=1.5e9, qps=200_000).compute()["cluster"]
+    # Redis memory (228 GiB at 50% headroom) in 16 GiB masters, each with a replica
+    assert big["redis_masters"] >= 14 and big["redis_replicas"] == big["redis_masters"]
+    assert big["redis_gib_per_master"] <= 16
+    # 705 GiB of SQL in partitions of at most 16 GiB, a power of two
+    parts = big["postgres_partitions"]
+    assert parts & (parts - 1) == 0 and big["postgres_gib_per_partition"] <= 16
+    assert big["nodes"] >= 3 and big["postgres_read_replicas"] >= 1
+    # a rate-bound shape: more lookups reaching SQL need more replicas, more past L1 more
+    # masters, more cores more nodes
+    busy = Plan(registrations=1e6, qps=5_000_000, cache_hit_ratio=0.5).compute()["cluster"]
+    assert busy["postgres_read_replicas"] > big["postgres_read_replicas"]
+    assert busy["redis_masters"] > 3 and busy["nodes"] > big["nodes"]
+    small = Plan(registrations=1e6, qps=1_000).compute()["cluster"]
+    assert small == {**small, "nodes": 3, "redis_masters": 3, "postgres_partitions": 2}
+    assert "Redis Cluster:" in render(Plan(registrations=1.5e9, qps=1).compute())
+
+
 def test_zipf_model_matches_the_generator_the_load_uses() -> None:
     import random
 
@@ -149,3 +170,17 @@ def test_cost_fits_recover_known_curves_and_refuse_degenerate_sizes() -> None:
     # the same size twice (a partitioned and a plain 10M registry): no slope to fit
     assert fit_cost([(1e7, 70.0), (9_999_982, 30.0)], []) is None
     assert fit_cost([(1e7, 70.0)], []) is None
+
+
+def test_the_plan_adds_node_cores_for_writes_at_the_measured_per_core_rates() -> None:
+    from idnode.loadtest.plan import Plan, render
+
+    reads_only = Plan(registrations=1.5e9, qps=100_000).compute()
+    with_writes = Plan(
+        registrations=1.5e9, qps=100_000, writes=7_500, batch_ids=100_000, headroom=0.5
+    ).compute()
+    # 7,500 / 750 + 100,000 / 10,000 = 20 core-seconds, with 50% headroom: 30 cores
+    assert with_writes["of_which_for_writes"] == 30
+    assert with_writes["resolver_cores"] - reads_only["resolver_cores"] in (29, 30, 31)
+    assert "of which 30 for 7,500 updates/s" in render(with_writes)
+    assert reads_only["of_which_for_writes"] == 0

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.settings",
             "idnode.resolver.logs",
             "idnode.resolver.metrics",
+            "idnode.resolver.gc_pauses",
             "idnode.resolver.ratelimit",
             "idnode.resolver.connlimits",
             "idnode.resolver.grpc_protos",
@@ -47,6 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.l2",
             "idnode.resolver.coalesce",
             "idnode.resolver.changefeed",
+            "idnode.resolver.invalidation_batches",
             # Upstream resolution (the client side of the hierarchy): it uses the codec
             # and the client, and the node's stages may call it, so it sits in the core.
             "idnode.resolver.upstream",
@@ -60,6 +62,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.*_door",
             "idnode.resolver.dns_answers",  # the DNS door's rendering (dnspython)
             "idnode.resolver.dns_fast",  # the DNS door's fast path (wire bytes)
+            "idnode.resolver.web",  # the web pages (a door: core and registry service)
+            "idnode.resolver.web.*",
         ],
     ),
     ("node", ["idnode.resolver.node", "idnode.resolver.supervisor", "idnode.resolver.listeners"]),
