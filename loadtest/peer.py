@@ -309,7 +309,7 @@ def _tcp1(
         sel.unregister(s)
         s.close()
         if state["measuring"]:
-            tally.done(clock() - started, code)
+            tally.done(clock() - started, code, started)
         open_one()
 
     for _ in range(window):

@@ -647,12 +647,26 @@ def _summary(door: str, row: dict[str, Any]) -> str:
         + (f" = {ratio} of ceiling" if ratio is not None else "")
         + (f"; L1 hit {hit:.1%}" if hit is not None else "")
         + (f"; codes {n['codes']}" if n["codes"] else "")
+        + _worst_second(n.get("per_second") or [])
         + ("; the generator was saturated (a floor)" if n.get("generator_saturated") else "")
         + (
             "; the ceiling is the generator's own limit"
             if row.get("ceiling", {}).get("generator_saturated")
             else ""
         )
+    )
+
+
+def _worst_second(series: list[dict[str, Any]]) -> str:
+    """Where the slow answers were: one bad second (a stall) reads differently from a
+    tail spread over the run (a queue), though both give the same p99."""
+    slow = [s for s in series if s["over_5ms"]]
+    if not slow:
+        return ""
+    worst = max(slow, key=lambda s: s["max_ms"])
+    return (
+        f"; over 5 ms in {len(slow)} of {len(series)} s, worst second {worst['second']}"
+        f" (max {worst['max_ms']} ms, {worst['over_5ms']} of {worst['answered']} over 5 ms)"
     )
 
 

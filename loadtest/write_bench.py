@@ -294,7 +294,7 @@ def modify_value(node: NodeProcess, key: RSAPrivateKey, cfg: WriteBenchConfig) -
                 stopped.append(f"session {t}: {type(exc).__name__}: {exc}")
             if t0 >= measure_from:
                 tally.sent += 1
-                tally.done(clock() - t0, code)
+                tally.done(clock() - t0, code, t0)
             if isinstance(code, str):
                 return
 

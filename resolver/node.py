@@ -37,7 +37,7 @@ from idnode.registry.site_servers import SiteServers
 from idnode.registry.store import Store, open_store, redact_url
 from idnode.registry.value_search import marked_on, switch_on
 
-from . import gc_pauses
+from . import gc_pauses, loop_stalls
 from .changefeed import ChangeLog, LocalChangeFeed
 from .codec import (
     Interface,
@@ -163,6 +163,8 @@ class Node:
         self.grpc: Any = None
         self._refresh: asyncio.Task[None] | None = None
         self._flush: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None  # the event loop's lateness, measured
+        self._tracer: loop_stalls.StallTracer | None = None  # --stall-trace-ms
         self._listen: asyncio.Task[None] | None = None
         self._reap: asyncio.Task[None] | None = None
         self._http_server: asyncio.Server | None = None
@@ -343,6 +345,7 @@ class Node:
             self._probes = loop.create_task(health.run(lambda: delegated_servers(delegations)))
         self._reap = loop.create_task(self._reap_sessions(sessions))
         self._flush = loop.create_task(self._flush_metrics())
+        self._lag, self._tracer = loop_stalls.start_probe(s.stall_trace_ms)
         log.info(
             "serving: handle udp+tcp %s:%d, http %s:%d, grpc %d; registry %s; redis %s; homed %s",
             s.listen,
@@ -600,6 +603,7 @@ class Node:
         for task in (
             self._refresh,
             self._flush,
+            self._lag,
             self._listen,
             self._reap,
             self._parent,
@@ -610,6 +614,8 @@ class Node:
                 task.cancel()
         if self._probes is not None:
             self._probes.cancel()
+        if self._tracer is not None:
+            self._tracer.stop()
         if self.udp is not None:
             await self.udp.drain_and_close(grace)
         if self.tcp is not None:

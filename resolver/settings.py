@@ -258,6 +258,15 @@ class Settings:
         default=10.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"}
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    stall_trace_ms: float = field(
+        default=0.0,
+        metadata={
+            "help": "diagnostics: log the Python stack a worker's event loop was running "
+            "when it has not run a timer for this many milliseconds, once per stall "
+            "(at least 10; 0 = off). Stalls are counted whether or not this is set "
+            "(idnode_event_loop_stalls_total)"
+        },
+    )
     rate_limit: float = field(
         default=0.0,
         metadata={
@@ -565,6 +574,8 @@ def load_settings(
         raise ConfigError("auth_retry_interval must be positive")
     if s.recursion_limit < 0 or s.recursion_limit > 255:
         raise ConfigError("recursion_limit must be 0-255 (recursionCount is one byte)")
+    if s.stall_trace_ms and s.stall_trace_ms < 10:
+        raise ConfigError("stall_trace_ms must be 0 (off) or at least 10 (milliseconds)")
     if s.probe_failures < 1:
         raise ConfigError("probe_failures must be at least 1")
     if s.root_info:

@@ -229,6 +229,19 @@ def test_metrics_count_requests_and_cache_tiers(node: NodeProcess) -> None:
     # The worker froze its start-up objects after a full collection, which was timed.
     full = re.search(r'^idnode_gc_pause_seconds_count\{generation="2"\} (\S+)$', text, re.M)
     assert full is not None and float(full.group(1)) >= 1, text
+    assert re.search(r"^idnode_event_loop_stalls_total \S+$", text, re.M), text
+    # The loop's lateness is measured from start, ten wake-ups a second (the node may
+    # have started a moment ago: its first wake-up is awaited, with a bound).
+    deadline = time.monotonic() + 10
+    while True:
+        lag = re.search(r"^idnode_event_loop_lag_seconds_count (\S+)$", text, re.M)
+        assert lag is not None, text
+        if float(lag.group(1)) >= 1:
+            break
+        assert time.monotonic() < deadline, "the loop's lag was never measured"
+        time.sleep(0.1)
+        with urllib.request.urlopen(node.http + "/metrics", timeout=5) as r:
+            text = r.read().decode()
 
 
 def test_resolve_cli(node: NodeProcess) -> None:

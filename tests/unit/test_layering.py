@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.logs",
             "idnode.resolver.metrics",
             "idnode.resolver.gc_pauses",
+            "idnode.resolver.loop_stalls",
             "idnode.resolver.ratelimit",
             "idnode.resolver.connlimits",
             "idnode.resolver.grpc_protos",
