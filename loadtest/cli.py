@@ -83,6 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"idnode loadtest run: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL
     folder = save(report, cfg.results or None)
+    for door, d in report["doors"].items():
+        if d.get("node_log"):
+            print(f"{door}: the node logged {len(d['node_log'])} lines (node_log in report.json)")
     print(f"report: {folder / 'report.html'} and {folder / 'report.json'}")
     return EXIT_OK
 

@@ -532,8 +532,24 @@ def run(cfg: RunConfig, say: Progress = lambda m: print(m, file=sys.stderr)) -> 
             target.stop()
             if cfg.redis_url and target.namespace:
                 clear_namespace(cfg.redis_url, target.namespace)
+        if not cfg.attach and door in report["doors"]:
+            # what the node said while measured (stalls, lost channels, replicas skipped),
+            # with its times, to line up with the points' per-second series
+            report["doors"][door]["node_log"] = node_log_lines(log)
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return report
+
+
+NODE_LOG_LINES = 200  # the last lines kept in the report; a flood is the node's log's job
+
+
+def node_log_lines(log: Path) -> list[str]:
+    """The node's log lines at warning or above (it runs at --log-level warning), the
+    last NODE_LOG_LINES, stack lines included."""
+    if not log.exists():
+        return []
+    lines = log.read_text(errors="replace").splitlines()
+    return lines[-NODE_LOG_LINES:]
 
 
 async def prefill(target: Target, size: int, batch: int = 1000, concurrency: int = 4) -> None:

@@ -101,6 +101,11 @@ def test_open_loop_with_misses_generators_and_redis(tmp_path: Path, redis_url: s
         # only the never-registered ones (about half) miss it
         assert node["tiers"]["l1_hit_ratio"] > 0.35, node["tiers"]
         assert node["tiers"]["l2_hit_ratio"] is not None  # Redis was asked
+        # the per-second series holds every answer of the point, by second
+        series = node["per_second"]
+        assert series and sum(s["answered"] for s in series) == node["answered"], series
+        assert all(s["over_5ms"] <= s["over_1ms"] <= s["answered"] for s in series)
+    assert isinstance(report["doors"]["udp"]["node_log"], list)  # what the node said
     assert "redis_mget_100_keys_per_s" in report["tier_ceilings"]
     cache = report["tier_ceilings"]["redis_cache"]
     assert cache["sampled_keys"] > 0 and cache["bytes_per_key"] > 50
