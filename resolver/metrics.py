@@ -191,6 +191,7 @@ TIERS = (
     ("l2", "miss"),
     ("l3", "hit"),
     ("l3", "miss"),
+    ("l2", "skipped"),  # not asked: Redis was answering almost nothing (RedisCacheStage)
 )
 
 
@@ -223,7 +224,7 @@ class Tally:
 
 
 TALLY = Tally()
-L1_HIT, L1_MISS, L2_HIT, L2_MISS, L3_HIT, L3_MISS = range(6)
+L1_HIT, L1_MISS, L2_HIT, L2_MISS, L3_HIT, L3_MISS, L2_SKIPPED = range(7)
 
 
 def _node_registry() -> CollectorRegistry:

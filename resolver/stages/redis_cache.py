@@ -20,6 +20,15 @@ from ..l2 import FOUND, RedisTier
 from .stage import Lookup, Resolution, Stage
 
 MAX_QUEUED_FILLS = 10_000  # Redis fills waiting for the one under way; more are skipped
+# A Redis that answers almost none of the reads asked of it (one node, cold: every L1
+# miss is a first sight) only delays the registry read behind an MGET. Measured on the
+# 10M miss path at 10k lookups/s: p99 7.6 ms with such reads, 2.4 ms without Redis.
+# Reads are judged in windows of READ_WINDOW; below MIN_HIT_RATIO only one miss in
+# PROBE_EVERY asks Redis, and when the probes hit again (other nodes filled it) every
+# miss does. Fills go on either way: they are what makes Redis worth asking later.
+READ_WINDOW = 2048
+MIN_HIT_RATIO = 0.02
+PROBE_EVERY = 16
 CATCH_UP_BATCH = 1000  # changed keys deleted and published in one invalidation
 
 log = logging.getLogger("idnode.l2")
@@ -36,14 +45,43 @@ class RedisCacheStage(Stage):
         self._flush_scheduled = False
         self._filling = False  # one fill under way at a time; the rest batch up
         self._tasks: set[asyncio.Task[None]] = set()
+        self.probing = False  # asking only one miss in PROBE_EVERY (Redis answers ~none)
+        self._passed = 0  # misses while probing
+        self._asked = 0  # reads in this window
+        self._hits = 0
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
+        if self.probing:
+            self._passed += 1
+            if self._passed % PROBE_EVERY:
+                metrics.TALLY.cache[metrics.L2_SKIPPED] += 1
+                return None
         raw = await self.tier.get(q.key)
+        self._judge(raw is not None)
         if raw is None:
             metrics.TALLY.cache[metrics.L2_MISS] += 1
             return None
         metrics.TALLY.cache[metrics.L2_HIT] += 1
         return self.lifetimes.entry(raw[1:] if raw[:1] == FOUND else None, time.monotonic())
+
+    def _judge(self, hit: bool) -> None:
+        """Count one read; at the end of a window, probe or ask every miss."""
+        self._asked += 1
+        self._hits += hit
+        if self._asked < READ_WINDOW:
+            return
+        probing = self._hits < MIN_HIT_RATIO * self._asked
+        if probing != self.probing:
+            log.info(
+                "redis answered %d of the last %d reads: %s",
+                self._hits,
+                self._asked,
+                f"asking it one miss in {PROBE_EVERY} until it answers more"
+                if probing
+                else "asking it every miss again",
+            )
+            self.probing = probing
+        self._asked = self._hits = 0
 
     def learn(self, q: Lookup, entry: Entry) -> None:
         if len(self._fills) >= MAX_QUEUED_FILLS:
@@ -87,7 +125,11 @@ class RedisCacheStage(Stage):
             await self.tier.invalidate(list(keys[start : start + CATCH_UP_BATCH]), position)
 
     async def drain(self) -> None:
-        if self._tasks:
+        """Write the fills still queued (a flush may be due later in this loop turn) and
+        wait for them."""
+        while self._fills or self._tasks:
+            if self._fills and not self._filling:
+                self._flush()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _flush(self) -> None:

@@ -490,3 +490,53 @@ def test_an_invalidation_of_many_keys_tombstones_and_deletes_every_one_and_publi
             await tier.close()
 
     asyncio.run(go())
+
+
+def test_redis_that_answers_nothing_is_probed_not_asked_each_miss(
+    redis_url: str, redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One node, cold: Redis answers none of its reads, so only one miss in PROBE_EVERY
+    asks it (the others go straight on, counted as skipped); once the probes find what
+    other nodes filled, every miss asks again. Fills go on throughout."""
+    from idnode.resolver import metrics
+    from idnode.resolver.stages import redis_cache
+
+    monkeypatch.setattr(redis_cache, "READ_WINDOW", 64)
+    monkeypatch.setattr(redis_cache, "PROBE_EVERY", 4)
+
+    async def go() -> None:
+        l2 = RedisTier(redis_url, namespace=redis_namespace)
+        stage = RedisCacheStage(l2, Lifetimes())
+
+        def q(i: int) -> Lookup:
+            return Lookup(f"88.166.1/K{i}", f"88.166.1/K{i}")
+
+        try:
+            for i in range(64):  # a window of misses: below MIN_HIT_RATIO
+                assert await stage.lookup(q(i)) is None
+            assert stage.probing
+            mgets, skipped = l2.reads.batches, metrics.TALLY.cache[metrics.L2_SKIPPED]
+            for i in range(64, 72):
+                assert await stage.lookup(q(i)) is None
+            assert l2.reads.batches - mgets == 2  # one in four asked Redis
+            assert metrics.TALLY.cache[metrics.L2_SKIPPED] - skipped == 6
+
+            # Other nodes fill Redis; the probes find it, and every miss asks again.
+            values = encode_values([HandleValue(1, "URL", b"https://filled.example")])
+            await l2.put_many([(q(i).key, values) for i in range(1000, 1300)])
+            for i in range(1000, 1300):
+                if not stage.probing:
+                    break
+                await stage.lookup(q(i))
+            assert not stage.probing
+            got = await stage.lookup(q(1299))
+            assert isinstance(got, Entry) and got.values_wire == values
+
+            # A fill learnt while probing still reaches Redis.
+            stage.learn(q(5), Lifetimes().entry(values, 0.0))
+            await stage.drain()
+            assert await l2.get(q(5).key) is not None
+        finally:
+            await l2.close()
+
+    asyncio.run(go())
