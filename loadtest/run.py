@@ -201,12 +201,27 @@ def tier_report(
 # --- one load point ---------------------------------------------------------------------
 
 
+SEEDS_PER_POINT = 1000  # generators of one point draw seeds base+0.., its updates base+999
+
+
 def _jobs(
-    cfg: RunConfig, door: str, target: Target, point: float, ceiling: bool, api_key: str, size: int
+    cfg: RunConfig,
+    door: str,
+    target: Target,
+    point: float,
+    ceiling: bool,
+    api_key: str,
+    size: int,
+    index: int = 0,
 ) -> list[Job]:
+    """The generators of the ``index``-th point. Each point draws its own key sequences:
+    replaying the previous point's (one seed for all) made the first seconds of every
+    point L1 hits of keys the last point had fetched, and its last seconds a burst of
+    cold misses, a tail that belonged to the harness, not to the node."""
     update_share = 0.0 if ceiling else YCSB_MIXES[cfg.mix]
     jobs = []
     g = cfg.generators
+    base = 1 + SEEDS_PER_POINT * index
     for k in range(g):
         jobs.append(
             Job(
@@ -222,7 +237,7 @@ def _jobs(
                 registry_size=size,
                 distribution=cfg.distribution,
                 miss_share=cfg.miss_share,
-                seed=1 + k,
+                seed=base + k,
                 cpu=cfg.load_cpus[k % len(cfg.load_cpus)],
             )
         )
@@ -241,7 +256,7 @@ def _jobs(
                 else 0,
                 registry_size=size,
                 distribution=cfg.distribution,
-                seed=1000,
+                seed=base + SEEDS_PER_POINT - 1,
                 api_key=api_key,
                 cpu=cfg.load_cpus[g % len(cfg.load_cpus)],
             )
@@ -590,7 +605,7 @@ def measure_door(
         "unit": "identifiers/s" if door == "grpc-batch" else "requests/s",
         "points": [],
     }
-    for point in points:
+    for index, point in enumerate(points):
         row: dict[str, Any] = (
             {"offered_per_s": point} if cfg.mode == "open" else {"window": int(point)}
         )
@@ -599,14 +614,16 @@ def measure_door(
             proc, port = start_ceiling(door, cfg.server_cpus)
             try:
                 ct = Target("127.0.0.1", port, port, port)
-                row["ceiling"] = run_point(_jobs(cfg, door, ct, point, True, "", size), None)[
-                    "reads"
-                ]
+                row["ceiling"] = run_point(
+                    _jobs(cfg, door, ct, point, True, "", size, index), None
+                )["reads"]
             finally:
                 stop(proc)
         say(f"{door}: node at {_label(cfg, point)}")
         got = run_point(
-            _jobs(cfg, door, target, point, False, api_key, size), target.http_port, target.host
+            _jobs(cfg, door, target, point, False, api_key, size, index),
+            target.http_port,
+            target.host,
         )
         row["node"] = got["reads"] | {"tiers": got.get("tiers")}
         if "updates" in got:
