@@ -58,3 +58,20 @@ def test_the_summary_names_the_worst_second() -> None:
     old = t.result(5.0, False)
     del old["series"], old["start_unix"]
     assert merge([old])["per_second"] == []
+
+
+def test_each_point_draws_its_own_keys() -> None:
+    """A point replaying the last one's key sequence starts on that point's L1 hits and
+    ends on a burst of cold misses; each point's generators draw their own."""
+    from idnode.loadtest.generators import WARM_SEED
+    from idnode.loadtest.run import RunConfig, Target, _jobs
+
+    cfg = RunConfig(mode="open", generators=2, mix="B")
+    target = Target("127.0.0.1", 1, 2, 3)
+    seeds = [
+        {j.seed for j in _jobs(cfg, "udp", target, 1000.0, False, "key", 100, index)}
+        for index in range(3)
+    ]
+    assert all(len(s) == 3 for s in seeds)  # two readers and the updates, all distinct
+    assert not (seeds[0] & seeds[1]) and not (seeds[1] & seeds[2]) and not (seeds[0] & seeds[2])
+    assert max(max(s) for s in seeds) < WARM_SEED  # warm-up sequences are others again
