@@ -2,9 +2,9 @@
 
 Every answer a worker gives waits behind whatever its loop runs at that moment, so one
 callback that holds the loop for 200 ms is 200 ms on every answer in flight: the p99 of
-an open-loop run. Measured on the 10M-identifier miss path, such stops came at a few
-points of a run, not at a steady rate, which a latency histogram alone cannot tell from a
-queue. Two tools:
+an open-loop run. A latency histogram cannot tell such a stop from a queue (on the 10M
+miss path, slow seconds first blamed on stops were the load test replaying keys; this
+probe showed there were none). Two tools:
 
 * :class:`LagProbe` (always on): a task that asks to wake every :data:`PERIOD` seconds
   and records how late it woke into ``idnode_event_loop_lag_seconds``. A lateness of
