@@ -22,6 +22,13 @@ from typing import Any
 # Measured here (2 cores; see the issue notes for the runs):
 DEFAULT_HIT_QPS_PER_CORE = 100_000  # L1 hits, Handle UDP, 50k ids (loadtest run --prefill)
 DEFAULT_MISS_QPS_PER_CORE = 44_000  # answered from Redis, L1 off (loadtest.udp_bench)
+# Lookups that reach PostgreSQL cost the node more than Redis hits: the 10M-identifier
+# miss path (Zipfian, no Redis, one worker; idnode loadtest run --doors udp --mode open
+# --rates 10000,15000,20000,25000,30000 --warmup 5 --seconds 8, 2026-11-26) kept up to
+# 25k/s offered with 65% L1 hits and fell behind at 30k. Taking 25k as the core's whole
+# capacity, 16.3k hits at the hit rate below leave 0.84 of a core for 8.7k SQL misses:
+# about 10,400 per core, rounded down. A saturation point, not a separate measurement.
+DEFAULT_SQL_MISS_QPS_PER_CORE = 10_000
 DEFAULT_BYTES_PER_IDENTIFIER = 336.5  # PostgreSQL table + TOAST + primary key, at 100M
 DEFAULT_REDIS_BYTES_PER_KEY = 290  # MEMORY USAGE of a cached identifier (run reports it)
 DEFAULT_L1_BYTES_PER_ENTRY = 374  # the L1's own accounting of a load-test entry
@@ -102,7 +109,8 @@ class Plan:
     l1_mb_per_worker: float = 64
     l1_bytes_per_entry: float = DEFAULT_L1_BYTES_PER_ENTRY
     hit_qps_per_core: float = DEFAULT_HIT_QPS_PER_CORE
-    miss_qps_per_core: float = DEFAULT_MISS_QPS_PER_CORE
+    miss_qps_per_core: float = DEFAULT_MISS_QPS_PER_CORE  # past L1, answered by Redis
+    sql_miss_qps_per_core: float = DEFAULT_SQL_MISS_QPS_PER_CORE  # past Redis too
     # Writes: single-identifier updates (REST PUT, Handle MODIFY_VALUE) and identifiers
     # registered in batches, per second, with the node cores each costs.
     writes: float = 0
@@ -127,9 +135,14 @@ class Plan:
         r, theta = self.registrations, self.zipf_theta
         l1_entries = self.l1_mb_per_worker * 2**20 / self.l1_bytes_per_entry
         l1_hit = zipf_share(l1_entries, r, theta)
+        # Past L1, Redis answers up to cache_hit_ratio of all lookups; the rest reach SQL,
+        # at a node cost of their own (when L1 alone answers more, nothing reaches Redis).
+        redis_share = max(0.0, self.cache_hit_ratio - l1_hit)
+        sql_share = 1 - max(self.cache_hit_ratio, l1_hit)
         cpu_seconds = (
             self.qps * l1_hit / self.hit_qps_per_core
-            + self.qps * (1 - l1_hit) / self.miss_qps_per_core
+            + self.qps * redis_share / self.miss_qps_per_core
+            + self.qps * sql_share / self.sql_miss_qps_per_core
         )
         write_seconds = self.writes / self.writes_per_core
         write_seconds += self.batch_ids / self.batch_ids_per_core
@@ -145,7 +158,7 @@ class Plan:
         hot = zipf_hot_set(self.cache_hit_ratio, r, theta)
         redis_bytes = hot * self.redis_bytes_per_key * (1 + self.headroom)
         past_l1 = self.qps * (1 - l1_hit)
-        to_sql = self.qps * (1 - self.cache_hit_ratio)
+        to_sql = self.qps * sql_share
         return {
             "assumptions": asdict(self),
             "cluster": self._cluster(cores, handles_bytes, redis_bytes, past_l1, to_sql),
@@ -231,8 +244,8 @@ def render(result: dict[str, Any]) -> str:
         "assumptions:",
         f"  popularity: YCSB Zipfian, theta {a['zipf_theta']}",
         f"  {a['bytes_per_identifier']} bytes per identifier in SQL (table + index)",
-        f"  {a['hit_qps_per_core']:,.0f} L1-hit and {a['miss_qps_per_core']:,.0f} miss "
-        "lookups/s per core",
+        f"  {a['hit_qps_per_core']:,.0f} L1-hit, {a['miss_qps_per_core']:,.0f} Redis-hit "
+        f"and {a['sql_miss_qps_per_core']:,.0f} SQL lookups/s per core",
         f"  {a['writes_per_core']:,.0f} single updates/s and {a['batch_ids_per_core']:,.0f} "
         "batch registrations/s per core (idnode loadtest writes, loadtest.batch_bench)",
         f"  {a['redis_bytes_per_key']:g} bytes per identifier in Redis, "

@@ -184,3 +184,26 @@ def test_the_plan_adds_node_cores_for_writes_at_the_measured_per_core_rates() ->
     assert with_writes["resolver_cores"] - reads_only["resolver_cores"] in (29, 30, 31)
     assert "of which 30 for 7,500 updates/s" in render(with_writes)
     assert reads_only["of_which_for_writes"] == 0
+
+
+def test_the_plan_prices_lookups_by_the_tier_that_answers_them() -> None:
+    import math
+
+    from idnode.loadtest.plan import Plan, zipf_share
+
+    p = Plan(registrations=1.5e9, qps=100_000, headroom=0.0)
+    r = p.compute()
+    l1 = zipf_share(p.l1_mb_per_worker * 2**20 / p.l1_bytes_per_entry, 1.5e9, 0.99)
+    # L1 hits, then Redis up to cache_hit_ratio (0.95), then the 5% that reach SQL
+    seconds = (
+        100_000 * l1 / p.hit_qps_per_core
+        + 100_000 * (0.95 - l1) / p.miss_qps_per_core
+        + 100_000 * 0.05 / p.sql_miss_qps_per_core
+    )
+    assert r["resolver_cores"] == math.ceil(seconds)
+    assert r["lookups_reaching_sql_per_s"] == 5_000
+    # SQL lookups are the dearest: at the measured rates they cost more than Redis hits
+    assert p.sql_miss_qps_per_core < p.miss_qps_per_core < p.hit_qps_per_core
+    # an L1 that answers more than cache_hit_ratio leaves nothing to Redis
+    small = Plan(registrations=1e5, qps=100_000, headroom=0.0).compute()
+    assert small["l1_hit_ratio"] == 1.0 and small["lookups_reaching_sql_per_s"] == 0
