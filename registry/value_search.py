@@ -255,13 +255,7 @@ class ValueSearch:
                 f" AND {alias}.data LIKE {arg(t.like())}"
             )
 
-        where = [match("s", terms[0])]
-        for i, t in enumerate(terms[1:]):
-            b = f"b{i}"
-            where.append(
-                f"EXISTS (SELECT 1 FROM search_values {b} WHERE {b}.handle = s.handle"
-                f" AND {match(b, t)})"
-            )
+        where = _all_terms(terms, match)
         if ranges is not None:
             # On both tables: the planner may then read the prefix's handles (primary
             # key range) instead of the type's whole index range, whichever is smaller.
@@ -314,13 +308,7 @@ class ValueSearch:
                 f" AND {alias}.data GLOB ?"
             )
 
-        where = [match("s", terms[0])]
-        for i, t in enumerate(terms[1:]):
-            b = f"b{i}"
-            where.append(
-                f"EXISTS (SELECT 1 FROM search_values {b} WHERE {b}.handle = s.handle"
-                f" AND {match(b, t)})"
-            )
+        where = _all_terms(terms, match)
         if ranges is not None:
             where.append(
                 "(" + " OR ".join("(s.handle >= ? AND s.handle < ?)" for _ in ranges) + ")"
@@ -438,6 +426,20 @@ class ValueSearch:
             return None
         async with store.pool.acquire() as c:
             return int(await c.fetchval("SELECT pg_total_relation_size('search_values')"))
+
+
+def _all_terms(terms: Sequence[Term], match: Callable[[str, Term], str]) -> list[str]:
+    """The WHERE conditions of a search: its first term on ``s``, each other term as an
+    EXISTS on another row of the same handle (``match(alias, term)`` writes one, with the
+    engine's placeholders)."""
+    where = [match("s", terms[0])]
+    for i, t in enumerate(terms[1:]):
+        b = f"b{i}"
+        where.append(
+            f"EXISTS (SELECT 1 FROM search_values {b} WHERE {b}.handle = s.handle"
+            f" AND {match(b, t)})"
+        )
+    return where
 
 
 class _Page:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from idnode.resolver.codec.keys import RsaPublicKey, encode_public_key
 from tests.e2e.browser import By, WebDriverWait, ec, open_page
 from tests.e2e.node_process import IDNODE, NodeProcess, init_registry
+from tests.e2e.plain_http import NoRedirect, request
 
 pytestmark = pytest.mark.e2e
 
@@ -53,30 +54,6 @@ TEMPLATE = {
         {"key": "madeOn", "index": 2003, "name": "生产日期", "type": "date"},
     ],
 }  # fmt: skip
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def request(
-    node: NodeProcess,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    opener: urllib.request.OpenerDirector | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """Plain HTTP without following redirects: status, headers, body."""
-    req = urllib.request.Request(node.http + path, data=body, method=method, headers=headers or {})
-    if opener is None:
-        opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 def basic() -> dict[str, str]:

@@ -24,6 +24,7 @@ import pytest
 
 from tests.e2e.browser import By, WebDriverWait, ec, sign_in
 from tests.e2e.node_process import NodeProcess, init_registry
+from tests.e2e.plain_http import NoRedirect
 
 pytestmark = pytest.mark.e2e
 
@@ -246,11 +247,6 @@ def test_tool_pages_need_a_signed_in_administrator(node: NodeProcess) -> None:
     for path in ("/console/batches", "/console/api-keys", "/console/applications",
                  "/console/prefixes/88.166/templates", "/console/batches/abc.json",
                  "/console/templates"):  # fmt: skip
-
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-                return None
-
         opener = urllib.request.build_opener(NoRedirect)
         try:
             opener.open(node.http + path, timeout=10)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from idnode.resolver.client import exchange, resolution_request
 from idnode.resolver.codec import ResponseCode
 from tests.e2e.browser import By, WebDriverWait, ec, sign_in
 from tests.e2e.node_process import NodeProcess, init_registry
+from tests.e2e.plain_http import request
 
 pytestmark = pytest.mark.e2e
 
@@ -41,30 +40,6 @@ def basic(user: str, secret: str) -> str:
 
 ADMIN_AUTH = basic("300%3A0.NA/88.166", SECRET)
 CLERK_AUTH = basic("300%3A88.166/CLERK", CLERK_SECRET)
-
-
-def request(
-    node: NodeProcess,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """Plain HTTP without following redirects: status, headers, body."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    data = json.dumps(body).encode() if body is not None else None
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
-    req = urllib.request.Request(node.http + path, data=data, method=method, headers=hdrs)
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 def text(index: int, vtype: str, value: str) -> dict[str, Any]:

@@ -10,10 +10,7 @@ temporary directory, printed) for the issue's note.
 from __future__ import annotations
 
 import base64
-import json
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +20,7 @@ import pytest
 
 from tests.e2e.browser import By, WebDriverWait, ec, open_page
 from tests.e2e.node_process import NodeProcess, init_registry
+from tests.e2e.plain_http import request
 
 pytestmark = pytest.mark.e2e
 
@@ -71,29 +69,6 @@ def site() -> Iterator[str]:
 
 
 # --- the node and its handles -------------------------------------------------------------
-
-
-def request(
-    node: NodeProcess,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """Plain HTTP without following redirects: status, headers, body."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(node.http + path, data=data, method=method, headers=headers or {})
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 SITE = {

@@ -22,29 +22,19 @@ from idnode.registry.batch_jobs import (
     BatchRefused,
     parse_upload,
 )
-from idnode.registry.names import PrefixAuthority
 from idnode.registry.postgres_store import PostgresStore
-from idnode.registry.sealing import Sealer
 from idnode.registry.service import RegistryService
 from idnode.registry.sqlite_store import SqliteStore
-from idnode.registry.store import Store, open_store
+from idnode.registry.store import Store
 from idnode.resolver.codec import AdminPermission, AdminRecord, HandleValue, encode_admin
+from tests.integration.sealed_registry import open_service
 
 ROOT = Identity("0.NA/88.166", 300)
 ALICE = Identity("0.NA/88.166.1001", 300)
 
 
 async def service(db: str, tmp: Path) -> tuple[Store, RegistryService]:
-    store = open_store(db)
-    await store.open()
-    await store.home_prefix("88.166")
-    svc = RegistryService(
-        store,
-        PrefixAuthority(["88.166"]),
-        sealer=Sealer.from_file(tmp / "node.key", create=True),
-        server_admins=[ROOT],
-    )
-    return store, svc
+    return await open_service(db, tmp, [ROOT])
 
 
 async def sql(store: Store, statement: str, *args: Any) -> None:

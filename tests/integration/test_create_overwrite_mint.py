@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from idnode.registry.auth import Identity
-from idnode.registry.names import PrefixAuthority
 from idnode.registry.permissions import replace_permissions
-from idnode.registry.sealing import Sealer
 from idnode.registry.service import RegistryService
-from idnode.registry.store import Store, open_store
+from idnode.registry.store import Store
 from idnode.resolver.codec import (
     AdminPermission,
     AdminRecord,
@@ -27,6 +25,7 @@ from idnode.resolver.codec import (
     encode_admin,
 )
 from idnode.resolver.handle_admin import written
+from tests.integration.sealed_registry import open_service
 
 AP = AdminPermission
 RC = ResponseCode
@@ -42,15 +41,7 @@ def admin(who: Identity, perms: int) -> HandleValue:
 
 
 async def service(url: str, tmp: Path) -> tuple[Store, RegistryService]:
-    store = open_store(url)
-    await store.open()
-    await store.home_prefix("88.166")
-    svc = RegistryService(
-        store,
-        PrefixAuthority(["88.166"]),
-        sealer=Sealer.from_file(tmp / "node.key", create=True),
-        server_admins=[ALICE],
-    )
+    store, svc = await open_service(url, tmp, [ALICE])
     assert (await svc.create("0.NA/88.166", (admin(ALICE, 0x0FFF),), ALICE)).code == RC.SUCCESS
     svc.server_admins.clear()
     return store, svc
