@@ -64,7 +64,7 @@ def seconds_to_midnight(at: float | None = None) -> float:
     return 86400.0 - (now % 86400.0)
 
 
-def _prefix_text(handle: str) -> str:
+def prefix_text(handle: str) -> str:
     """The prefix a handle counts under, as cheaply as it can be had: the text before
     its first "/", or for ``0.NA/<p>`` (a prefix lookup) ``p``."""
     head, _, rest = handle.partition("/")
@@ -97,7 +97,11 @@ class UsageTally:
     def resolved(self, handle: str, rc: int) -> None:
         """An answer to a resolution (any door): an error unless it is a success or a
         referral."""
-        p = _prefix_text(handle)
+        self.resolved_under(prefix_text(handle), rc)
+
+    def resolved_under(self, p: str, rc: int) -> None:
+        """:meth:`resolved` for a handle whose prefix text (:func:`prefix_text`) the
+        caller already has."""
         got = self.resolutions.get(p)
         if got is None:
             self._add(self.resolutions, p)
@@ -107,11 +111,11 @@ class UsageTally:
             self._add(self.errors, p)
 
     def registered(self, handle: str, n: int = 1) -> None:
-        self._add(self.registrations, _prefix_text(handle), n)
+        self._add(self.registrations, prefix_text(handle), n)
 
     def refused(self, handle: str) -> None:
         """A registration (create) answered with an error."""
-        self._add(self.errors, _prefix_text(handle))
+        self._add(self.errors, prefix_text(handle))
 
     def take(self) -> tuple[str, dict[str, tuple[int, int, int]]]:
         """The counts so far and the day they belong to; the tally starts afresh."""

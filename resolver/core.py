@@ -98,6 +98,16 @@ class Resolver:
             return None  # another worker wrote: catch up on the async path first
         return self._recall(normalize(handle, self.case_sensitive))
 
+    def key(self, handle: str) -> str:
+        """``handle`` as the caches key it (for :meth:`recall`)."""
+        return normalize(handle, self.case_sensitive)
+
+    def recall(self, key: str) -> Entry | None:
+        """:meth:`cached` for a handle already turned into its key (:meth:`key`)."""
+        if self.feed is not None and self.feed.changed():
+            return None
+        return self._recall(key)
+
     async def entry(
         self, handle: str, *, l1_checked: bool = False, flags: int = 0, recursion_count: int = 0
     ) -> Entry | Resolution:

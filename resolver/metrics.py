@@ -54,6 +54,25 @@ MALFORMED = Counter("idnode_malformed_total", "Messages that did not decode", ["
 L1_ENTRIES = Gauge(
     "idnode_l1_entries", "Entries in this worker's L1 cache", multiprocess_mode="livesum"
 )
+# Ready answers (ready_answers.py), set once a second by the node.
+READY_ANSWERS = Gauge(
+    "idnode_ready_answers",
+    "Handle answers to L1-hit resolutions kept ready to send again",
+    multiprocess_mode="livesum",
+)
+READY_ANSWERS_BYTES = Gauge(
+    "idnode_ready_answers_bytes",
+    "Bytes the ready answers are counted at (bounded by ready_answers_mb)",
+    multiprocess_mode="livesum",
+)
+READY_ANSWERS_SENT = Counter(
+    "idnode_ready_answers_sent_total",
+    "Resolutions answered from a ready answer (also counted as L1 hits)",
+)
+READY_ANSWERS_RESTARTS = Counter(
+    "idnode_ready_answers_restarts_total",
+    "Times the ready answers were emptied for reaching their bound",
+)
 # The UDP door's bounded state (set once a second by the door).
 UDP_PENDING = Gauge(
     "idnode_udp_reassembly_pending",

@@ -64,6 +64,7 @@ from .l1 import L1Cache, Lifetimes
 from .l2 import RedisClusterTier, RedisTier
 from .listeners import Listeners, bind_listeners
 from .ratelimit import RateLimiter, SharedRateLimiter
+from .ready_answers import ReadyAnswers
 from .settings import SITE_HASHES, Settings, site_members
 from .stages.chain import lookup_chain
 from .stages.delegation import DelegationStage
@@ -152,6 +153,7 @@ class Node:
         self.stopping = asyncio.Event()
         self.store: Store | None = None
         self.l1: L1Cache | None = None
+        self.ready: ReadyAnswers | None = None
         self.l2: RedisTier | None = None
         # The shared limits' own Redis client and gate (bounded calls and connections).
         self._limits: tuple[ScriptClient, Gate] | None = None
@@ -275,7 +277,16 @@ class Node:
         await self._publish_site(store, homed, site, core)
         self._prefix_lifecycle(registry, suspension, site)
         self._start_statistics(store, authority)
-        service = HandleService(core, site, registry, sessions, limiter, door)
+        self.ready = ReadyAnswers(s.ready_answers_mb * 1024 * 1024)
+        service = HandleService(
+            core,
+            site,
+            registry,
+            sessions,
+            limiter,
+            door,
+            self.ready,
+        )
         # A hosted approval publishes the site as it is then: with the keys of the site's
         # other servers learnt since the start (_learn_site_keys), and their serial.
         registry.applications.site = lambda: service.site
@@ -594,6 +605,8 @@ class Node:
             metrics.TALLY.flush()
             if self.l1 is not None:
                 metrics.L1_ENTRIES.set(len(self.l1))
+            if self.ready is not None:
+                self.ready.report()
 
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace

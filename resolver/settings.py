@@ -146,6 +146,13 @@ class Settings:
     )
     l1_max_mb: int = field(default=64, metadata={"help": "L1 cache size per worker, MiB"})
     l1_ttl: float = field(default=60.0, metadata={"help": "longest an L1 entry lives, seconds"})
+    ready_answers_mb: int = field(
+        default=64,
+        metadata={
+            "help": "per worker, MiB: Handle answers to L1-hit resolutions kept ready to "
+            "send again (checked against L1 on every use); 0 turns them off"
+        },
+    )
     negative_ttl: float = field(
         default=5.0, metadata={"help": "how long 'not found' is cached, seconds"}
     )
@@ -548,6 +555,8 @@ def load_settings(
     s = Settings(**values)
     if s.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if s.ready_answers_mb < 0:
+        raise ConfigError("ready_answers_mb must be 0 (off) or more")
     if s.redis_cluster and not s.redis_url:
         raise ConfigError(
             "redis_cluster (--redis-cluster) needs redis_url (--redis-url) naming any node of "

@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "doors",
         [
             "idnode.resolver.handle_*",
+            "idnode.resolver.ready_answers",  # the Handle doors' kept answers
             "idnode.resolver.*_door",
             "idnode.resolver.dns_answers",  # the DNS door's rendering (dnspython)
             "idnode.resolver.dns_fast",  # the DNS door's fast path (wire bytes)
