@@ -197,9 +197,10 @@ class HandleService:
                     timed = self._sample % metrics.LATENCY_SAMPLE == 0
                     res = answer(e, q.indexes, q.types)
                     out = self._resolution(q, wire, res, door, t0 if timed else 0.0)
-                    self.ready.put(
-                        wire, key, e.values_wire, out, prefix_text(q.handle), res.response_code
-                    )
+                    if not q.op_flags & _RD:  # the digest hashes the expiration too
+                        self.ready.put(
+                            wire, key, e.values_wire, out, prefix_text(q.handle), res.response_code
+                        )
                     return out
                 return self._resolve(q, wire, door, t0)
         try:

@@ -50,8 +50,9 @@ def ask(n: NodeProcess, wire: bytes) -> bytes:
         return s.recv(65536)
 
 
-def with_id(m: Message, rid: int) -> bytes:
-    return encode(dataclasses.replace(m, request_id=rid))
+def with_id(m: Message, rid: int, expiration: int | None = None) -> bytes:
+    exp = m.expiration if expiration is None else expiration
+    return encode(dataclasses.replace(m, request_id=rid, expiration=exp))
 
 
 def sent_from_ready(n: NodeProcess) -> float:
@@ -85,18 +86,22 @@ def create(n: NodeProcess) -> None:
     admin(n, CreateHandleRequest(H, values), OpCode.CREATE_HANDLE)
 
 
-def test_repeats_are_answered_ready_each_with_its_own_request_id(node: NodeProcess) -> None:
+def test_repeats_are_answered_ready_each_with_its_own_id_and_expiration(
+    node: NodeProcess,
+) -> None:
     create(node)
     q = resolution_request(H)
     before = sent_from_ready(node)
-    answers = {rid: ask(node, with_id(q, rid)) for rid in range(100, 140)}
+    # The HANDLE.NET library sets the expiration from the clock: it changes too.
+    answers = {rid: ask(node, with_id(q, rid, 1_800_000_000 + rid % 3)) for rid in range(100, 140)}
     assert wait_sent_above(node, before) > before  # the repeats went the ready way
     first = answers[100]
     for rid, a in answers.items():
-        assert int.from_bytes(a[8:12], "big") == rid
-        assert a[:8] + a[12:] == first[:8] + first[12:]  # the same answer but for the id
         m = decode(a)
-        assert m.request_id == rid and m.response_code == ResponseCode.SUCCESS
+        assert m.request_id == rid and m.expiration == 1_800_000_000 + rid % 3
+        # the same answer but for those two fields
+        assert a[:8] + a[12:36] + a[40:] == first[:8] + first[12:36] + first[40:]
+        assert m.response_code == ResponseCode.SUCCESS
         assert isinstance(m.body, ResolutionResponse)
         # the value without PUBLIC_READ never leaves, ready or not
         assert [v.index for v in m.body.values] == [1, 3]

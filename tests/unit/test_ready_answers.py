@@ -5,13 +5,19 @@ from __future__ import annotations
 from idnode.resolver.ready_answers import MAX_REQUEST, OVERHEAD, ReadyAnswers, reply_for
 
 
-def request(rid: int, handle: bytes = b"88.166.1001/A") -> bytes:
-    # Not a real message: the table reads only the envelope's request id (bytes 8..11).
-    return b"\x02\x0a\x00\x00" + b"\x00" * 4 + rid.to_bytes(4, "big") + b"\x00" * 8 + handle
+def message(rid: int, exp: int, rest: bytes) -> bytes:
+    # Not a real message: the table reads only the envelope's request id (bytes 8..11)
+    # and the header's expiration (bytes 36..39).
+    head = b"\x02\x0a\x00\x00" + b"\x00" * 4 + rid.to_bytes(4, "big") + b"\x00" * 8
+    return head + b"\x00" * 16 + exp.to_bytes(4, "big") + b"\x00" * 4 + rest
 
 
-def reply(rid: int, body: bytes = b"answer") -> bytes:
-    return b"\x02\x0a\x00\x00" + b"\x00" * 4 + rid.to_bytes(4, "big") + b"\x00" * 8 + body
+def request(rid: int, handle: bytes = b"88.166.1001/A", exp: int = 0) -> bytes:
+    return message(rid, exp, handle)
+
+
+def reply(rid: int, body: bytes = b"answer", exp: int = 0) -> bytes:
+    return message(rid, exp, body)
 
 
 def test_a_request_finds_its_answer_under_any_request_id() -> None:
@@ -23,11 +29,15 @@ def test_a_request_finds_its_answer_under_any_request_id() -> None:
     assert got.values is values and got.key == "88.166.1001/a"
     assert got.prefix == "88.166.1001" and got.rc == 1
     assert reply_for(got, request(77)) == reply(77)  # the new id spliced in, all else kept
+    # The expiration (the Java library sets it from the clock) is spliced in too.
+    got = t.get(request(78, exp=1_800_000_000))
+    assert got is not None
+    assert reply_for(got, request(78, exp=1_800_000_000)) == reply(78, exp=1_800_000_000)
     assert t.get(request(77, b"88.166.1001/B")) is None  # another handle: another key
 
 
 def test_the_table_starts_again_when_full_and_counts_it() -> None:
-    one = len(request(1, b"h/0")) - 4 + len(reply(1)) + OVERHEAD
+    one = len(request(1, b"h/0")) - 8 + len(reply(1)) + OVERHEAD
     t = ReadyAnswers(3 * one)
     for i in range(3):
         t.put(request(1, b"h/%d" % i), "k", None, reply(1), "h", 100)
@@ -58,6 +68,8 @@ def test_what_is_not_kept() -> None:
     off = ReadyAnswers(0)
     off.put(request(1), "k", None, reply(1), "p", 100)
     assert len(off) == 0 and off.get(request(1)) is None  # ready_answers_mb 0: off
+    t.put(request(2)[:40], "k", None, reply(2), "p", 100)
+    assert t.get(request(2)[:40]) is None  # shorter than a header: no expiration to splice
     small = ReadyAnswers(10)
     small.put(request(1), "k", None, reply(1), "p", 100)
     assert len(small) == 0 and small.bytes_used == 0  # one answer over the whole bound
