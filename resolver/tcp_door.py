@@ -48,6 +48,10 @@ class TcpConnection(asyncio.Protocol):
         self.partial_since: float | None = None  # an unfinished request is arriving
         self.unread_since: float | None = None  # the client is not reading its answers
         self.reading = True
+        # While _work answers the requests of one read, their answers gather here and
+        # leave in one write: one send for a pipelined burst, not one per answer.
+        self._out: list[bytes] | None = None
+        self._out_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -96,16 +100,25 @@ class TcpConnection(asyncio.Protocol):
     def _work(self) -> None:
         """Answer the whole requests received, as long as the client keeps up."""
         took = False
-        while not self._blocked():
-            try:
-                frame = self.frames.next()
-            except ProtocolError as exc:
-                self._unframeable(exc)
-                return
-            if frame is None:
-                break
-            took = True
-            self._answer(frame)
+        outer = self._out is None  # not called from inside another _work's answers
+        if outer:
+            self._out = []
+        try:
+            while not self._blocked():
+                try:
+                    frame = self.frames.next()
+                except ProtocolError as exc:
+                    self._flush()
+                    self._unframeable(exc)
+                    return
+                if frame is None:
+                    break
+                took = True
+                self._answer(frame)
+        finally:
+            if outer:
+                self._flush()
+                self._out = None
         if self.transport is None or self.transport.is_closing():
             return
         pending = len(self.frames)
@@ -178,8 +191,25 @@ class TcpConnection(asyncio.Protocol):
             self._write(reply)
 
     def _write(self, reply: bytes) -> None:
+        out = self._out
+        if out is not None:  # inside _work: leaves with the burst's other answers
+            out.append(reply)
+            self._out_bytes += len(reply)
+            if self._out_bytes >= LOW_WATER:  # keeps _blocked's view of the buffer true
+                self._flush()
+            return
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
+            self.last_active = time.monotonic()
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        self._out_bytes = 0
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             self.last_active = time.monotonic()
 
     def pause_writing(self) -> None:

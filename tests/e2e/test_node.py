@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,29 @@ def test_tcp_keeps_the_connection_and_answers_pipelined_requests(node: NodeProce
         t.sendall(encode(hb))
         m = decode(t.recv(65536))
         assert m.request_id == hb.request_id and m.response_code == 301
+
+
+def test_tcp_answers_a_long_pipelined_burst_of_cached_lookups(node: NodeProcess) -> None:
+    """The answers to one read leave together (TcpConnection._write gathers them): a burst
+    whose answers pass the gathering bound and the write buffer's high water must still
+    get every answer once, each the right one."""
+    handles = [f"88.166.1001/p-{i % 20}" for i in range(4000)]
+    for h in set(handles):  # every lookup of the burst is an L1 hit, answered at once
+        exchange_tcp("127.0.0.1", node.handle_port, resolution_request(h))
+    reqs = [replace(resolution_request(h), request_id=i + 1) for i, h in enumerate(handles)]
+    want = {r.request_id: h for r, h in zip(reqs, handles, strict=True)}
+    with socket.create_connection(("127.0.0.1", node.handle_port), timeout=10) as t:
+        t.sendall(b"".join(encode(r) for r in reqs))
+        fb, got = FrameBuffer(), dict[int, str]()
+        while len(got) < len(reqs):
+            data = t.recv(65536)
+            assert data, "the node closed the connection"
+            for frame in fb.feed(data):
+                m = decode(frame)
+                assert m.request_id not in got, "an answer came twice"
+                assert isinstance(m.body, ResolutionResponse), m
+                got[m.request_id] = m.body.handle
+        assert got == want
 
 
 def test_tcp_reads_on_after_its_requests_in_flight_fill_up(node: NodeProcess) -> None:
