@@ -191,6 +191,18 @@ class Translator:
         return text.format(**fields) if fields else text
 
 
+# An HS_ADMIN's permissions by name ("ADD_VALUE" -> "添加值"): up to twelve a row, read
+# by the record page as plain items of a dict built once, not through ``t()``.
+PERMISSION_WORDS = {
+    lang: {
+        key.removeprefix("perm."): Translator(lang)(key)
+        for key in MESSAGES[DEFAULT]
+        if key.startswith("perm.")
+    }
+    for lang in LANGUAGES
+}
+
+
 def choose(request: web.Request) -> tuple[str, bool]:
     """The request's language, and whether it was chosen by ``?lang=`` (to remember)."""
     asked = request.query.get("lang", "")

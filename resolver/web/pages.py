@@ -36,8 +36,8 @@ from ..codec.jsonform import INT32_MAX, parse_int
 from ..core import Resolution, answer
 from ..logs import Repeats
 from ..rest_door import API, RestApi, http_status
-from .assets import environment, load_static, serve_static
-from .i18n import LANGUAGES, Translator, choose, remember
+from .assets import LANGUAGE_SEP, environment, load_static, serve_static
+from .i18n import LANGUAGES, PERMISSION_WORDS, Translator, choose, remember
 from .values import alias_target, data_view, redirect_url, row
 
 if TYPE_CHECKING:
@@ -176,7 +176,12 @@ class WebPages:
         self.search = search
         self.env = environment()
         self.static = load_static()
-        self.env.globals.update(static_url=self.static_url, handle_url=handle_url)
+        self.env.globals.update(
+            static_url=self.static_url,
+            # every page links these two: items of a dict, not a call per render
+            static_urls={name: self.static_url(name) for name in self.static},
+            handle_url=handle_url,
+        )
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.home)
@@ -201,11 +206,18 @@ class WebPages:
     ) -> web.Response:
         lang, chosen = choose(request)
         t = Translator(lang)
+        # The other languages' addresses (the page shows its own as plain text).
         links = [
             (code, LANGUAGE_NAMES[code], str(request.rel_url.update_query(lang=code)))
+            if code != lang
+            else (code, LANGUAGE_NAMES[code], "")
             for code in LANGUAGES
         ]
-        html = self.env.get_template(template).render(t=t, lang=lang, lang_links=links, **context)
+        # The template compiled in the reader's language (its constant words in it).
+        compiled = self.env.get_template(f"{lang}{LANGUAGE_SEP}{template}")
+        html = compiled.render(
+            t=t, lang=lang, lang_links=links, perm_words=PERMISSION_WORDS[lang], **context
+        )
         response = web.Response(
             text=html,
             status=status,
@@ -395,6 +407,7 @@ class WebPages:
         noredirect: bool,
     ) -> web.StreamResponse:
         chain = [asked]
+        values: list[HandleValue] | None = None  # res's values, decoded
         while True:
             handle = chain[-1]
             e, authorized = await self._visible(handle, who)
@@ -402,10 +415,15 @@ class WebPages:
                 res = e
                 break
             whole = answer(e, (), (), authorized=authorized)
-            values = decode_values(whole.values_wire) if whole.response_code == RC.SUCCESS else []
-            target = alias_target(list(values))
+            every = (
+                list(decode_values(whole.values_wire)) if whole.response_code == RC.SUCCESS else []
+            )
+            target = alias_target(every)
             if target is None:
-                res = answer(e, indexes, types, authorized=authorized)
+                if indexes or types:
+                    res = answer(e, indexes, types, authorized=authorized)
+                else:  # the answer already decoded: not decoded again to show it
+                    res, values = whole, every
                 break
             seen = {h.casefold() for h in chain}
             if target.casefold() in seen:
@@ -415,7 +433,7 @@ class WebPages:
             chain.append(target)
         metrics.TALLY.request("web", 1, res.response_code)
         USAGE.resolved(asked, res.response_code)  # per-prefix statistics, as REST counts
-        return self._answer(request, chain, res, indexes, types, who, noredirect)
+        return self._answer(request, chain, res, indexes, types, who, noredirect, values)
 
     def _answer(
         self,
@@ -426,13 +444,15 @@ class WebPages:
         types: tuple[str, ...],
         who: Identity | None,
         noredirect: bool,
+        decoded: list[HandleValue] | None = None,  # res's values, when already decoded
     ) -> web.StreamResponse:
         handle = chain[-1]
         rc = res.response_code
         if rc in (RC.SUCCESS, RC.VALUES_NOT_FOUND):
-            values: list[HandleValue] = (
-                list(decode_values(res.values_wire)) if rc == RC.SUCCESS else []
-            )
+            if decoded is not None:
+                values = decoded
+            else:
+                values = list(decode_values(res.values_wire)) if rc == RC.SUCCESS else []
             url = redirect_url(values)
             if url is not None and not noredirect and who is None:
                 raise web.HTTPFound(url, headers={"Cache-Control": "no-cache", "Vary": "Accept"})

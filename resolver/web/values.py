@@ -9,8 +9,9 @@ the REST API never disagree about what a value holds.
 from __future__ import annotations
 
 import binascii
+import functools
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from ..codec import HandleValue
 from ..codec.codes import TYPE_ALIAS, AdminPermission, TtlType
@@ -19,6 +20,9 @@ from ..codec.jsonform import data_to_json
 # How much of a binary value a page shows (the REST JSON has all of it).
 HEX_EXCERPT = 64
 LINK_SCHEMES = ("http://", "https://")  # never javascript:, data: and the like
+# The permissions an HS_ADMIN can hold, in the enum's order, as plain ints: a page's
+# HS_ADMIN tests twelve bits, and a Flag's ``&`` runs Python code where an int's does not.
+_PERMISSIONS = tuple((p.name, int(p)) for p in AdminPermission if p.name)
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,10 @@ class ValueRow:
     data: DataView
 
 
+@functools.lru_cache(maxsize=64)  # a record's values mostly share one timestamp
 def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    # What datetime.fromtimestamp(ts, UTC).strftime(...) gives, without the datetime.
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
 
 
 def data_view(vtype: str, data: bytes) -> DataView:
@@ -58,7 +64,7 @@ def data_view(vtype: str, data: bytes) -> DataView:
         return DataView("link" if v.lower().startswith(LINK_SCHEMES) else "text", text=v)
     if fmt == "admin":
         bits = int(v["permissions"], 2)
-        names = tuple(p.name for p in AdminPermission if p.name and bits & p)
+        names = tuple(name for name, bit in _PERMISSIONS if bits & bit)
         return DataView(
             "admin", admin_handle=v["handle"], admin_index=v["index"], permissions=names
         )
