@@ -355,7 +355,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         "--prefill",
         action="store_true",
         help="resolve every identifier once (gRPC BatchResolve) before measuring each door, "
-        "so L1 and Redis start full (steady state) instead of cold",
+        "so L1 and Redis start full (steady state) instead of cold; the node then keeps "
+        "L1 entries a day (--l1-ttl 86400) so the prefill lasts the run",
     )
     p.add_argument("--results", help="folder for report.json and report.html")
     p.add_argument("--label", default="", help="a title for the report")
