@@ -121,7 +121,7 @@ class HandleService:
         ready: ReadyAnswers | None = None,
     ) -> None:
         self.limiter = limiter
-        # Answers to repeated L1-hit resolutions, kept but for the request id
+        # Answers to repeated L1-hit resolutions, kept but for the request id and expiration
         # (ready_answers.py); an empty table of no size when not given.
         self.ready = ready if ready is not None else ReadyAnswers(0)
         self.core = core
@@ -163,13 +163,15 @@ class HandleService:
             SIGNING_CLIENT.set(client)  # certified: its answer spends this client's budget
         if is_encrypted(wire):
             return self._encrypted(wire, door, client, conn)
+        # A resolution answered before from L1, whose L1 entry is still the one it was
+        # built from: the same answer, with this request's id and expiration.
         a = self.ready.get(wire)
         if a is not None and (conn is None or conn.identity is None):
-            e = self.core.recall(a.key)
-            if e is not None and e.values_wire is a.values:  # L1 still holds what it was built from
+            e = self.core.recall(a[0])
+            if e is not None and e.values_wire is a[1]:
                 self.ready.sent += 1
-                self._tally.request(door, 1, a.rc)
-                USAGE.resolved_under(a.prefix, a.rc)
+                self._tally.request(door, 1, a[6])
+                USAGE.resolved_under(a[5], a[6])
                 self._sample += 1
                 if self._sample % metrics.LATENCY_SAMPLE == 0:
                     self._latency[door].observe(time.perf_counter() - t0)
@@ -197,7 +199,9 @@ class HandleService:
                     timed = self._sample % metrics.LATENCY_SAMPLE == 0
                     res = answer(e, q.indexes, q.types)
                     out = self._resolution(q, wire, res, door, t0 if timed else 0.0)
-                    if not q.op_flags & _RD:  # the digest hashes the expiration too
+                    # RD: the digest hashes the expiration too. A logged-in connection
+                    # never takes a kept answer, so it keeps none.
+                    if not q.op_flags & _RD and (conn is None or conn.identity is None):
                         self.ready.put(
                             wire, key, e.values_wire, out, prefix_text(q.handle), res.response_code
                         )

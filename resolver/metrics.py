@@ -69,9 +69,9 @@ READY_ANSWERS_SENT = Counter(
     "idnode_ready_answers_sent_total",
     "Resolutions answered from a ready answer (also counted as L1 hits)",
 )
-READY_ANSWERS_RESTARTS = Counter(
-    "idnode_ready_answers_restarts_total",
-    "Times the ready answers were emptied for reaching their bound",
+READY_ANSWERS_EVICTED = Counter(
+    "idnode_ready_answers_evicted_total",
+    "Ready answers pushed out, oldest first, to keep within ready_answers_mb",
 )
 # The UDP door's bounded state (set once a second by the door).
 UDP_PENDING = Gauge(

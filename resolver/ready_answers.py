@@ -9,58 +9,70 @@ An answer built from an L1 entry is a function of two things only:
 Of the request, the request id (envelope bytes 8..11) and the expiration (message
 bytes 36..39) only come back unchanged in the answer, at the same offsets; and they are
 what changes between two askings of the same thing (the HANDLE.NET library sets the
-expiration from the clock). So the request's other bytes find the answer given last
-time, and the new request's two fields are spliced into it.
+expiration from the clock). The header's site serial, recursion count and reserved
+byte (bytes 32..35) do not reach the answer at all (it carries the node's serial and
+zeros). So the request's other bytes find the answer given last time, and the new
+request's id and expiration are spliced into it. The node's own site serial is baked
+into every kept answer: it is fixed for the life of the HandleService.
+
 The answer is still good while L1 holds the *same values object* for the handle:
 holding it keeps the object alive, so no other values can be the same object; an
 invalidation, a refill or an expiry in L1 replaces or drops it.
 
 On a hit, the Handle doors skip decoding the request, filtering the values and
-encoding the answer, and only splice in the two fields. That was about a third of
-an L1 hit's CPU (cProfile of the UDP door, in process).
+encoding the answer. That was about a third of an L1 hit's CPU (cProfile of the UDP
+door, in process).
 
 Only answers that are safe to replay are kept: no session, not encrypted, not
-certified, no request digest (RD: it hashes the header, expiration included). The
-caller checks; the key holds the envelope's flags and session and the opFlags, so a
-request that differs there never matches.
+certified, no request digest (RD: it hashes the header, expiration included), not
+asked on a logged-in connection. The caller checks; the key holds the envelope's flags
+and session and the opFlags, so a request that differs there never matches.
 
-Memory is bounded in bytes; over the bound the table starts again empty, and the
-answers that are still asked for come back on their next miss.
+Memory is bounded in bytes, counting the values each answer holds alive (L1 may have
+dropped them): past the bound the oldest answers go first, a few at a time, so a
+client sending endless variants of one request (letter case, filters) pushes out
+older answers but never makes the table stop the loop to empty itself. Held as plain
+tuples of atomic fields, the answers are left alone by the garbage collector's full
+passes (see l1.py).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import OrderedDict
 
 from . import metrics
 
 MAX_REQUEST = 1024  # longer requests (long handles, many filters) are not kept
 MIN_REQUEST = 44  # envelope and header: a shorter message has no expiration to splice
-OVERHEAD = 200  # bytes a kept answer costs beyond its key and reply (objects, slot)
+# Bytes a kept answer costs beyond its key, reply and held values: the tuple, its
+# slot, the small str and bytes objects (tracemalloc: about 640 bytes in all for a
+# 150-byte answer, of which ~190 are the key and reply).
+OVERHEAD = 450
 
-
-class Ready(NamedTuple):
-    key: str  # the handle's L1 key (normalised)
-    values: bytes | None  # the L1 entry's values the reply was built from
-    head: bytes  # the reply's first 8 bytes (version, flags, session)
-    mid: bytes  # the reply's bytes 12..35: after the request id, before the expiration
-    tail: bytes  # the reply from byte 40 on (after the expiration)
-    prefix: str  # the prefix the resolution counts under (statistics)
-    rc: int  # the reply's response code
+# A kept answer: (L1 key, values it was built from, reply bytes 0..7, reply bytes
+# 12..35, reply from byte 40, prefix text for the statistics, response code). A plain
+# tuple, not a NamedTuple: the collector untracks a tuple of atomic fields, never a
+# subclass.
+Ready = tuple[str, bytes | None, bytes, bytes, bytes, str, int]
 
 
 def request_key(wire: bytes) -> bytes:
-    """The request without its request id and expiration. Requests of another length
-    than a resolution's (44 bytes and more) cannot meet a kept key: theirs is shorter."""
-    return wire[:8] + wire[12:36] + wire[40:]
+    """The request without its request id, the header bytes the answer does not
+    depend on, and its expiration. Messages shorter than a resolution's 44 bytes
+    cannot meet a kept key: theirs is shorter."""
+    return wire[:8] + wire[12:32] + wire[40:]
+
+
+def cost(key: bytes, reply: bytes, values: bytes | None) -> int:
+    return len(key) + len(reply) + (len(values) if values else 0) + OVERHEAD
 
 
 class ReadyAnswers:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._d: dict[bytes, Ready] = {}
+        self._d: OrderedDict[bytes, tuple[Ready, int]] = OrderedDict()  # oldest first
         self._bytes = 0
-        self.restarts = 0  # times the table was emptied for being full
+        self.evicted = 0  # answers pushed out by newer ones (the bound)
         self.sent = 0  # answers sent from the table (counted by the caller)
         self._reported = (0, 0)
 
@@ -72,9 +84,10 @@ class ReadyAnswers:
         return self._bytes
 
     def get(self, wire: bytes) -> Ready | None:
-        if len(wire) > MAX_REQUEST or type(wire) is not bytes:
+        if not self._d or len(wire) > MAX_REQUEST or type(wire) is not bytes:
             return None
-        return self._d.get(request_key(wire))
+        got = self._d.get(request_key(wire))
+        return got[0] if got is not None else None
 
     def put(
         self, wire: bytes, key: str, values: bytes | None, reply: bytes, prefix: str, rc: int
@@ -83,27 +96,25 @@ class ReadyAnswers:
         ``key``). The caller has checked the request is safe to replay."""
         if (
             self.max_bytes <= 0
-            or len(wire) > MAX_REQUEST
-            or type(wire) is not bytes
-            or len(wire) < MIN_REQUEST
+            or not MIN_REQUEST <= len(wire) <= MAX_REQUEST
             or len(reply) < MIN_REQUEST
+            or type(wire) is not bytes
         ):
             return
         k = request_key(wire)
-        cost = len(k) + len(reply) + OVERHEAD
-        old = self._d.get(k)
+        c = cost(k, reply, values)
+        if c > self.max_bytes:
+            return
+        old = self._d.pop(k, None)
         if old is not None:
-            self._bytes -= len(k) + len(old.head) + len(old.mid) + len(old.tail) + 8 + OVERHEAD
-        elif self._bytes + cost > self.max_bytes:
-            # Emptying beats LRU bookkeeping on every hit: the hot answers come back
-            # on their next miss, at the cost of one ordinary answer each.
-            self._d.clear()
-            self._bytes = 0
-            self.restarts += 1
-            if cost > self.max_bytes:
-                return
-        self._d[k] = Ready(key, values, reply[:8], reply[12:36], reply[40:], prefix, rc)
-        self._bytes += cost
+            self._bytes -= old[1]
+        d = self._d
+        while d and self._bytes + c > self.max_bytes:
+            _k, (_r, was) = d.popitem(last=False)
+            self._bytes -= was
+            self.evicted += 1
+        d[k] = ((key, values, reply[:8], reply[12:36], reply[40:], prefix, rc), c)
+        self._bytes += c
 
     def clear(self) -> None:
         self._d.clear()
@@ -113,13 +124,13 @@ class ReadyAnswers:
         """The table's state into the metrics (once a second, off the hot path)."""
         metrics.READY_ANSWERS.set(len(self._d))
         metrics.READY_ANSWERS_BYTES.set(self._bytes)
-        (sent, restarts), self._reported = self._reported, (self.sent, self.restarts)
+        (sent, evicted), self._reported = self._reported, (self.sent, self.evicted)
         if self.sent > sent:
             metrics.READY_ANSWERS_SENT.inc(self.sent - sent)
-        if self.restarts > restarts:
-            metrics.READY_ANSWERS_RESTARTS.inc(self.restarts - restarts)
+        if self.evicted > evicted:
+            metrics.READY_ANSWERS_EVICTED.inc(self.evicted - evicted)
 
 
 def reply_for(ready: Ready, wire: bytes) -> bytes:
     """The kept answer with ``wire``'s request id and expiration."""
-    return b"".join((ready.head, wire[8:12], ready.mid, wire[36:40], ready.tail))
+    return b"".join((ready[2], wire[8:12], ready[3], wire[36:40], ready[4]))

@@ -3,7 +3,9 @@
 A connection stays open and every request on it is answered: the IDIS SDK sends
 many requests without the keep-connection flag, the Teleinfo SDK pipelines by
 request id and sends idle heartbeats. Answers may leave out of order; clients
-match them by request id. An idle connection is closed after a timeout.
+match them by request id. An idle connection is closed after a timeout. The answers
+to the requests of one read leave in one write (up to 64 KiB at a time): a pipelining
+client gets one segment for a burst, not a send per answer.
 
 Memory stays bounded whatever a client does. Requests are taken from the stream one
 at a time; while a connection's answers are not being read (its write buffer above

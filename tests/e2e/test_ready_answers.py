@@ -115,7 +115,7 @@ def test_repeats_are_answered_ready_each_with_its_own_id_and_expiration(
     # answer carries the digest of the request it answers.
     rd = resolution_request(H, flags=int(OpFlag.RD))
     for rid in (7, 8, 9):
-        wire = with_id(rd, rid)
+        wire = with_id(rd, rid, 1_800_000_000 + rid)  # the digest covers the expiration
         m = decode(ask(node, wire))
         assert m.request_id == rid and m.has(OpFlag.RD)
         assert m.request_digest == digest_request(wire)
@@ -138,3 +138,23 @@ def test_a_write_or_a_delete_is_never_answered_from_before_it(node: NodeProcess)
     admin(node, DeleteHandleRequest(H), OpCode.DELETE_HANDLE)
     for _ in range(5):
         assert decode(ask(node, wire)).response_code == ResponseCode.HANDLE_NOT_FOUND
+
+
+def test_a_logged_in_connection_never_gets_an_answer_kept_for_the_public(
+    node: NodeProcess,
+) -> None:
+    """On a TCP connection logged in with LOGIN_ID_SYSTEM, a request without a session
+    acts as that administrator: the same bytes a stranger sent must get the values
+    without PUBLIC_READ too, not the public answer kept for the stranger."""
+    create(node)
+    wire = with_id(resolution_request(H, flags=int(OpFlag.REC | OpFlag.CA)), 31337)
+    for _ in range(5):  # kept, then answered ready
+        m = decode(ask(node, wire))
+        assert [v.index for v in m.body.values] == [1, 3]  # type: ignore[union-attr]
+    assert wait_sent_above(node, 0) > 0
+    with AdminClient(node.server, "0.NA/88.166", 300, secret=SECRET.encode()) as a:
+        assert a.login().response_code == ResponseCode.SUCCESS
+        for _ in range(3):
+            (m,) = a.send_raw(wire, 31337)
+            assert isinstance(m.body, ResolutionResponse), m
+            assert [v.index for v in m.body.values] == [1, 2, 3]
