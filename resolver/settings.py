@@ -147,10 +147,11 @@ class Settings:
     l1_max_mb: int = field(default=64, metadata={"help": "L1 cache size per worker, MiB"})
     l1_ttl: float = field(default=60.0, metadata={"help": "longest an L1 entry lives, seconds"})
     ready_answers_mb: int = field(
-        default=64,
+        default=128,
         metadata={
             "help": "per worker, MiB: Handle answers to L1-hit resolutions kept ready to "
-            "send again (checked against L1 on every use); 0 turns them off"
+            "send again (checked against L1 on every use; counting the values each holds, "
+            "about 1 KB an answer: twice L1's per-entry cost); 0 turns them off"
         },
     )
     negative_ttl: float = field(
