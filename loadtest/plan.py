@@ -20,14 +20,20 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 # Measured here (2 cores; see the issue notes for the runs):
-DEFAULT_HIT_QPS_PER_CORE = 100_000  # L1 hits, Handle UDP, 50k ids (loadtest run --prefill)
+# L1 hits, Handle UDP, uniform over 100k identifiers, one worker (idnode loadtest peer,
+# 2026-11-26: median 48,349/s over 3 rounds, 40.6-49.7k; loadtest run --prefill: 45-48k).
+# The node's core was the limit (the generator used 0.6-0.7 of its own). An earlier
+# 100,000 came from a smaller hot set on a quieter day.
+DEFAULT_HIT_QPS_PER_CORE = 48_000
 DEFAULT_MISS_QPS_PER_CORE = 44_000  # answered from Redis, L1 off (loadtest.udp_bench)
 # Lookups that reach PostgreSQL cost the node more than Redis hits: the 10M-identifier
 # miss path (Zipfian, no Redis, one worker; idnode loadtest run --doors udp --mode open
 # --rates 10000,15000,20000,25000,30000 --warmup 5 --seconds 8, 2026-11-26) kept up to
 # 25k/s offered with 65% L1 hits and fell behind at 30k. Taking 25k as the core's whole
-# capacity, 16.3k hits at the hit rate below leave 0.84 of a core for 8.7k SQL misses:
-# about 10,400 per core, rounded down. A saturation point, not a separate measurement.
+# capacity, 16.3k hits at the hit rate above take 0.34 of it, leaving 0.66 for 8.7k SQL
+# misses: about 13k per core. 10k is kept (the two runs were in different sessions, and
+# these machines' speed moves by more than that). A saturation point, not a separate
+# measurement.
 DEFAULT_SQL_MISS_QPS_PER_CORE = 10_000
 DEFAULT_BYTES_PER_IDENTIFIER = 336.5  # PostgreSQL table + TOAST + primary key, at 100M
 DEFAULT_REDIS_BYTES_PER_KEY = 290  # MEMORY USAGE of a cached identifier (run reports it)
