@@ -93,10 +93,8 @@ class Resolver:
     # --- lookup ------------------------------------------------------------------
 
     def cached(self, handle: str) -> Entry | None:
-        """The L1 entry for ``handle``, without awaiting anything (the UDP fast path)."""
-        if self.feed is not None and self.feed.changed():
-            return None  # another worker wrote: catch up on the async path first
-        return self._recall(normalize(handle, self.case_sensitive))
+        """The L1 entry for ``handle``, without awaiting anything (the fast paths)."""
+        return self.recall(normalize(handle, self.case_sensitive))
 
     def key(self, handle: str) -> str:
         """``handle`` as the caches key it (for :meth:`recall`)."""
@@ -105,7 +103,7 @@ class Resolver:
     def recall(self, key: str) -> Entry | None:
         """:meth:`cached` for a handle already turned into its key (:meth:`key`)."""
         if self.feed is not None and self.feed.changed():
-            return None
+            return None  # another worker wrote: catch up on the async path first
         return self._recall(key)
 
     async def entry(

@@ -116,10 +116,6 @@ class ReadyAnswers:
         d[k] = ((key, values, reply[:8], reply[12:36], reply[40:], prefix, rc), c)
         self._bytes += c
 
-    def clear(self) -> None:
-        self._d.clear()
-        self._bytes = 0
-
     def report(self) -> None:
         """The table's state into the metrics (once a second, off the hot path)."""
         metrics.READY_ANSWERS.set(len(self._d))
