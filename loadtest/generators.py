@@ -186,14 +186,19 @@ def handle_frames(handles: list[str]) -> list[bytearray]:
     head, mid, tail = sample[:16], sample[20:40], sample[49:]
     pack = _U32.pack
     out = []
+    # One frame per distinct identifier, shared by its draws: a frame is stamped with
+    # its request id just before it is sent, and a send copies it (datagram, or onto a
+    # TCP link's outbox), so sharing is safe and a popular identifier costs one frame.
+    made: dict[str, bytearray] = {}
     for h in handles:
-        hb = h.encode()
-        n = len(hb)
-        out.append(
-            bytearray(
+        frame = made.get(h)
+        if frame is None:
+            hb = h.encode()
+            n = len(hb)
+            frame = made[h] = bytearray(
                 b"".join((head, pack(msg_len + n), mid, pack(body_len + n), pack(n), hb, tail))
             )
-        )
+        out.append(frame)
     return out
 
 

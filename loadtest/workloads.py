@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from .keyspace import Permutation, handle, unregistered
 
 YCSB_MIXES = {"A": 0.5, "B": 0.05, "C": 0.0}  # share of updates; the rest are reads
+# Identifiers kept by rank: the permutation and the name cost ~12-17 µs a draw, and a
+# run draws millions (a closed UDP point: 2.9M, ~50 s of one core before it measured);
+# a popular rank is drawn many times. Bounded: a 10M-key uniform draw keeps at most this.
+MEMO_MAX = 2_000_000
 
 
 class Zipfian:
@@ -68,6 +72,7 @@ class Workload:
         self.rng = random.Random(self.seed)
         self.perm = Permutation(self.n)
         self.zipf = Zipfian(self.n, rng=self.rng) if self.distribution == "zipfian" else None
+        self._ids: dict[int, str] = {}  # rank -> identifier (MEMO_MAX)
 
     def rank(self) -> int:
         if self.zipf is not None:
@@ -81,7 +86,13 @@ class Workload:
         op = "update" if self.rng.random() < YCSB_MIXES[self.mix] else "read"
         if op == "read" and self.miss_share and self.rng.random() < self.miss_share:
             return op, unregistered(self.rng.randrange(1 << 40))
-        return op, handle(self.perm(self.rank()))
+        r = self.rank()
+        h = self._ids.get(r)
+        if h is None:
+            if len(self._ids) >= MEMO_MAX:
+                self._ids.clear()
+            h = self._ids[r] = handle(self.perm(r))
+        return op, h
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         while True:

@@ -68,9 +68,28 @@ def test_workloads() -> None:
     updates = sum(op == "update" for op, _ in ops)
     assert 0 < updates / len(ops) < 0.1
     hot = Workload(10_000, distribution="hotset", seed=1)
+    # the identifiers kept by rank are the ones the permutation names
+    from idnode.loadtest.keyspace import handle
+
+    fresh = Workload(10_000, distribution="hotset", seed=1)
+    for _ in range(3000):
+        fresh.rng.random()  # next() draws its operation first: keep the two in step
+        assert hot.next()[1] == handle(fresh.perm(fresh.rank()))
     assert len({hot.next()[1] for _ in range(2000)}) < 600
     with pytest.raises(ValueError):
         Workload(10, distribution="gaussian")
+
+
+def test_identifiers_kept_by_rank_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from idnode.loadtest import workloads
+    from idnode.loadtest.keyspace import handle
+
+    monkeypatch.setattr(workloads, "MEMO_MAX", 100)
+    w, fresh = (Workload(10_000, distribution="uniform", seed=7) for _ in range(2))
+    for _ in range(2000):
+        fresh.rng.random()
+        assert w.next()[1] == handle(fresh.perm(fresh.rank()))
+        assert len(w._ids) <= 100
 
 
 def test_fast_row_encoding_matches_the_codec() -> None:
@@ -149,6 +168,9 @@ def test_spliced_request_frames_are_what_the_codec_encodes() -> None:
             Message(op_code=1, body=ResolutionRequest(name), op_flags=flags)
         ), name
         assert decode(bytes(frame)).body == ResolutionRequest(name)
+    # a name drawn again shares its frame (stamped with a request id just before a send)
+    again = handle_frames(["a/b", "c/d", "a/b"])
+    assert again[0] is again[2] and again[0] is not again[1]
 
 
 def test_cost_fits_recover_known_curves_and_refuse_degenerate_sizes() -> None:
