@@ -81,6 +81,7 @@ from .values import (
     decode_value,
     decode_values,
     encode_value,
+    encode_value_fields,
     encode_values,
 )
 from .wire import put_text
@@ -162,6 +163,7 @@ __all__ = [
     "encode_resolution_answer",
     "encode_site",
     "encode_value",
+    "encode_value_fields",
     "encode_values",
     "list_responses",
     "put_text",

@@ -47,21 +47,48 @@ class HandleValue:
         return self.type == wanted
 
 
+# index, timestamp, ttlType, ttl, permissions and the type's length, packed at once
+_HEAD = struct.Struct(">iIBiBI")
+_NO_REFERENCES = U32.pack(0)
+
+
 def encode_value(v: HandleValue) -> bytes:
-    t = v.type.encode("utf-8")
-    parts = [
-        I32.pack(v.index),
-        U32.pack(v.timestamp),
-        bytes((v.ttl_type,)),
-        I32.pack(v.ttl),
-        bytes((v.permissions,)),
-        U32.pack(len(t)),
-        t,
-        U32.pack(len(v.data)),
-        v.data,
-        U32.pack(len(v.references)),
-    ]
-    for ref in v.references:
+    return encode_value_fields(
+        v.index, v.type, v.data, v.ttl, v.ttl_type, v.timestamp, v.permissions, v.references
+    )
+
+
+def encode_value_fields(
+    index: int,
+    type_: str,
+    data: bytes,
+    ttl: int,
+    ttl_type: int,
+    timestamp: int,
+    permissions: int,
+    references: tuple[ValueReference, ...],
+) -> bytes:
+    """A value's wire bytes from its fields, without building a HandleValue (a batch
+    stamps thousands of values: the one header pack is about half the time of packing
+    field by field)."""
+    t = type_.encode("utf-8")
+    try:
+        head = _HEAD.pack(index, timestamp, ttl_type, ttl, permissions, len(t))
+    except struct.error:  # a field out of range: refused as field by field refuses it
+        head = b"".join(
+            (
+                I32.pack(index),
+                U32.pack(timestamp),
+                bytes((ttl_type,)),
+                I32.pack(ttl),
+                bytes((permissions,)),
+                U32.pack(len(t)),
+            )
+        )
+    if not references:
+        return b"".join((head, t, U32.pack(len(data)), data, _NO_REFERENCES))
+    parts = [head, t, U32.pack(len(data)), data, U32.pack(len(references))]
+    for ref in references:
         h = ref.handle.encode("utf-8")
         parts += (U32.pack(len(h)), h, I32.pack(ref.index))
     return b"".join(parts)
@@ -71,7 +98,7 @@ def encode_values(values: tuple[HandleValue, ...] | list[HandleValue]) -> bytes:
     """``int4 n`` followed by the values: the form a resolution answer and the cache hold."""
     if len(values) > MAX_VALUES:
         raise ProtocolError(f"{len(values)} values is over the limit of {MAX_VALUES}")
-    return U32.pack(len(values)) + b"".join(encode_value(v) for v in values)
+    return U32.pack(len(values)) + b"".join([encode_value(v) for v in values])
 
 
 def read_value(r: Reader) -> HandleValue:

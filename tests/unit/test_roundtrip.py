@@ -203,3 +203,30 @@ def test_summary_of_any_bytes_raises_only_protocol_errors(data: bytes) -> None:
         summarize_values(data)
     except ProtocolError as exc:
         assert exc.reason
+
+
+_plain_values = st.builds(
+    HandleValue,
+    index=st.integers(1, 2**31 - 1),
+    type=st.sampled_from(["URL", "EMAIL", "TEMPLATE", "URL.1", "", "液压"]),
+    data=s.small_bytes,
+    ttl=s.i32,
+    ttl_type=st.integers(0, 1),
+    timestamp=st.integers(0, 2**32 - 1),
+    permissions=st.integers(0, 0x0F),
+    references=st.lists(s.references, max_size=2).map(tuple),
+)
+
+
+@given(st.lists(_plain_values, max_size=6, unique_by=lambda v: v.index))
+def test_prepared_values_are_the_stamped_values_in_index_order(values: list[HandleValue]) -> None:
+    """prepare encodes from the fields (no HandleValue each): the same bytes as stamping
+    each value and encoding the list in index order."""
+    import dataclasses
+
+    from idnode.registry.value_checks import encode_sorted, prepare
+
+    wire = prepare(tuple(values), None)
+    got = decode_values(wire)
+    stamp = got[0].timestamp if got else 0
+    assert wire == encode_sorted([dataclasses.replace(v, timestamp=stamp) for v in values])
