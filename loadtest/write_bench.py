@@ -411,6 +411,9 @@ def measure_node(
             str(key_file),
             "--sessions-per-client",
             str(max(64, cfg.window + 8)),
+            # as many connections as the ceiling has, so the two run equally wide
+            "--database-pool-size",
+            str(cfg.ceiling_pool or cfg.window),
         ),
         log=tmp / f"node-{workers}.log",
         cpus=cpus,
@@ -439,7 +442,6 @@ def run(
     import asyncpg
 
     from idnode.registry.migrate import upgrade
-    from idnode.registry.postgres_store import PostgresStore
     from idnode.registry.store import redact_url
 
     from .populate import populate_postgres
@@ -498,7 +500,7 @@ def run(
                 "statement writing the new values only if unchanged, with the audit row "
                 "(_UPDATE_IF_SAME); asyncpg, no node",
                 "pool": pool,
-                "node_pool_per_worker": PostgresStore("postgresql://").pool_size,
+                "node_pool_per_worker": pool,  # --database-pool-size given to the node
                 "client_cpus": cfg.server_cpus,
                 "closed": ceiling(url, cfg),
                 "open": [],

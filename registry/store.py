@@ -853,9 +853,11 @@ def open_store(
     read_urls: Sequence[str] = (),
     replica_max_lag: float = 5.0,
     replica_observer: ReplicaObserver | None = None,
+    pool_size: int = 4,
 ) -> Store:
     """A store for ``sqlite:///PATH`` or ``postgresql://...`` (not yet opened); with
-    ``read_urls``, PostgreSQL read replicas its batched lookups use (registry/replicas.py)."""
+    ``read_urls``, PostgreSQL read replicas its batched lookups use (registry/replicas.py);
+    ``pool_size``: PostgreSQL connections (the node passes its database_pool_size)."""
     if url.startswith("sqlite:///"):
         if read_urls:
             raise StoreError("read replicas need a PostgreSQL database_url, not SQLite")
@@ -871,6 +873,7 @@ def open_store(
             read_urls=read_urls,
             replica_max_lag=replica_max_lag,
             replica_observer=replica_observer,
+            pool_size=pool_size,
         )
     raise StoreError(
         f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB"

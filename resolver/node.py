@@ -187,6 +187,7 @@ class Node:
             read_urls=s.database_read_url,
             replica_max_lag=s.replica_max_lag,
             replica_observer=metrics.observe_replicas,
+            pool_size=s.database_pool_size,
         )
         await store.open()
         # Writes keep the value index in step (README, Search) when asked, and also when

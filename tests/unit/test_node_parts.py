@@ -158,6 +158,9 @@ def test_settings_errors_are_clear(tmp_path: Path) -> None:
         load_settings({}, env={}, config_file=bad)
     with pytest.raises(ConfigError, match="workers"):
         load_settings({"workers": 0}, env={})
+    with pytest.raises(ConfigError, match="database_pool_size"):
+        load_settings({}, env={"IDNODE_DATABASE_POOL_SIZE": "0"})
+    assert load_settings({}, env={"IDNODE_DATABASE_POOL_SIZE": "32"}).database_pool_size == 32
 
 
 def test_rate_limiter_buckets() -> None:
