@@ -277,14 +277,15 @@ async def measure(
     try:
         await prepare_registry(store)
         async with registration(store, redis_url) as reg:
-            for n, parallel in enumerate(parallels):
-                items = identifiers(count, start=n * count)
-                # The uploads' input, made here in one go (a node holds one upload's
-                # lines at a time, and freezes what it made at start-up): out of the
-                # collector's way, so full collections walking 100k pre-made records
-                # are not charged to the service (they were ~9% of its time).
-                gc.collect()
-                gc.freeze()
+            # Every point's uploads, made here in one go before any is measured (a node
+            # holds one upload's lines at a time, and freezes what it made at start-up):
+            # frozen out of the collector's way once, so full collections walking the
+            # pre-made records are not charged to the service (they were ~9% of its
+            # time), and every point runs with the same frozen set.
+            inputs = [identifiers(count, start=n * count) for n in range(len(parallels))]
+            gc.collect()
+            gc.freeze()
+            for parallel, items in zip(parallels, inputs, strict=True):
                 ceil = await ceiling(url, items, batch, parallel)
                 res = await service_point(reg, items, batch, parallel)
                 points.append(

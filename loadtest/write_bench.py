@@ -87,6 +87,8 @@ class WriteBenchConfig:
             raise ValueError("--seconds is at most 300, --count 10,000,000, --window 1000")
         if not self.workers or min(self.workers) < 1:
             raise ValueError("--workers lists node worker counts, e.g. 1,2")
+        if not 0 <= self.ceiling_pool <= 1000:  # the node takes it as --database-pool-size
+            raise ValueError("--ceiling-pool is 1 to 1000 connections (0: --window)")
         allowed = os.sched_getaffinity(0)
         for cpu in self.server_cpus + self.load_cpus:
             if cpu not in allowed:
@@ -411,7 +413,7 @@ def measure_node(
             str(key_file),
             "--sessions-per-client",
             str(max(64, cfg.window + 8)),
-            # as many connections as the ceiling has, so the two run equally wide
+            # each worker as many connections as the ceiling has (one worker: equally wide)
             "--database-pool-size",
             str(cfg.ceiling_pool or cfg.window),
         ),

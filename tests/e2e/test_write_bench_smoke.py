@@ -58,6 +58,7 @@ def test_the_ceiling_writes(report: dict[str, Any]) -> None:
     c = report["ceiling"]
     assert c["closed"]["per_s"] > 0 and c["closed"]["all_success"], c["closed"]
     assert c["pool"] == 8 and c["client_cpus"] == [0]
+    assert c["node_pool_per_worker"] == 8  # --database-pool-size: as wide as the ceiling
     # one open-loop ceiling point per node, at the rate that node was offered
     assert len(c["open"]) == 2
     for at in c["open"]:
