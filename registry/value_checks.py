@@ -6,9 +6,9 @@ A bad value is a Refusal(INVALID_VALUE) that names it; nothing here reads the st
 from __future__ import annotations
 
 import dataclasses
-import struct
 import time
 from collections.abc import Iterable
+from operator import itemgetter
 
 from idnode.resolver.codec import (
     HandleValue,
@@ -32,6 +32,7 @@ from idnode.resolver.codec.codes import (
     TYPE_VLIST,
 )
 from idnode.resolver.codec.vlist import decode_vlist
+from idnode.resolver.codec.wire import U32
 
 from .permissions import same_value
 from .sealing import Sealer
@@ -81,16 +82,11 @@ def prepare(values: tuple[HandleValue, ...], sealer: Sealer | None) -> bytes:
         out.append((v.index, v.type, data, v.ttl, v.ttl_type, t, perms, v.references))
     # encoded from the fields, in index order, as encode_sorted would (no HandleValue
     # is built for each: a batch of 2000 identifiers stamps about 6000 values)
-    out.sort(key=_index)
-    return _COUNT.pack(len(out)) + b"".join([encode_value_fields(*f) for f in out])
+    out.sort(key=itemgetter(0))
+    return U32.pack(len(out)) + b"".join([encode_value_fields(*f) for f in out])
 
 
-_COUNT = struct.Struct(">I")
 Fields = tuple[int, str, bytes, int, int, int, int, tuple[ValueReference, ...]]
-
-
-def _index(f: Fields) -> int:
-    return f[0]
 
 
 def keep_unchanged_timestamps(current: tuple[HandleValue, ...], new: bytes) -> bytes:
