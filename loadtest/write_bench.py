@@ -129,11 +129,14 @@ async def _ceiling(
     import asyncpg
 
     from idnode.registry.auth import Identity
+    from idnode.registry.pg_pool import ConnectionPool
     from idnode.registry.postgres_store import _UPDATE_IF_SAME, CAS_ATTEMPTS
     from idnode.registry.store import now
 
     actor = str(Identity(*ADMIN))
-    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
+    # the node's own pool, so the ceiling pays what the node pays to borrow a connection
+    pool = ConnectionPool(lambda: asyncpg.connect(url), pool_size)
+    await pool.open(min_size=pool_size)
     lost_races = 0
 
     async def update(k: int) -> int | str:

@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from idnode.resolver.codec.codes import ResponseCode
 
 from .names import NA_PREFIX, key_range, storage_prefix
+from .pg_pool import ConnectionPool
 from .replicas import QUERY_TIMEOUT, Observer, Replica, ReplicaSet, lsn, lsn_text
 from .store import (
     APPLICATION_COLUMNS,
@@ -103,15 +104,6 @@ _CONNECTION_LOST = (
 )
 
 
-async def _on_release(con: asyncpg.Connection) -> None:
-    """Run by the pool as a connection comes back. The store sets no session state (no
-    SET, LISTEN, cursors or advisory locks), so asyncpg's default reset query is a
-    round trip per query for nothing (5.5% of the node's time on the SQL-bound path);
-    only a transaction left open would matter."""
-    if con.is_in_transaction():
-        await con.execute("ROLLBACK")
-
-
 STANDBY_REFUSED = (
     "database_url is a read replica (pg_is_in_recovery() is true at {url}): writes and "
     "sessions need the primary; give the primary as --database-url and the replica as "
@@ -134,7 +126,7 @@ class PostgresStore(Store):
         self.pool_size = pool_size
         # --search-index: every write keeps search_values in step (registry/value_index.py)
         self.search_index = False
-        self._pool: asyncpg.Pool | None = None
+        self._pool: ConnectionPool | None = None
         self.replicas: ReplicaSet | None = None
         if read_urls:
             self.replicas = ReplicaSet(
@@ -147,13 +139,8 @@ class PostgresStore(Store):
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=1,
-                max_size=self.pool_size,
-                command_timeout=30,
-                reset=_on_release,
-            )
+            self._pool = ConnectionPool(self._connect, self.pool_size)
+            await self._pool.open(min_size=1)
             async with self._pool.acquire() as c:
                 standby = await c.fetchval("SELECT pg_is_in_recovery()")
                 if not standby:
@@ -176,13 +163,16 @@ class PostgresStore(Store):
                 await self.close()
                 raise StoreError(f"cannot set up the read replicas: {exc}") from exc
 
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.url, command_timeout=30)
+
     @property
     def read_concurrency(self) -> int:
         # one query per pooled connection, the replicas' included
         return self.pool_size * (1 + (len(self.replicas.replicas) if self.replicas else 0))
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> ConnectionPool:
         if self._pool is None:
             raise StoreError("store is not open")
         return self._pool

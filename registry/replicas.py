@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from .pg_pool import ConnectionPool
 from .store import redact_url
 
 log = logging.getLogger("idnode.registry.replicas")
@@ -118,7 +119,7 @@ class Replica:
 
     url: str
     name: str  # for logs and metric labels: the URL without its password
-    pool: asyncpg.Pool | None = None
+    pool: ConnectionPool | None = None
     replayed: int = 0  # replay position read by the last successful poll (0: none yet)
     usable: bool = False
     state: str = "starting"  # usable / down / lagging / not a standby / behind
@@ -186,14 +187,7 @@ class ReplicaSet:
         """Pools (connecting lazily: a replica down at start is only skipped), the floor
         (the primary's position now), a first poll, then the poller."""
         for r in self.replicas:
-            r.pool = await asyncpg.create_pool(
-                r.url,
-                min_size=0,
-                max_size=self.pool_size,
-                timeout=POLL_TIMEOUT * 2,  # connecting
-                command_timeout=QUERY_TIMEOUT * 5,
-                init=self._checker(r),
-            )
+            r.pool = ConnectionPool(self._connector(r), self.pool_size)  # connects lazily
         self.requirements.raise_floor(await self._primary_position())
         await self.poll()
         self._task = asyncio.get_running_loop().create_task(self._poll_forever())
@@ -209,19 +203,27 @@ class ReplicaSet:
                 await r.pool.close()
                 r.pool = None
 
-    def _checker(self, r: Replica) -> Callable[[asyncpg.Connection], Awaitable[None]]:
-        """A new connection to a replica (asyncpg reconnects on its own, for instance
+    def _connector(self, r: Replica) -> Callable[[], Awaitable[asyncpg.Connection]]:
+        """A new connection to a replica (the pool reconnects on its own, for instance
         after the replica restarted and replays again from an older restart point) must
         see at least the position routing relies on; else the lookup goes elsewhere."""
 
-        async def check(con: asyncpg.Connection) -> None:
-            now_at = lsn(await con.fetchval("SELECT pg_last_wal_replay_lsn()::text"))
-            if now_at < r.replayed:
-                raise ReplicaBehind(
-                    f"{r.name} is at {lsn_text(now_at)}, before {lsn_text(r.replayed)}"
-                )
+        async def connect() -> asyncpg.Connection:
+            con = await asyncpg.connect(
+                r.url, timeout=POLL_TIMEOUT * 2, command_timeout=QUERY_TIMEOUT * 5
+            )
+            try:
+                now_at = lsn(await con.fetchval("SELECT pg_last_wal_replay_lsn()::text"))
+                if now_at < r.replayed:
+                    raise ReplicaBehind(
+                        f"{r.name} is at {lsn_text(now_at)}, before {lsn_text(r.replayed)}"
+                    )
+            except BaseException:
+                con.terminate()
+                raise
+            return con
 
-        return check
+        return connect
 
     # --- health ------------------------------------------------------------------------
 
