@@ -780,25 +780,12 @@ class PostgresStore(Store):
     async def session_use(
         self, sid: int, mac: bytes, mac_expires: float, now: float, expires: float
     ) -> ReplayCheck:
-        async with self.transaction() as c:
-            live = await c.fetchval(
-                "SELECT 1 FROM sessions WHERE id = $1 AND mode <> 0 AND expires >= $2 FOR UPDATE",
-                sid,
-                now,
-            )
-            if live is None:
-                return ReplayCheck(False, gone=True)
-            fresh = await c.fetchval(
-                "INSERT INTO session_replays (session_id, mac, expires) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                sid,
-                mac,
-                mac_expires,
-            )
-            if fresh is None:
-                return ReplayCheck(False)
-            await c.execute("UPDATE sessions SET expires = $2 WHERE id = $1", sid, expires)
-        return ReplayCheck(True)
+        async with self.autocommit() as c:
+            row = await c.fetchrow(_SESSION_USE, sid, mac, mac_expires, now, expires)
+        live, fresh = row
+        if not live:
+            return ReplayCheck(False, gone=True)
+        return ReplayCheck(bool(fresh))
 
     async def session_next_counter(self, sid: int) -> int | None:
         async with self.pool.acquire() as c:
@@ -1398,6 +1385,22 @@ _AUDITED = (
     " INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256, detail)"
     " SELECT ${0}, ${1}, ${2}, ${3}, ${4}, ${5}, ${6}, ${7} FROM w RETURNING 1"
 )
+# A keyed session's request: the session must be live (its row locked, so a concurrent
+# close or expiry waits), the MAC new (recorded until $3), and then the session's life is
+# renewed. One statement, so one round trip instead of a transaction's five; it answers
+# (live, fresh). $1 session, $2 MAC, $3 the MAC's expiry, $4 now, $5 the new expiry.
+_SESSION_USE = """
+WITH live AS (
+    SELECT id FROM sessions WHERE id = $1 AND mode <> 0 AND expires >= $4 FOR UPDATE
+), fresh AS (
+    INSERT INTO session_replays (session_id, mac, expires) SELECT id, $2, $3 FROM live
+    ON CONFLICT DO NOTHING RETURNING session_id
+), renewed AS (
+    UPDATE sessions SET expires = $5 FROM fresh WHERE sessions.id = fresh.session_id
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM live), EXISTS (SELECT 1 FROM renewed)
+"""
 CAS_ATTEMPTS = 4  # then the write takes the row lock (a handle written that often)
 _UPDATE_IF_SAME = (
     "WITH w AS (UPDATE handles SET vals = $3, version = version + 1, updated_at = $4"

@@ -191,3 +191,34 @@ def test_concurrent_uses_spend_a_mac_once(pg_url: str) -> None:
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_new_mac_renews_the_session_and_a_replay_does_not(store_url: str) -> None:
+    """session_use in one step: a new MAC is recorded and the session's life renewed;
+    the same MAC again is refused and renews nothing; a session gone is said to be."""
+
+    async def go() -> None:
+        store = open_store(store_url)
+        await store.open()
+        sealer = Sealer(Fernet.generate_key())
+        try:
+            s = await SessionStore(store, sealer).open(
+                mode=4, cipher=3, key=b"k" * 32, claimed=WHO, major=2, minor=5, timeout=60
+            )
+            now = time.time()
+            mac_life = now + 600
+            first = await store.session_use(s.id, b"mac", mac_life, now, now + 5000)
+            assert first.ok and not first.gone
+            row = await store.session_get(s.id, time.time())
+            assert row is not None and abs(row.expires - (now + 5000)) < 1
+            again = await store.session_use(s.id, b"mac", mac_life, now, now + 9000)
+            assert not again.ok and not again.gone
+            row = await store.session_get(s.id, time.time())
+            assert row is not None and abs(row.expires - (now + 5000)) < 1
+            # expired by the clock the caller gives: gone, nothing recorded
+            late = await store.session_use(s.id, b"other", mac_life, now + 6000, now + 9000)
+            assert late.gone and not late.ok
+        finally:
+            await store.close()
+
+    asyncio.run(go())
