@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .codes import DEFAULT_PERMISSIONS, DEFAULT_TTL, MAX_HANDLE_LENGTH, MAX_VALUES, Permission
 from .errors import ProtocolError
@@ -174,9 +175,28 @@ def decode_value(data: bytes) -> HandleValue:
     return v
 
 
+# A write decodes the same lists several times (its prefix's admins and groups, then the
+# handle's values for the permission check, the decision and the change), and the next
+# write of a handle reads back the list the last one wrote. The decoded values are
+# immutable (a tuple of frozen values), so equal bytes can share them. Bounded: lists up
+# to DECODED_MAX_BYTES, DECODED_LISTS of them (at most ~4 MiB of bytes plus their values).
+DECODED_LISTS = 1024
+DECODED_MAX_BYTES = 4096
+
+
 def decode_values(data: bytes) -> tuple[HandleValue, ...]:
     """The ``int4 n, n × value`` form written by :func:`encode_values`."""
+    if type(data) is bytes and len(data) <= DECODED_MAX_BYTES:
+        return _decode_values_kept(data)
+    return _decode_values(data)
+
+
+def _decode_values(data: bytes) -> tuple[HandleValue, ...]:
     r = Reader(data)
     vs = read_values(r)
     r.expect_end("value list")
     return vs
+
+
+# a list that does not decode raises each time: errors are not kept
+_decode_values_kept = lru_cache(maxsize=DECODED_LISTS)(_decode_values)

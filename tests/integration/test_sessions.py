@@ -222,3 +222,33 @@ def test_a_new_mac_renews_the_session_and_a_replay_does_not(store_url: str) -> N
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_session_key_is_unsealed_once_and_its_row_still_decides(store_url: str) -> None:
+    """The unsealed key is kept by its sealed form, so a session's requests unseal it
+    once; but the row decides: a closed session is gone although its key is kept."""
+    unsealed: list[bytes] = []
+
+    class Counting(Sealer):
+        def unseal(self, stored: bytes) -> bytes:
+            unsealed.append(stored)
+            return super().unseal(stored)
+
+    async def go() -> None:
+        store = open_store(store_url)
+        await store.open()
+        try:
+            st = SessionStore(store, Counting(Fernet.generate_key()))
+            s = await st.open(
+                mode=4, cipher=3, key=b"k" * 32, claimed=WHO, major=2, minor=5, timeout=60
+            )
+            for _ in range(3):
+                got, _pending = await st.lookup(s.id)
+                assert got is not None and got.key == b"k" * 32
+            assert len(unsealed) == 1
+            assert await st.close(s.id)
+            assert (await st.lookup(s.id))[0] is None
+        finally:
+            await store.close()
+
+    asyncio.run(go())

@@ -230,3 +230,36 @@ def test_prepared_values_are_the_stamped_values_in_index_order(values: list[Hand
     got = decode_values(wire)
     stamp = got[0].timestamp if got else 0
     assert wire == encode_sorted([dataclasses.replace(v, timestamp=stamp) for v in values])
+
+
+@given(s.value_lists)
+def test_a_list_decoded_again_is_the_same_and_equal_to_a_fresh_decoding(
+    values: tuple[HandleValue, ...],
+) -> None:
+    """Small lists are kept decoded: equal bytes (another object, as read anew from the
+    registry) give the very same tuple, equal to a decoding from scratch."""
+    from idnode.resolver.codec import values as codec_values
+
+    wire = encode_values(values)
+    first = decode_values(wire)
+    assert first == values == codec_values._decode_values(wire)
+    if len(wire) <= codec_values.DECODED_MAX_BYTES:
+        assert decode_values(bytes(bytearray(wire))) is first
+
+
+def test_a_bad_list_is_refused_every_time_and_the_keep_is_bounded() -> None:
+    from idnode.resolver.codec import values as codec_values
+
+    bad = encode_values([HandleValue(1, "URL", b"x")])[:-1]
+    for _ in range(2):  # an error is not kept as an answer
+        try:
+            decode_values(bad)
+        except ProtocolError:
+            pass
+        else:
+            raise AssertionError("a truncated list decoded")
+    big = encode_values([HandleValue(1, "URL", b"x" * codec_values.DECODED_MAX_BYTES)])
+    assert decode_values(big) is not decode_values(big)  # over the bound: not kept
+    for i in range(codec_values.DECODED_LISTS + 10):
+        decode_values(encode_values([HandleValue(1, "URL", b"%d" % i)]))
+    assert codec_values._decode_values_kept.cache_info().currsize <= codec_values.DECODED_LISTS
