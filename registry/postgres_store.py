@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import astuple
 
 import asyncpg
 from prometheus_client import Counter
@@ -375,7 +374,7 @@ class PostgresStore(Store):
                 raise
             if isinstance(o.new, Keep):
                 return None  # nothing to compare-and-set; audited under the lock
-            e = astuple(self._audit_row(before, o, actor, op, handle))
+            e = self._audit_row(before, o, actor, op, handle).row()
             async with self.autocommit() as c:
                 if o.new is None:
                     if before is None:
@@ -435,7 +434,7 @@ class PostgresStore(Store):
                         item = [(key, o.new)]  # a handle that was not there has no rows
                         await pg_sync(c, item) if before else await pg_sync(c, (), item)
                     e = self._audit_row(before, o, actor, op, handle)
-                    await c.execute(_AUDIT, *astuple(e))
+                    await c.execute(_AUDIT, *e.row())
                     return o
             if refusal is not None:
                 await self._refused(refusal, before, actor, op, handle)
@@ -956,7 +955,7 @@ class PostgresStore(Store):
     async def append_audit(self, entry: AuditEntry) -> None:
         e = entry
         async with self.pool.acquire() as c:
-            await c.execute(_AUDIT, *astuple(e))
+            await c.execute(_AUDIT, *e.row())
 
     async def audit_for(self, handle: str, limit: int = 100) -> list[AuditEntry]:
         async with self.pool.acquire() as c:

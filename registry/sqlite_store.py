@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple
 
 from idnode.resolver.codec.codes import ResponseCode
 
@@ -193,7 +192,7 @@ class SqliteStore(Store):
         self.db.execute(
             "INSERT INTO audit_log (at, actor, op, handle, rc, before_sha256, after_sha256,"
             " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            astuple(e),
+            e.row(),
         )
 
     async def append_audit(self, entry: AuditEntry) -> None:

@@ -89,6 +89,19 @@ class AuditEntry:
     after_sha256: str = ""
     detail: str = ""
 
+    def row(self) -> tuple[int, str, str, str, int, str, str, str]:
+        """The columns in table order (dataclasses.astuple deep-copies: 4% of a write)."""
+        return (
+            self.at,
+            self.actor,
+            self.op,
+            self.handle,
+            self.rc,
+            self.before_sha256,
+            self.after_sha256,
+            self.detail,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SessionRow:

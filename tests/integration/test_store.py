@@ -481,3 +481,14 @@ def test_a_write_cancelled_mid_statement_still_tells_the_caches(
             await s.close()
 
     asyncio.run(go())
+
+
+def test_an_audit_entry_row_is_its_fields_in_table_order() -> None:
+    """AuditEntry.row() feeds both backends' INSERT: every field, in declared order."""
+    import dataclasses
+
+    from idnode.registry.store import AuditEntry
+
+    e = AuditEntry(1, "300:0.NA/88", "MODIFY_VALUE", "88.1/x", 1, "a" * 64, "b" * 64, "why")
+    assert e.row() == dataclasses.astuple(e)
+    assert len(e.row()) == len(dataclasses.fields(AuditEntry))
