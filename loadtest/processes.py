@@ -216,6 +216,28 @@ def clear_namespace(redis_url: str, namespace: str) -> int:
     return n
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of ``pid`` and its children (a node's workers)."""
+    total = 0.0
+    pids = [pid] + [
+        int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat") if _ppid(p) == pid
+    ]
+    for p in pids:
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _ppid(stat: Path) -> int:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 class NodeProcess:
     """`idnode serve` on free loopback ports: Handle (TCP and UDP), HTTP and gRPC.
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from idnode.loadtest.processes import IDNODE, NodeProcess
+from idnode.loadtest.processes import IDNODE, NodeProcess, _ppid, cpu_seconds
 from idnode.resolver.client import resolution_request
 from idnode.resolver.codec import Reassembler, decode, encode
 
@@ -67,27 +66,6 @@ def cost(pending: int, rounds: int = 2000) -> float:
     per = (time.perf_counter() - t0) / rounds
     assert len(r) >= pending, len(r)
     return per * 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    pids = [pid] + [
-        int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat") if _ppid(p) == pid
-    ]
-    for p in pids:
-        try:
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _ppid(stat: Path) -> int:
-    try:
-        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
 
 
 def rss_mb(pid: int) -> float:

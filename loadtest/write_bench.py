@@ -426,12 +426,12 @@ def measure_node(
     try:
         node.wait_ready(timeout=60)
         say(f"  REST PUT, closed loop, window {cfg.window}")
-        closed = rest_put(node, access[0], cfg)
+        closed = _with_node_cpu(node, lambda: rest_put(node, access[0], cfg))
         half = closed["per_s"] / 2
         say(f"  REST PUT, open loop at {half:,.0f}/s (half the closed-loop rate)")
         opened = rest_put(node, access[0], cfg, rate=half) if half >= 1 else None
         say(f"  Handle MODIFY_VALUE over TCP, {cfg.window} authenticated sessions")
-        modify = modify_value(node, access[1], cfg)
+        modify = _with_node_cpu(node, lambda: modify_value(node, access[1], cfg))
     finally:
         code = node.stop()
         clear_namespace(redis_url, namespace)
@@ -439,6 +439,21 @@ def measure_node(
     entry["rest_put"] = {"closed": closed, "open_half_rate": opened}
     entry["modify_value"] = {"closed": modify}
     return entry
+
+
+def _with_node_cpu(node: NodeProcess, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The phase's result with the node's CPU beside it: cores busy over the whole phase
+    (warm-up included, at the same rate), and so CPU time per update. On these shared
+    machines that, not the rate, says whether a change made the node cheaper."""
+    from .processes import cpu_seconds
+
+    pid = node.proc.pid
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    out = phase()
+    busy = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    out["node_cpu"] = round(busy, 3)
+    out["node_cpu_us_per_update"] = round(busy / out["per_s"] * 1e6) if out["per_s"] else None
+    return out
 
 
 def run(
@@ -587,6 +602,7 @@ def summary(report: dict[str, Any]) -> str:
                 f"  {label} (window {report['config']['window']}): {r['per_s']:,}/s = "
                 f"{r['ratio_to_ceiling']} of the ceiling; p50 {_ms(r['p50_us'])}, p99 "
                 f"{_ms(r['p99_us'])} ({r['p99_ratio_to_ceiling']} x the ceiling's); "
+                f"node CPU {r['node_cpu']} ({r['node_cpu_us_per_update']} µs per update); "
                 f"generator CPU {r['generator_cpu']}"
                 + (" SATURATED (a floor)" if r["generator_saturated"] else "")
                 + f"; {_codes(r)}"

@@ -78,6 +78,8 @@ def test_each_node_answers_every_update_with_success(report: dict[str, Any], wor
         assert r["p50_us"] <= r["p99_us"]
         assert "generator_cpu" in r and "generator_saturated" in r
     assert closed["ratio_to_ceiling"] > 0 and modify["ratio_to_ceiling"] > 0
+    for r in (closed, modify):  # the node's own CPU, read from /proc, per update
+        assert r["node_cpu"] > 0 and r["node_cpu_us_per_update"] > 0, r
     assert opened["offered_per_s"] == round(closed["per_s"] / 2)
     assert opened["ceiling_at_same_rate"]["per_s"] > 0
     assert opened["p99_ratio_to_ceiling"] is not None
