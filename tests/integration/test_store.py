@@ -492,3 +492,41 @@ def test_an_audit_entry_row_is_its_fields_in_table_order() -> None:
     e = AuditEntry(1, "300:0.NA/88", "MODIFY_VALUE", "88.1/x", 1, "a" * 64, "b" * 64, "why")
     assert e.row() == dataclasses.astuple(e)
     assert len(e.row()) == len(dataclasses.fields(AuditEntry))
+
+
+def test_the_change_feed_appends_in_order_and_prunes_what_is_past_keeping(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appended keys come back in order with rising ids; the append that crosses a
+    multiple of FEED_PRUNE_EVERY drops the rows older than FEED_KEEP_SECONDS (written
+    here with a clock set back), and keeps the rest."""
+    import time as clock
+
+    from idnode.registry import postgres_store, sqlite_store
+    from idnode.registry.store import FEED_KEEP_SECONDS, FEED_PRUNE_EVERY
+
+    async def go() -> None:
+        s = open_store(store_url)
+        await s.open()
+        try:
+            long_ago = int(clock.time()) - FEED_KEEP_SECONDS - 60
+            for module in (postgres_store, sqlite_store):
+                monkeypatch.setattr(module, "now", lambda: long_ago)
+            first = await s.append_invalidations([f"88.1/old-{i}" for i in range(10)])
+            monkeypatch.undo()
+            fresh = [f"88.1/new-{i}" for i in range(FEED_PRUNE_EVERY)]
+            newest = await s.append_invalidations(fresh[:5])
+            assert newest == first + 5
+            assert [k for _, k in await s.invalidations_since(0)] == [
+                *(f"88.1/old-{i}" for i in range(10)),
+                *fresh[:5],
+            ]
+            newest = await s.append_invalidations(fresh[5:])  # crosses FEED_PRUNE_EVERY
+            rows = await s.invalidations_since(0)
+            assert [k for _, k in rows] == fresh  # the old rows pruned, the new kept
+            assert [i for i, _ in rows] == sorted(i for i, _ in rows)
+            assert rows[-1][0] == newest == await s.newest_invalidation()
+        finally:
+            await s.close()
+
+    asyncio.run(go())
