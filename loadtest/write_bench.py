@@ -426,12 +426,12 @@ def measure_node(
     try:
         node.wait_ready(timeout=60)
         say(f"  REST PUT, closed loop, window {cfg.window}")
-        closed = _with_node_cpu(node, lambda: rest_put(node, access[0], cfg))
+        closed = _with_cpu(node, lambda: rest_put(node, access[0], cfg))
         half = closed["per_s"] / 2
         say(f"  REST PUT, open loop at {half:,.0f}/s (half the closed-loop rate)")
         opened = rest_put(node, access[0], cfg, rate=half) if half >= 1 else None
         say(f"  Handle MODIFY_VALUE over TCP, {cfg.window} authenticated sessions")
-        modify = _with_node_cpu(node, lambda: modify_value(node, access[1], cfg))
+        modify = _with_cpu(node, lambda: modify_value(node, access[1], cfg))
     finally:
         code = node.stop()
         clear_namespace(redis_url, namespace)
@@ -441,18 +441,31 @@ def measure_node(
     return entry
 
 
-def _with_node_cpu(node: NodeProcess, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The phase's result with the node's CPU beside it: cores busy over the whole phase
-    (warm-up included, at the same rate), and so CPU time per update. On these shared
-    machines that, not the rate, says whether a change made the node cheaper."""
-    from .processes import cpu_seconds
+SERVICES = {"postgres": ("postgres",), "redis": ("redis-server",)}
 
-    pid = node.proc.pid
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+
+def _with_cpu(node: NodeProcess | None, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The phase's result with CPU beside it, over the whole phase (warm-up included, at
+    the same rate): the node's (when given) and PostgreSQL's and Redis's machine-wide,
+    each as cores busy and as µs per update. On these shared machines the rates drift;
+    the cost per update says whether a change made the node cheaper, and where the
+    machine's two cores go."""
+    from .processes import cpu_seconds, cpu_seconds_named
+
+    def read() -> dict[str, float]:
+        out = {name: cpu_seconds_named(*comms) for name, comms in SERVICES.items()}
+        if node is not None:
+            out["node"] = cpu_seconds(node.proc.pid)
+        return out
+
+    before, t0 = read(), time.monotonic()
     out = phase()
-    busy = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
-    out["node_cpu"] = round(busy, 3)
-    out["node_cpu_us_per_update"] = round(busy / out["per_s"] * 1e6) if out["per_s"] else None
+    after, wall = read(), time.monotonic() - t0
+    for name, used in after.items():
+        busy = (used - before[name]) / wall
+        out[f"{name}_cpu"] = round(busy, 3)
+        rate = out["per_s"]
+        out[f"{name}_cpu_us_per_update"] = round(busy / rate * 1e6) if rate else None
     return out
 
 
@@ -522,7 +535,7 @@ def run(
                 "pool": pool,
                 "node_pool_per_worker": pool,  # --database-pool-size given to the node
                 "client_cpus": cfg.server_cpus,
-                "closed": ceiling(url, cfg),
+                "closed": _with_cpu(None, lambda: ceiling(url, cfg)),
                 "open": [],
             }
             report["nodes"] = []
@@ -577,13 +590,23 @@ def _codes(r: dict[str, Any]) -> str:
     return "all SUCCESS" if r["all_success"] else f"NOT ALL SUCCESS: codes {r['codes']}"
 
 
+def _cpu(r: dict[str, Any]) -> str:
+    """ "node 0.63 (516 µs/update), postgres ..." for whichever were read."""
+    return "CPU " + ", ".join(
+        f"{name} {r[f'{name}_cpu']} ({r[f'{name}_cpu_us_per_update']} µs/update)"
+        for name in ("node", *SERVICES)
+        if f"{name}_cpu" in r
+    )
+
+
 def summary(report: dict[str, Any]) -> str:
     c = report["ceiling"]
     cc = c["closed"]
     lines = [
         f"ceiling (SELECT + compare-and-set UPDATE with its audit row, pool {c['pool']}, "
         f"client on CPU {c['client_cpus']}): {cc['per_s']:,} updates/s, p50 "
-        f"{_ms(cc['p50_us'])}, p99 {_ms(cc['p99_us'])}, client CPU {cc['generator_cpu']}"
+        f"{_ms(cc['p50_us'])}, p99 {_ms(cc['p99_us'])}, client CPU {cc['generator_cpu']}; "
+        f"{_cpu(cc)}"
         + (" SATURATED (the client is the limit: a floor)" if cc["generator_saturated"] else "")
         + f"; {_codes(cc)}",
     ]
@@ -602,8 +625,7 @@ def summary(report: dict[str, Any]) -> str:
                 f"  {label} (window {report['config']['window']}): {r['per_s']:,}/s = "
                 f"{r['ratio_to_ceiling']} of the ceiling; p50 {_ms(r['p50_us'])}, p99 "
                 f"{_ms(r['p99_us'])} ({r['p99_ratio_to_ceiling']} x the ceiling's); "
-                f"node CPU {r['node_cpu']} ({r['node_cpu_us_per_update']} µs per update); "
-                f"generator CPU {r['generator_cpu']}"
+                f"{_cpu(r)}; generator CPU {r['generator_cpu']}"
                 + (" SATURATED (a floor)" if r["generator_saturated"] else "")
                 + f"; {_codes(r)}"
             )

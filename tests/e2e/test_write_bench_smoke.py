@@ -57,6 +57,7 @@ def report(
 def test_the_ceiling_writes(report: dict[str, Any]) -> None:
     c = report["ceiling"]
     assert c["closed"]["per_s"] > 0 and c["closed"]["all_success"], c["closed"]
+    assert c["closed"]["postgres_cpu_us_per_update"] > 0 and "node_cpu" not in c["closed"]
     assert c["pool"] == 8 and c["client_cpus"] == [0]
     assert c["node_pool_per_worker"] == 8  # --database-pool-size: as wide as the ceiling
     # one open-loop ceiling point per node, at the rate that node was offered
@@ -78,8 +79,10 @@ def test_each_node_answers_every_update_with_success(report: dict[str, Any], wor
         assert r["p50_us"] <= r["p99_us"]
         assert "generator_cpu" in r and "generator_saturated" in r
     assert closed["ratio_to_ceiling"] > 0 and modify["ratio_to_ceiling"] > 0
-    for r in (closed, modify):  # the node's own CPU, read from /proc, per update
+    for r in (closed, modify):  # the node's and PostgreSQL's CPU, from /proc, per update
         assert r["node_cpu"] > 0 and r["node_cpu_us_per_update"] > 0, r
+        assert r["postgres_cpu"] > 0 and r["postgres_cpu_us_per_update"] > 0, r
+        assert r["redis_cpu"] >= 0, r
     assert opened["offered_per_s"] == round(closed["per_s"] / 2)
     assert opened["ceiling_at_same_rate"]["per_s"] > 0
     assert opened["p99_ratio_to_ceiling"] is not None
