@@ -167,13 +167,17 @@ async def _ceiling(
         return "lost_race"
 
     try:
+        # read before the pool closes: a backend's CPU is gone from /proc once it exits
+        used = _CpuReading(None)
         if job.warmup > 0:
             await async_phase(update, len(updates), job, job.warmup)
         tally, wrapped = await async_phase(update, len(updates), job, job.seconds)
+        spent = used.done()
     finally:
         await pool.close()
     out = merge([tally.result(job.seconds, wrapped)])
     out["lost_races_retried"] = lost_races
+    spent.into(out)
     return _finish(out)
 
 
@@ -444,28 +448,43 @@ def measure_node(
 SERVICES = {"postgres": ("postgres",), "redis": ("redis-server",)}
 
 
-def _with_cpu(node: NodeProcess | None, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The phase's result with CPU beside it, over the whole phase (warm-up included, at
-    the same rate): the node's (when given) and PostgreSQL's and Redis's machine-wide,
-    each as cores busy and as µs per update. On these shared machines the rates drift;
-    the cost per update says whether a change made the node cheaper, and where the
-    machine's two cores go."""
-    from .processes import cpu_seconds, cpu_seconds_named
+class _CpuReading:
+    """CPU used from now until done(): the node's (when given), and PostgreSQL's and
+    Redis's machine-wide. into() adds each as cores busy and as µs per update. On these
+    shared machines the rates drift; the cost per update says whether a change made the
+    node cheaper, and where the machine's two cores go."""
 
-    def read() -> dict[str, float]:
+    def __init__(self, node: NodeProcess | None) -> None:
+        self.node = node
+        self.before, self.t0 = self._read(), time.monotonic()
+        self.busy: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        from .processes import cpu_seconds, cpu_seconds_named
+
         out = {name: cpu_seconds_named(*comms) for name, comms in SERVICES.items()}
-        if node is not None:
-            out["node"] = cpu_seconds(node.proc.pid)
+        if self.node is not None:
+            out["node"] = cpu_seconds(self.node.proc.pid)
         return out
 
-    before, t0 = read(), time.monotonic()
-    out = phase()
-    after, wall = read(), time.monotonic() - t0
-    for name, used in after.items():
-        busy = (used - before[name]) / wall
-        out[f"{name}_cpu"] = round(busy, 3)
+    def done(self) -> _CpuReading:
+        after, wall = self._read(), time.monotonic() - self.t0
+        self.busy = {name: (after[name] - self.before[name]) / wall for name in after}
+        return self
+
+    def into(self, out: dict[str, Any]) -> None:
         rate = out["per_s"]
-        out[f"{name}_cpu_us_per_update"] = round(busy / rate * 1e6) if rate else None
+        for name, busy in self.busy.items():
+            out[f"{name}_cpu"] = round(busy, 3)
+            out[f"{name}_cpu_us_per_update"] = round(busy / rate * 1e6) if rate else None
+
+
+def _with_cpu(node: NodeProcess, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The phase's result with the CPU it cost (_CpuReading), warm-up included (at the
+    same rate)."""
+    used = _CpuReading(node)
+    out = phase()
+    used.done().into(out)
     return out
 
 
@@ -535,7 +554,7 @@ def run(
                 "pool": pool,
                 "node_pool_per_worker": pool,  # --database-pool-size given to the node
                 "client_cpus": cfg.server_cpus,
-                "closed": _with_cpu(None, lambda: ceiling(url, cfg)),
+                "closed": ceiling(url, cfg),
                 "open": [],
             }
             report["nodes"] = []
