@@ -50,18 +50,19 @@ DEFAULT_REDIS_KEYS_PER_MASTER = 23_000
 # identifiers of the load test's keyspace (3 searchable values each: URL, TEMPLATE,
 # productName): pg_total_relation_size(search_values) per identifier, and the batch
 # write rate with the index as a share of the rate without it (same run, same machine).
-# Writes (issue 17), idnode loadtest writes --count 100000 --seconds 15 --workers 1,
-# PostgreSQL + Redis on this 2-core machine with nothing else running (2026-11-26): one
-# worker answered 945 REST PUTs/s and 765 Handle MODIFY_VALUEs/s (authenticated sessions)
-# beside a 6,082/s SQL ceiling of the same statements; the slower door, rounded down, is
-# taken per node core. (An earlier, busier run: 777 and 596 beside 3,863/s; a second
-# worker added nothing there, PostgreSQL, Redis and the load sharing the other core.)
-# Batch registration: python -m idnode.loadtest.batch_bench --count 100000 --parallel 1,2
-# (the service in one process, with the node's invalidation through Redis) registered
-# 10,619 ids/s from one upload and 12,742/s from two, PostgreSQL overlapping the service
-# (an earlier, busier run: 6,704 and 8,962).
-DEFAULT_WRITES_PER_CORE = 750
-DEFAULT_BATCH_IDS_PER_CORE = 10_000
+# Writes (issue 17), idnode loadtest writes --count 100000 --seconds 10 --workers 1,
+# PostgreSQL + Redis on this 2-core machine with nothing else running (2026-11-27, four
+# runs): one worker answered 1,010-1,222 REST PUTs/s and 888-999 Handle MODIFY_VALUEs/s
+# (authenticated sessions) beside a 4,270-5,037/s SQL ceiling of the same statements;
+# the slower door's lowest, rounded down, is taken per node core. (The node itself was
+# 0.6-0.7 of its core busy, at 0.52-0.78 ms of CPU per update: its core is shared with
+# the PostgreSQL backends it wakes; the day before, 945 and 765/s.)
+# Batch registration: python -m idnode.loadtest.batch_bench --parallel 1,2,4 (the
+# service in one process, with the node's invalidation through Redis) registered 12,390
+# ids/s from one upload, 15,101/s from two and 15,867/s from four, PostgreSQL overlapping
+# the service (2026-11-27; the day before, 10,619 and 12,742).
+DEFAULT_WRITES_PER_CORE = 850
+DEFAULT_BATCH_IDS_PER_CORE = 12_000
 DEFAULT_SEARCH_INDEX_BYTES_PER_IDENTIFIER = 447.2
 DEFAULT_SEARCH_INDEX_WRITE_RATIO = 0.45
 _HEAD = 100_000  # harmonic numbers summed exactly up to here, then Euler-Maclaurin

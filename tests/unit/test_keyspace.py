@@ -199,12 +199,12 @@ def test_the_plan_adds_node_cores_for_writes_at_the_measured_per_core_rates() ->
 
     reads_only = Plan(registrations=1.5e9, qps=100_000).compute()
     with_writes = Plan(
-        registrations=1.5e9, qps=100_000, writes=7_500, batch_ids=100_000, headroom=0.5
+        registrations=1.5e9, qps=100_000, writes=8_500, batch_ids=120_000, headroom=0.5
     ).compute()
-    # 7,500 / 750 + 100,000 / 10,000 = 20 core-seconds, with 50% headroom: 30 cores
+    # 8,500 / 850 + 120,000 / 12,000 = 20 core-seconds, with 50% headroom: 30 cores
     assert with_writes["of_which_for_writes"] == 30
     assert with_writes["resolver_cores"] - reads_only["resolver_cores"] in (29, 30, 31)
-    assert "of which 30 for 7,500 updates/s" in render(with_writes)
+    assert "of which 30 for 8,500 updates/s" in render(with_writes)
     assert reads_only["of_which_for_writes"] == 0
 
 
