@@ -244,7 +244,9 @@ def cpu_seconds_named(*names: str) -> float:
         head, _, rest = text.rpartition(")")
         if head.partition("(")[2] in names:
             f = rest.split()
-            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            # with the CPU of its children reaped (cutime, cstime): a backend that exits
+            # during the reading moves its CPU to the postmaster's, not out of the sum
+            total += sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
 
 

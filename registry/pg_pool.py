@@ -10,11 +10,11 @@ careful work only when a connection comes back in a state that needs it.
 
 What it keeps from asyncpg's pool: at most ``max_size`` connections, made on demand
 (``min_size`` at open); waiters served first come, first served; a connection that
-comes back closed is dropped and its place freed; one that comes back inside a
-transaction is rolled back in the background (terminated if that fails) before it is
-lent again, so a borrower never sees another's transaction. (A statement cancelled
-client-side needs nothing here: asyncpg's next statement on that connection waits for
-the cancel to complete.) What it leaves out: asyncpg's reset query (the store sets
+comes back closed is dropped and its place freed; one that comes back from a block that
+raised, inside a transaction, or with a statement still being cancelled is reset in the
+background (rolled back, asyncpg's transaction object forgotten; terminated if that
+fails) before it is lent again, so a borrower never writes inside another's
+transaction. What it leaves out: asyncpg's reset query (the store sets
 no session state: no SET, LISTEN, cursors or advisory locks), idle-connection expiry
 (a node keeps the connections it was allowed; ``database_pool_size`` bounds them) and
 recycling after a query count.
@@ -66,8 +66,9 @@ class ConnectionPool:
     async def open(self, min_size: int = 1) -> None:
         """``min_size`` connections made now, so a wrong address or a refused login
         shows at start rather than at the first request."""
-        for _ in range(min(min_size, self.max_size)):
-            self._free.append(await self._new())
+        for _ in range(min(min_size, self.max_size) - self._size):
+            self._size += 1
+            self._free.append(await self._connect_reserved())
 
     def acquire(self) -> Lease:
         """``async with pool.acquire() as con:``; the connection returns at the block's
@@ -85,8 +86,7 @@ class ConnectionPool:
             try:
                 await asyncio.wait_for(con.close(), RECOVER_TIMEOUT)
             except (Exception, asyncio.CancelledError):
-                con.terminate()
-                raise
+                con.terminate()  # and the others are still closed
         for task in list(self._recovering):
             task.cancel()
         for task in list(self._recovering):
@@ -106,39 +106,40 @@ class ConnectionPool:
     # --- lending -----------------------------------------------------------------------
 
     async def _take(self) -> asyncpg.Connection:
-        while True:
-            if self._closed:
-                raise PoolClosed("the registry's connection pool is closed")
-            while self._free:
-                con = self._free.pop()  # the most recently used: its caches are warm
-                if not con.is_closed():
-                    return con
-                self._size -= 1  # the server or the network closed it while it was idle
-            if self._size < self.max_size:
-                return await self._new()
-            waiter: asyncio.Future[asyncpg.Connection | None] = (
-                asyncio.get_running_loop().create_future()
-            )
-            self._waiters.append(waiter)
-            try:
-                con = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    handed = waiter.result()  # handed over as the cancel arrived
-                    if handed is not None:
-                        self._give(handed)
-                    else:
-                        self._pass_on_place()
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
-                raise
-            if con is not None:
+        if self._closed:
+            raise PoolClosed("the registry's connection pool is closed")
+        while self._free:
+            con = self._free.pop()  # the most recently used: its caches are warm
+            if not con.is_closed():
                 return con
-            # None: a place was freed for this waiter; loop to make the connection
+            self._size -= 1  # the server or the network closed it while it was idle
+        if self._size < self.max_size:
+            self._size += 1
+            return await self._connect_reserved()
+        waiter: asyncio.Future[asyncpg.Connection | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._waiters.append(waiter)
+        try:
+            con = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                handed = waiter.result()  # handed over as the cancel arrived
+                if handed is not None:
+                    self._give(handed)
+                else:  # a place reserved for this waiter: to the next one
+                    self._size -= 1
+                    self._pass_on_place()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+        if con is not None:
+            return con
+        return await self._connect_reserved()  # a place was freed and kept for this waiter
 
-    async def _new(self) -> asyncpg.Connection:
-        self._size += 1
+    async def _connect_reserved(self) -> asyncpg.Connection:
+        """A new connection in a place already counted in ``_size``."""
         try:
             return await self._connect()
         except BaseException:
@@ -160,10 +161,14 @@ class ConnectionPool:
         self._free.append(con)
 
     def _pass_on_place(self) -> None:
-        """A connection's place was freed: the first waiter may make a new one."""
+        """A connection's place was freed: the first waiter gets it, kept for it (counted
+        in ``_size`` now, so a newcomer cannot take it first), to connect in."""
+        if self._closed:
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self._size += 1
                 waiter.set_result(None)
                 return
 
@@ -171,13 +176,18 @@ class ConnectionPool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the loop in _take then raises PoolClosed
+                waiter.set_exception(PoolClosed("the registry's connection pool is closed"))
 
-    def _put_back(self, con: asyncpg.Connection) -> None:
+    def _put_back(self, con: asyncpg.Connection, failed: bool) -> None:
         if con.is_closed():
             self._size -= 1
             self._pass_on_place()
-        elif con.is_in_transaction():
+        elif failed or con.is_in_transaction() or _unsettled(con):
+            # A block that raised may have been cut off mid-statement: a BEGIN whose
+            # answer has not come yet leaves is_in_transaction() False while the server
+            # opens the transaction, and a borrower lent the connection then would write
+            # inside it (lost at the next rollback). reset() waits for a cancel to
+            # finish, rolls back and forgets asyncpg's transaction object.
             task = asyncio.get_running_loop().create_task(self._recover(con))
             self._recovering.add(task)
             task.add_done_callback(self._recovering.discard)
@@ -196,6 +206,17 @@ class ConnectionPool:
             self._pass_on_place()
             return
         self._give(con)
+
+
+def _unsettled(con: asyncpg.Connection) -> bool:
+    """asyncpg holds a transaction object, or is still cancelling a statement: not
+    ready for another borrower although no exception says so. asyncpg offers no public
+    flag for either; the lease's exception rule in _put_back covers the usual causes
+    should these attributes ever go."""
+    if getattr(con, "_top_xact", None) is not None:
+        return True
+    cancelling = getattr(getattr(con, "_protocol", None), "_is_cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
 
 
 class Lease:
@@ -225,4 +246,4 @@ class Lease:
     ) -> None:
         con, self._con = self._con, None
         if con is not None:
-            self._pool._put_back(con)
+            self._pool._put_back(con, exc_type is not None)

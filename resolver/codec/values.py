@@ -179,8 +179,9 @@ def decode_value(data: bytes) -> HandleValue:
 # handle's values for the permission check, the decision and the change), and the next
 # write of a handle reads back the list the last one wrote. The decoded values are
 # immutable (a tuple of frozen values), so equal bytes can share them. Bounded: lists up
-# to DECODED_MAX_BYTES, DECODED_LISTS of them (at most ~4 MiB of bytes plus their values).
-DECODED_LISTS = 1024
+# to DECODED_MAX_BYTES, DECODED_LISTS of them: 2 MiB of bytes, and their decoded values
+# cost more (lists packed with empty values or references: up to ~25 MB per worker).
+DECODED_LISTS = 512
 DECODED_MAX_BYTES = 4096
 
 

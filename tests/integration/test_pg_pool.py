@@ -111,7 +111,12 @@ def test_a_connection_the_server_closed_is_replaced(pg_url: str) -> None:
         killer = await asyncpg.connect(pg_url)
         await killer.execute("SELECT pg_terminate_backend($1)", pid)
         await killer.close()
-        await asyncio.sleep(0.1)  # the goodbye reaches the idle connection
+        idle = pool._free[0]
+        for _ in range(250):  # until the goodbye reaches the idle connection
+            if idle.is_closed():
+                break
+            await asyncio.sleep(0.02)
+        assert idle.is_closed()
         async with pool.acquire() as con:
             assert await con.fetchval("SELECT pg_backend_pid()") != pid
         assert pool.size == 1
@@ -200,12 +205,84 @@ def test_a_failed_connect_frees_its_place(pg_url: str) -> None:
 
     async def go() -> None:
         pool = ConnectionPool(flaky, 1)
+        gate = asyncio.Event()
+        real_connect = pool._connect
+
+        async def slow_then_flaky() -> asyncpg.Connection:
+            await gate.wait()  # a second borrower queues while the first connects
+            return await real_connect()
+
+        pool._connect = slow_then_flaky
+        first = asyncio.create_task(pool.acquire().__aenter__())
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(pool.acquire().__aenter__())
+        await asyncio.sleep(0.01)
+        assert pool.size == 1 and len(pool._waiters) == 1  # the only place is taken
+        gate.set()
         with pytest.raises(ConnectionRefusedError):
-            async with pool.acquire():
-                pass
-        assert pool.size == 0
-        async with pool.acquire() as con:
-            assert await con.fetchval("SELECT 1") == 1
+            await first
+        # the failed place went to the waiting borrower, which connects in it
+        async with asyncio.timeout(5):
+            con = await second
+        assert await con.fetchval("SELECT 1") == 1 and pool.size == 1
+        pool._put_back(con, False)
+        assert pool.idle == 1
         await pool.close()
 
     asyncio.run(go())
+
+
+def test_a_transaction_cancelled_during_its_begin_takes_no_later_write_with_it(
+    pg_url: str,
+) -> None:
+    """A request cancelled while its BEGIN is on the wire (a client hung up): asyncpg
+    says "not in a transaction" until the server answers, but the server opens one. The
+    next borrower of that connection must not write inside it: its write stays, and a
+    transaction after it commits. (Cancelled after 0 to 4 loop turns, to land anywhere
+    in the BEGIN's round trip.)"""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager, suppress
+
+    @asynccontextmanager
+    async def transaction(pool: ConnectionPool) -> AsyncIterator[asyncpg.Connection]:
+        async with pool.acquire() as c:  # as PostgresStore.transaction
+            tx = c.transaction()
+            await tx.start()
+            try:
+                yield c
+            except BaseException:
+                with suppress(Exception):
+                    await tx.rollback()
+                raise
+            await tx.commit()
+
+    async def go(turns: int) -> None:
+        other = await asyncpg.connect(pg_url)
+        await other.execute("DROP TABLE IF EXISTS cut_begin; CREATE TABLE cut_begin (x int)")
+        pool = ConnectionPool(connector(pg_url, "idnode-pool-begin"), 1)
+        await pool.open()
+
+        async def victim() -> None:
+            async with transaction(pool) as c:
+                await c.execute("INSERT INTO cut_begin VALUES (0)")
+
+        task = asyncio.create_task(victim())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(10):
+            async with pool.acquire() as c:  # a write that commits on its own
+                await c.execute("INSERT INTO cut_begin VALUES (1)")
+            async with transaction(pool) as c:
+                await c.execute("INSERT INTO cut_begin VALUES (2)")
+            async with pool.acquire() as c:  # every connection lent back, settled
+                assert not c.is_in_transaction()
+        rows = await other.fetch("SELECT x FROM cut_begin ORDER BY x")
+        assert [r[0] for r in rows if r[0] != 0] == [1, 2]
+        await pool.close()
+        await other.close()
+
+    for turns in range(5):
+        asyncio.run(go(turns))
