@@ -331,6 +331,20 @@ class NodeProcess:
         with urllib.request.urlopen(self.http + "/healthz", timeout=2) as r:
             return dict(json.loads(r.read()))
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples named ``name`` (a counter's with its ``_total``) on
+        the node's /metrics whose labels include ``labels``; 0 when there are none."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until /healthz says ok (the registry answers; 503 while it does not)."""
         wait_until(

@@ -10,10 +10,8 @@ given the replica as its database_url refuses to start and says what to do inste
 
 from __future__ import annotations
 
-import re
 import secrets
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -52,16 +50,6 @@ class Topology:
         return [v for v in values if v is not None]
 
 
-def metric(n: NodeProcess, name: str, label: str) -> float:
-    """A metric's value on the node's /metrics (0 when absent)."""
-    with urllib.request.urlopen(n.http + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for m in re.finditer(rf'^{name}\{{[^}}]*"{re.escape(label)}"[^}}]*\}} (\S+)$', text, re.M):
-        total += float(m.group(1))
-    return total
-
-
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Topology]:
     tmp = tmp_path_factory.mktemp("replicas")
@@ -92,7 +80,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
             n.wait_ready()
         for n in nodes:
             wait_until(
-                lambda n=n: metric(n, "idnode_replica_usable", pg.replica_url) == 1.0,  # type: ignore[misc]
+                lambda n=n: n.metric("idnode_replica_usable", replica=pg.replica_url) == 1.0,  # type: ignore[misc]
                 "the node using its read replica",
                 timeout=30,
                 log=n.log_path,
@@ -118,11 +106,11 @@ def reads_on_replica(t: Topology, n: NodeProcess) -> None:
     """Misses of ``n`` (handles nobody holds) are read on the replica once the node's
     poller has seen it replay what the node heard of; the count reaches /metrics after
     each poll. Asks a new one until the replica's count has grown."""
-    start = metric(n, "idnode_registry_reads_total", t.pg.replica_url)
+    start = n.metric("idnode_registry_reads_total", target=t.pg.replica_url)
 
     def asked_and_counted() -> bool:
         assert rest_value(n, f"88.166/rep-none-{secrets.token_hex(4)}") is None
-        return metric(n, "idnode_registry_reads_total", t.pg.replica_url) > start
+        return n.metric("idnode_registry_reads_total", target=t.pg.replica_url) > start
 
     wait_until(asked_and_counted, "a miss read on the replica", timeout=30, interval=0.3)
 

@@ -5,10 +5,8 @@ filter never gets an answer built from something else."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,10 +54,7 @@ def with_id(m: Message, rid: int, expiration: int | None = None) -> bytes:
 
 
 def sent_from_ready(n: NodeProcess) -> float:
-    with urllib.request.urlopen(n.http + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    found = re.search(r"^idnode_ready_answers_sent_total (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return n.metric("idnode_ready_answers_sent_total")
 
 
 def wait_sent_above(n: NodeProcess, before: float) -> float:

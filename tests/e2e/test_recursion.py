@@ -17,9 +17,7 @@ instead of the health marks would fail as a timeout.
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -158,8 +156,8 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
         wait_for(
             "S's probe of E answered",
             lambda: (
-                metric(s, "idnode_upstream_probe_seconds", server=e_server) > 0
-                and metric(s, "idnode_upstream_server_up", server=e_server) == 1
+                s.metric("idnode_upstream_probe_seconds", server=e_server) > 0
+                and s.metric("idnode_upstream_server_up", server=e_server) == 1
             ),
         )
         hier = Hierarchy(tmp, e_reg, e_ports, e, s, r)
@@ -193,23 +191,8 @@ def message(m: Message) -> str:
     return m.body.message
 
 
-def metric(node: NodeProcess, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include ``labels`` (0 when none)."""
-    with urllib.request.urlopen(node.http + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if m is None or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
-
-
 def e_resolutions(h: Hierarchy) -> float:
-    return metric(h.e, "idnode_requests_total", op="1")
+    return h.e.metric("idnode_requests_total", op="1")
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -261,20 +244,20 @@ def test_answers_and_not_found_are_cached(h: Hierarchy) -> None:
     for _ in range(2):
         assert ask(h.s, "88.166.1001/missing").response_code == ResponseCode.HANDLE_NOT_FOUND
     assert e_resolutions(h) == asked
-    assert metric(h.s, "idnode_recursion_cache_total", result="hit") >= 4
-    assert metric(h.s, "idnode_upstream_lookups_total", outcome="not_found") >= 1
+    assert h.s.metric("idnode_recursion_cache_total", result="hit") >= 4
+    assert h.s.metric("idnode_upstream_lookups_total", outcome="not_found") >= 1
 
 
 def test_a_dead_enterprise_node_is_marked_down_and_answered_at_once(h: Hierarchy) -> None:
     server = f"127.0.0.1:{h.e_ports.handle}"
-    assert metric(h.s, "idnode_upstream_server_up", server=server) == 1
-    assert metric(h.s, "idnode_upstream_probe_seconds", server=server) > 0
+    assert h.s.metric("idnode_upstream_server_up", server=server) == 1
+    assert h.s.metric("idnode_upstream_probe_seconds", server=server) > 0
     assert url_of(ask(h.s, "88.166.1001/x")) == URL + "88.166.1001/x"  # held by S
     h.e.proc.kill()
     h.e.proc.wait()
     wait_for(
         "S marks E down",
-        lambda: metric(h.s, "idnode_upstream_server_up", server=server) == 0,
+        lambda: h.s.metric("idnode_upstream_server_up", server=server) == 0,
     )
     # Not held: RC 2 at once, naming the server and the prefix.
     for transport in ("tcp", "udp"):
@@ -284,12 +267,12 @@ def test_a_dead_enterprise_node_is_marked_down_and_answered_at_once(h: Hierarchy
     # Held: still answered; a client without REC still gets the referral.
     assert url_of(ask(h.s, "88.166.1001/x")) == URL + "88.166.1001/x"
     assert ask(h.s, "88.166.1001/y", NO_REC).response_code == ResponseCode.SERVICE_REFERRAL
-    assert metric(h.s, "idnode_upstream_lookups_total", outcome="down") >= 2
+    assert h.s.metric("idnode_upstream_lookups_total", outcome="down") >= 2
     assert f"upstream server {server} did not answer 2 probes in a row" in h.s.log_text()
     # E back on its ports: marked up, and answers again.
     h.e = serve(h.tmp, "e-again", h.e_reg, h.e_ports)
     h.e.wait_ready()
-    wait_for("S marks E up", lambda: metric(h.s, "idnode_upstream_server_up", server=server) == 1)
+    wait_for("S marks E up", lambda: h.s.metric("idnode_upstream_server_up", server=server) == 1)
     assert url_of(ask(h.s, "88.166.1001/y")) == URL + "88.166.1001/y"
     assert f"upstream server {server} answers again" in h.s.log_text()
 
