@@ -93,16 +93,6 @@ class ConnectionPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def terminate(self) -> None:
-        self._closed = True
-        self._wake_all_waiters()
-        free, self._free = self._free, []
-        for con in free:
-            self._size -= 1
-            con.terminate()
-        for task in self._recovering:
-            task.cancel()
-
     # --- lending -----------------------------------------------------------------------
 
     async def _take(self) -> asyncpg.Connection:
