@@ -348,7 +348,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--attach",
         metavar="HOST:HANDLE:HTTP:GRPC",
-        help="drive a running node instead of starting one (its ports)",
+        help="drive a running node instead of starting one (its ports); without "
+        "--database-url, give --registry-size (nothing is populated here)",
     )
     p.add_argument("--no-ceilings", action="store_true", help="skip the ceiling servers")
     p.add_argument(

@@ -103,6 +103,19 @@ class RunConfig:
             raise ValueError("--miss-share is a fraction between 0 and 1")
         if self.generators < 1 or self.seconds <= 0:
             raise ValueError("--generators and --seconds must be positive")
+        if self.attach and not self.database_url:
+            # The attached node has its own registry: nothing here to populate (a 10M
+            # throwaway SQLite took minutes, and its writeback slowed the node measured).
+            if self.registry_size <= 0:
+                raise ValueError(
+                    "--attach without --database-url needs --registry-size: the identifiers "
+                    "0..N-1 the attached node's registry holds"
+                )
+            if YCSB_MIXES[self.mix] or "dns" in self.doors:
+                raise ValueError(
+                    "--attach with updates (--mix A or B) or --doors dns needs --database-url: "
+                    "the attached node's registry, for the API key and the DNS door's node"
+                )
 
 
 # --- the node and the ceiling servers ----------------------------------------------------
@@ -337,6 +350,8 @@ def prepare_registry(cfg: RunConfig, tmp: Path, say: Progress) -> tuple[str, int
 
     from .populate import populate_sqlite
 
+    if cfg.attach and not cfg.database_url:  # check(): --registry-size is given
+        return "", cfg.registry_size, {"backend": "the attached node's"}
     if not cfg.database_url:
         size = cfg.registry_size or 100_000
         url = f"sqlite:///{tmp}/registry.db"

@@ -4,6 +4,8 @@ wall-clock second, so one stall shows as one bad second, not as a run-long tail.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from idnode.loadtest.generators import Tally, merge
 from idnode.loadtest.run import _worst_second
 
@@ -75,3 +77,27 @@ def test_each_point_draws_its_own_keys() -> None:
     assert all(len(s) == 3 for s in seeds)  # two readers and the updates, all distinct
     assert not (seeds[0] & seeds[1]) and not (seeds[1] & seeds[2]) and not (seeds[0] & seeds[2])
     assert max(max(s) for s in seeds) < WARM_SEED  # warm-up sequences are others again
+
+
+def test_an_attached_node_without_a_registry_url_needs_its_size_and_populates_nothing(
+    tmp_path: Path,
+) -> None:
+    """--attach drives a node that has its own registry: the harness populates no
+    throwaway one (a 10M SQLite took minutes, and its writeback slowed the node), asks
+    for --registry-size, and refuses what needs the node's registry (an API key for
+    updates, the DNS door's node)."""
+    import pytest
+
+    from idnode.loadtest.run import RunConfig, prepare_registry
+
+    attached = "127.0.0.1:2641:8000:8001"
+    with pytest.raises(ValueError, match="--registry-size"):
+        RunConfig(attach=attached).check()
+    with pytest.raises(ValueError, match="--database-url"):
+        RunConfig(attach=attached, registry_size=1000, mix="A").check()
+    cfg = RunConfig(attach=attached, registry_size=1000)
+    cfg.check()
+    said: list[str] = []
+    url, size, facts = prepare_registry(cfg, tmp_path, said.append)
+    assert (url, size) == ("", 1000) and facts["backend"] == "the attached node's"
+    assert said == [] and list(tmp_path.iterdir()) == []
