@@ -339,7 +339,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         "--registry-size",
         default="0",
         help="identifiers 0..N-1 to draw from (0: count the registry; 100000 for the "
-        "throwaway one)",
+        "throwaway one; required with --attach and no --database-url)",
     )
     p.add_argument("--redis-url", help="give the node this Redis (L2); default: none")
     p.add_argument("--l1-mb", type=int, default=64, help="the node's L1 per worker (0: off)")
@@ -412,7 +412,7 @@ def build_parser(prog: str = "idnode loadtest") -> argparse.ArgumentParser:
     lr.add_argument(
         "--database-url",
         help="a populated registry (idnode loadtest populate); default: a throwaway SQLite "
-        "registry of --registry-size identifiers",
+        "registry of --registry-size identifiers (none with --attach)",
     )
     lr.set_defaults(func=cmd_run)
     ls = lsub.add_parser(

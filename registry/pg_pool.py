@@ -52,7 +52,8 @@ class ConnectionPool:
         )
         self._size = 0  # connections made or being made, lent or free
         self._closed = False
-        self._recovering: set[asyncio.Task[None]] = set()
+        # connections being reset, by the task resetting them (close() takes them over)
+        self._recovering: dict[asyncio.Task[None], asyncpg.Connection] = {}
 
     @property
     def size(self) -> int:
@@ -76,22 +77,30 @@ class ConnectionPool:
         return Lease(self)
 
     async def close(self) -> None:
-        """Closes the free connections; lent ones close as they come back; waiters get
-        PoolClosed."""
+        """Closes the free connections and terminates those being reset; lent ones close
+        as they come back; waiters, and a connection being made, get PoolClosed."""
         self._closed = True
         self._wake_all_waiters()
-        free, self._free = self._free, []
-        for con in free:
+        resetting, self._recovering = self._recovering, {}
+        for task, con in resetting.items():
+            task.cancel()  # its connection is ours now: counted here, not by the task
+            con.terminate()
             self._size -= 1
-            try:
-                await asyncio.wait_for(con.close(), RECOVER_TIMEOUT)
-            except (Exception, asyncio.CancelledError):
-                con.terminate()  # and the others are still closed
-        for task in list(self._recovering):
-            task.cancel()
-        for task in list(self._recovering):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        free, self._free = self._free, []
+        try:
+            while free:
+                con = free.pop()
+                self._size -= 1
+                try:
+                    await asyncio.wait_for(con.close(), RECOVER_TIMEOUT)
+                except Exception:
+                    con.terminate()  # and the others are still closed
+        except asyncio.CancelledError:  # close() itself cancelled: finish at once
+            for con in free:
+                self._size -= 1
+                con.terminate()
+            raise
+        await asyncio.gather(*resetting, return_exceptions=True)
 
     # --- lending -----------------------------------------------------------------------
 
@@ -126,16 +135,24 @@ class ConnectionPool:
             raise
         if con is not None:
             return con
+        if self._closed:  # the place was kept for this waiter just before close()
+            self._size -= 1
+            raise PoolClosed("the registry's connection pool is closed")
         return await self._connect_reserved()  # a place was freed and kept for this waiter
 
     async def _connect_reserved(self) -> asyncpg.Connection:
         """A new connection in a place already counted in ``_size``."""
         try:
-            return await self._connect()
+            con = await self._connect()
         except BaseException:
             self._size -= 1
             self._pass_on_place()  # a waiter may succeed where this one failed
             raise
+        if self._closed:  # closed while connecting: lend nothing after close()
+            con.terminate()
+            self._size -= 1
+            raise PoolClosed("the registry's connection pool is closed")
+        return con
 
     def _give(self, con: asyncpg.Connection) -> None:
         """A healthy idle connection to the first waiter still waiting, else kept."""
@@ -169,33 +186,44 @@ class ConnectionPool:
                 waiter.set_exception(PoolClosed("the registry's connection pool is closed"))
 
     def _put_back(self, con: asyncpg.Connection, failed: bool) -> None:
-        if con.is_closed():
+        if self._closed:
+            self._size -= 1
+            con.terminate()
+        elif con.is_closed():
             self._size -= 1
             self._pass_on_place()
         elif failed or con.is_in_transaction() or _unsettled(con):
-            # A block that raised may have been cut off mid-statement: a BEGIN whose
-            # answer has not come yet leaves is_in_transaction() False while the server
-            # opens the transaction, and a borrower lent the connection then would write
-            # inside it (lost at the next rollback). reset() waits for a cancel to
-            # finish, rolls back and forgets asyncpg's transaction object.
+            # A block cut off mid-statement (cancelled, timed out) may leave a BEGIN
+            # whose answer has not come yet: is_in_transaction() says False while the
+            # server opens the transaction, and a borrower lent the connection then
+            # would write inside it (lost at the next rollback). So it is rolled back
+            # first, once a pending cancel is done.
             task = asyncio.get_running_loop().create_task(self._recover(con))
-            self._recovering.add(task)
-            task.add_done_callback(self._recovering.discard)
+            self._recovering[task] = con
         else:
             self._give(con)
 
     async def _recover(self, con: asyncpg.Connection) -> None:
         """Rolled back and lent again, or terminated: the server then rolls back on its
-        own."""
+        own. (Not asyncpg's reset(): it logs an asyncio error for the transaction object
+        a cut-off BEGIN leaves, and sends a reset query this pool has no use for.)"""
+        settled = False
         try:
             async with asyncio.timeout(RECOVER_TIMEOUT):
-                await con.reset()  # rolls back, and forgets asyncpg's transaction object
+                if getattr(con, "_top_xact", None) is not None:
+                    con._top_xact = None  # asyncpg's record of the cut-off transaction
+                await con.execute("ROLLBACK")  # waits for a pending cancel first
+            settled = True
         except (Exception, asyncio.CancelledError):
+            pass
+        if self._recovering.pop(asyncio.current_task(), None) is None:  # type: ignore[arg-type]
+            return  # close() took the connection over
+        if settled and not con.is_closed():
+            self._give(con)
+        else:
             con.terminate()
             self._size -= 1
             self._pass_on_place()
-            return
-        self._give(con)
 
 
 def _unsettled(con: asyncpg.Connection) -> bool:
@@ -236,4 +264,7 @@ class Lease:
     ) -> None:
         con, self._con = self._con, None
         if con is not None:
-            self._pool._put_back(con, exc_type is not None)
+            # a server's refusal leaves the connection settled; anything else raised
+            # may have cut a statement off
+            failed = exc_type is not None and not issubclass(exc_type, asyncpg.PostgresError)
+            self._pool._put_back(con, failed)

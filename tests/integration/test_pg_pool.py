@@ -257,6 +257,10 @@ def test_a_transaction_cancelled_during_its_begin_takes_no_later_write_with_it(
             await tx.commit()
 
     async def go(turns: int) -> None:
+        complaints: list[str] = []  # asyncio errors (asyncpg's reset() logged one each)
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, ctx: complaints.append(str(ctx.get("message")))
+        )
         other = await asyncpg.connect(pg_url)
         await other.execute("DROP TABLE IF EXISTS cut_begin; CREATE TABLE cut_begin (x int)")
         pool = ConnectionPool(connector(pg_url, "idnode-pool-begin"), 1)
@@ -281,8 +285,42 @@ def test_a_transaction_cancelled_during_its_begin_takes_no_later_write_with_it(
                 assert not c.is_in_transaction()
         rows = await other.fetch("SELECT x FROM cut_begin ORDER BY x")
         assert [r[0] for r in rows if r[0] != 0] == [1, 2]
+        assert complaints == []
         await pool.close()
         await other.close()
 
     for turns in range(5):
         asyncio.run(go(turns))
+
+
+def test_close_ends_connections_being_reset_and_lends_none_made_meanwhile(pg_url: str) -> None:
+    """close() right after a block raised (its connection queued for a rollback): that
+    connection is terminated and counted out, not leaked; a connection being made as
+    close() runs is closed, and its borrower told the pool is closed."""
+
+    async def go() -> None:
+        pool = ConnectionPool(connector(pg_url, "idnode-pool-close2"), 2)
+        await pool.open()
+        lease = pool.acquire()
+        con = await lease.__aenter__()
+        gate = asyncio.Event()
+        made: list[asyncpg.Connection] = []
+
+        async def slow() -> asyncpg.Connection:
+            await gate.wait()
+            made.append(await asyncpg.connect(pg_url))
+            return made[-1]
+
+        pool._connect = slow
+        connecting = asyncio.create_task(pool.acquire().__aenter__())
+        await asyncio.sleep(0.01)  # the second place is being connected
+        await lease.__aexit__(RuntimeError, RuntimeError("a request failed"), None)
+        await pool.close()  # before the rollback of the first connection even starts
+        assert con.is_closed()
+        gate.set()
+        with pytest.raises(PoolClosed):
+            await connecting
+        assert made and made[0].is_closed()
+        assert pool.size == 0
+
+    asyncio.run(go())
