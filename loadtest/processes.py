@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -216,38 +216,31 @@ def clear_namespace(redis_url: str, namespace: str) -> int:
     return n
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) of ``pid`` and its children (a node's workers)."""
-    total = 0.0
-    pids = [pid] + [
-        int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat") if _ppid(p) == pid
-    ]
-    for p in pids:
-        try:
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def cpu_seconds_named(*names: str) -> float:
-    """CPU time of every process on the machine whose command name is one of ``names``
-    ("postgres" for PostgreSQL's backends and helpers, "redis-server"): what a load costs
-    the services behind the node, read as the node's own is."""
-    total = 0.0
+def _processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields after it) of every process in /proc, each read once."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue  # gone since the listing
         head, _, rest = text.rpartition(")")
-        if head.partition("(")[2] in names:
-            f = rest.split()
-            # with the CPU of its children reaped (cutime, cstime): a backend that exits
-            # during the reading moves its CPU to the postmaster's, not out of the sum
-            total += sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
-    return total
+        yield int(stat.parent.name), head.partition("(")[2], rest.split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of ``pid`` and its children (a node's workers)."""
+    ticks = sum(int(f[11]) + int(f[12]) for p, _, f in _processes() if p == pid or int(f[1]) == pid)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_named(*names: str) -> float:
+    """CPU time of every process on the machine whose command name is one of ``names``
+    ("postgres" for PostgreSQL's backends and helpers, "redis-server"): what a load costs
+    the services behind the node, read as the node's own is. With the CPU of reaped
+    children (cutime, cstime): a backend that exits during the reading moves its CPU to
+    the postmaster's, not out of the sum."""
+    ticks = sum(sum(int(x) for x in f[11:15]) for _, comm, f in _processes() if comm in names)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _ppid(stat: Path) -> int:

@@ -38,6 +38,9 @@ class PoolClosed(asyncpg.InterfaceError):  # type: ignore[misc]
     """Asked for a connection after close(): an InterfaceError, as asyncpg's pool
     raises, so the doors already answer it as "registry unavailable"."""
 
+    def __init__(self, msg: str = "the registry's connection pool is closed") -> None:
+        super().__init__(msg)
+
 
 class ConnectionPool:
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], max_size: int) -> None:
@@ -106,7 +109,7 @@ class ConnectionPool:
 
     async def _take(self) -> asyncpg.Connection:
         if self._closed:
-            raise PoolClosed("the registry's connection pool is closed")
+            raise PoolClosed()
         while self._free:
             con = self._free.pop()  # the most recently used: its caches are warm
             if not con.is_closed():
@@ -137,7 +140,7 @@ class ConnectionPool:
             return con
         if self._closed:  # the place was kept for this waiter just before close()
             self._size -= 1
-            raise PoolClosed("the registry's connection pool is closed")
+            raise PoolClosed()
         return await self._connect_reserved()  # a place was freed and kept for this waiter
 
     async def _connect_reserved(self) -> asyncpg.Connection:
@@ -151,7 +154,7 @@ class ConnectionPool:
         if self._closed:  # closed while connecting: lend nothing after close()
             con.terminate()
             self._size -= 1
-            raise PoolClosed("the registry's connection pool is closed")
+            raise PoolClosed()
         return con
 
     def _give(self, con: asyncpg.Connection) -> None:
@@ -183,7 +186,7 @@ class ConnectionPool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(PoolClosed("the registry's connection pool is closed"))
+                waiter.set_exception(PoolClosed())
 
     def _put_back(self, con: asyncpg.Connection, failed: bool) -> None:
         if self._closed:
