@@ -286,6 +286,7 @@ def render(report: dict[str, Any]) -> str:
         for p in entry["points"]:
             n, c = p["node"], p.get("ceiling", {})
             t = n.get("tiers") or {}
+            h = n.get("host") or {}  # what the machine did meanwhile (host_stats.py)
             rows.append(
                 [
                     p[key],
@@ -304,6 +305,10 @@ def render(report: dict[str, Any]) -> str:
                     t.get("l3_hit_ratio"),
                     _gen(n),
                     _gen(c) if c else None,
+                    h.get("steal_pct"),
+                    (c.get("host") or {}).get("steal_pct"),
+                    h.get("iowait_pct"),
+                    h.get("disk_read_mb"),
                 ]
             )
         parts.append(
@@ -326,6 +331,10 @@ def render(report: dict[str, Any]) -> str:
                     "L3 found",
                     "generator CPU (node run)",
                     "generator CPU (ceiling run)",
+                    "steal % (node run)",
+                    "steal % (ceiling run)",
+                    "iowait %",
+                    "disk read MB",
                 ],
             )
         )

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from . import host_stats
 from .ceilings import DESCRIPTIONS
 from .generators import DOORS, Job, merge, process_main
 from .keyspace import NODE_PREFIX
@@ -76,6 +77,7 @@ class RunConfig:
     attach: str = ""  # HOST:HANDLE_PORT:HTTP_PORT:GRPC_PORT of a running node
     ceilings: bool = True
     prefill: bool = False  # resolve every identifier once before measuring each door
+    prewarm: bool = True  # read the registry into the OS page cache first (prewarm.py)
     results: str = ""
     label: str = ""
 
@@ -301,9 +303,12 @@ def run_point(jobs: list[Job], metrics_port: int | None, host: str = "127.0.0.1"
     try:
         barrier.wait()  # all prepared: warm-up starts
         barrier.wait()  # warm-up over: measuring starts
+        machine = host_stats.read()
         if metrics_port is not None:
             before = scrape(metrics_port, host)
         results = [queue.get(timeout=900) for _ in jobs]
+        # the generators finish together, at the end of the measured seconds
+        machine_during = host_stats.between(machine, host_stats.read())
     except Exception as exc:
         errors = []
         while not queue.empty():
@@ -323,7 +328,7 @@ def run_point(jobs: list[Job], metrics_port: int | None, host: str = "127.0.0.1"
     out: dict[str, Any] = {}
     reads = [by_seed[j.seed] for j in jobs if j.door != "update"]
     if reads:  # updates alone (loadtest/write_bench.py) have no reads to merge
-        out["reads"] = merge(reads)
+        out["reads"] = merge(reads) | {"host": machine_during}
     updates = [by_seed[j.seed] for j in jobs if j.door == "update"]
     if updates:
         out["updates"] = merge(updates)
@@ -529,6 +534,15 @@ def run(cfg: RunConfig, say: Progress = lambda m: print(m, file=sys.stderr)) -> 
     tmp = Path(tempfile.mkdtemp(prefix="idnode-loadtest-"))
     started = dt.datetime.now(dt.UTC)
     url, size, facts = prepare_registry(cfg, tmp, say)
+    if url and cfg.prewarm:
+        from .prewarm import prewarm
+
+        facts["prewarm"] = prewarm(url, say)
+    else:
+        facts["prewarm"] = {
+            "done": False,
+            "why": "--no-prewarm" if url else "the attached node's registry is not reachable here",
+        }
     api_key = asyncio.run(make_api_key(url)) if YCSB_MIXES[cfg.mix] else ""
     log = tmp / "node.log"
     points = cfg.rates if cfg.mode == "open" else [float(w) for w in cfg.windows]
@@ -708,6 +722,7 @@ def _summary(door: str, row: dict[str, Any]) -> str:
         + (f"; L1 hit {hit:.1%}" if hit is not None else "")
         + (f"; codes {n['codes']}" if n["codes"] else "")
         + _worst_second(n.get("per_second") or [])
+        + host_stats.summary(n.get("host"))
         + ("; the generator was saturated (a floor)" if n.get("generator_saturated") else "")
         + (
             "; the ceiling is the generator's own limit"

@@ -168,6 +168,7 @@ def scale(
             mix="C",
             mode="closed",
             ceilings=False,
+            prewarm=False,  # the primary key alone, above: heap reads are what scale shows
         )
         rep = run(c, say)
         reports.append(rep)

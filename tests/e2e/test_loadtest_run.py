@@ -105,7 +105,14 @@ def test_open_loop_with_misses_generators_and_redis(tmp_path: Path, redis_url: s
         series = node["per_second"]
         assert series and sum(s["answered"] for s in series) == node["answered"], series
         assert all(s["over_5ms"] <= s["over_1ms"] <= s["answered"] for s in series)
+        # what the machine did meanwhile: steal, iowait and disk reads over the point
+        host = node["host"]
+        assert 0 <= host["steal_pct"] <= 100 and host["disk_read_mb"] >= 0, host
+        assert p["ceiling"]["host"]["seconds"] > 0, p["ceiling"]
     assert isinstance(report["doors"]["udp"]["node_log"], list)  # what the node said
+    # the throwaway SQLite registry was read into the page cache before the first point
+    warmed = report["registry"]["prewarm"]
+    assert warmed["done"] is True and warmed["bytes"] > 0, warmed
     assert "redis_mget_100_keys_per_s" in report["tier_ceilings"]
     cache = report["tier_ceilings"]["redis_cache"]
     assert cache["sampled_keys"] > 0 and cache["bytes_per_key"] > 50
