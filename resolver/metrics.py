@@ -103,6 +103,21 @@ UDP_RRL = Counter(
     "UDP answers over the per-network rate: dropped, or slipped (a small ask-over-TCP)",
     ["action"],
 )
+# The UDP door's batched I/O (udp_batch_io.py), set once a second by the door.
+UDP_SEND_BACKLOG = Gauge(
+    "idnode_udp_send_backlog_bytes",
+    "UDP answers waiting for the socket's send buffer (batched I/O), counted at their bytes "
+    "plus a fixed cost each; bounded per worker",
+    multiprocess_mode="livesum",
+)
+UDP_BATCH_DROPPED = Counter(
+    "idnode_udp_batch_dropped_total",
+    "UDP datagrams dropped by the batched I/O: answers past the send backlog's bound "
+    "(backlog_full) or still in it at the end of the shutdown grace (closed), answers the "
+    "kernel refused (send_error), requests longer than the read buffer (truncated) or from "
+    "an address neither IPv4 nor IPv6 (bad_address)",
+    ["reason"],
+)
 DNS_ANSWERS = Counter(
     "idnode_dns_answers_total",
     "DNS gateway answers by transport and rcode (SILENCE: an unreadable packet, unanswered)",

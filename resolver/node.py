@@ -37,7 +37,7 @@ from idnode.registry.site_servers import SiteServers
 from idnode.registry.store import Store, open_store, redact_url
 from idnode.registry.value_search import marked_on, switch_on
 
-from . import gc_pauses, loop_stalls
+from . import gc_pauses, loop_stalls, udp_batch_io
 from .changefeed import ChangeLog, LocalChangeFeed
 from .codec import (
     Interface,
@@ -176,6 +176,7 @@ class Node:
         self._lifecycle: asyncio.Task[None] | None = None
         self._statistics: asyncio.Task[None] | None = None  # counts flushed and reported
         self._authority: PrefixAuthority | None = None
+        self.supervised = False  # one of a supervisor's workers (run with a parent)
 
     async def start(self) -> None:
         s = self.settings
@@ -304,7 +305,13 @@ class Node:
         loop = asyncio.get_running_loop()
         ports = self.listeners
         udp = self.udp = UdpDoor.from_settings(service, s)
-        await loop.create_datagram_endpoint(lambda: udp, sock=ports.handle_udp[0])
+        batched, how = udp_batch_io.choose(s.udp_batch_io)
+        if batched:
+            udp.serve_batched(ports.handle_udp[0])
+        else:
+            await loop.create_datagram_endpoint(lambda: udp, sock=ports.handle_udp[0])
+        if not self.supervised:  # else the supervisor said it, once for all workers
+            log.info("handle UDP I/O: %s", how)
         descriptors = raise_descriptor_limit()
         limits = ConnectionLimits(s.conns_per_client, connection_ceiling(descriptors), report)
         self.tcp = TcpDoor(
@@ -678,6 +685,7 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         if parent:
+            self.supervised = True
             self._parent = loop.create_task(self._watch_parent(parent))
         try:
             await self.start()

@@ -123,6 +123,17 @@ class Settings:
         default=4096,
         metadata={"help": "unfinished multi-datagram UDP requests kept in all, per worker"},
     )
+    udp_batch_io: bool = field(
+        default=True,
+        metadata={
+            "help": "the Handle UDP port read with one recvmmsg per wakeup (up to 64 "
+            "datagrams) and each batch's answers sent with one sendmmsg, when the compiled "
+            "module idnode.resolver._udp_batch_io is built; answers the kernel cannot take "
+            "yet wait in a backlog of at most 4 MiB per worker. Off (--no-udp-batch-io, "
+            "IDNODE_UDP_BATCH_IO=0), or without the module, the event loop's datagram "
+            "transport serves it; the answers are the same"
+        },
+    )
     http_port: int = field(
         default=8000, metadata={"help": "HTTP port: POST / tunnel, /healthz, /metrics"}
     )
@@ -695,7 +706,16 @@ def add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | N
         flag = "--" + name.replace("_", "-")
         env = "IDNODE_" + name.upper()
         help_text = f"{f.metadata.get('help', '')} [env {env}; default {f.default!r}]"
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool) and f.default is True:
+            # on by default: --no-... turns it off
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        elif f.type in ("bool", bool):
             parser.add_argument(
                 flag, dest=name, action="store_const", const=True, default=None, help=help_text
             )

@@ -81,6 +81,9 @@ def supervise(settings: Settings, listeners: Listeners) -> int:
         log.info("worker %d started (pid %s)", i, p.pid)
         return p, time.monotonic()
 
+    from .udp_batch_io import choose
+
+    log.info("handle UDP I/O: %s", choose(settings.udp_batch_io)[1])  # each worker's
     workers = {i: start(i) for i in range(settings.workers)}
     fast_failures = 0
     code = 0

@@ -15,6 +15,11 @@ unverified source can be sent (no amplification worth having):
   network) are not limited.
 
 Unfinished multi-datagram requests are bounded per client and in all (Reassembler).
+
+The door reads and writes its socket in one of two ways, the same answers either way: the
+event loop's datagram transport (a callback per datagram), or batches, one recvmmsg per
+wakeup and one sendmmsg per batch of answers (``serve_batched``, udp_batch_io.py), when
+the compiled module is built and the ``udp_batch_io`` setting is on.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import time
 from collections import OrderedDict
 from typing import Any
@@ -41,6 +47,7 @@ from .codec.message import ENVELOPE
 from .codec.wire import U32
 from .handle_service import HandleService
 from .settings import ConfigError, Settings
+from .udp_batch_io import BatchedUdp, Item, module_counts
 
 log = logging.getLogger("idnode.udp")
 
@@ -185,7 +192,8 @@ class UdpDoor(asyncio.DatagramProtocol):
         self.max_inflight = max_inflight
         self.max_datagrams = max_datagrams
         self.rrl = rrl
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: asyncio.DatagramTransport | BatchedUdp | None = None
+        self.batched: BatchedUdp | None = None  # serve_batched: read and sent in batches
         self.reassembler = Reassembler(
             max_pending_per_client=reassembly_per_client,
             max_bytes_per_client=REASSEMBLY_BYTES_PER_CLIENT,
@@ -199,8 +207,9 @@ class UdpDoor(asyncio.DatagramProtocol):
         self._expiry: asyncio.TimerHandle | None = None
         # Answers of one loop turn, sent together when the turn's datagrams are read
         # (see _send): a client then reads a burst of answers per wakeup, not one.
-        self._outbox: list[tuple[bytes, Any]] = []
-        self._reported = (0, 0, 0, 0)  # counts already added to the metrics
+        self._outbox: list[Item] = []
+        self._in_batch = False  # answering a batch read (batch_received): it sends the outbox
+        self._reported = (0,) * 9  # counts already added to the metrics
 
     @classmethod
     def from_settings(cls, service: HandleService, s: Settings) -> UdpDoor:
@@ -225,7 +234,16 @@ class UdpDoor(asyncio.DatagramProtocol):
             reassembly_max=s.udp_reassembly_max,
         )
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def serve_batched(self, sock: socket.socket) -> None:
+        """Serve ``sock`` reading it in batches (recvmmsg, at most 64 datagrams per
+        wakeup) and sending each batch's answers together (sendmmsg), instead of through
+        ``loop.create_datagram_endpoint``. The compiled module must be built
+        (udp_batch_io.choose)."""
+        t = self.batched = BatchedUdp(sock, self.batch_received, self.error_received)
+        self.connection_made(t)
+        t.start()
+
+    def connection_made(self, transport: asyncio.BaseTransport | BatchedUdp) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._schedule_expiry()
 
@@ -237,15 +255,23 @@ class UdpDoor(asyncio.DatagramProtocol):
     def report(self) -> None:
         """The door's bounded state into the metrics (once a second, off the hot path)."""
         r = self.reassembler
+        b = self.batched
         metrics.UDP_PENDING.set(len(r))
         metrics.UDP_PENDING_BYTES.set(r.buffered_bytes)
         metrics.UDP_PENDING_CLIENTS.set(r.clients)
         metrics.UDP_RRL_NETWORKS.set(len(self.rrl) if self.rrl is not None else 0)
+        metrics.UDP_SEND_BACKLOG.set(b.backlog_bytes if b is not None else 0)
+        module = module_counts() if b is not None else {}
         now = (
             r.dropped,
             self.too_large,
             self.rrl.dropped if self.rrl is not None else 0,
             self.rrl.slipped if self.rrl is not None else 0,
+            b.dropped if b is not None else 0,
+            b.abandoned if b is not None else 0,
+            module.get("send_errors", 0),
+            module.get("truncated", 0),
+            module.get("bad_address", 0),
         )
         before, self._reported = self._reported, now
         for counter, new, old in zip(
@@ -254,6 +280,11 @@ class UdpDoor(asyncio.DatagramProtocol):
                 metrics.UDP_TOO_LARGE,
                 metrics.UDP_RRL.labels("dropped"),
                 metrics.UDP_RRL.labels("slipped"),
+                metrics.UDP_BATCH_DROPPED.labels("backlog_full"),
+                metrics.UDP_BATCH_DROPPED.labels("closed"),
+                metrics.UDP_BATCH_DROPPED.labels("send_error"),
+                metrics.UDP_BATCH_DROPPED.labels("truncated"),
+                metrics.UDP_BATCH_DROPPED.labels("bad_address"),
             ),
             now,
             before,
@@ -261,6 +292,21 @@ class UdpDoor(asyncio.DatagramProtocol):
         ):
             if new > old:
                 counter.inc(new - old)
+
+    def batch_received(self, batch: list[Item]) -> None:
+        """The datagrams of one read (serve_batched), each answered as the transport's
+        callback answers one; the answers ready now leave together, in one sendmmsg."""
+        self._in_batch = True
+        try:
+            for data, addr in batch:
+                try:
+                    self.datagram_received(data, addr)
+                except Exception:  # a bug must cost one answer, not the batch
+                    log.exception("error answering a UDP request")
+        finally:
+            self._in_batch = False
+        if self._outbox:
+            self._flush()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.closing:
@@ -320,16 +366,23 @@ class UdpDoor(asyncio.DatagramProtocol):
             elif not ok:
                 return
         if small:
-            if not self._outbox:
+            if not self._outbox and not self._in_batch:
                 asyncio.get_running_loop().call_soon(self._flush)
             self._outbox.append((reply, addr))
             return
         # A reply may hold several messages (a streamed list): each goes out on its own.
+        # Read in batches, its datagrams join the outbox (one sendmmsg for them all).
+        batched = self.batched is not None
+        if batched and not self._outbox and not self._in_batch:
+            asyncio.get_running_loop().call_soon(self._flush)
         pos = 0
         while pos < len(reply):
             end = pos + ENVELOPE_SIZE + U32.unpack_from(reply, pos + 16)[0]
             for gram in split_datagrams(reply[pos:end]):
-                self.transport.sendto(gram, addr)
+                if batched:
+                    self._outbox.append((gram, addr))
+                else:
+                    self.transport.sendto(gram, addr)
             pos = end
 
     def _flush(self) -> None:
@@ -340,6 +393,12 @@ class UdpDoor(asyncio.DatagramProtocol):
         out, self._outbox = self._outbox, []
         t = self.transport
         if t is None or t.is_closing():
+            return
+        if self.batched is not None:
+            try:
+                self.batched.send_many(out)
+            except (TypeError, ValueError):  # a bug (answers go to the addresses read)
+                log.exception("cannot send %d UDP answers", len(out))
             return
         for reply, addr in out:
             t.sendto(reply, addr)
@@ -352,8 +411,12 @@ class UdpDoor(asyncio.DatagramProtocol):
         self.closing = True
         if self._expiry is not None:
             self._expiry.cancel()
+        deadline = time.monotonic() + grace
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=grace)
         self._flush()  # the answers of the last turn, before the socket goes
         if self.transport is not None:
             self.transport.close()
+        if self.batched is not None:  # its backlog goes out first, within the grace
+            await self.batched.wait_closed(deadline - time.monotonic())
+        self.report()  # the last counts

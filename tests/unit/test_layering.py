@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.handle_*",
             "idnode.resolver.ready_answers",  # the Handle doors' kept answers
             "idnode.resolver.*_door",
+            "idnode.resolver.udp_batch_io",  # the UDP door's batched socket I/O
             "idnode.resolver.dns_answers",  # the DNS door's rendering (dnspython)
             "idnode.resolver.dns_fast",  # the DNS door's fast path (wire bytes)
             "idnode.resolver.web",  # the web pages (a door: core and registry service)
