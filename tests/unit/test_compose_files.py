@@ -323,6 +323,11 @@ def test_dockerfile_is_multi_stage_non_root_and_checks_its_health() -> None:
     for r in (a for w, a in steps if w == "RUN"):
         assert "pip install" not in r or "--no-cache-dir" in r, r
         assert "apt-get install" not in r or "--no-install-recommends" in r, r
+    # The builder compiles the optional UDP batch I/O module into the wheel; the runtime
+    # installs no compiler (it takes the built wheel).
+    builder = steps[: [i for i, (w, _) in enumerate(steps) if w == "FROM"][1]]
+    assert any(w == "RUN" and "apt-get install" in a and " gcc" in a for w, a in builder)
+    assert not any(w == "RUN" and "gcc" in a for w, a in runtime)
     exposed = set(" ".join(a for w, a in runtime if w == "EXPOSE").split())
     assert exposed == NODE_PORTS
 
