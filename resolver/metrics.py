@@ -112,10 +112,11 @@ UDP_SEND_BACKLOG = Gauge(
 )
 UDP_BATCH_DROPPED = Counter(
     "idnode_udp_batch_dropped_total",
-    "UDP datagrams dropped by the batched I/O: answers past the send backlog's bound "
-    "(backlog_full) or still in it at the end of the shutdown grace (closed), answers the "
-    "kernel refused (send_error), requests longer than the read buffer (truncated) or from "
-    "an address neither IPv4 nor IPv6 (bad_address)",
+    "UDP datagrams dropped by the batched I/O: answers' datagrams the send backlog had no "
+    "room for (backlog_full; a batch's answers are queued or dropped whole) or still in it "
+    "at the end of the shutdown grace (closed), datagrams the kernel refused (send_error) "
+    "or that were no (data, address) pair (bad_item, a bug), requests longer than the read "
+    "buffer (truncated) or from an address neither IPv4 nor IPv6 (bad_address)",
     ["reason"],
 )
 DNS_ANSWERS = Counter(

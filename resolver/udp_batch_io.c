@@ -12,8 +12,9 @@
  *       Python's socket module gives: ('1.2.3.4', port) or ('::1', port, flowinfo,
  *       scope_id). A datagram longer than ``size`` bytes (1..MAX_DATAGRAM; the default
  *       holds any UDP payload) is dropped and counted ("truncated"), as is one from an
- *       address that is neither IPv4 nor IPv6 ("bad_address"). EINTR is retried; any
- *       other error raises OSError.
+ *       address that is neither IPv4 nor IPv6 ("bad_address"), so [] may also mean that
+ *       every datagram of the read was dropped while more wait (a reader watching the
+ *       socket is woken again). EINTR is retried; any other error raises OSError.
  *
  *   send_batch(fd, family, items, start=0) -> int
  *       Sends items[start:], each a (bytes-like, address) pair, ``address`` a numeric
@@ -25,13 +26,15 @@
  *       on its own (EMSGSIZE, EINVAL, EHOSTUNREACH, ECONNREFUSED: an ICMP error pending
  *       on a connected socket, ...) is dropped and counted ("send_errors"), the rest go
  *       on; EBADF, ENOTSOCK and EOPNOTSUPP raise OSError. EINTR is retried (a signal
- *       handler that raises ends the call with its exception). Items are checked
- *       MAX_BATCH at a time, before any of them is sent: an item that is not a pair,
- *       data without the buffer protocol or a bad address raises TypeError or
- *       ValueError, and only the items of earlier groups of MAX_BATCH have been sent.
- *       No name is ever resolved.
+ *       handler that raises ends the call with its exception). An item that is not a
+ *       pair, data without the buffer protocol or an address that is not a numeric one
+ *       of ``family`` is skipped and counted ("bad_items"), as a refused datagram is:
+ *       the return value always says exactly what was dealt with, so a caller that
+ *       keeps the rest never sends an item twice. Only bad arguments (``fd``,
+ *       ``family``, ``items`` not a sequence, ``start``) and MemoryError raise. No name
+ *       is ever resolved.
  *
- *   stats() -> {"truncated": n, "bad_address": n, "send_errors": n}
+ *   stats() -> {"truncated": n, "bad_address": n, "send_errors": n, "bad_items": n}
  *       Counts since the module was loaded (this process).
  *
  * Both functions keep the GIL: the calls never block (MSG_DONTWAIT), and recv_batch's
@@ -55,7 +58,7 @@
 static char *slots; /* MAX_BATCH * MAX_DATAGRAM bytes, allocated at the first read */
 static int reading; /* recv_batch under way: a re-entry (a finalizer run by an allocation
                        inside it) would overwrite the slots being copied out */
-static unsigned long long truncated, bad_address, send_errors;
+static unsigned long long truncated, bad_address, send_errors, bad_items;
 
 /* The last source address and its Python tuple: a client sending many requests gets the
  * same tuple object, made once. */
@@ -320,6 +323,7 @@ send_batch(PyObject *self, PyObject *args)
     struct iovec iov[MAX_BATCH];
     struct sockaddr_storage addrs[MAX_BATCH];
     Py_buffer views[MAX_BATCH];
+    Py_ssize_t index[MAX_BATCH]; /* the item each message was made from */
     int held = 0;
 
     if (!PyArg_ParseTuple(args, "iiO|n:send_batch", &fd, &family, &seq, &start))
@@ -338,18 +342,18 @@ send_batch(PyObject *self, PyObject *args)
     pos = start;
     while (pos < total) {
         int k = 0, off = 0, full = 0;
+        Py_ssize_t next = pos; /* the next item to look at */
         PyObject *prev = NULL; /* a run of answers to one address: parsed once */
 
-        for (; k < MAX_BATCH && pos + k < total; k++) {
-            PyObject *item = PyTuple_GET_ITEM(items, pos + k);
-            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-                PyErr_Format(PyExc_TypeError, "item %zd is not a (data, address) pair",
-                             pos + k);
-                goto fail;
-            }
-            PyObject *addr = PyTuple_GET_ITEM(item, 1);
+        while (k < MAX_BATCH && next < total) {
+            PyObject *item = PyTuple_GET_ITEM(items, next);
+            PyObject *addr;
+            next++;
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
+                continue; /* a bad item: counted below, once dealt with */
+            addr = PyTuple_GET_ITEM(item, 1);
             if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &views[k], PyBUF_SIMPLE) < 0)
-                goto fail;
+                goto skip;
             held = k + 1;
             memset(&msgs[k], 0, sizeof msgs[k]);
             if (addr == Py_None) {
@@ -360,7 +364,9 @@ send_batch(PyObject *self, PyObject *args)
                     addrs[k] = addrs[k - 1];
                     msgs[k].msg_hdr.msg_namelen = msgs[k - 1].msg_hdr.msg_namelen;
                 } else if (parse_addr(addr, family, &addrs[k], &msgs[k].msg_hdr.msg_namelen) < 0) {
-                    goto fail;
+                    PyBuffer_Release(&views[k]);
+                    held = k;
+                    goto skip;
                 }
                 msgs[k].msg_hdr.msg_name = &addrs[k];
             }
@@ -369,6 +375,13 @@ send_batch(PyObject *self, PyObject *args)
             iov[k].iov_len = (size_t)views[k].len;
             msgs[k].msg_hdr.msg_iov = &iov[k];
             msgs[k].msg_hdr.msg_iovlen = 1;
+            index[k] = next - 1;
+            k++;
+            continue;
+        skip: /* a bad item: skipped (counted below), unless memory ran out */
+            if (PyErr_ExceptionMatches(PyExc_MemoryError))
+                goto fail;
+            PyErr_Clear();
         }
         while (off < k) {
             int n = sendmmsg(fd, msgs + off, (unsigned int)(k - off), MSG_DONTWAIT);
@@ -401,9 +414,16 @@ send_batch(PyObject *self, PyObject *args)
         for (int i = 0; i < held; i++)
             PyBuffer_Release(&views[i]);
         held = 0;
-        pos += off;
-        if (full)
+        /* Items pos.. were messages or bad items; the bad ones dealt with are counted:
+         * up to the first message not sent when the buffer is full (a bad item after it
+         * is the caller's to offer again), else every one looked at. */
+        if (full) {
+            bad_items += (unsigned long long)(index[off] - pos - off);
+            pos = index[off];
             break;
+        }
+        bad_items += (unsigned long long)(next - pos - k);
+        pos = next;
     }
     Py_DECREF(items);
     return PyLong_FromSsize_t(pos);
@@ -417,8 +437,8 @@ fail:
 static PyObject *
 stats(PyObject *self, PyObject *unused)
 {
-    return Py_BuildValue("{sKsKsK}", "truncated", truncated, "bad_address", bad_address,
-                         "send_errors", send_errors);
+    return Py_BuildValue("{sKsKsKsK}", "truncated", truncated, "bad_address", bad_address,
+                         "send_errors", send_errors, "bad_items", bad_items);
 }
 
 static PyMethodDef methods[] = {
@@ -428,7 +448,7 @@ static PyMethodDef methods[] = {
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, family, items, start=0) -> int: items[start:] sent with sendmmsg; the "
      "index past the last item dealt with (less than len(items) when the send buffer is full)"},
-    {"stats", stats, METH_NOARGS, "stats() -> {'truncated', 'bad_address', 'send_errors'}"},
+    {"stats", stats, METH_NOARGS, "stats() -> {'truncated', 'bad_address', 'send_errors', 'bad_items'}"},
     {NULL, NULL, 0, NULL},
 };
 

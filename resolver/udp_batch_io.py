@@ -59,9 +59,10 @@ def choose(enabled: bool) -> tuple[bool, str]:
 def module_counts() -> dict[str, int]:
     """The compiled module's counts in this process: datagrams dropped because longer than
     the read buffer ("truncated"; UDP has none longer), from an address neither IPv4 nor
-    IPv6 ("bad_address"), or refused by the kernel when sent ("send_errors")."""
+    IPv6 ("bad_address"), refused by the kernel when sent ("send_errors"), or items that
+    were no (data, address) pair to send ("bad_items": a bug of the caller)."""
     if _udp_batch_io is None:
-        return {"truncated": 0, "bad_address": 0, "send_errors": 0}
+        return {"truncated": 0, "bad_address": 0, "send_errors": 0, "bad_items": 0}
     return _udp_batch_io.stats()
 
 
@@ -87,7 +88,7 @@ class BatchedUdp:
         self.batch = batch
         self.backlog_max = backlog_bytes
         self.backlog_bytes = 0  # what the backlog is counted at: bytes + ITEM_OVERHEAD each
-        self.dropped = 0  # answers not queued: the backlog was at its bound
+        self.dropped = 0  # datagrams not queued: the backlog had no room for their call
         self.abandoned = 0  # answers still queued when close() stopped waiting
         self._backlog: deque[Item] = deque()
         self._loop = asyncio.get_running_loop()
@@ -130,16 +131,17 @@ class BatchedUdp:
         self.send_many([(data, addr)])
 
     def _queue(self, items: list[Item]) -> None:
-        room = self.backlog_max - self.backlog_bytes
-        for item in items:
-            cost = len(item[0]) + ITEM_OVERHEAD
-            if cost > room:
-                self.dropped += 1
-                continue
-            room -= cost
-            self._backlog.append(item)
-        self.backlog_bytes = self.backlog_max - room
-        if self._backlog and not self._writing:
+        """Queue ``items`` whole, or drop them whole (counted as datagrams) when the backlog
+        has no room for all: the datagrams of a multi-datagram answer are consecutive
+        items of one call, and a part of an answer would be bandwidth spent on a message
+        its client can never put together."""
+        cost = sum(len(item[0]) for item in items) + ITEM_OVERHEAD * len(items)
+        if cost > self.backlog_max - self.backlog_bytes:
+            self.dropped += len(items)
+            return
+        self._backlog.extend(items)
+        self.backlog_bytes += cost
+        if not self._writing:
             self._loop.add_writer(self.fd, self._writable)
             self._writing = True
 
@@ -149,7 +151,8 @@ class BatchedUdp:
             part = list(itertools.islice(backlog, WRITE_SLICE))
             try:
                 sent = _udp_batch_io.send_batch(self.fd, self.family, part)
-            except OSError as exc:
+            except Exception as exc:  # the socket's own error, or out of memory: the
+                # backlog cannot go out, and a writer left on would try again forever
                 self.on_error(exc)
                 self._abandon()
                 break

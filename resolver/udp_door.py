@@ -209,7 +209,7 @@ class UdpDoor(asyncio.DatagramProtocol):
         # (see _send): a client then reads a burst of answers per wakeup, not one.
         self._outbox: list[Item] = []
         self._in_batch = False  # answering a batch read (batch_received): it sends the outbox
-        self._reported = (0,) * 9  # counts already added to the metrics
+        self._reported = (0,) * 10  # counts already added to the metrics
 
     @classmethod
     def from_settings(cls, service: HandleService, s: Settings) -> UdpDoor:
@@ -272,6 +272,7 @@ class UdpDoor(asyncio.DatagramProtocol):
             module.get("send_errors", 0),
             module.get("truncated", 0),
             module.get("bad_address", 0),
+            module.get("bad_items", 0),
         )
         before, self._reported = self._reported, now
         for counter, new, old in zip(
@@ -285,6 +286,7 @@ class UdpDoor(asyncio.DatagramProtocol):
                 metrics.UDP_BATCH_DROPPED.labels("send_error"),
                 metrics.UDP_BATCH_DROPPED.labels("truncated"),
                 metrics.UDP_BATCH_DROPPED.labels("bad_address"),
+                metrics.UDP_BATCH_DROPPED.labels("bad_item"),
             ),
             now,
             before,
@@ -397,7 +399,7 @@ class UdpDoor(asyncio.DatagramProtocol):
         if self.batched is not None:
             try:
                 self.batched.send_many(out)
-            except (TypeError, ValueError):  # a bug (answers go to the addresses read)
+            except Exception:  # a bug must cost these answers, never the loop's turn
                 log.exception("cannot send %d UDP answers", len(out))
             return
         for reply, addr in out:

@@ -117,6 +117,15 @@ def log_of(n: NodeProcess) -> str:
     return n.log_path.read_text(errors="replace")
 
 
+COUNTED = 'idnode_udp_batch_dropped_total{reason="bad_item"}'  # a count the door reports
+
+
+def metrics(n: NodeProcess, host: str) -> str:
+    base = f"http://{'[::1]' if ':' in host else host}:{n.http_port}"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
 def serve(registry: str, tmp_path: Path, host: str, *extra: str, workers: int = 1) -> NodeProcess:
     name = f"{host.replace(':', '_')}{'-'.join(extra)}-{workers}"
     n = NodeProcess(
@@ -154,6 +163,16 @@ def test_the_same_answers_with_and_without_batched_io(
         nodes.append(n)
         got[setting] = answers(host, n.handle_port, reqs)
         assert (BATCHED if setting == "--udp-batch-io" else TRANSPORT) in log_of(n)
+        if setting == "--udp-batch-io":
+            # the door's counts reach /metrics (reported once a second, off the hot path)
+            # and the reporting raised nothing
+            wait_until(
+                lambda: COUNTED in metrics(nodes[-1], host),
+                "the batched door's counts in /metrics",
+                timeout=10,
+            )
+            assert "idnode_udp_send_backlog_bytes" in metrics(n, host)
+            assert "Traceback" not in log_of(n), log_of(n)
     on, off = got["--udp-batch-io"], got["--no-udp-batch-io"]
     assert [len(a) for a in on] == [len(a) for a in off]
     assert max(len(a) for a in on) >= 9  # BIG's answer came in several datagrams
