@@ -25,6 +25,7 @@ import math
 import sys
 from typing import Any
 
+from .prewarm import prewarm_primary_key
 from .run import Progress, RunConfig, registry_facts, run
 
 TARGET = 1_500_000_000
@@ -121,28 +122,6 @@ def ensure_database(server_url: str, size: int, say: Progress) -> str:
     return url
 
 
-async def prewarm_index(url: str) -> dict[str, Any]:
-    """Read the handles primary key (every partition's) into the OS page cache with
-    pg_prewarm, as hours of production traffic would have; the table itself is not."""
-    import asyncpg
-
-    c = await asyncpg.connect(url)
-    try:
-        await c.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-        blocks = await c.fetchval(
-            "SELECT sum(pg_prewarm(i.indexrelid::regclass, 'read'))"
-            " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE i.indisprimary AND c.relkind = 'i' AND i.indrelid IN"  # not the parent's
-            " (SELECT relid FROM pg_partition_tree('handles') UNION SELECT 'handles'::regclass)"
-        )
-        size = await c.fetchval("SELECT current_setting('block_size')::int")
-        return {"prewarmed_index_bytes": int(blocks or 0) * int(size)}
-    except asyncpg.PostgresError as exc:  # no extension, no rights: say so, measure cold
-        return {"prewarmed_index_bytes": 0, "prewarm_skipped": str(exc)}
-    finally:
-        await c.close()
-
-
 def scale(
     urls: list[str],
     cfg: RunConfig,
@@ -154,7 +133,11 @@ def scale(
     points = []
     reports = []
     for url in urls:
-        warm = asyncio.run(prewarm_index(url)) if url.startswith("postgresql") and prewarm else {}
+        warm = (
+            asyncio.run(prewarm_primary_key(url))
+            if url.startswith("postgresql") and prewarm
+            else {}
+        )
         if warm:
             say(f"prewarmed {warm['prewarmed_index_bytes'] / 2**20:,.0f} MiB of index")
         c = dataclasses.replace(

@@ -176,7 +176,6 @@ class Node:
         self._lifecycle: asyncio.Task[None] | None = None
         self._statistics: asyncio.Task[None] | None = None  # counts flushed and reported
         self._authority: PrefixAuthority | None = None
-        self.supervised = False  # one of a supervisor's workers (run with a parent)
 
     async def start(self) -> None:
         s = self.settings
@@ -310,7 +309,7 @@ class Node:
             udp.serve_batched(ports.handle_udp[0])
         else:
             await loop.create_datagram_endpoint(lambda: udp, sock=ports.handle_udp[0])
-        if not self.supervised:  # else the supervisor said it, once for all workers
+        if self._parent is None:  # else a supervisor's worker: it said so, once for all
             log.info("handle UDP I/O: %s", how)
         descriptors = raise_descriptor_limit()
         limits = ConnectionLimits(s.conns_per_client, connection_ceiling(descriptors), report)
@@ -685,7 +684,6 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         if parent:
-            self.supervised = True
             self._parent = loop.create_task(self._watch_parent(parent))
         try:
             await self.start()

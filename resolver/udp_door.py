@@ -368,24 +368,27 @@ class UdpDoor(asyncio.DatagramProtocol):
             elif not ok:
                 return
         if small:
-            if not self._outbox and not self._in_batch:
-                asyncio.get_running_loop().call_soon(self._flush)
-            self._outbox.append((reply, addr))
+            self._queue(reply, addr)
             return
         # A reply may hold several messages (a streamed list): each goes out on its own.
         # Read in batches, its datagrams join the outbox (one sendmmsg for them all).
         batched = self.batched is not None
-        if batched and not self._outbox and not self._in_batch:
-            asyncio.get_running_loop().call_soon(self._flush)
         pos = 0
         while pos < len(reply):
             end = pos + ENVELOPE_SIZE + U32.unpack_from(reply, pos + 16)[0]
             for gram in split_datagrams(reply[pos:end]):
                 if batched:
-                    self._outbox.append((gram, addr))
+                    self._queue(gram, addr)
                 else:
                     self.transport.sendto(gram, addr)
             pos = end
+
+    def _queue(self, datagram: bytes, addr: Any) -> None:
+        """Into the outbox; the first of a loop turn schedules its flush, unless a batch
+        read is being answered (batch_received sends the outbox at its end)."""
+        if not self._outbox and not self._in_batch:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append((datagram, addr))
 
     def _flush(self) -> None:
         """Send the answers queued in this loop turn: the event loop reads the datagrams
