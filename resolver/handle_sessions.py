@@ -230,8 +230,11 @@ class SessionDoor:
         """SESSION_EXCHANGEKEY: the client's session key, under our RSA key.
 
         One attempt per session, from the address that set it up: whoever else learns
-        the session id cannot plant a key of their own, and a key that does not decrypt
-        ends the session (an RSA decryption oracle gets one query per setup)."""
+        the session id cannot plant a key of their own, and a key message that is not a
+        key ends the session (an RSA decryption oracle gets one query per setup). A
+        block that is not a ciphertext of ours may not be refused: OpenSSL's implicit
+        rejection decrypts it to a pseudo-random message, and one of a key's length
+        keys the session with bytes nobody holds, so its MACs never verify."""
         body = m.body
         if session is None:
             return _error(RC.SESSION_TIMEOUT, MSG_NO_SESSION)[:2]
