@@ -17,6 +17,13 @@ In one run, on a scratch PostgreSQL database, for each ``--parallel`` value N in
   waits for the confirmation of this core's own listener (a node always has one),
   concurrent writes' invalidations going as one (``resolver/invalidation_batches.py``).
 
+``--processes P`` runs the service path in P processes, N uploads each, as a node's P
+workers would run the uploads they received: each process has its own store, core and
+invalidation listener in one shared Redis namespace, so every write waits for the
+confirmation of every process's listener. Nothing is pinned then (the processes share
+the cores with PostgreSQL and Redis); the clock runs from the go given to every ready
+process to the last one's end, and the ceiling uses P x N connections.
+
 The ceiling and the service path of one N run one after the other, so both tables have
 taken the same rows before each point. Redis is ``--redis-url`` (its own namespace, left
 empty) or a throwaway redis-server (not pinned, like PostgreSQL); ``--no-invalidation``
@@ -24,6 +31,7 @@ measures without any (``on_change`` None: the figure before issue 17 asked for i
 
     python -m idnode.loadtest.batch_bench                      # 100,000 identifiers, N=2
     python -m idnode.loadtest.batch_bench --parallel 1,2,4 --json results/batch.json
+    python -m idnode.loadtest.batch_bench --processes 2 --parallel 1   # a 2-worker node
 """
 
 from __future__ import annotations
@@ -32,15 +40,19 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import multiprocessing
 import os
 import secrets
 import shutil
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 import asyncpg
+from redis.exceptions import RedisError
 
 from idnode.loadtest.processes import stop
 from idnode.loadtest.redis_cluster import standalone_redis
@@ -144,8 +156,11 @@ class Registration:
 
 
 @contextlib.asynccontextmanager
-async def registration(store: Store, redis_url: str | None) -> AsyncIterator[Registration]:
-    """The service with the node's invalidation (``redis_url``) or with none (None)."""
+async def registration(
+    store: Store, redis_url: str | None, namespace: str = ""
+) -> AsyncIterator[Registration]:
+    """The service with the node's invalidation (``redis_url``) or with none (None).
+    Processes that share ``namespace`` tell each other, as a node's workers do."""
     authority = PrefixAuthority(await store.homed_prefixes(), store.case_sensitive)
     if redis_url is None:
         yield Registration(RegistryService(store, authority))
@@ -153,7 +168,7 @@ async def registration(store: Store, redis_url: str | None) -> AsyncIterator[Reg
     s = Settings()  # the node's defaults for its caches
     tier = RedisTier(
         redis_url,
-        namespace=f"idnode-batch-bench-{secrets.token_hex(4)}",
+        namespace=namespace or f"idnode-batch-bench-{secrets.token_hex(4)}",
         ttl=s.l2_ttl,
         negative_ttl=max(1, int(s.negative_ttl)),
         max_batch=s.batch_max,
@@ -201,7 +216,8 @@ async def registration(store: Store, redis_url: str | None) -> AsyncIterator[Reg
         with contextlib.suppress(asyncio.CancelledError):
             await listen
         await core.drain()
-        await tier.clear()
+        if not namespace:  # a shared one is cleared by whoever made it
+            await tier.clear()
         await tier.close()
 
 
@@ -246,6 +262,145 @@ async def service_point(
     }
 
 
+# --- --processes: uploads in several processes, as in a node's several workers ----------
+
+READY_SECONDS = 120.0  # for a process to open its registry, core and listener
+
+
+def _worker_main(
+    url: str,
+    redis_url: str | None,
+    namespace: str,
+    start: int,
+    count: int,
+    batch: int,
+    parallel: int,
+    total: int,
+    conn: Connection,
+) -> None:
+    """One process: its own store, core and listener in the shared ``namespace`` (so
+    each write waits for every process's listener, as a node's does for every worker's),
+    ``parallel`` uploads over identifiers ``start`` .. ``start + count``; the clock starts
+    when the parent says go."""
+    try:
+        asyncio.run(_worker(url, redis_url, namespace, start, count, batch, parallel, total, conn))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))  # the parent says it, once
+        raise SystemExit(1) from None
+
+
+async def _worker(
+    url: str,
+    redis_url: str | None,
+    namespace: str,
+    start: int,
+    count: int,
+    batch: int,
+    parallel: int,
+    total: int,
+    conn: Connection,
+) -> None:
+    store = open_store(url)
+    await store.open()
+    try:
+        async with registration(store, redis_url, namespace) as reg:
+            items = identifiers(count, start)
+            gc.collect()
+            gc.freeze()
+            conn.send(("ready", None))
+            conn.recv()  # go: nothing is published before it, so the listener misses nothing
+            before = reg.told()
+            create = reg.svc.batch_create
+            uploads = [upload(create, list(p), batch) for p in slices(items, parallel)]
+            counts = await asyncio.gather(*uploads)
+            end = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
+            # This listener hears every process's keys: wait for all of them (or 5 s),
+            # outside the clock.
+            settle = end + 5.0
+            while reg.core is not None and reg.told()["keys_heard"] - before["keys_heard"] < total:
+                if time.monotonic() > settle:
+                    break
+                await asyncio.sleep(0.01)
+            after = reg.told()
+            told = {k: v - before[k] for k, v in after.items()}
+            conn.send(("done", {"registered": sum(counts), "end": end, **told}))
+    finally:
+        await store.close()
+
+
+async def processes_point(
+    url: str, redis_url: str | None, start: int, count: int, batch: int, parallel: int, n: int
+) -> dict[str, Any]:
+    """``n`` processes of ``parallel`` uploads each over disjoint parts of ``count``
+    identifiers from ``start``: registrations/s from the go to the last one's end."""
+    namespace = f"idnode-batch-bench-{secrets.token_hex(4)}"
+    ctx = multiprocessing.get_context("spawn")
+    size = -(-count // n)
+    parts = [(s, min(size, count - (s - start))) for s in range(start, start + count, size)]
+    conns: list[Connection] = []
+    procs = []
+    try:
+        for s, c in parts:
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(url, redis_url, namespace, s, c, batch, parallel, count, theirs),
+                daemon=True,
+            )
+            proc.start()
+            conns.append(mine)
+            procs.append(proc)
+        for conn in conns:
+            _expect(await asyncio.to_thread(_receive, conn, READY_SECONDS), "ready")
+        go = time.monotonic()
+        for conn in conns:
+            conn.send("go")
+        done = [_expect(await asyncio.to_thread(_receive, conn, None), "done") for conn in conns]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        if redis_url is not None:
+            with contextlib.suppress(RedisError, OSError):  # what failed is raised already
+                await _clear_namespace(redis_url, namespace)
+    ok = sum(d["registered"] for d in done)
+    elapsed = max(d["end"] for d in done) - go
+    return {
+        "processes": n,
+        "registered": ok,
+        "per_s": round(ok / elapsed),
+        "seconds": round(elapsed, 2),
+        # each process's listener hears every process's keys
+        **{k: min(d[k] for d in done) for k in ("keys_heard",) if k in done[0]},
+        **{k: sum(d[k] for d in done) for k in ("invalidations", "writes_told") if k in done[0]},
+    }
+
+
+def _receive(conn: Connection, timeout: float | None) -> Any:
+    if not conn.poll(timeout):
+        raise RuntimeError(f"a benchmark process said nothing within {timeout:.0f}s")
+    return conn.recv()
+
+
+def _expect(message: Any, kind: str) -> Any:
+    what, body = message
+    if what == "error":
+        raise RuntimeError(f"a benchmark process failed:\n{body}")
+    if what != kind:
+        raise RuntimeError(f"a benchmark process said {what!r}, expected {kind!r}")
+    return body
+
+
+async def _clear_namespace(redis_url: str, namespace: str) -> None:
+    tier = RedisTier(redis_url, namespace=namespace)
+    try:
+        await tier.clear()
+    finally:
+        await tier.close()
+
+
 async def prepare_registry(store: Store) -> None:
     await store.home_prefix("88.166")
     # The node's prefix administrator (not a server admin): every batch looks up the
@@ -264,7 +419,12 @@ async def prepare_registry(store: Store) -> None:
 
 
 async def measure(
-    url: str, redis_url: str | None, count: int, batch: int, parallels: Sequence[int]
+    url: str,
+    redis_url: str | None,
+    count: int,
+    batch: int,
+    parallels: Sequence[int],
+    processes: int = 1,
 ) -> list[dict[str, Any]]:
     c = await asyncpg.connect(url)
     try:
@@ -276,6 +436,16 @@ async def measure(
     points = []
     try:
         await prepare_registry(store)
+        if processes > 1:
+            for n, parallel in enumerate(parallels):
+                items = identifiers(count, start=n * count)
+                ceil = await ceiling(url, items, batch, parallel * processes)
+                del items
+                res = await processes_point(
+                    url, redis_url, n * count, count, batch, parallel, processes
+                )
+                points.append(_point(parallel, parallel * processes, ceil, res))
+            return points
         async with registration(store, redis_url) as reg:
             # Every point's uploads, made here in one go before any is measured (a node
             # holds one upload's lines at a time, and freezes what it made at start-up):
@@ -288,19 +458,21 @@ async def measure(
             for parallel, items in zip(parallels, inputs, strict=True):
                 ceil = await ceiling(url, items, batch, parallel)
                 res = await service_point(reg, items, batch, parallel)
-                points.append(
-                    {
-                        "parallel": parallel,
-                        "ceiling_raw_unnest_insert_per_s": round(ceil),
-                        "ceiling_parallel": parallel,
-                        "service": res,
-                        "ratio_to_ceiling": round(res["per_s"] / ceil, 3),
-                        "ratio_to_goal": round(res["per_s"] / GOAL_PER_S, 3),
-                    }
-                )
+                points.append(_point(parallel, parallel, ceil, res))
     finally:
         await store.close()
     return points
+
+
+def _point(parallel: int, connections: int, ceil: float, res: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "parallel": parallel,
+        "ceiling_raw_unnest_insert_per_s": round(ceil),
+        "ceiling_parallel": connections,
+        "service": res,
+        "ratio_to_ceiling": round(res["per_s"] / ceil, 3),
+        "ratio_to_goal": round(res["per_s"] / GOAL_PER_S, 3),
+    }
 
 
 def _parallels(text: str) -> list[int]:
@@ -337,9 +509,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no cache invalidation after each batch (on_change None)",
     )
-    p.add_argument("--cpu", type=int, default=1, help="pin this process (-1: unpinned)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run the uploads in this many processes, --parallel uploads each, as a node's "
+        "workers would (each with its own core and listener, every write waiting for every "
+        "listener); they are not pinned, and the ceiling uses as many connections in all",
+    )
+    p.add_argument(
+        "--cpu",
+        type=int,
+        default=1,
+        help="pin this process (-1: unpinned; with --processes > 1 nothing is pinned)",
+    )
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
+    if args.processes < 1:
+        p.error("--processes takes a positive count")
     redis_proc, redis_dir, redis_url = None, "", args.redis_url or None
     redis_said = "none (--no-invalidation)"
     if not args.no_invalidation:
@@ -350,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
             redis_said = "a throwaway redis-server (not pinned)"
         else:
             redis_said = redact_url(redis_url)
+    if args.processes > 1:
+        args.cpu = -1  # the processes share the cores with PostgreSQL and Redis, as a node's
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
     name = f"idnode_batch_{secrets.token_hex(3)}"
@@ -364,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.count,
                     args.batch,
                     args.parallel,
+                    args.processes,
                 )
             )
         finally:
@@ -377,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         "count_per_point": args.count,
         "batch": args.batch,
         "cpu": args.cpu if args.cpu >= 0 else "unpinned",
+        "processes": args.processes,
         "invalidation": "off" if args.no_invalidation else "on",
         "redis": redis_said,
         "goal_per_s": GOAL_PER_S,

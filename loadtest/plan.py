@@ -60,7 +60,10 @@ DEFAULT_REDIS_KEYS_PER_MASTER = 23_000
 # Batch registration: python -m idnode.loadtest.batch_bench --parallel 1,2,4 (the
 # service in one process, with the node's invalidation through Redis) registered 12,390
 # ids/s from one upload, 15,101/s from two and 15,867/s from four, PostgreSQL overlapping
-# the service (2026-11-27; the day before, 10,619 and 12,742).
+# the service (2026-11-27; the day before, 10,619 and 12,742). In two processes, one
+# upload each, as on a 2-worker node (--processes 2 --parallel 1, 100,000 identifiers):
+# 24,580 and 24,928/s on the machine's two cores, PostgreSQL and Redis included, so
+# about 12,000 a core either way.
 DEFAULT_WRITES_PER_CORE = 850
 DEFAULT_BATCH_IDS_PER_CORE = 12_000
 DEFAULT_SEARCH_INDEX_BYTES_PER_IDENTIFIER = 447.2

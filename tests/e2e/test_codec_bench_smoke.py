@@ -100,6 +100,29 @@ def test_batch_bench_smoke(pg_server: tuple[str, str], redis_url: str, tmp_path:
     assert "keys_heard" not in pt["service"]
 
 
+def test_batch_bench_in_two_processes(
+    pg_server: tuple[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    """--processes 2: two processes share the work, as a node's two workers would, and
+    each one's listener hears every key either registered (each write waits for both)."""
+    out = tmp_path / "batch.json"
+    p = run_module(
+        "idnode.loadtest.batch_bench",
+        *("--count", "5000", "--pg-url", pg_server[0], "--json", str(out)),
+        *("--processes", "2", "--parallel", "1", "--redis-url", redis_url),
+    )
+    assert p.returncode == 0, p.stderr
+    report = json.loads(out.read_text())
+    assert (report["processes"], report["cpu"]) == (2, "unpinned")
+    (pt,) = report["points"]
+    assert pt["ceiling_parallel"] == 2
+    res = pt["service"]
+    assert (res["processes"], res["registered"]) == (2, 5000)
+    assert res["keys_heard"] == 5000  # the fewer any one process's listener heard
+    assert res["writes_told"] == 4  # 2500 each: a batch of 2000 and one of 500
+    assert pt["ratio_to_ceiling"] > 0
+
+
 def test_grpc_bench_smoke(tmp_path: Path) -> None:
     """The gRPC benchmark runs end to end (echo ceiling, Resolve, BatchResolve)."""
     out = tmp_path / "grpc.json"
