@@ -10,7 +10,9 @@ encrypted and certified sessions) and each command-line tool. The tests read the
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,19 @@ from tests.interop import harness as h
 PREFIX = "20.500.12345"
 NA = f"0.NA/{PREFIX}"
 pytestmark = pytest.mark.e2e
+# The node's /metrics once it counts a ready answer sent (or after 20 s): each worker
+# reports its ready answers once a second, so a page read at once can miss the last second.
+METRICS_READER = """
+import re, time, urllib.request
+deadline = time.monotonic() + 20
+while True:
+    page = urllib.request.urlopen("http://127.0.0.1:8000/metrics", timeout=10).read().decode()
+    sent = re.search(r"^idnode_ready_answers_sent_total (\\S+)$", page, re.M)
+    if (sent and float(sent.group(1)) > 0) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+print(page)
+"""
 
 
 def java(build: Path, home: Path, *args: str) -> list[str]:
@@ -93,6 +108,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             ),
             timeout=600,
         ),
+        # What the node says it did meanwhile (read after the matrix, inside the namespace)
+        h.Step("metrics", [sys.executable, "-c", METRICS_READER]),
         h.Step(
             "GetSiteInfo",
             java(
@@ -216,7 +233,15 @@ def expect_all(got: dict[str, tuple[bool, str]], names: list[str]) -> None:
 
 
 TRANSPORTS = ("udp", "tcp", "http")
-READS = ("all", "type-filter", "index-filter", "certified", "certified-digest", "not-found")
+READS = (
+    "all",
+    "repeated",
+    "type-filter",
+    "index-filter",
+    "certified",
+    "certified-digest",
+    "not-found",
+)
 WRITES = (
     "create",
     "add-value",
@@ -236,6 +261,20 @@ def test_site_info_and_resolution_over_every_transport(run: dict[str, Any]) -> N
     expect_all(got, [f"resolve.{t}.{r}" for t in TRANSPORTS for r in READS])
     # the site info publishes the server key the certified answers are checked with
     assert "server key RSA" in got["siteinfo.tcp"][1]
+
+
+def test_the_library_takes_ready_answers(run: dict[str, Any]) -> None:
+    """The same resolution asked again is answered from a worker's ready answers (the
+    last answer's bytes with this request's id and expiration spliced in): the library
+    took them on every transport, the same values each time, and the node says it sent
+    some (ready_answers.py; before this check, no client of ours but idnode's own read
+    one)."""
+    expect_all(matrix(run), [f"resolve.{t}.repeated" for t in TRANSPORTS])
+    step = run["steps"]["metrics"]
+    assert step["rc"] == 0, step["stderr"][-2000:]
+    sent = re.search(r"^idnode_ready_answers_sent_total(?:\{[^}]*\})? (\S+)$", step["stdout"], re.M)
+    assert sent is not None, step["stdout"][-2000:]
+    assert float(sent.group(1)) > 0, step["stdout"][-3000:]
 
 
 @pytest.mark.parametrize("transport", ["tcp", "http"])
