@@ -348,6 +348,7 @@ async def processes_point(
                 daemon=True,
             )
             proc.start()
+            theirs.close()  # the child's end lives in the child: its death is EOF here
             conns.append(mine)
             procs.append(proc)
         for conn in conns:
@@ -379,9 +380,12 @@ async def processes_point(
 
 
 def _receive(conn: Connection, timeout: float | None) -> Any:
-    if not conn.poll(timeout):
-        raise RuntimeError(f"a benchmark process said nothing within {timeout:.0f}s")
-    return conn.recv()
+    try:
+        if not conn.poll(timeout):
+            raise RuntimeError(f"a benchmark process said nothing within {timeout:.0f}s")
+        return conn.recv()
+    except EOFError:
+        raise RuntimeError("a benchmark process ended without saying why") from None
 
 
 def _expect(message: Any, kind: str) -> Any:
