@@ -265,6 +265,7 @@ async def service_point(
 # --- --processes: uploads in several processes, as in a node's several workers ----------
 
 READY_SECONDS = 120.0  # for a process to open its registry, core and listener
+JOIN_SECONDS = 30.0  # for the processes to tear down (their Redis and registry connections)
 
 
 def _worker_main(
@@ -285,7 +286,8 @@ def _worker_main(
     try:
         asyncio.run(_worker(url, redis_url, namespace, start, count, batch, parallel, total, conn))
     except BaseException:
-        conn.send(("error", traceback.format_exc()))  # the parent says it, once
+        with contextlib.suppress(OSError):  # the parent may have gone, or hung up on us
+            conn.send(("error", traceback.format_exc()))  # the parent says it, once
         raise SystemExit(1) from None
 
 
@@ -335,8 +337,9 @@ async def processes_point(
     identifiers from ``start``: registrations/s from the go to the last one's end."""
     namespace = f"idnode-batch-bench-{secrets.token_hex(4)}"
     ctx = multiprocessing.get_context("spawn")
-    size = -(-count // n)
-    parts = [(s, min(size, count - (s - start))) for s in range(start, start + count, size)]
+    base, extra = divmod(count, n)  # n parts, none empty (count >= n)
+    sizes = [base + (i < extra) for i in range(n)]
+    parts = [(start + sum(sizes[:i]), size) for i, size in enumerate(sizes)]
     conns: list[Connection] = []
     procs = []
     try:
@@ -357,9 +360,25 @@ async def processes_point(
         for conn in conns:
             conn.send("go")
         done = [_expect(await asyncio.to_thread(_receive, conn, None), "done") for conn in conns]
+        for proc, conn in zip(procs, conns, strict=True):  # and each one ended well after it
+            await asyncio.to_thread(proc.join, JOIN_SECONDS)
+            if proc.exitcode != 0:
+                said = conn.recv() if conn.poll(0) else ("error", "")
+                raise RuntimeError(
+                    f"a benchmark process exited with {proc.exitcode} after its figures:\n{said[1]}"
+                )
     finally:
+        # A process still waiting for the go reads EOF and tears down; one still at work
+        # is stopped after the deadline.
+        for conn in conns:
+            conn.close()
+        deadline = time.monotonic() + JOIN_SECONDS
         for proc in procs:
-            proc.join(10)
+            await asyncio.to_thread(proc.join, max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
@@ -529,8 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
-    if args.processes < 1:
-        p.error("--processes takes a positive count")
+    if not 1 <= args.processes <= args.count:
+        p.error("--processes takes a positive count, at most --count")
     redis_proc, redis_dir, redis_url = None, "", args.redis_url or None
     redis_said = "none (--no-invalidation)"
     if not args.no_invalidation:

@@ -59,7 +59,8 @@ class TcpConnection(asyncio.Protocol):
         self.unread_since: float | None = None  # the client is not reading its answers
         self.reading = True
         # While _work answers the requests of one read, their answers gather here and
-        # leave in one write: one send for a pipelined burst, not one per answer.
+        # leave about FLUSH_BYTES at a time: a few sends for a pipelined burst, not one
+        # per answer, and the first of them while the rest are still being made.
         self._out: list[bytes] | None = None
         self._out_bytes = 0
 

@@ -475,6 +475,12 @@ def test_a_session_key_is_delivered_once_by_whoever_set_it_up(node: NodeProcess)
     assert r.response_code == RC.SESSION_FAILED
     (r,) = tcp_exchange(port, exchange_key_message(sid, sealed, 85))
     assert r.response_code == RC.SESSION_TIMEOUT
+    # A block that is no RSA ciphertext at all (not the key's size): refused, session gone
+    sid, server = cipher_server_session(port)
+    (r,) = tcp_exchange(port, exchange_key_message(sid, b"\x01" * 100, 86))
+    assert r.response_code == RC.SESSION_FAILED
+    (r,) = tcp_exchange(port, exchange_key_message(sid, sealed, 87))
+    assert r.response_code == RC.SESSION_TIMEOUT
 
 
 def test_a_failing_registry_gets_an_answer_and_the_node_lives_on(tmp_path: Path) -> None:
