@@ -268,58 +268,53 @@ READY_SECONDS = 120.0  # for a process to open its registry, core and listener
 JOIN_SECONDS = 30.0  # for the processes to tear down (their Redis and registry connections)
 
 
-def _worker_main(
-    url: str,
-    redis_url: str | None,
-    namespace: str,
-    start: int,
-    count: int,
-    batch: int,
-    parallel: int,
-    total: int,
-    conn: Connection,
-) -> None:
-    """One process: its own store, core and listener in the shared ``namespace`` (so
-    each write waits for every process's listener, as a node's does for every worker's),
-    ``parallel`` uploads over identifiers ``start`` .. ``start + count``; the clock starts
-    when the parent says go."""
+@dataclass(frozen=True)
+class Share:
+    """What one process of --processes registers, and where (sent to it pickled)."""
+
+    url: str
+    redis_url: str | None
+    namespace: str  # the Redis namespace every process shares
+    start: int  # its identifiers: start .. start + count
+    count: int
+    batch: int
+    parallel: int  # its uploads at once
+    total: int  # every process's identifiers: what its listener must hear
+
+
+def _worker_main(share: Share, conn: Connection) -> None:
+    """One process: its own store, core and listener in the shared namespace (so each
+    write waits for every process's listener, as a node's does for every worker's),
+    ``share.parallel`` uploads over its identifiers; the clock starts when the parent
+    says go."""
     try:
-        asyncio.run(_worker(url, redis_url, namespace, start, count, batch, parallel, total, conn))
+        asyncio.run(_worker(share, conn))
     except BaseException:
         with contextlib.suppress(OSError):  # the parent may have gone, or hung up on us
             conn.send(("error", traceback.format_exc()))  # the parent says it, once
         raise SystemExit(1) from None
 
 
-async def _worker(
-    url: str,
-    redis_url: str | None,
-    namespace: str,
-    start: int,
-    count: int,
-    batch: int,
-    parallel: int,
-    total: int,
-    conn: Connection,
-) -> None:
-    store = open_store(url)
+async def _worker(share: Share, conn: Connection) -> None:
+    store = open_store(share.url)
     await store.open()
     try:
-        async with registration(store, redis_url, namespace) as reg:
-            items = identifiers(count, start)
+        async with registration(store, share.redis_url, share.namespace) as reg:
+            items = identifiers(share.count, share.start)
             gc.collect()
             gc.freeze()
             conn.send(("ready", None))
             conn.recv()  # go: nothing is published before it, so the listener misses nothing
             before = reg.told()
             create = reg.svc.batch_create
-            uploads = [upload(create, list(p), batch) for p in slices(items, parallel)]
+            uploads = [upload(create, list(p), share.batch) for p in slices(items, share.parallel)]
             counts = await asyncio.gather(*uploads)
             end = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
             # This listener hears every process's keys: wait for all of them (or 5 s),
             # outside the clock.
             settle = end + 5.0
-            while reg.core is not None and reg.told()["keys_heard"] - before["keys_heard"] < total:
+            heard = before.get("keys_heard", 0)
+            while reg.core is not None and reg.told()["keys_heard"] - heard < share.total:
                 if time.monotonic() > settle:
                     break
                 await asyncio.sleep(0.01)
@@ -347,7 +342,7 @@ async def processes_point(
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker_main,
-                args=(url, redis_url, namespace, s, c, batch, parallel, count, theirs),
+                args=(Share(url, redis_url, namespace, s, c, batch, parallel, count), theirs),
                 daemon=True,
             )
             proc.start()
