@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import multiprocessing
 import os
 import secrets
@@ -154,6 +155,17 @@ class Registration:
             "keys_heard": self.heard,
         }
 
+    async def told_since(self, before: dict[str, int], keys: int) -> dict[str, int]:
+        """What the caches were told since ``before``, once this core's listener has
+        heard ``keys`` more keys or 5 s on: a confirmation may come after its writer
+        stopped waiting (ACK_WAIT). Called outside the clock."""
+        settle = time.monotonic() + 5.0
+        while self.core is not None and self.heard - before["keys_heard"] < keys:
+            if time.monotonic() > settle:
+                break
+            await asyncio.sleep(0.01)
+        return {k: v - before[k] for k, v in self.told().items()}
+
 
 @contextlib.asynccontextmanager
 async def registration(
@@ -242,14 +254,7 @@ async def service_point(
     )
     elapsed = time.perf_counter() - start
     ok = sum(counts)
-    # A confirmation may come after its writer stopped waiting (ACK_WAIT): the count of
-    # keys heard is taken once they are all in, or 5 s on, outside the clock.
-    settle = time.monotonic() + 5.0
-    while reg.core is not None and reg.told()["keys_heard"] - before["keys_heard"] < ok:
-        if time.monotonic() > settle:
-            break
-        await asyncio.sleep(0.01)
-    after = reg.told()
+    told = await reg.told_since(before, ok)
     retry_start = time.perf_counter()  # an idempotent retry of the last batch
     await reg.svc.batch_create(items[-batch:], ADMIN)
     retry = time.perf_counter() - retry_start
@@ -258,7 +263,7 @@ async def service_point(
         "per_s": round(ok / elapsed),
         "seconds": round(elapsed, 2),
         "idempotent_retry_of_one_batch_s": round(retry, 3),
-        **{k: v - before[k] for k, v in after.items()},
+        **told,
     }
 
 
@@ -310,16 +315,7 @@ async def _worker(share: Share, conn: Connection) -> None:
             uploads = [upload(create, list(p), share.batch) for p in slices(items, share.parallel)]
             counts = await asyncio.gather(*uploads)
             end = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
-            # This listener hears every process's keys: wait for all of them (or 5 s),
-            # outside the clock.
-            settle = end + 5.0
-            heard = before.get("keys_heard", 0)
-            while reg.core is not None and reg.told()["keys_heard"] - heard < share.total:
-                if time.monotonic() > settle:
-                    break
-                await asyncio.sleep(0.01)
-            after = reg.told()
-            told = {k: v - before[k] for k, v in after.items()}
+            told = await reg.told_since(before, share.total)  # every process's keys
             conn.send(("done", {"registered": sum(counts), "end": end, **told}))
     finally:
         await store.close()
@@ -334,7 +330,7 @@ async def processes_point(
     ctx = multiprocessing.get_context("spawn")
     base, extra = divmod(count, n)  # n parts, none empty (count >= n)
     sizes = [base + (i < extra) for i in range(n)]
-    parts = [(start + sum(sizes[:i]), size) for i, size in enumerate(sizes)]
+    parts = list(zip(itertools.accumulate(sizes[:-1], initial=start), sizes, strict=True))
     conns: list[Connection] = []
     procs = []
     try:
