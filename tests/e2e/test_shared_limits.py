@@ -187,6 +187,17 @@ def test_redis_down_each_node_keeps_its_own_limit(
             stop(redis, 10)
             codes = burst(n.handle_port, 30)  # answered, and still limited
             assert ResponseCode.REQUEST_LIMIT_DAILY in codes
+
+            # Redis is asked off the request path, and not while the client's bucket was
+            # last seen empty (dry for chunk / rate seconds): the outage is found, and
+            # logged, by a later request's lease. Keep the client asking until it is.
+            def outage_logged() -> bool:
+                burst(n.handle_port, 5)
+                return "redis does not answer" in n.log_text()
+
+            wait_until(outage_logged, "the outage logged", timeout=30.0, log=n.log_path)
+            codes = burst(n.handle_port, 30)  # now on the worker's own limit
+            assert ResponseCode.REQUEST_LIMIT_DAILY in codes
             log = n.log_text()
             assert "redis does not answer" in log and "applies its own limit" in log, log
             assert log.count("rate-limit: redis does not answer") == 1, log
