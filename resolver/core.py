@@ -40,6 +40,10 @@ def _no_memory(key: str) -> Entry | None:
     return None
 
 
+def _holds_nothing(key: str, values: bytes | None) -> bool:
+    return False
+
+
 class Resolver:
     def __init__(
         self,
@@ -69,6 +73,7 @@ class Resolver:
         # doors' fast path); the awaited walk then starts after it.
         self._memory = first.recall if isinstance(first, Memory) else _no_memory
         self._recall = self._memory
+        self._holds = first.holds if isinstance(first, Memory) else _holds_nothing
         self._walk_from = 1 if isinstance(first, Memory) else 0
         # With Redis: the registry's change feed behind the channel. Until the listener
         # listens and this worker has caught up from the feed, the caches are passed by
@@ -105,6 +110,13 @@ class Resolver:
         if self.feed is not None and self.feed.changed():
             return None  # another worker wrote: catch up on the async path first
         return self._recall(key)
+
+    def holds(self, key: str, values: bytes | None) -> bool:
+        """Whether :meth:`recall` would give an entry of ``values``, the very object:
+        an answer built from it still stands (ready_answers). Cheaper than recall."""
+        if self._recall is _no_memory or (self.feed is not None and self.feed.changed()):
+            return False
+        return self._holds(key, values)
 
     async def entry(
         self, handle: str, *, l1_checked: bool = False, flags: int = 0, recursion_count: int = 0

@@ -20,11 +20,20 @@ class L1CacheStage(Memory):
     def __init__(self, cache: L1Cache) -> None:
         self.cache = cache
         self._get = cache.get  # bound once: recall runs on every UDP answer
+        self._holds = cache.holds
 
     def recall(self, key: str) -> Entry | None:
         e = self._get(key, monotonic())
         TALLY.cache[L1_MISS if e is None else L1_HIT] += 1
         return e
+
+    def holds(self, key: str, values: bytes | None) -> bool:
+        # A kept answer's check, on every one sent: a hit is counted; a miss is not, the
+        # caller then resolving the usual way (recall counts it).
+        if self._holds(key, values, monotonic()):
+            TALLY.cache[L1_HIT] += 1
+            return True
+        return False
 
     def learn(self, q: Lookup, entry: Entry) -> None:
         self.cache.put(q.key, entry)
