@@ -172,8 +172,8 @@ class HandleService:
             and self.core.holds(a[0], a[1])
         ):
             self.ready.sent += 1
-            self._tally.request(door, 1, a[6])
-            USAGE.resolved_under(a[5], a[6])
+            self._tally.request(door, 1, a[4])
+            USAGE.resolved_under(a[3], a[4])
             self._sample += 1
             if self._sample % metrics.LATENCY_SAMPLE == 0:
                 self._latency[door].observe(time.perf_counter() - t0)

@@ -37,7 +37,7 @@ def test_a_request_finds_its_answer_under_any_request_id_and_expiration() -> Non
     got = t.get(request(77))
     assert got is not None
     assert got[0] == "88.166.1001/a" and got[1] is values
-    assert got[5] == "88.166.1001" and got[6] == 1
+    assert got[3] == "88.166.1001" and got[4] == 1
     assert reply_for(got, request(77)) == reply(77)  # the new id spliced in, all else kept
     # The expiration (the Java library sets it from the clock) is spliced in too.
     got = t.get(request(78, exp=1_800_000_000))
