@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 # Measured here (2 cores; see the issue notes for the runs):
-# L1 hits, Handle UDP, uniform over 100k identifiers, one worker (idnode loadtest peer,
-# 2026-11-26: median 48,349/s over 3 rounds, 40.6-49.7k; loadtest run --prefill: 45-48k).
-# The node's core was the limit (the generator used 0.6-0.7 of its own). An earlier
-# 100,000 came from a smaller hot set on a quieter day.
-DEFAULT_HIT_QPS_PER_CORE = 48_000
+# L1 hits, Handle UDP, uniform over 100k identifiers, one worker (idnode loadtest peer
+# --doors udp,tcp --rounds 3): 2026-11-27, after batched UDP I/O, ready answers and CLOCK
+# eviction in L1, medians of 81,712/s (73-87k; a noisy hour, the echo at 123k/s), 87,925
+# and 89,956/s, and 110,781/s on a quieter morning. The node's core is the limit.
+# 80,000 is below every median. (2026-11-26, before those: 48,349/s.)
+DEFAULT_HIT_QPS_PER_CORE = 80_000
 DEFAULT_MISS_QPS_PER_CORE = 44_000  # answered from Redis, L1 off (loadtest.udp_bench)
 # Lookups that reach PostgreSQL cost the node more than Redis hits: the 10M-identifier
 # miss path (Zipfian, no Redis, one worker; idnode loadtest run --doors udp --mode open
