@@ -44,15 +44,15 @@ def test_an_entry_used_since_it_was_put_outlives_older_unused_ones() -> None:
 def test_the_second_chance_is_one_each_time_an_entry_comes_round() -> None:
     c, keys = _full(4)
     c.get(keys[0], 0)
-    for i in range(3):  # keys[1..3] go; keys[0] went round, unmarked, behind n000
+    for i in range(3):  # keys[0] goes round, unmarked, ahead of n000; keys[1..3] go
         c.put(f"n{i:03d}", Entry(VALUE, True, FOREVER))
-    assert list(c._d) == ["n000", keys[0], "n001", "n002"]
+    assert list(c._d) == [keys[0], "n000", "n001", "n002"]
     assert c.get(keys[0], 0) is not None  # marked again
-    for i in range(3, 8):  # n000 goes; keys[0] goes round once more (behind n004); n001..4 go
+    for i in range(3, 6):  # keys[0] goes round once more; n000..n002 go
         c.put(f"n{i:03d}", Entry(VALUE, True, FOREVER))
         assert keys[0] in c._d
-    assert list(c._d) == [keys[0], "n005", "n006", "n007"]
-    c.put("n008", Entry(VALUE, True, FOREVER))  # unused since it went round: it goes
+    assert list(c._d) == [keys[0], "n003", "n004", "n005"]
+    c.put("n006", Entry(VALUE, True, FOREVER))  # unused since it went round: it goes
     assert c.get(keys[0], 0) is None
     assert len(c) == 4
 
@@ -68,6 +68,24 @@ def test_a_cache_whose_entries_are_all_used_evicts_after_a_bounded_walk() -> Non
     assert c.get(keys[SECOND_CHANCES], 0) is None
     assert all(c.get(k, 0) is not None for k in keys[:SECOND_CHANCES])
     assert c.get("n000", 0) is not None
+
+
+def test_a_put_never_evicts_the_entry_it_puts() -> None:
+    """Even when every entry is used and the spared ones fill the whole cache."""
+    for n in (1, 4, SECOND_CHANCES, SECOND_CHANCES + 1):
+        c, _ = _full(n)
+        for round_ in range(3):
+            for k in list(c._d):
+                c.get(k, 0)
+            new = f"n{round_:03d}"
+            c.put(new, Entry(VALUE, True, FOREVER))
+            assert c.get(new, 0) is not None, (n, round_)
+            assert len(c) == n and c.bytes_used <= c.max_bytes
+    big, _ = _full(4)  # one entry the size of the whole cache: everything else goes
+    for k in list(big._d):
+        big.get(k, 0)
+    big.put("huge", Entry(b"z" * (big.max_bytes - 204), True, FOREVER))
+    assert big.get("huge", 0) is not None and len(big) == 1
 
 
 def test_holds_is_the_very_values_object_of_a_live_entry() -> None:

@@ -50,7 +50,7 @@ def test_a_request_finds_its_answer_under_any_request_id_and_expiration() -> Non
 
 
 def test_past_the_bound_the_oldest_answers_go_first() -> None:
-    one = cost(request_key(request(1, b"h/0")), reply(1), b"vv")
+    one = cost(request_key(request(1, b"h/0")), "k", reply(1), b"vv")
     t = ReadyAnswers(3 * one)
     for i in range(3):
         t.put(request(1, b"h/%d" % i), "k", b"vv", reply(1), "h", 1)
