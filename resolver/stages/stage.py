@@ -106,10 +106,10 @@ class Memory(Stage):
     def recall(self, key: str) -> Entry | None:
         """The entry held for a normalized key, without awaiting anything."""
 
+    @abstractmethod
     def holds(self, key: str, values: bytes | None) -> bool:
-        """Whether the entry held for ``key`` has ``values``, the very object."""
-        e = self.recall(key)
-        return e is not None and e.values_wire is values
+        """Whether the entry held for ``key`` has ``values``, the very object (a hit
+        like :meth:`recall`, for the doors' kept answers)."""
 
     async def lookup(self, q: Lookup) -> Entry | Resolution | None:
         return self.recall(q.key)
