@@ -39,6 +39,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from .coalesce import Coalescer
+from .lean_redis import LeanRedis
 from .logs import Repeats
 
 log = logging.getLogger("idnode.l2")
@@ -129,6 +130,10 @@ class RedisTier:
             url, socket_timeout=max(timeout, 0.5), socket_connect_timeout=2.0
         )
         self._fill = self.client.register_script(FILL_UNLESS_TOMBSTONED)
+        self._fill_sha = hashlib.sha1(FILL_UNLESS_TOMBSTONED.encode()).hexdigest()
+        # The miss path's reads and fills, on a connection of their own without
+        # redis-py's per-command cost (lean_redis.py); None for a URL it does not speak.
+        self._lean = LeanRedis.from_url(url, timeout=max(timeout, 0.5), connect_timeout=2.0)
         self._tell_sha = hashlib.sha1(TOMBSTONE_AND_PUBLISH.encode()).hexdigest()
         # Writers wait on listeners' answers with a blocking pop: a read timeout longer
         # than the wait, on connections of their own.
@@ -146,7 +151,11 @@ class RedisTier:
         return f"{self.namespace}:t:{{{key}}}"
 
     async def _mget(self, keys: list[str]) -> dict[str, bytes]:
-        raw = await self.client.mget([self.data_key(k) for k in keys])
+        names = [self.data_key(k) for k in keys]
+        if self._lean is not None:
+            raw = await self._lean.call(b"MGET", *names)
+        else:
+            raw = await self.client.mget(names)
         return {k: v for k, v in zip(keys, raw, strict=True) if v is not None}
 
     async def get(self, key: str) -> bytes | None:
@@ -172,7 +181,10 @@ class RedisTier:
                         args += (NOT_FOUND, self.negative_ttl)
                     else:
                         args += (FOUND + values, self.ttl)
-                await self._fill(keys=keys, args=args)
+                if self._lean is not None:
+                    await self._lean.evalsha(self._fill_sha, FILL_UNLESS_TOMBSTONED, keys, args)
+                else:
+                    await self._fill(keys=keys, args=args)
         except FAILURES as exc:
             self.errors += 1
             self.repeats.warning("redis write failed (%s)", exc)
@@ -324,6 +336,8 @@ class RedisTier:
 
     async def close(self) -> None:
         await self.reads.drain()
+        if self._lean is not None:
+            await self._lean.close()
         await self.client.aclose()
         await self._acks.aclose()
 
@@ -398,6 +412,7 @@ class RedisClusterTier(RedisTier):
         # uses self.cluster.
         self.client = self.cluster  # type: ignore[assignment]
         self._fill_sha = hashlib.sha1(FILL_UNLESS_TOMBSTONED.encode()).hexdigest()
+        self._lean = None  # reads and fills go per master, through redis-py
         self._sharded: bool | None = None  # known once a node of the cluster answered
         self._masters: dict[str, aioredis.Redis] = {}  # a client per master, for batches
         self._writers: dict[str, aioredis.Redis] = {}  # and for tombstones, confirmations

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "idnode.resolver.stages.*",
             "idnode.resolver.l1",
             "idnode.resolver.l2",
+            "idnode.resolver.lean_redis",  # L2's connection for the miss path's reads and fills
             "idnode.resolver.coalesce",
             "idnode.resolver.changefeed",
             "idnode.resolver.invalidation_batches",
@@ -86,6 +87,7 @@ DOOR_FORBIDDEN_MODULES = (
     "idnode.registry.sqlite_store",
     "idnode.registry.postgres_store",
     "idnode.resolver.l2",
+    "idnode.resolver.lean_redis",
     "idnode.resolver.stages",
     "idnode.resolver.coalesce",
 )

@@ -1,0 +1,224 @@
+"""One Redis connection for the miss path's reads and fills, without redis-py's client.
+
+redis-py's asyncio client spends ~90 µs of Python per command (its connection pool,
+retry wrapper, and packing each argument in Python), measured beside a bare asyncio
+protocol with the same hiredis parser on this machine kind: an MGET of one key cost
+106 µs user + 25 µs system CPU through redis-py and 16 + 25 µs here
+(``python -m idnode.loadtest.l2_bench --commands``). On the 10M miss path every L1
+miss ends in a fill and often a read, and the node's CPU is the limit there.
+
+What it does: RESP2 commands pipelined on one TCP connection (replies come in order,
+each waits on a future), AUTH and SELECT from the URL, a timeout per command and per
+connect. What it does not: TLS and Unix sockets (``from_url`` says None, and the tier
+keeps redis-py for those), RESP3, pub/sub, clusters. Its errors are redis-py's
+exception classes, so callers handle both alike.
+
+A command that times out closes the connection: the reply it still waits for would
+answer the next command. Every command waiting then fails, and the next one connects
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+from redis import exceptions as rx
+
+Arg = bytes | str | int
+
+
+def pack(args: tuple[Arg, ...]) -> bytes:
+    """One RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = b"%d" % a
+        out.append(b"$%d\r\n" % len(a))
+        out.append(a)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(protocolError=rx.InvalidResponse, replyError=rx.ResponseError)
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while True:
+            try:
+                reply = self.reader.gets()
+            except rx.InvalidResponse as exc:  # not RESP: nothing after this can be trusted
+                self.fail(exc)
+                return
+            if reply is False:
+                return
+            if not self.waiting:  # a reply nobody asked for: the stream is out of step
+                self.fail(rx.InvalidResponse("redis sent a reply no command asked for"))
+                return
+            fut = self.waiting.popleft()
+            if fut.done():  # its caller gave up (cancelled)
+                continue
+            if isinstance(reply, rx.ResponseError):
+                fut.set_exception(_error(reply))
+            else:
+                fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(rx.ConnectionError(f"connection to redis lost ({exc or 'closed'})"))
+
+    def fail(self, exc: Exception) -> None:
+        """Close and fail every command waiting with ``exc``."""
+        if self.lost is None:
+            self.lost = exc
+        if self.transport is not None:
+            self.transport.abort()
+        while self.waiting:
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: its caller may be gone
+
+    def send(self, packed: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        fut = loop.create_future()
+        self.waiting.append(fut)
+        assert self.transport is not None
+        self.transport.write(packed)
+        return fut
+
+
+def _error(reply: rx.ResponseError) -> rx.ResponseError:
+    text = str(reply)
+    if text.startswith("NOSCRIPT"):
+        return rx.NoScriptError(text)
+    return reply
+
+
+class LeanRedis:
+    def __init__(
+        self,
+        host: str,
+        port: int = 6379,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 0.5,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password = username, password
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+        self.connects = 0  # connections made (for tests and logs)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, timeout: float = 0.5, connect_timeout: float = 2.0
+    ) -> LeanRedis | None:
+        """For a ``redis://`` URL; None for what this client does not speak (TLS, Unix
+        sockets, query options), which stays with redis-py."""
+        u = urlsplit(url)
+        if u.scheme != "redis" or u.query or not u.hostname:
+            return None
+        path = u.path.strip("/")
+        if path and not path.isdigit():
+            return None
+        return cls(
+            u.hostname,
+            u.port or 6379,
+            db=int(path or 0),
+            username=unquote(u.username) if u.username else None,
+            password=unquote(u.password) if u.password is not None else None,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+        )
+
+    async def call(self, *args: Arg) -> Any:
+        """Send one command and wait for its reply (its error raised as redis-py's)."""
+        proto = self._proto
+        if proto is None or proto.lost is not None:
+            proto = await self._connect()
+        loop = asyncio.get_running_loop()
+        fut = proto.send(pack(args), loop)
+        timer = loop.call_later(self.timeout, self._expire, proto, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _expire(self, proto: _Protocol, fut: asyncio.Future[Any]) -> None:
+        if not fut.done():
+            proto.fail(rx.TimeoutError(f"redis did not answer within {self.timeout:g} s"))
+
+    async def evalsha(self, sha: str, script: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a script by its SHA; a Redis that does not hold it (restarted, flushed)
+        gets it with EVAL, which also keeps it for the next call."""
+        try:
+            return await self.call(b"EVALSHA", sha, len(keys), *keys, *args)
+        except rx.NoScriptError:
+            return await self.call(b"EVAL", script, len(keys), *keys, *args)
+
+    async def _connect(self) -> _Protocol:
+        task = self._connecting
+        if task is None or task.done():  # a finished connect (whoever awaited it) is spent
+            task = self._connecting = asyncio.get_running_loop().create_task(self._open())
+        try:
+            # shielded: one caller giving up must not cancel the others' connect
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, proto = await loop.create_connection(_Protocol, self.host, self.port)
+        except TimeoutError as exc:
+            raise rx.TimeoutError(f"cannot connect to redis at {self.host}:{self.port}") from exc
+        except OSError as exc:
+            raise rx.ConnectionError(
+                f"cannot connect to redis at {self.host}:{self.port} ({exc})"
+            ) from exc
+        try:
+            hello: list[tuple[Arg, ...]] = []
+            if self.password is not None:
+                auth: tuple[Arg, ...] = (b"AUTH", self.password)
+                hello.append(
+                    auth if self.username is None else (b"AUTH", self.username, self.password)
+                )
+            if self.db:
+                hello.append((b"SELECT", self.db))
+            for command in hello:
+                fut = proto.send(pack(command), loop)
+                async with asyncio.timeout(self.timeout):
+                    await fut
+        except BaseException:
+            proto.fail(rx.ConnectionError("redis refused the connection's AUTH or SELECT"))
+            raise
+        self._proto = proto
+        self.connects += 1
+        return proto
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._proto is not None:
+            self._proto.fail(rx.ConnectionError("connection closed"))
+            self._proto = None
