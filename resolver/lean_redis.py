@@ -1,11 +1,11 @@
 """One Redis connection for the miss path's reads and fills, without redis-py's client.
 
-redis-py's asyncio client spends ~90 µs of Python per command (its connection pool,
-retry wrapper, and packing each argument in Python), measured beside a bare asyncio
-protocol with the same hiredis parser on this machine kind: an MGET of one key cost
-106 µs user + 25 µs system CPU through redis-py and 16 + 25 µs here
-(``python -m idnode.loadtest.l2_bench --commands``). On the 10M miss path every L1
-miss ends in a fill and often a read, and the node's CPU is the limit there.
+redis-py's asyncio client spends ~90 µs of CPU per command on top of the socket work
+(its connection pool, retry wrapper, and packing each argument in Python). Measured with
+``python -m idnode.loadtest.redis_client_bench --cpu 0``: an MGET of one key cost the
+client 150-170 µs of CPU through redis-py and 63-74 µs here (0.41 of it), the fill
+script 0.39 of it, with the same hiredis parser. On the 10M miss path every L1 miss
+ends in a fill and often a read, and the node's CPU is the limit there.
 
 What it does: RESP2 commands pipelined on one TCP connection (replies come in order,
 each waits on a future), AUTH and SELECT from the URL, a timeout per command and per

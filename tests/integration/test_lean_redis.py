@@ -268,3 +268,17 @@ def test_a_connect_no_caller_waited_for_is_not_reused_once_lost(redis_url: str) 
             await c.close()
 
     asyncio.run(go())
+
+
+def test_the_client_bench_measures_both_clients(redis_url: str) -> None:
+    from idnode.loadtest.redis_client_bench import run
+
+    report = asyncio.run(run(redis_url, keys=2, commands=20, rounds=2))
+    for command in ("mget", "fill"):
+        side = report[command]
+        assert len(side["rounds_us"]["redis_py"]) == len(side["rounds_us"]["lean"]) == 2
+        assert side["redis_py_us"] > 0 and side["lean_us"] > 0
+        ratio = side["lean_us"] / side["redis_py_us"]
+        assert abs(side["lean_to_redis_py"] - ratio) < 0.01  # the ratio of the best rounds
+    leftover = redis.Redis.from_url(redis_url).keys("idnode-bench-*")
+    assert leftover == []  # it deletes what it wrote
