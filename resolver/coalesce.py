@@ -90,7 +90,10 @@ class Coalescer(Generic[K, V]):
         self.batches += 1
         self.keys_fetched += len(keys)
         try:
-            found = await asyncio.wait_for(self._fetch(keys), self.timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the fetch as a
+            # task of its own, a task more per batch on the miss path.
+            async with asyncio.timeout(self.timeout):
+                found = await self._fetch(keys)
         except BaseException as exc:  # every waiter learns why, including on cancellation
             for k, fut in batch.items():
                 self._inflight.pop(k, None)

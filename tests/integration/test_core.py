@@ -311,6 +311,42 @@ def test_redis_fills_run_one_at_a_time_batch_meanwhile_and_are_capped(
     asyncio.run(go())
 
 
+def test_redis_fills_wait_for_others_to_join_them(
+    pg_url: str, redis_url: str, redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fill waits FILL_DELAY for the misses after it: misses one after another (a light
+    load) go to Redis as one script call, not one each."""
+    import idnode.resolver.stages.redis_cache as redis_stage
+
+    monkeypatch.setattr(redis_stage, "FILL_DELAY", 3600)  # only drain() sends them here
+    calls: list[int] = []
+
+    class CountedFills(RedisTier):  # real Redis; the fills' batch sizes noted
+        async def put_many(self, items: list[tuple[str, bytes | None]]) -> None:  # type: ignore[override]
+            calls.append(len(items))
+            await super().put_many(items)
+
+    async def go() -> None:
+        store = await _store(pg_url, _records(5))
+        l2 = CountedFills(redis_url, namespace=redis_namespace)
+        core = _tiers(store, PrefixAuthority(["88.166"]), l2=l2)
+        try:
+            for i in range(5):  # each awaited before the next is asked
+                r = await core.resolver.resolve(f"88.166.1/h{i}")
+                assert r.response_code == ResponseCode.SUCCESS
+            assert calls == []  # none has gone yet
+            stage = next(st for st in core.resolver.stages if isinstance(st, RedisCacheStage))
+            await stage.drain()  # as at shutdown: the fills still waiting go, together
+            assert calls == [5]
+            r2 = redis.Redis.from_url(redis_url)
+            assert all(r2.exists(f"{redis_namespace}:h:{{88.166.1/H{i}}}") for i in range(5))
+        finally:
+            await l2.close()
+            await store.close()
+
+    asyncio.run(go())
+
+
 class Tap(Stage):
     """A stage of the test's own: notes each handle that reaches it and passes it on."""
 

@@ -35,6 +35,12 @@ def test_put_and_get_many(store_url: str) -> None:
             assert decode_values(got[s.key("88.166.1/item-7")])[0].data == b"7"
             assert await s.count_handles() == 1200
             assert await s.homed_prefixes() == ["88.166"]
+            # one key (PostgreSQL asks it with a statement of its own): found, absent
+            one = s.key("88.166.1/item-3")
+            assert list(await s.get_many([one])) == [one]
+            assert decode_values((await s.get_many([one]))[one])[0].data == b"3"
+            assert await s.get_many([s.key("88.166.1/nope")]) == {}
+            assert await s.get_many([]) == {}
         finally:
             await s.close()
 
