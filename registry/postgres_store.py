@@ -3,7 +3,10 @@
 Hot reads skip SQLAlchemy: Core async measured at about half the throughput of
 raw asyncpg here. asyncpg prepares and caches each statement per connection, and
 a batch of misses is one query: the keys unnested and joined to handles (measured
-~44-94k keys/s in batches of 100, against ~19k/s for point selects).
+~44-94k keys/s in batches of 100, against ~19k/s for point selects). A batch of one
+key, as most are under a light load, is a point select (GET_ONE): half the server's
+CPU of the join for it; on a hash-partitioned table its generic plan prunes to the
+key's partition at run time.
 
 Why a join and not ``WHERE handle = ANY($1)``: both are equally fast on a plain table
 (86k keys/s at 10M here), but on a hash-partitioned table ``ANY`` probes every

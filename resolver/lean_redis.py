@@ -13,9 +13,11 @@ connect. What it does not: TLS and Unix sockets (``from_url`` says None, and the
 keeps redis-py for those), RESP3, pub/sub, clusters. Its errors are redis-py's
 exception classes, so callers handle both alike.
 
-A command that times out closes the connection: the reply it still waits for would
-answer the next command. Every command waiting then fails, and the next one connects
-again.
+A command that times out, or that its caller gives up on before Redis answers (the
+read coalescer gives up after ``l2_timeout``), closes the connection, as redis-py does:
+a Redis that stopped answering is then found at once, not after the replies of every
+abandoned command pile up. Every command waiting on it fails, and the next one
+connects again.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, packed: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         fut = loop.create_future()
+        if self.lost is not None:  # lost since it was handed out: fail now, not at the timeout
+            fut.set_exception(self.lost)
+            return fut
         self.waiting.append(fut)
         assert self.transport is not None
         self.transport.write(packed)
@@ -125,6 +130,7 @@ class LeanRedis:
         self.connect_timeout = connect_timeout
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
+        self._closed = False
         self.connects = 0  # connections made (for tests and logs)
 
     @classmethod
@@ -137,20 +143,23 @@ class LeanRedis:
         if u.scheme != "redis" or u.query or not u.hostname:
             return None
         path = u.path.strip("/")
-        if path and not path.isdigit():
+        if path and not (path.isascii() and path.isdigit()):
             return None
+        # as redis-py reads them: an empty user or password is none
         return cls(
-            u.hostname,
+            unquote(u.hostname),
             u.port or 6379,
             db=int(path or 0),
             username=unquote(u.username) if u.username else None,
-            password=unquote(u.password) if u.password is not None else None,
+            password=unquote(u.password) if u.password else None,
             timeout=timeout,
             connect_timeout=connect_timeout,
         )
 
     async def call(self, *args: Arg) -> Any:
         """Send one command and wait for its reply (its error raised as redis-py's)."""
+        if self._closed:
+            raise rx.ConnectionError("the connection to redis was closed")
         proto = self._proto
         if proto is None or proto.lost is not None:
             proto = await self._connect()
@@ -159,6 +168,12 @@ class LeanRedis:
         timer = loop.call_later(self.timeout, self._expire, proto, fut)
         try:
             return await fut
+        except asyncio.CancelledError:
+            # Cancelling the caller cancels the future it waits on, unless the reply came
+            # first: given up before redis answered (see the module's docstring).
+            if fut.cancelled():
+                proto.fail(rx.TimeoutError("a command was given up before redis answered"))
+            raise
         finally:
             timer.cancel()
 
@@ -178,6 +193,8 @@ class LeanRedis:
         task = self._connecting
         if task is None or task.done():  # a finished connect (whoever awaited it) is spent
             task = self._connecting = asyncio.get_running_loop().create_task(self._open())
+            # read, so that a failure no caller stayed for is not logged as unretrieved
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             # shielded: one caller giving up must not cancel the others' connect
             return await asyncio.shield(task)
@@ -197,28 +214,42 @@ class LeanRedis:
                 f"cannot connect to redis at {self.host}:{self.port} ({exc})"
             ) from exc
         try:
-            hello: list[tuple[Arg, ...]] = []
-            if self.password is not None:
-                auth: tuple[Arg, ...] = (b"AUTH", self.password)
-                hello.append(
-                    auth if self.username is None else (b"AUTH", self.username, self.password)
-                )
+            if self.username is not None:  # redis-py's rule: a user logs in, password or not
+                try:
+                    await self._hello(proto, b"AUTH", self.username, self.password or "")
+                except rx.ResponseError as exc:
+                    if "wrong number of arguments" not in str(exc):
+                        raise
+                    # a Redis before 6 knows no users: the password alone, as redis-py does
+                    await self._hello(proto, b"AUTH", self.password or "")
+            elif self.password is not None:
+                await self._hello(proto, b"AUTH", self.password)
             if self.db:
-                hello.append((b"SELECT", self.db))
-            for command in hello:
-                fut = proto.send(pack(command), loop)
-                async with asyncio.timeout(self.timeout):
-                    await fut
-        except BaseException:
-            proto.fail(rx.ConnectionError("redis refused the connection's AUTH or SELECT"))
+                await self._hello(proto, b"SELECT", self.db)
+            if self._closed:
+                raise rx.ConnectionError("the connection to redis was closed")
+        except BaseException as exc:
+            proto.fail(rx.ConnectionError(f"redis connection not set up ({exc!r})"))
             raise
         self._proto = proto
         self.connects += 1
         return proto
 
+    async def _hello(self, proto: _Protocol, *command: Arg) -> None:
+        """One command of a connection's setup (AUTH, SELECT), before anyone uses it."""
+        fut = proto.send(pack(command), asyncio.get_running_loop())
+        try:
+            async with asyncio.timeout(self.timeout):
+                await fut
+        except TimeoutError as exc:
+            raise rx.TimeoutError(
+                f"redis did not answer {command[0].decode()} within {self.timeout:g} s"  # type: ignore[union-attr]
+            ) from exc
+
     async def close(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
+        """Close the connection; calls made after this raise ConnectionError. A connect
+        under way finishes and is closed at once (its waiters get ConnectionError)."""
+        self._closed = True
         if self._proto is not None:
-            self._proto.fail(rx.ConnectionError("connection closed"))
+            self._proto.fail(rx.ConnectionError("the connection to redis was closed"))
             self._proto = None

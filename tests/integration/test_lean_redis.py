@@ -34,12 +34,20 @@ def test_from_url_takes_plain_tcp_only() -> None:
     c = LeanRedis.from_url("redis://:secret@localhost")
     assert c is not None
     assert (c.port, c.db, c.username, c.password) == (6379, 0, None, "secret")
+    # as redis-py reads them: an empty user or password is none, the host is unquoted
+    c = LeanRedis.from_url("redis://someone@%31%32%37.0.0.1/2")
+    assert c is not None
+    assert (c.host, c.db, c.username, c.password) == ("127.0.0.1", 2, "someone", None)
+    c = LeanRedis.from_url("redis://:@127.0.0.1")
+    assert c is not None
+    assert (c.username, c.password) == (None, None)
     # what stays with redis-py
     for url in (
         "rediss://127.0.0.1:6379/0",
         "unix:///run/redis.sock",
         "redis://127.0.0.1:6379/0?socket_timeout=3",
         "redis://127.0.0.1:6379/notadb",
+        "redis://127.0.0.1:6379/\u00b2",  # a digit to str.isdigit, not to int()
     ):
         assert LeanRedis.from_url(url) is None, url
 
@@ -118,8 +126,10 @@ def test_select_and_auth_from_the_url(redis_url: str, redis_namespace: str) -> N
         enabled=True,
         passwords=[f"+{password}"],
         keys=[f"{redis_namespace}:*"],
-        commands=["+get", "+set", "+select", "+auth"],
+        commands=["+get", "+set", "+select", "+auth", "+acl|whoami"],
     )
+    lone = f"idnode-test-{secrets.token_hex(4)}"  # a user with no password
+    raw.acl_setuser(lone, enabled=True, nopass=True, commands=["+acl|whoami", "+auth"])
     u = urlsplit(redis_url)
     key = f"{redis_namespace}:in-db-5"
     try:
@@ -128,7 +138,11 @@ def test_select_and_auth_from_the_url(redis_url: str, redis_namespace: str) -> N
         async def go() -> None:
             c = _lean(f"redis://{user}:{password}@{u.hostname}:{u.port or 6379}/5")
             wrong = _lean(f"redis://{user}:wrong@{u.hostname}:{u.port or 6379}/5")
+            alone = _lean(f"redis://{lone}@{u.hostname}:{u.port or 6379}")
             try:
+                assert await c.call(b"ACL", b"WHOAMI") == user.encode()
+                # a user without a password logs in as that user, as with redis-py
+                assert await alone.call(b"ACL", b"WHOAMI") == lone.encode()
                 assert await c.call(b"GET", key) == b"five"  # AUTH as the user, SELECT 5
                 with pytest.raises(rx.ResponseError, match="NOPERM"):  # the ACL holds in here
                     await c.call(b"DEL", key)
@@ -137,10 +151,11 @@ def test_select_and_auth_from_the_url(redis_url: str, redis_namespace: str) -> N
             finally:
                 await c.close()
                 await wrong.close()
+                await alone.close()
 
         asyncio.run(go())
     finally:
-        raw.acl_deluser(user)
+        raw.acl_deluser(user, lone)
         redis.Redis(host=u.hostname or "127.0.0.1", port=u.port or 6379, db=5).delete(key)
 
 
@@ -282,3 +297,88 @@ def test_the_client_bench_measures_both_clients(redis_url: str) -> None:
         assert abs(side["lean_to_redis_py"] - ratio) < 0.01  # the ratio of the best rounds
     leftover = redis.Redis.from_url(redis_url).keys("idnode-bench-*")
     assert leftover == []  # it deletes what it wrote
+
+
+def test_a_command_given_up_on_closes_its_connection() -> None:
+    """The read coalescer gives up on a read sooner than the command's own timeout: a
+    Redis that stopped answering must still be left, not queued behind."""
+
+    async def go() -> None:
+        async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(30)
+
+        server, port = await _serve(silent)
+        c = LeanRedis("127.0.0.1", port, timeout=5.0)
+        try:
+            other = asyncio.ensure_future(c.call(b"GET", "b"))
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await c.call(b"GET", "a")
+            proto = c._proto
+            assert proto is not None and isinstance(proto.lost, rx.TimeoutError)
+            with pytest.raises(rx.TimeoutError):  # the command beside it failed with it
+                await other
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await c.call(b"GET", "c")
+            assert c.connects == 2  # that one went over a new connection
+        finally:
+            await c.close()
+            server.close()
+
+    asyncio.run(go())
+
+
+def test_a_command_on_a_connection_already_lost_fails_at_once(redis_url: str) -> None:
+    async def go() -> None:
+        c = _lean(redis_url, timeout=30.0)
+        try:
+            proto = await c._connect()
+            proto.fail(rx.ConnectionError("cut"))
+            fut = proto.send(pack((b"PING",)), asyncio.get_running_loop())
+            assert fut.done() and isinstance(fut.exception(), rx.ConnectionError)
+        finally:
+            await c.close()
+
+    asyncio.run(go())
+
+
+def test_after_close_calls_fail_and_nothing_reconnects(redis_url: str) -> None:
+    async def go() -> None:
+        c = _lean(redis_url)
+        assert await c.call(b"PING") == b"PONG"
+        await c.close()
+        with pytest.raises(rx.ConnectionError, match="closed"):
+            await c.call(b"PING")
+        assert c.connects == 1 and c._proto is None
+
+    asyncio.run(go())
+
+
+def test_a_failed_connect_no_caller_waited_for_is_not_logged_as_unretrieved() -> None:
+    import gc
+
+    async def go() -> None:
+        async def mute(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(30)  # takes the connection, never answers AUTH
+
+        errors: list[str] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(str(ctx.get("message"))))
+        server, port = await _serve(mute)
+        c = LeanRedis("127.0.0.1", port, password="pw", timeout=0.2)
+        try:
+            with pytest.raises(TimeoutError):  # the caller leaves before AUTH times out
+                async with asyncio.timeout(0.05):
+                    await c.call(b"GET", "a")
+            await asyncio.sleep(0.4)  # the connect fails (AUTH unanswered) with no one there
+            with pytest.raises(rx.TimeoutError, match="AUTH"):  # a new connect, same fate
+                await c.call(b"GET", "b")
+            gc.collect()
+            await asyncio.sleep(0)
+            assert errors == []
+        finally:
+            await c.close()
+            server.close()
+
+    asyncio.run(go())
