@@ -7,19 +7,28 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from idnode.registry.admin_tasks import open_registry
-from idnode.registry.importer import IMPORTER, ImportReport, import_lines
 from idnode.registry.names import PrefixAuthority
-from idnode.registry.sealing import Sealer
-from idnode.registry.service import MAX_BATCH, RegistryService
 
-from ..node import site_servers
 from .options import EXIT_OK, EXIT_UNDECODABLE, CommandError, add_setting_flags, registry_settings
+
+if TYPE_CHECKING:
+    from idnode.registry.importer import ImportReport
+
+# The batch path and the node (for the site's servers) are imported when an import runs:
+# at the top, they cost every other command ~0.5 s of start-up (idnode.resolver.node
+# alone is ~0.8 s of imports), and the test suite runs the command line hundreds of times.
 
 
 async def _import(args: argparse.Namespace) -> ImportReport:
+    from idnode.registry.importer import IMPORTER, import_lines
+    from idnode.registry.sealing import Sealer
+    from idnode.registry.service import RegistryService
+
+    from ..node import site_servers
+
     s = registry_settings(args)
     path = Path(args.file)
     if not path.is_file():
@@ -61,6 +70,8 @@ async def _import(args: argparse.Namespace) -> ImportReport:
 
 
 def run(args: argparse.Namespace) -> int:
+    from idnode.registry.service import MAX_BATCH
+
     if not 1 <= args.batch_size <= MAX_BATCH:
         raise CommandError(f"--batch-size must be 1 to {MAX_BATCH}")
     started = time.monotonic()
