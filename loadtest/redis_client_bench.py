@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import resource
@@ -28,7 +27,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from idnode.resolver.l2 import FILL_UNLESS_TOMBSTONED
+from idnode.resolver.l2 import FILL_SHA, FILL_UNLESS_TOMBSTONED
 from idnode.resolver.lean_redis import LeanRedis
 
 
@@ -58,7 +57,6 @@ async def run(url: str, keys: int, commands: int, rounds: int) -> dict[str, Any]
     for i in range(keys):
         pairs += (f"{ns}:h:{{{i}}}", f"{ns}:t:{{{i}}}")
         args += (b"\x01" + os.urandom(300), 60)
-    sha = hashlib.sha1(FILL_UNLESS_TOMBSTONED.encode()).hexdigest()
     fill = client.register_script(FILL_UNLESS_TOMBSTONED)
     sides: dict[str, dict[str, Callable[[], Awaitable[Any]]]] = {
         "redis_py": {
@@ -67,7 +65,7 @@ async def run(url: str, keys: int, commands: int, rounds: int) -> dict[str, Any]
         },
         "lean": {
             "mget": lambda: lean.call(b"MGET", *names),
-            "fill": lambda: lean.evalsha(sha, FILL_UNLESS_TOMBSTONED, pairs, args),
+            "fill": lambda: lean.evalsha(FILL_SHA, FILL_UNLESS_TOMBSTONED, pairs, args),
         },
     }
     us: dict[str, dict[str, list[float]]] = {s: {"mget": [], "fill": []} for s in sides}

@@ -60,6 +60,7 @@ for i = 1, #KEYS, 2 do
 end
 return filled
 """
+FILL_SHA = hashlib.sha1(FILL_UNLESS_TOMBSTONED.encode()).hexdigest()  # EVALSHA's name for it
 FILL_BATCH = 128  # entries per script call: bounds how long one call holds Redis
 # An invalidation on one Redis server: tombstone and delete each key, then publish, in
 # one script call per TELL_BATCH keys (the last call publishes). As a pipeline of a SET
@@ -130,7 +131,6 @@ class RedisTier:
             url, socket_timeout=max(timeout, 0.5), socket_connect_timeout=2.0
         )
         self._fill = self.client.register_script(FILL_UNLESS_TOMBSTONED)
-        self._fill_sha = hashlib.sha1(FILL_UNLESS_TOMBSTONED.encode()).hexdigest()
         # The miss path's reads and fills, on a connection of their own without
         # redis-py's per-command cost (lean_redis.py); None for a URL it does not speak.
         self._lean = LeanRedis.from_url(url, timeout=max(timeout, 0.5), connect_timeout=2.0)
@@ -182,7 +182,7 @@ class RedisTier:
                     else:
                         args += (FOUND + values, self.ttl)
                 if self._lean is not None:
-                    await self._lean.evalsha(self._fill_sha, FILL_UNLESS_TOMBSTONED, keys, args)
+                    await self._lean.evalsha(FILL_SHA, FILL_UNLESS_TOMBSTONED, keys, args)
                 else:
                     await self._fill(keys=keys, args=args)
         except FAILURES as exc:
@@ -411,7 +411,6 @@ class RedisClusterTier(RedisTier):
         # one-key EVALs, which the cluster client routes by key): every method here
         # uses self.cluster.
         self.client = self.cluster  # type: ignore[assignment]
-        self._fill_sha = hashlib.sha1(FILL_UNLESS_TOMBSTONED.encode()).hexdigest()
         self._lean = None  # reads and fills go per master, through redis-py
         self._sharded: bool | None = None  # known once a node of the cluster answered
         self._masters: dict[str, aioredis.Redis] = {}  # a client per master, for batches
@@ -455,7 +454,7 @@ class RedisClusterTier(RedisTier):
 
         def fill(p: Pipeline, key: str) -> None:
             value, ttl = values[key]
-            p.evalsha(self._fill_sha, 2, self.data_key(key), self.tombstone_key(key), value, ttl)  # type: ignore[arg-type]
+            p.evalsha(FILL_SHA, 2, self.data_key(key), self.tombstone_key(key), value, ttl)  # type: ignore[arg-type]
 
         try:
             replies = await self._on_masters(list(values), fill)

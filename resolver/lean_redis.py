@@ -26,12 +26,14 @@ import asyncio
 import collections
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import hiredis
 from redis import exceptions as rx
+from redis.connection import parse_url
 
 Arg = bytes | str | int
+_URL_PARTS = {"host", "port", "db", "username", "password"}  # what from_url passes on
 
 
 def pack(args: tuple[Arg, ...]) -> bytes:
@@ -139,19 +141,20 @@ class LeanRedis:
     ) -> LeanRedis | None:
         """For a ``redis://`` URL; None for what this client does not speak (TLS, Unix
         sockets, query options), which stays with redis-py."""
-        u = urlsplit(url)
-        if u.scheme != "redis" or u.query or not u.hostname:
-            return None
-        path = u.path.strip("/")
-        if path and not (path.isascii() and path.isdigit()):
-            return None
-        # as redis-py reads them: an empty user or password is none
+        if not url.startswith("redis://"):
+            return None  # TLS, a Unix socket
+        # redis-py's own reading of the URL, so both clients log in to the same place
+        kw: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        if set(kw) - _URL_PARTS:
+            return None  # query options
+        if "host" not in kw or (urlsplit(url).path.strip("/") and "db" not in kw):
+            return None  # no host, or a path redis-py does not read as a database number
         return cls(
-            unquote(u.hostname),
-            u.port or 6379,
-            db=int(path or 0),
-            username=unquote(u.username) if u.username else None,
-            password=unquote(u.password) if u.password else None,
+            kw["host"],
+            kw.get("port", 6379),
+            db=kw.get("db", 0),
+            username=kw.get("username"),
+            password=kw.get("password"),
             timeout=timeout,
             connect_timeout=connect_timeout,
         )
