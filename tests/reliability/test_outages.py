@@ -242,6 +242,17 @@ def rest_value(n: NodeProcess, handle: str) -> str | None:
 # --- Redis killed during writes --------------------------------------------------------
 
 
+def _log_tails(tmp_path: Path, lines: int = 40) -> str:
+    """The end of both nodes' logs, for a failure's message: the nodes are gone after it
+    (this check once failed in CI, and could not be looked into afterwards)."""
+    parts = []
+    for name in ("a.log", "b.log"):
+        log = tmp_path / name
+        text = log.read_text(errors="replace") if log.exists() else "(none)"
+        parts.append(f"--- {name}\n" + "\n".join(text.splitlines()[-lines:]))
+    return "\n".join(parts)
+
+
 def test_redis_killed_during_writes_loses_nothing_acknowledged_and_serves_nothing_stale(
     tmp_path: Path, pg_url: str, private_redis: PrivateRedis
 ) -> None:
@@ -344,9 +355,9 @@ def test_redis_killed_during_writes_loses_nothing_acknowledged_and_serves_nothin
         # The listeners are back: a write on one node is seen at once on the other.
         for h in handles:
             assert put(a, h, "after") in (200, 201)
-            assert udp_value(b, h) == "after"
+            assert udp_value(b, h) == "after", _log_tails(tmp_path)
             assert put(b, h, "after-b") in (200, 201)
-            assert udp_value(a, h) == "after-b"
+            assert udp_value(a, h) == "after-b", _log_tails(tmp_path)
     finally:
         done.set()
         reading.set()
