@@ -2,8 +2,10 @@
 
 Keys asked for in one event-loop turn go out together when the turn ends (or as
 soon as ``max_batch`` are waiting): one Redis MGET, one SQL query. A key already on
-its way is not asked twice. ``timeout`` bounds how long a miss waits for its batch;
-past it the waiters get TimeoutError and the caller moves on.
+its way is not asked twice, until :meth:`forget` says it changed: a fetch already under
+way then may carry what was there before, so a later ask goes out again instead of
+joining it. ``timeout`` bounds how long a miss waits for its batch; past it the waiters
+get TimeoutError and the caller moves on.
 
 ``max_inflight`` bounds the fetches under way. While they run, new keys wait and go
 out together when one finishes (or when ``max_batch`` are waiting), so batches grow
@@ -16,7 +18,7 @@ Redis; measured with idnode loadtest run).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -59,6 +61,18 @@ class Coalescer(Generic[K, V]):
             loop.call_soon(self._flush)
         return fut
 
+    def forget(self, keys: Iterable[K]) -> None:
+        """``keys`` changed (a write committed): the fetches under way may have read them
+        before it, so an ask from now on is fetched again rather than joining one. The
+        asks already waiting keep their fetch: they started before the write was
+        acknowledged. Keys not yet sent stay: their fetch starts after the change."""
+        for k in keys:
+            self._inflight.pop(k, None)
+
+    def forget_all(self) -> None:
+        """:meth:`forget` for every key under way (what changed is not known)."""
+        self._inflight.clear()
+
     def _flush(self) -> None:
         self._scheduled = False
         if not self._pending:
@@ -96,7 +110,7 @@ class Coalescer(Generic[K, V]):
                 found = await self._fetch(keys)
         except BaseException as exc:  # every waiter learns why, including on cancellation
             for k, fut in batch.items():
-                self._inflight.pop(k, None)
+                self._done(k, fut)
                 if not fut.done():
                     fut.set_exception(
                         exc if isinstance(exc, Exception) else asyncio.CancelledError()
@@ -106,9 +120,15 @@ class Coalescer(Generic[K, V]):
                 raise
             return
         for k, fut in batch.items():
-            self._inflight.pop(k, None)
+            self._done(k, fut)
             if not fut.done():
                 fut.set_result(found.get(k))
+
+    def _done(self, key: K, fut: asyncio.Future[V | None]) -> None:
+        """``key``'s fetch ended: no longer under way, unless a later ask (after a
+        :meth:`forget`) put a fetch of its own there."""
+        if self._inflight.get(key) is fut:
+            del self._inflight[key]
 
     async def drain(self) -> None:
         """Wait for the fetches under way (graceful shutdown)."""

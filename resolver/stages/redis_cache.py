@@ -101,9 +101,12 @@ class RedisCacheStage(Stage):
     def forget(self, keys: Sequence[str]) -> None:
         gone = set(keys)
         self._fills = [f for f in self._fills if f[0] not in gone]
+        # An MGET under way may have read them before their tombstone: later asks go again.
+        self.tier.reads.forget(gone)
 
     def forget_all(self) -> None:
         self._fills = []
+        self.tier.reads.forget_all()
 
     async def invalidate(self, keys: Sequence[str], position: str = "") -> None:
         await self.tier.invalidate(list(keys), position)

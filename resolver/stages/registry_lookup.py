@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from idnode.registry.store import HandleStore
 
@@ -50,6 +51,13 @@ class RegistryStage(Stage):
             return STORE_DOWN
         metrics.TALLY.cache[metrics.L3_HIT if vals is not None else metrics.L3_MISS] += 1
         return self.lifetimes.entry(vals, time.monotonic())
+
+    def forget(self, keys: Sequence[str]) -> None:
+        # A query under way may have read these before the write: later asks go again.
+        self.reads.forget(keys)
+
+    def forget_all(self) -> None:
+        self.reads.forget_all()
 
     async def drain(self) -> None:
         await self.reads.drain()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import pytest
@@ -233,6 +234,98 @@ def test_a_fill_read_before_a_write_cannot_land_after_its_invalidation(
             assert r.get(l2.data_key("88.166.1/K")) is None
         finally:
             await l2.close()
+
+    asyncio.run(go())
+
+
+def test_a_read_after_a_write_does_not_join_a_registry_read_from_before_it(pg_url: str) -> None:
+    """A lookup of a handle reads the registry; while its answer is on the way back, a
+    write commits and is invalidated here. A lookup that starts after that must read the
+    registry again, not share the read under way (it holds the old value), and the old
+    answer must not be kept in L1."""
+    old, new = [PUBLIC], [HandleValue(1, "URL", b"https://example.cn/new")]
+
+    def data(r: Resolution) -> list[bytes]:
+        return [v.data for v in decode_values(r.values_wire)]
+
+    async def go() -> None:
+        store = await _store(pg_url, [HandleRecord("88.166.1/w", encode_values(old))])
+        real = store.get_many
+        read, answer = asyncio.Event(), asyncio.Event()
+        reads = 0
+
+        async def late_first_answer(keys: Sequence[str]) -> dict[str, bytes]:
+            nonlocal reads
+            reads += 1
+            got = await real(keys)  # PostgreSQL answers now...
+            if reads == 1:
+                read.set()
+                await answer.wait()  # ...the first answer reaches the core late
+            return got
+
+        store.get_many = late_first_answer  # type: ignore[method-assign]
+        core = _tiers(store, PrefixAuthority(["88.166"]))
+        try:
+            first = asyncio.get_running_loop().create_task(core.resolver.resolve("88.166.1/w"))
+            await read.wait()
+            await store.put_many([HandleRecord("88.166.1/w", encode_values(new))])
+            await core.resolver.invalidate(["88.166.1/w"])  # the write is acknowledged
+            later = asyncio.get_running_loop().create_task(core.resolver.resolve("88.166.1/w"))
+            for _ in range(20):  # let it run as far as it goes without the first answer
+                await asyncio.sleep(0)
+            answer.set()
+            got_first, got_later = await first, await later
+            assert data(got_first) == [b"https://example.cn/1"]  # started before the write
+            assert data(got_later) == [b"https://example.cn/new"]
+            assert reads == 2
+            again = await core.resolver.resolve("88.166.1/w")  # from L1 now
+            assert data(again) == [b"https://example.cn/new"] and reads == 2
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_read_after_a_write_does_not_join_a_redis_read_from_before_it(
+    pg_url: str, redis_url: str, redis_namespace: str
+) -> None:
+    """As above, one tier nearer: the MGET under way read Redis before the write's
+    tombstone; a lookup after the write asks Redis again (and finds the registry's)."""
+
+    async def go() -> None:
+        store = await _store(pg_url, [HandleRecord("88.166.1/w", encode_values([PUBLIC]))])
+        read, answer = asyncio.Event(), asyncio.Event()
+        mgets = 0
+
+        class LateFirstAnswer(RedisTier):  # real Redis; its first answer held back
+            async def _mget(self, keys: list[str]) -> dict[str, bytes]:
+                nonlocal mgets
+                mgets += 1
+                got = await super()._mget(keys)
+                if mgets == 1:
+                    read.set()
+                    await answer.wait()
+                return got
+
+        l2 = LateFirstAnswer(redis_url, namespace=redis_namespace)
+        await l2.put_many([(normalize("88.166.1/w"), encode_values([PUBLIC]))])  # the old
+        core = _tiers(store, PrefixAuthority(["88.166"]), l2=l2)
+        new = HandleValue(1, "URL", b"https://example.cn/new")
+        try:
+            first = asyncio.get_running_loop().create_task(core.resolver.resolve("88.166.1/w"))
+            await read.wait()
+            await store.put_many([HandleRecord("88.166.1/w", encode_values([new]))])
+            await core.resolver.invalidate(["88.166.1/w"])
+            later = asyncio.get_running_loop().create_task(core.resolver.resolve("88.166.1/w"))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            answer.set()
+            assert [v.data for v in decode_values((await first).values_wire)] == [PUBLIC.data]
+            assert [v.data for v in decode_values((await later).values_wire)] == [new.data]
+            assert mgets == 2
+        finally:
+            await l2.close()
+            await store.close()
 
     asyncio.run(go())
 

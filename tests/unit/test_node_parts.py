@@ -142,6 +142,55 @@ def test_coalescer_bounds_the_wait() -> None:
     asyncio.run(go())
 
 
+def test_coalescer_after_forget_asks_again_instead_of_joining_a_fetch_under_way() -> None:
+    """A write committed while a fetch of its key was under way: that fetch may carry the
+    old value, so an ask after the write's forget goes out on its own."""
+    calls: list[list[str]] = []
+    held = asyncio.Event()
+    value = {"a": "old", "b": "old"}
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        calls.append(keys)
+        got = {k: value[k] for k in keys}  # read now...
+        if len(calls) == 1:
+            await held.wait()  # ...answered late
+        return got
+
+    async def go() -> None:
+        c: Coalescer[str, str] = Coalescer(fetch, max_batch=100)
+        before = c.get("a")
+        joined = c.get("b")
+        for _ in range(3):  # the first fetch is under way, holding "old"
+            await asyncio.sleep(0)
+        assert calls == [["a", "b"]]
+        value["a"] = "new"  # the write commits...
+        c.forget(["a"])  # ...and is heard
+        after = c.get("a")
+        assert after is not before
+        assert await after == "new"
+        assert c.get("b") is joined  # a key nobody wrote still joins the fetch under way
+        held.set()
+        assert await before == "old"  # asked before the write: either answer is right
+        assert await joined == "old"
+        # the late fetch's end did not take the later one's place: nothing is left
+        assert not c._inflight and calls == [["a", "b"], ["a"]]
+        # forget_all: every key under way is asked again
+        held.clear()
+        calls.clear()
+        first = c.get("x")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert calls == [["x"]]
+        c.forget_all()
+        value["x"] = "x2"
+        assert await c.get("x") == "x2"
+        held.set()
+        await first
+
+    value["x"] = "x1"
+    asyncio.run(go())
+
+
 def test_settings_precedence(tmp_path: Path) -> None:
     cfg = tmp_path / "idnode.toml"
     cfg.write_text('[idnode]\nhttp_port = 9000\nworkers = 3\nredis_url = "redis://file"\n')
