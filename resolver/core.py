@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from idnode.registry.names import normalize
 
+from . import metrics
 from .changefeed import MARK_EVERY, ChangeLog, LocalChangeFeed
 from .codec import HandleValue, ResponseCode, decode_values, encode_values
 from .invalidation_batches import InvalidationBatches
@@ -55,8 +56,17 @@ class Resolver:
         write_position: Callable[[], Awaitable[str]] | None = None,
         heard_write: Callable[[Sequence[str], str], None] | None = None,
         hold_replicas: Callable[[bool], None] | None = None,
+        leased: bool = False,
     ) -> None:
         self.stages = tuple(stages)
+        # ``leased`` (a node with Redis): L1 answers only until ``_lease_until`` (on
+        # time.monotonic()), which the invalidation listener moves on each beat it hears
+        # back (RedisTier.listen, :meth:`renew`). A listener that fell behind (the loop
+        # stalled, its connection backed up) lets the lease run out before any writer
+        # stops waiting for its confirmation, so no read after an acknowledged write is
+        # answered from an L1 that has not heard of it: it reads Redis and the registry.
+        self._leased = leased
+        self._lease_until = 0.0
         # With read replicas (HandleStore.write_position/heard_write): every write's
         # invalidation carries the registry position it committed at, and reads of those
         # keys wait for a replica that has replayed that far (or go to the primary).
@@ -109,12 +119,18 @@ class Resolver:
         """:meth:`cached` for a handle already turned into its key (:meth:`key`)."""
         if self.feed is not None and self.feed.changed():
             return None  # another worker wrote: catch up on the async path first
+        if self._leased and self._lease_until < time.monotonic():
+            self._lapsed()
+            return None
         return self._recall(key)
 
     def holds(self, key: str, values: bytes | None) -> bool:
         """Whether :meth:`recall` would give an entry of ``values``, the very object:
         an answer built from it still stands (ready_answers). Cheaper than recall."""
         if self._recall is _no_memory or (self.feed is not None and self.feed.changed()):
+            return False
+        if self._leased and self._lease_until < time.monotonic():
+            self._lapsed()
             return False
         return self._holds(key, values)
 
@@ -136,9 +152,12 @@ class Resolver:
                 for stage in self.stages:
                     stage.forget_all()
         if not l1_checked:
-            e = self._recall(key)
-            if e is not None:
-                return e
+            if self._leased and self._lease_until < time.monotonic():
+                self._lapsed()
+            else:
+                e = self._recall(key)
+                if e is not None:
+                    return e
         gen = (self._epoch, self._generation.get(key, 0))
         q = Lookup(handle, key, flags, recursion_count)
         stages = self.stages
@@ -230,6 +249,23 @@ class Resolver:
         self._wake.set()
         if self._in_step is None and self.changes is not None:
             self._in_step = asyncio.get_running_loop().create_task(self._keep_in_step())
+
+    def renew(self, until: float) -> None:
+        """The invalidation listener heard back a beat: every invalidation published
+        before it was applied. L1 may answer until ``until`` (time.monotonic())."""
+        if until > self._lease_until:
+            if self._leased and self._lease_until < time.monotonic() and self._lease_until:
+                log.info("the invalidation listener is in step again: L1 answers again")
+            self._lease_until = until
+
+    def _lapsed(self) -> None:
+        """A lookup passes L1 by: the lease ran out (the listener is behind)."""
+        metrics.LEASE_LAPSED.inc()
+        self._repeats.warning(
+            "the invalidation listener's lease ran out %.2fs ago (it has not heard back its"
+            " beat): lookups pass L1 by until it does",
+            time.monotonic() - self._lease_until,
+        )
 
     @property
     def trusted(self) -> bool:

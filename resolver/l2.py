@@ -22,9 +22,11 @@ a listener that follows the channel's shard when its master fails over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import cast
 
@@ -94,6 +96,14 @@ ACK_MARK = "@ack:"
 # once it has replayed that far.
 POSITION_MARK = "@pos:"
 ACK_WAIT = 1.0  # seconds a writer waits for every listener's confirmation
+# A listener sends a beat (PING with its send time) on its subscribed connection every
+# BEAT_EVERY seconds; the answer comes back behind every message published before it.
+# Hearing it back, the worker's L1 may answer until the beat's send time plus LEASE
+# (Resolver.renew). LEASE < ACK_WAIT: a listener too far behind to confirm in time has
+# lost its lease before the writer stops waiting, so the write's acknowledgement never
+# meets an L1 that did not hear of it (the margin covers the loop's turn and clock rate).
+BEAT_EVERY = 0.2
+LEASE = 0.6
 ACK_KEEP = 10  # seconds a confirmation list lives if its writer has gone
 # What makes L2 a miss (or an invalidation not told) rather than an error: a cluster
 # client's own errors (no node reachable, slots not covered) are not RedisErrors.
@@ -206,6 +216,7 @@ class RedisTier:
         token = secrets.token_hex(8)
         head = [ACK_MARK + token] + ([POSITION_MARK + position] if position else [])
         listeners, untold = await self._tell(keys, "\n".join([*head, *keys]))
+        told = time.monotonic()
         ack = self.ack_key(token)
         acks = await self._ack_client()
         try:
@@ -216,6 +227,11 @@ class RedisTier:
                         "a node's invalidation listener did not confirm within %.1fs", ACK_WAIT
                     )
                     break
+        except FAILURES:
+            # Not waited for: answer no sooner than a listener that did not hear it has
+            # lost its lease (LEASE), as when it does not confirm.
+            await asyncio.sleep(max(0.0, told + ACK_WAIT - time.monotonic()))
+            raise
         finally:
             await acks.delete(ack)
         if untold is not None:  # the listeners heard it, but Redis may hold the old value
@@ -283,26 +299,35 @@ class RedisTier:
         forget: Callable[[list[str], str], None],
         subscribed: Callable[[], None] | None = None,
         lost: Callable[[], None] | None = None,
+        renew: Callable[[float], None] | None = None,
     ) -> None:
         """Apply invalidations published by any worker, until cancelled; reconnects.
         ``forget`` gets the keys and the write's registry position ("" if none).
 
         ``lost`` is called when the channel is lost (what was published meanwhile was
         not heard), ``subscribed`` once it listens again: the core then catches up from
-        the registry's change feed before it trusts Redis and L1 again."""
+        the registry's change feed before it trusts Redis and L1 again. ``renew`` gets
+        the time (time.monotonic()) until which L1 may answer, each time a beat comes
+        back (BEAT_EVERY, LEASE)."""
         # Its own connection without a read timeout: a quiet channel is not a dead one.
         listener: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
             self.url, socket_connect_timeout=2.0, health_check_interval=30
         )
         while True:
+            beats: asyncio.Task[None] | None = None
             try:
                 pubsub = listener.pubsub()
                 await pubsub.subscribe(self.channel)
                 if subscribed is not None:
                     subscribed()
+                if renew is not None:
+                    beats = asyncio.get_running_loop().create_task(_beat(pubsub.ping))
                 async for msg in pubsub.listen():
-                    if msg.get("type") == "message":
+                    kind = msg.get("type")
+                    if kind == "message":
                         await self._heard(msg["data"], forget)
+                    elif kind == "pong" and renew is not None:
+                        _heard_beat(msg["data"], renew)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -310,6 +335,9 @@ class RedisTier:
                     lost()
                 self.repeats.warning("invalidation channel lost (%s); retrying in 1s", exc)
                 await asyncio.sleep(1.0)
+            finally:
+                if beats is not None:
+                    beats.cancel()
 
     async def _heard(self, data: object, forget: Callable[[list[str], str], None]) -> None:
         """Apply one invalidation message, then confirm it to its writer."""
@@ -342,6 +370,25 @@ class RedisTier:
         await self._acks.aclose()
 
 
+async def _beat(ping: Callable[[str], Awaitable[object]]) -> None:
+    """Send a beat (PING with its send time) every BEAT_EVERY on a subscribed connection,
+    until cancelled or the connection fails (its reader then reports the loss)."""
+    with contextlib.suppress(*FAILURES):
+        while True:
+            await ping(repr(time.monotonic()))
+            await asyncio.sleep(BEAT_EVERY)
+
+
+def _heard_beat(data: object, renew: Callable[[float], None]) -> None:
+    """A PONG came back: if it is a beat, L1 may answer until its send time + LEASE.
+    (Other PONGs, such as redis-py's health checks, carry no time.)"""
+    try:
+        sent = float(data.decode() if isinstance(data, bytes) else str(data))
+    except ValueError:
+        return
+    renew(sent + LEASE)
+
+
 async def _batches(keys: AsyncIterator[bytes], size: int = 1000) -> AsyncIterator[list[bytes]]:
     batch: list[bytes] = []
     async for k in keys:
@@ -357,13 +404,13 @@ async def _batches(keys: AsyncIterator[bytes], size: int = 1000) -> AsyncIterato
 # goes to the channel's shard only instead of over the whole cluster bus.
 SHARDED_PUBSUB_SINCE = (7, 0)
 REPLICA_WAIT_MS = 100  # an invalidation waits this long for a replica to hold it
-# The listener PINGs its subscribed connection when it has heard nothing for this long,
-# and counts the channel lost when the PING is not answered within as long again: a
-# master that froze or was cut off sends no reset, and kernel keepalive waits hours.
+# The listener PINGs its subscribed connection every BEAT_EVERY (its beats) and counts
+# the channel lost when it has heard nothing for this long: a master that froze or was
+# cut off sends no reset, and kernel keepalive waits hours.
 LISTEN_PING_EVERY = 2.0
 CONFIRM_WAIT = 0.5  # seconds a listener spends confirming one invalidation, at most
 # A writer tries to publish an invalidation this long (seconds) before it gives up: by
-# then a listener whose master stopped answering has lost the channel (two PING periods).
+# then a listener whose master stopped answering has lost the channel (LISTEN_PING_EVERY).
 PUBLISH_WAIT = 2 * LISTEN_PING_EVERY + 1.0
 PUBLISH_RETRY = 0.1  # seconds between attempts to publish
 CONFIRMS_IN_FLIGHT = 256  # confirmations under way at once; past it one is dropped (logged)
@@ -839,6 +886,7 @@ class RedisClusterTier(RedisTier):
         forget: Callable[[list[str], str], None],
         subscribed: Callable[[], None] | None = None,
         lost: Callable[[], None] | None = None,
+        renew: Callable[[float], None] | None = None,
     ) -> None:
         """As :meth:`RedisTier.listen`, on the master of the channel's slot, found anew
         after every loss (the cluster's topology refreshed)."""
@@ -851,34 +899,41 @@ class RedisClusterTier(RedisTier):
                     await self.cluster.nodes_manager.initialize()
                 node = await self._channel_node()
                 sharded = await self._sharded_pubsub(node)
-                # Its own connection. A quiet channel is not a dead one, but a master
-                # that froze or was cut off sends no reset (and kernel keepalive waits
-                # hours): after LISTEN_PING_EVERY without a word the listener PINGs, and
-                # an unanswered PING loses the channel.
+                # Its own connection. A master that froze or was cut off sends no reset
+                # (and kernel keepalive waits hours): the listener's beats (a PING every
+                # BEAT_EVERY) are answered by a live master, and LISTEN_PING_EVERY
+                # without a word loses the channel.
                 conn = Connection(
                     host=node.host, port=node.port, socket_connect_timeout=2.0,
                     socket_keepalive=True,
                 )  # fmt: skip
                 await conn.connect()  # type: ignore[no-untyped-call]
                 await conn.send_command("SSUBSCRIBE" if sharded else "SUBSCRIBE", self.channel)
-                pinged = False
+                heard = beat = time.monotonic()
                 while True:
+                    now = time.monotonic()
+                    if now - beat >= BEAT_EVERY:
+                        await conn.send_command("PING", repr(now))
+                        beat = now
                     # A timeout here returns None and keeps the connection (and what
                     # part of a reply was read: the parser resumes).
-                    reply = await conn.read_response(timeout=LISTEN_PING_EVERY)
+                    reply = await conn.read_response(timeout=BEAT_EVERY)
                     if reply is None:
-                        if pinged:
+                        # Judged after a read, so that a stall of this worker's own loop
+                        # is not taken for the master's silence.
+                        if time.monotonic() - heard > LISTEN_PING_EVERY:
                             raise rx.TimeoutError(
                                 f"{node.name} did not answer a PING within {LISTEN_PING_EVERY:g}s"
                             )
-                        await conn.send_command("PING")
-                        pinged = True
                         continue
-                    pinged = False  # any word from the master says it is there
+                    heard = time.monotonic()  # any word from the master says it is there
                     if not isinstance(reply, list) or not reply:
                         continue
                     kind = bytes(reply[0]).lower()
-                    if kind in (b"ssubscribe", b"subscribe"):
+                    if kind == b"pong":
+                        if renew is not None and len(reply) > 1:
+                            _heard_beat(reply[1], renew)
+                    elif kind in (b"ssubscribe", b"subscribe"):
                         log.info("listening for invalidations on %s (%s)", node.name, kind.decode())
                         self._listening = True
                         if subscribed is not None:

@@ -69,6 +69,11 @@ READY_ANSWERS_SENT = Counter(
     "idnode_ready_answers_sent_total",
     "Resolutions answered from a ready answer (also counted as L1 hits)",
 )
+LEASE_LAPSED = Counter(
+    "idnode_l1_lease_lapsed_total",
+    "Lookups that passed L1 by because this worker's invalidation listener had not heard"
+    " back its beat within its lease (it may be behind on invalidations)",
+)
 READY_ANSWERS_EVICTED = Counter(
     "idnode_ready_answers_evicted_total",
     "Ready answers pushed out, oldest first, to keep within ready_answers_mb",

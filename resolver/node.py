@@ -253,12 +253,16 @@ class Node:
             write_position=store.write_position,
             heard_write=store.heard_write,
             hold_replicas=store.hold_replicas,
+            # With Redis, L1 answers only while the listener hears back its beats.
+            leased=self.l2 is not None,
         )
         if self.l2 is not None:
             # Listen before the doors open and let the first catch-up finish (if Redis
             # answers): a node that says it is ready serves from its caches at once.
             self._listen = asyncio.get_running_loop().create_task(
-                self.l2.listen(core.forget, core.listener_subscribed, core.listener_lost)
+                self.l2.listen(
+                    core.forget, core.listener_subscribed, core.listener_lost, core.renew
+                )
             )
             await core.in_step(FIRST_CATCH_UP_SECONDS)
         registry, sessions = self._registry(store, authority, core)

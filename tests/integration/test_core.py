@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -12,12 +13,13 @@ import redis
 
 from idnode.registry.names import PrefixAuthority, normalize
 from idnode.registry.store import HandleRecord, Store, open_store
+from idnode.resolver import metrics
 from idnode.resolver.coalesce import Coalescer
 from idnode.resolver.codec import HandleValue, ResponseCode, decode_values, encode_values
 from idnode.resolver.codec.codes import Permission, TtlType
 from idnode.resolver.core import Resolver
 from idnode.resolver.l1 import Entry, L1Cache, Lifetimes
-from idnode.resolver.l2 import RedisTier
+from idnode.resolver.l2 import BEAT_EVERY, LEASE, RedisTier
 from idnode.resolver.stages.authority import AuthorityStage
 from idnode.resolver.stages.chain import lookup_chain
 from idnode.resolver.stages.l1_cache import L1CacheStage
@@ -53,6 +55,7 @@ def _tiers(
     l1_ttl: float = 60.0,
     negative_ttl: float = 5.0,
     max_batch: int = 256,
+    leased: bool = False,
 ) -> Tiers:
     l1 = L1Cache(64 * 1024 * 1024)
     stages = lookup_chain(
@@ -60,7 +63,8 @@ def _tiers(
     )
     registry = stages[-1]
     assert isinstance(registry, RegistryStage)  # the chain ends at the registry
-    return Tiers(Resolver(stages, case_sensitive=store.case_sensitive), l1, registry.reads)
+    core = Resolver(stages, case_sensitive=store.case_sensitive, leased=leased)
+    return Tiers(core, l1, registry.reads)
 
 
 def _records(n: int) -> list[HandleRecord]:
@@ -326,6 +330,77 @@ def test_a_read_after_a_write_does_not_join_a_redis_read_from_before_it(
         finally:
             await l2.close()
             await store.close()
+
+    asyncio.run(go())
+
+
+def test_l1_answers_only_within_the_listeners_lease(pg_url: str) -> None:
+    """A leased core (a node with Redis) answers from L1 only until the time its
+    listener's last beat allows; past it, lookups read on (and say so), and a beat heard
+    back lets L1 answer again."""
+
+    async def go() -> None:
+        store = await _store(pg_url, _records(1))
+        core = _tiers(store, PrefixAuthority(["88.166"]), leased=True)
+        reads = core.l3
+        key = core.resolver.key("88.166.1/h0")
+        lapsed = metrics.LEASE_LAPSED._value.get()
+        try:
+            await core.resolver.resolve("88.166.1/h0")  # in L1 now
+            assert len(core.l1) == 1
+            assert core.resolver.recall(key) is None  # no beat heard yet: no lease
+            fetched = reads.keys_fetched
+            await core.resolver.resolve("88.166.1/h0")
+            assert reads.keys_fetched == fetched + 1  # read on, past L1
+            core.resolver.renew(time.monotonic() + 3600)
+            assert core.resolver.recall(key) is not None
+            await core.resolver.resolve("88.166.1/h0")
+            assert reads.keys_fetched == fetched + 1  # from L1
+            core.resolver.renew(time.monotonic() - 1)  # an older beat moves nothing back
+            assert core.resolver.recall(key) is not None
+            lapse = time.monotonic() + 0.05
+            core.resolver._lease_until = lapse  # as if the last beat was that long ago
+            while time.monotonic() <= lapse:
+                await asyncio.sleep(0.01)
+            assert core.resolver.recall(key) is None
+            await core.resolver.resolve("88.166.1/h0")
+            assert reads.keys_fetched == fetched + 2
+            assert metrics.LEASE_LAPSED._value.get() >= lapsed + 3
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_the_listener_renews_the_lease_with_each_beat_it_hears_back(
+    redis_url: str, redis_namespace: str
+) -> None:
+    """Each beat (a PING on the subscribed connection, every BEAT_EVERY) that comes back
+    renews the lease to its send time + LEASE; redis-py's own PONGs renew nothing."""
+
+    async def go() -> None:
+        l2 = RedisTier(redis_url, namespace=redis_namespace)
+        renewals: list[tuple[float, float]] = []  # (heard at, until)
+        subscribed = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(
+            l2.listen(
+                lambda keys, position: None,
+                subscribed.set,
+                None,
+                lambda until: renewals.append((time.monotonic(), until)),
+            )
+        )
+        try:
+            await asyncio.wait_for(subscribed.wait(), 10)
+            while len(renewals) < 4:
+                await asyncio.sleep(BEAT_EVERY)
+            for heard, until in renewals:
+                assert until - LEASE <= heard  # sent before it came back
+            assert all(b[1] > a[1] for a, b in itertools.pairwise(renewals))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await l2.close()
 
     asyncio.run(go())
 

@@ -7,13 +7,15 @@ killed while invalidations go on, the channel's master killed, then frozen."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from idnode.resolver.l2 import RedisClusterTier
+from idnode.resolver.l2 import BEAT_EVERY, LEASE, RedisClusterTier
 from idnode.resolver.settings import ConfigError, load_settings
 from tests.redis_cluster import LocalCluster, start_cluster
 
@@ -330,6 +332,43 @@ def test_the_listener_notices_a_frozen_channel_master(cluster: LocalCluster) -> 
         await asyncio.gather(task, return_exceptions=True)
         await writer.close()
         await reader.close()
+
+    asyncio.run(go())
+
+
+def test_the_listener_beats_on_its_connection_and_renews_the_lease(cluster: LocalCluster) -> None:
+    """On a cluster too the listener PINGs its subscribed connection every BEAT_EVERY,
+    and each answer renews the lease to the PING's send time + LEASE (only PONGs of its
+    beats renew it), while invalidations are heard as before."""
+    ns = f"t{secrets.token_hex(3)}"
+
+    async def go() -> None:
+        writer, reader = tier(cluster, ns), tier(cluster, ns)
+        heard: list[list[str]] = []
+        renewals: list[tuple[float, float]] = []  # (heard back at, until)
+        subscribed = asyncio.Event()
+        task = asyncio.create_task(
+            reader.listen(
+                lambda keys, position: heard.append(keys),
+                subscribed.set,
+                None,
+                lambda until: renewals.append((time.monotonic(), until)),
+            )
+        )
+        try:
+            await asyncio.wait_for(subscribed.wait(), WAIT)
+            await writer.invalidate(["88.166/beat"])
+            assert heard == [["88.166/beat"]]
+            while len(renewals) < 4:
+                await asyncio.sleep(BEAT_EVERY)
+            for at, until in renewals:
+                assert until - LEASE <= at  # sent before it came back
+            assert all(b[1] > a[1] for a, b in itertools.pairwise(renewals))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await writer.close()
+            await reader.close()
 
     asyncio.run(go())
 
