@@ -289,9 +289,13 @@ def test_searches_a_worker_runs_at_once_are_bounded(
                 await locker.execute("LOCK TABLE search_values IN ACCESS EXCLUSIVE MODE")
                 first = asyncio.create_task(find(svc, "URL=http://a/*"))
                 async with asyncio.timeout(60):  # the first search waits for the lock
+                    # pg_stat_activity is read once per transaction and kept (a snapshot):
+                    # inside the lock's transaction each poll must clear it, or a first
+                    # poll made before the search started waiting is all it ever sees.
                     while not await locker.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE '%search_values%' AND datname = current_database()"
+                        "SELECT count(*) FROM pg_stat_clear_snapshot(), pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND query LIKE '%search_values%'"
+                        " AND datname = current_database()"
                     ):
                         if first.done():  # it did not wait: say why, do not spin
                             first.result()
