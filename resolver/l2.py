@@ -32,7 +32,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rx
-from redis.asyncio.client import Pipeline
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
@@ -215,25 +215,36 @@ class RedisTier:
         """
         token = secrets.token_hex(8)
         head = [ACK_MARK + token] + ([POSITION_MARK + position] if position else [])
-        listeners, untold = await self._tell(keys, "\n".join([*head, *keys]))
-        told = time.monotonic()
-        ack = self.ack_key(token)
-        acks = await self._ack_client()
         try:
-            for _ in range(listeners):
-                popped = acks.blpop([ack], timeout=ACK_WAIT)
-                if await cast("Awaitable[list[bytes] | None]", popped) is None:
-                    self.repeats.warning(
-                        "a node's invalidation listener did not confirm within %.1fs", ACK_WAIT
-                    )
-                    break
+            listeners, untold = await self._tell(keys, "\n".join([*head, *keys]))
+        except (rx.TimeoutError, TimeoutError):
+            # Sent, unanswered: it may have been published all the same, to a listener
+            # that has not applied it yet. Answer no sooner than its lease runs out.
+            await asyncio.sleep(ACK_WAIT)
+            raise
+        told = time.monotonic()  # after the publish: the waits below count from here
+        ack = self.ack_key(token)
+        try:
+            acks = await self._ack_client()
+            try:
+                for _ in range(listeners):
+                    popped = acks.blpop([ack], timeout=ACK_WAIT)
+                    if await cast("Awaitable[list[bytes] | None]", popped) is None:
+                        self.repeats.warning(
+                            "a node's invalidation listener did not confirm within %.1fs",
+                            ACK_WAIT,
+                        )
+                        # Redis times the wait by its own clock (a step of it cuts the
+                        # wait short): the rest is waited out here.
+                        await asyncio.sleep(max(0.0, told + ACK_WAIT - time.monotonic()))
+                        break
+            finally:
+                await acks.delete(ack)
         except FAILURES:
             # Not waited for: answer no sooner than a listener that did not hear it has
             # lost its lease (LEASE), as when it does not confirm.
             await asyncio.sleep(max(0.0, told + ACK_WAIT - time.monotonic()))
             raise
-        finally:
-            await acks.delete(ack)
         if untold is not None:  # the listeners heard it, but Redis may hold the old value
             raise untold
 
@@ -310,24 +321,32 @@ class RedisTier:
         the time (time.monotonic()) until which L1 may answer, each time a beat comes
         back (BEAT_EVERY, LEASE)."""
         # Its own connection without a read timeout: a quiet channel is not a dead one.
+        # Named, so that CLIENT LIST tells the node's listeners apart.
         listener: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
-            self.url, socket_connect_timeout=2.0, health_check_interval=30
+            self.url,
+            socket_connect_timeout=2.0,
+            health_check_interval=30,
+            client_name=f"idnode-listener:{self.namespace}",
         )
         while True:
-            beats: asyncio.Task[None] | None = None
+            pubsub = listener.pubsub()
+            parts: list[asyncio.Task[None]] = []
             try:
-                pubsub = listener.pubsub()
                 await pubsub.subscribe(self.channel)
                 if subscribed is not None:
                     subscribed()
+                loop = asyncio.get_running_loop()
+                parts.append(loop.create_task(self._read(pubsub, forget, renew)))
                 if renew is not None:
-                    beats = asyncio.get_running_loop().create_task(_beat(pubsub.ping))
-                async for msg in pubsub.listen():
-                    kind = msg.get("type")
-                    if kind == "message":
-                        await self._heard(msg["data"], forget)
-                    elif kind == "pong" and renew is not None:
-                        _heard_beat(msg["data"], renew)
+                    parts.append(loop.create_task(_beat(pubsub)))
+                # The reader and the beats end only when the connection fails. redis-py
+                # reconnects a PubSub and subscribes it again before it raises, or on its
+                # next read when a beat's send found the connection broken: whichever
+                # part fails first, the gap is reported and this PubSub is closed.
+                done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()
+                raise RedisError("the invalidation channel's subscription ended")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -336,8 +355,28 @@ class RedisTier:
                 self.repeats.warning("invalidation channel lost (%s); retrying in 1s", exc)
                 await asyncio.sleep(1.0)
             finally:
-                if beats is not None:
-                    beats.cancel()
+                for t in parts:
+                    t.cancel()
+                await asyncio.gather(*parts, return_exceptions=True)
+                # Else it stays subscribed on the connection redis-py made again: a listener
+                # nobody reads, counted by every PUBLISH, whose writers then wait ACK_WAIT.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2.0):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(
+        self,
+        pubsub: PubSub,
+        forget: Callable[[list[str], str], None],
+        renew: Callable[[float], None] | None,
+    ) -> None:
+        """Apply each message of the subscription; renew the lease with each beat."""
+        async for msg in pubsub.listen():
+            kind = msg.get("type")
+            if kind == "message":
+                await self._heard(msg["data"], forget)
+            elif kind == "pong" and renew is not None:
+                _heard_beat(msg["data"], renew)
 
     async def _heard(self, data: object, forget: Callable[[list[str], str], None]) -> None:
         """Apply one invalidation message, then confirm it to its writer."""
@@ -370,13 +409,16 @@ class RedisTier:
         await self._acks.aclose()
 
 
-async def _beat(ping: Callable[[str], Awaitable[object]]) -> None:
-    """Send a beat (PING with its send time) every BEAT_EVERY on a subscribed connection,
-    until cancelled or the connection fails (its reader then reports the loss)."""
-    with contextlib.suppress(*FAILURES):
-        while True:
-            await ping(repr(time.monotonic()))
-            await asyncio.sleep(BEAT_EVERY)
+async def _beat(pubsub: PubSub) -> None:
+    """Send a beat (PING with its send time) every BEAT_EVERY on the subscribed
+    connection itself, until it fails. Not through PubSub.ping: on a failure that one
+    reconnects and subscribes again behind the reader's back."""
+    conn = pubsub.connection
+    while True:
+        if conn is None or conn is not pubsub.connection or not conn.is_connected:
+            raise rx.ConnectionError("the subscribed connection was lost")
+        await conn.send_command("PING", repr(time.monotonic()), check_health=False)
+        await asyncio.sleep(BEAT_EVERY)
 
 
 def _heard_beat(data: object, renew: Callable[[float], None]) -> None:

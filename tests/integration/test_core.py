@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from idnode.registry.names import PrefixAuthority, normalize
 from idnode.registry.store import HandleRecord, Store, open_store
@@ -403,6 +404,87 @@ def test_the_listener_renews_the_lease_with_each_beat_it_hears_back(
             await l2.close()
 
     asyncio.run(go())
+
+
+async def _kill_listeners(r: aioredis.Redis, namespace: str) -> int:
+    """Drop this namespace's listener connections from the server side (CLIENT KILL, as
+    a proxy, a failover or a timeout would): by the name they carry, so that no other
+    test's connection on a shared Redis goes."""
+    killed = 0
+    for c in await r.client_list(_type="pubsub"):
+        if c.get("name") == f"idnode-listener:{namespace}":
+            killed += int(await r.client_kill_filter(_id=c["id"]))
+    return killed
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 20.0) -> None:
+    """Wait for a state that must come (a bound on a hang, not a timing assertion)."""
+    async with asyncio.timeout(seconds):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+def test_a_dropped_subscription_is_reported_closed_and_beats_again_while_confirming(
+    redis_url: str, redis_namespace: str
+) -> None:
+    """The server drops the listener's connection while its reader is busy confirming an
+    invalidation. The beats meet the dead connection: the gap must be reported (lost, so
+    the core catches up from the change feed), the subscription made anew and the lease
+    renewed again; and only one subscriber stays (an orphan would make every writer
+    wait ACK_WAIT for a confirmation that never comes)."""
+
+    async def go() -> None:
+        gate, confirming = asyncio.Event(), asyncio.Event()
+
+        class SlowConfirm(RedisTier):  # real Redis; the reader held inside a confirmation
+            async def _confirm(self, ack: str) -> None:
+                confirming.set()
+                await gate.wait()
+                await super()._confirm(ack)
+
+        tier = SlowConfirm(redis_url, namespace=redis_namespace)
+        r: aioredis.Redis = aioredis.from_url(redis_url)  # type: ignore[no-untyped-call]
+        renewals: list[float] = []
+        lost: list[float] = []
+        subscribed = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(
+            tier.listen(
+                lambda keys, position: None,
+                subscribed.set,
+                lambda: lost.append(time.monotonic()),
+                renewals.append,
+            )
+        )
+        try:
+            await asyncio.wait_for(subscribed.wait(), 10)
+            await _until(lambda: _true(bool(renewals)), "a first beat")
+            await r.publish(tier.channel, "@ack:review\n88.166.1/K")
+            await asyncio.wait_for(confirming.wait(), 10)
+            subscribed.clear()
+            assert await _kill_listeners(r, redis_namespace) == 1
+            await _until(lambda: _true(bool(lost)), "the gap reported")
+            gate.set()
+            await asyncio.wait_for(subscribed.wait(), 10)
+            after = len(renewals)
+            await _until(lambda: _true(len(renewals) > after), "beats renewing the lease again")
+
+            async def one_subscriber() -> bool:
+                counts = dict(await r.pubsub_numsub(tier.channel))
+                return bool(counts.get(tier.channel.encode(), 0) == 1)
+
+            await _until(one_subscriber, "a single subscriber")
+        finally:
+            gate.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await r.aclose()
+            await tier.close()
+
+    asyncio.run(go())
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 def test_invalidation_reaches_other_workers_l1(
