@@ -241,7 +241,11 @@ class ReplicaSet:
         now = time.monotonic()
         unknown_before = self._unknown_writes
         try:
-            primary = await asyncio.wait_for(self._primary_position(), POLL_TIMEOUT)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result of
+            # a read that finished as close() cancelled this task, swallowing the cancel,
+            # and close() then waited for the poller for ever (a CI run hung 600 s).
+            async with asyncio.timeout(POLL_TIMEOUT):
+                primary = await self._primary_position()
         except Exception as exc:
             # Without the primary's position the lag bound is judged on the last one
             # read: replicas keep answering what they hold (writes fail meanwhile).

@@ -308,7 +308,10 @@ class Resolver:
                 except Exception as exc:  # the mark stays: a later catch-up reads more
                     self._repeats.warning("cannot read the change feed's head (%s)", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), MARK_EVERY)
+                    # Not wait_for: on Python 3.11 it can swallow a cancel that lands as
+                    # the wait ends, and this loop would outlive drain().
+                    async with asyncio.timeout(MARK_EVERY):
+                        await self._wake.wait()
                 continue
             if not self._listening:
                 await self._wake.wait()
