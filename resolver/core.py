@@ -119,8 +119,7 @@ class Resolver:
         """:meth:`cached` for a handle already turned into its key (:meth:`key`)."""
         if self.feed is not None and self.feed.changed():
             return None  # another worker wrote: catch up on the async path first
-        if self._leased and self._lease_until < time.monotonic():
-            self._lapsed()
+        if self._leased and self._out_of_lease():
             return None
         return self._recall(key)
 
@@ -129,8 +128,7 @@ class Resolver:
         an answer built from it still stands (ready_answers). Cheaper than recall."""
         if self._recall is _no_memory or (self.feed is not None and self.feed.changed()):
             return False
-        if self._leased and self._lease_until < time.monotonic():
-            self._lapsed()
+        if self._leased and self._out_of_lease():
             return False
         return self._holds(key, values)
 
@@ -151,13 +149,10 @@ class Resolver:
                 log.error("cannot read invalidations (%s); clearing L1", exc)
                 for stage in self.stages:
                     stage.forget_all()
-        if not l1_checked:
-            if self._leased and self._lease_until < time.monotonic():
-                self._lapsed()
-            else:
-                e = self._recall(key)
-                if e is not None:
-                    return e
+        if not l1_checked and not (self._leased and self._out_of_lease()):
+            e = self._recall(key)
+            if e is not None:
+                return e
         gen = (self._epoch, self._generation.get(key, 0))
         q = Lookup(handle, key, flags, recursion_count)
         stages = self.stages
@@ -258,14 +253,19 @@ class Resolver:
                 log.info("the invalidation listener is in step again: L1 answers again")
             self._lease_until = until
 
-    def _lapsed(self) -> None:
-        """A lookup passes L1 by: the lease ran out (the listener is behind)."""
+    def _out_of_lease(self) -> bool:
+        """Whether L1's lease ran out (the listener is behind): then this lookup passes
+        L1 by, counted and logged."""
+        late = time.monotonic() - self._lease_until
+        if late <= 0:
+            return False
         metrics.LEASE_LAPSED.inc()
         self._repeats.warning(
             "the invalidation listener's lease ran out %.2fs ago (it has not heard back its"
             " beat): lookups pass L1 by until it does",
-            time.monotonic() - self._lease_until,
+            late,
         )
+        return True
 
     @property
     def trusted(self) -> bool:

@@ -220,7 +220,7 @@ class RedisTier:
         except (rx.TimeoutError, TimeoutError):
             # Sent, unanswered: it may have been published all the same, to a listener
             # that has not applied it yet. Answer no sooner than its lease runs out.
-            await asyncio.sleep(ACK_WAIT)
+            await _wait_out(time.monotonic())
             raise
         told = time.monotonic()  # after the publish: the waits below count from here
         ack = self.ack_key(token)
@@ -236,14 +236,14 @@ class RedisTier:
                         )
                         # Redis times the wait by its own clock (a step of it cuts the
                         # wait short): the rest is waited out here.
-                        await asyncio.sleep(max(0.0, told + ACK_WAIT - time.monotonic()))
+                        await _wait_out(told)
                         break
             finally:
                 await acks.delete(ack)
         except FAILURES:
             # Not waited for: answer no sooner than a listener that did not hear it has
             # lost its lease (LEASE), as when it does not confirm.
-            await asyncio.sleep(max(0.0, told + ACK_WAIT - time.monotonic()))
+            await _wait_out(told)
             raise
         if untold is not None:  # the listeners heard it, but Redis may hold the old value
             raise untold
@@ -407,6 +407,13 @@ class RedisTier:
             await self._lean.close()
         await self.client.aclose()
         await self._acks.aclose()
+
+
+async def _wait_out(told: float) -> None:
+    """Sleep until ACK_WAIT after ``told`` (time.monotonic(), once the invalidation was
+    published or may have been): by then a listener that has not applied it has lost
+    its lease."""
+    await asyncio.sleep(max(0.0, told + ACK_WAIT - time.monotonic()))
 
 
 async def _beat(pubsub: PubSub) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
@@ -20,13 +19,14 @@ from idnode.resolver.codec import HandleValue, ResponseCode, decode_values, enco
 from idnode.resolver.codec.codes import Permission, TtlType
 from idnode.resolver.core import Resolver
 from idnode.resolver.l1 import Entry, L1Cache, Lifetimes
-from idnode.resolver.l2 import BEAT_EVERY, LEASE, RedisTier
+from idnode.resolver.l2 import RedisTier
 from idnode.resolver.stages.authority import AuthorityStage
 from idnode.resolver.stages.chain import lookup_chain
 from idnode.resolver.stages.l1_cache import L1CacheStage
 from idnode.resolver.stages.redis_cache import RedisCacheStage
 from idnode.resolver.stages.registry_lookup import RegistryStage
 from idnode.resolver.stages.stage import Lookup, Resolution, Stage
+from tests.integration.beats import Renewals
 
 PUBLIC = HandleValue(1, "URL", b"https://example.cn/1")
 SECRET = HandleValue(2, "costPrice", b"99", permissions=int(Permission.ADMIN_READ))
@@ -381,23 +381,19 @@ def test_the_listener_renews_the_lease_with_each_beat_it_hears_back(
 
     async def go() -> None:
         l2 = RedisTier(redis_url, namespace=redis_namespace)
-        renewals: list[tuple[float, float]] = []  # (heard at, until)
+        renewals = Renewals()
         subscribed = asyncio.Event()
         task = asyncio.get_running_loop().create_task(
             l2.listen(
                 lambda keys, position: None,
                 subscribed.set,
                 None,
-                lambda until: renewals.append((time.monotonic(), until)),
+                renewals,
             )
         )
         try:
             await asyncio.wait_for(subscribed.wait(), 10)
-            while len(renewals) < 4:
-                await asyncio.sleep(BEAT_EVERY)
-            for heard, until in renewals:
-                assert until - LEASE <= heard  # sent before it came back
-            assert all(b[1] > a[1] for a, b in itertools.pairwise(renewals))
+            await renewals.check()
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
